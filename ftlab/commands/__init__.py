@@ -1,0 +1,1 @@
+"""One module per `ftlab` subcommand (discovered automatically by `ftlab.cli`)."""

