@@ -77,6 +77,8 @@ def check_model_and_generation() -> Iterator[CheckResult]:
         yield CheckResult(FAIL, "base model", str(error), "run `make setup`")
         return
     try:
+        import transformers  # noqa: F401 - import first, so the timing is the load alone
+
         start = time.perf_counter()
         model, tokenizer = load_model()
         loaded = time.perf_counter() - start
