@@ -44,8 +44,12 @@ def check_python() -> CheckResult:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] == (3, 11):
         return CheckResult(OK, "Python", version)
-    return CheckResult(FAIL, "Python", f"{version} (the course is pinned for 3.11)",
-                       "install Python 3.11 and run `make setup` again")
+    return CheckResult(
+        FAIL,
+        "Python",
+        f"{version} (the course is pinned for 3.11)",
+        "install Python 3.11 and run `make setup` again",
+    )
 
 
 def check_packages() -> Iterator[CheckResult]:
@@ -55,15 +59,19 @@ def check_packages() -> Iterator[CheckResult]:
         except importlib.metadata.PackageNotFoundError:
             if requirement.marker and not requirement.marker.evaluate({"extra": "dev"}):
                 continue
-            yield CheckResult(FAIL, f"package {requirement.name}", "not installed",
-                              "run `make setup`")
+            yield CheckResult(
+                FAIL, f"package {requirement.name}", "not installed", "run `make setup`"
+            )
             continue
         if requirement.specifier.contains(installed, prereleases=True):
             yield CheckResult(OK, f"package {requirement.name}", installed)
         else:
-            yield CheckResult(FAIL, f"package {requirement.name}",
-                              f"{installed} installed, {requirement.specifier} pinned",
-                              "run `make setup` (it reinstalls the pinned versions)")
+            yield CheckResult(
+                FAIL,
+                f"package {requirement.name}",
+                f"{installed} installed, {requirement.specifier} pinned",
+                "run `make setup` (it reinstalls the pinned versions)",
+            )
 
 
 def check_model_and_generation() -> Iterator[CheckResult]:
@@ -83,12 +91,20 @@ def check_model_and_generation() -> Iterator[CheckResult]:
         model, tokenizer = load_model()
         loaded = time.perf_counter() - start
         yield CheckResult(OK, "model loads", f"in {loaded:.2f} s on {model.device}")
-        reply = chat(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
-                     max_new_tokens=10)
+        reply = chat(
+            model,
+            tokenizer,
+            [{"role": "user", "content": "What is the capital of France?"}],
+            max_new_tokens=10,
+        )
         yield CheckResult(OK, "10-token generation", repr(reply))
     except Exception as error:  # noqa: BLE001
-        yield CheckResult(FAIL, "model loads and generates", f"{type(error).__name__}: {error}",
-                          "delete the cache with `make clean-cache`, then run `make setup`")
+        yield CheckResult(
+            FAIL,
+            "model loads and generates",
+            f"{type(error).__name__}: {error}",
+            "delete the cache with `make clean-cache`, then run `make setup`",
+        )
 
 
 def check_device() -> CheckResult:
@@ -104,8 +120,12 @@ def check_kernel() -> CheckResult:
     specs = KernelSpecManager().find_kernel_specs()
     if KERNEL_NAME in specs:
         return CheckResult(OK, "Jupyter kernel", f"'{KERNEL_NAME}' at {specs[KERNEL_NAME]}")
-    return CheckResult(FAIL, "Jupyter kernel", f"'{KERNEL_NAME}' is not registered",
-                       "run `make setup` (it runs `python -m ipykernel install --sys-prefix`)")
+    return CheckResult(
+        FAIL,
+        "Jupyter kernel",
+        f"'{KERNEL_NAME}' is not registered",
+        "run `make setup` (it runs `python -m ipykernel install --sys-prefix`)",
+    )
 
 
 def check_chromium() -> CheckResult:
@@ -113,8 +133,11 @@ def check_chromium() -> CheckResult:
         path = shutil.which(name)
         if path:
             return CheckResult(OK, "chromium (browser test)", path)
-    return CheckResult(SKIP, "chromium (browser test)",
-                       "not found; only the browser test needs it (Debian: apt-get install chromium)")
+    return CheckResult(
+        SKIP,
+        "chromium (browser test)",
+        "not found; only the browser test needs it (Debian: apt install chromium)",
+    )
 
 
 def run_checks(report: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:

@@ -65,7 +65,7 @@ def gold_answer(example: dict) -> dict:
 
 
 def load_examples(path: str | Path) -> list[dict]:
-    """Read a chat-format JSONL file (blank lines skipped). Use `ftlab.validate` for untrusted files."""
+    """Read a chat-format JSONL file (blank lines skipped). Untrusted files: ftlab.validation."""
     with open(path, encoding="utf-8-sig") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 

@@ -16,10 +16,16 @@ def repo() -> Path:
     return REPO
 
 
-def run_ftlab(*args: str, input: str | None = None, env: dict | None = None,
-              timeout: int = 600) -> subprocess.CompletedProcess:
+def run_ftlab(
+    *args: str, input: str | None = None, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the real `ftlab` command line in a subprocess, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "ftlab.cli", *args],
-        capture_output=True, text=True, input=input, env=env, timeout=timeout, cwd=REPO,
+        capture_output=True,
+        text=True,
+        input=input,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
     )

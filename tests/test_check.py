@@ -12,8 +12,14 @@ def test_check_passes_and_prints_one_line_per_item():
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     items = "\n".join(lines)
-    for expected in ("[OK] Python", "[OK] package torch: 2.13.0", "[OK] base model",
-                     "[OK] 10-token generation", "[OK] device", "[OK] Jupyter kernel"):
+    for expected in (
+        "[OK] Python",
+        "[OK] package torch: 2.13.0",
+        "[OK] base model",
+        "[OK] 10-token generation",
+        "[OK] device",
+        "[OK] Jupyter kernel",
+    ):
         assert expected in items
     assert "chromium" in items
     assert not any(line.startswith("[FAIL]") for line in lines)

@@ -38,8 +38,12 @@ def test_resolve_model_rules(tmp_path):
 
 def test_base_model_answers_sensibly(base):
     model, tokenizer = base
-    reply = chat(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
-                 max_new_tokens=20)
+    reply = chat(
+        model,
+        tokenizer,
+        [{"role": "user", "content": "What is the capital of France?"}],
+        max_new_tokens=20,
+    )
     assert "Paris" in reply
 
 
@@ -81,6 +85,10 @@ def test_damaged_cache_is_detected_and_rebuilt(private_cache, damage):
     folder = models.prepare_base_model(deep=True)
     assert models.cache_problem(folder, deep=True) is None
     model, tokenizer = models.load_model(device="cpu")
-    reply = chat(model, tokenizer, [{"role": "user", "content": "What is the capital of France?"}],
-                 max_new_tokens=12)
+    reply = chat(
+        model,
+        tokenizer,
+        [{"role": "user", "content": "What is the capital of France?"}],
+        max_new_tokens=12,
+    )
     assert "Paris" in reply

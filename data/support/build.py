@@ -72,8 +72,10 @@ def label_problems(record: dict) -> list[str]:
 
 def build() -> dict[str, str]:
     """The text of each split file."""
-    splits = {name: [r for f in files for r in read_source(HERE / "source" / f)]
-              for name, files in SOURCES.items()}
+    splits = {
+        name: [r for f in files for r in read_source(HERE / "source" / f)]
+        for name, files in SOURCES.items()
+    }
     seen: dict[str, str] = {}
     for name, records in splits.items():
         for record in records:

@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     results = run_checks(report=lambda result: print(result.line(), flush=True))
     failed = sum(r.status == "FAIL" for r in results)
-    print(f"\n{len(results) - failed} of {len(results)} checks passed" +
-          ("" if not failed else f", {failed} failed"))
+    print(
+        f"\n{len(results) - failed} of {len(results)} checks passed"
+        + ("" if not failed else f", {failed} failed")
+    )
     return 0 if passed(results) else 1

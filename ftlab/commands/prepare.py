@@ -18,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     problem = cache_problem(builtin_model_dir())
     if problem or args.rebuild:
-        print(f"Preparing {DEFAULT_MODEL} ({'rebuild asked' if args.rebuild else problem}) ...",
-              flush=True)
+        print(
+            f"Preparing {DEFAULT_MODEL} ({'rebuild asked' if args.rebuild else problem}) ...",
+            flush=True,
+        )
     folder = prepare_base_model(rebuild=args.rebuild)
     print(f"{DEFAULT_MODEL} ready at {folder}")
     return 0

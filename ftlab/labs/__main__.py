@@ -1,0 +1,5 @@
+import sys
+
+from ftlab.labs.generate import main
+
+sys.exit(main())
