@@ -1,0 +1,43 @@
+"""The shipped support-task splits: current, balanced, and well-formed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+from ftlab.paths import support_split
+from ftlab.support import INTENTS, SENTIMENTS, SYSTEM_PROMPT, gold_answer, load_examples
+
+
+def test_splits_are_built_from_the_current_sources(repo):
+    result = subprocess.run(
+        [sys.executable, str(repo / "data/support/build.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_sizes_and_every_label_represented():
+    sizes = {name: len(load_examples(support_split(name))) for name in ("train", "valid", "test")}
+    assert sizes["train"] >= 400 and sizes["valid"] >= 60 and sizes["test"] >= 80
+    for name in ("train", "test"):
+        labels = Counter(
+            (g["intent"], g["sentiment"])
+            for g in map(gold_answer, load_examples(support_split(name)))
+        )
+        for intent in INTENTS:
+            for sentiment in SENTIMENTS:
+                assert labels[(intent, sentiment)] >= 1, (name, intent, sentiment)
+            if name == "train":
+                assert sum(labels[(intent, s)] for s in SENTIMENTS) >= 50
+
+
+def test_every_example_uses_the_exact_system_prompt_and_answer_shape():
+    for name in ("train", "valid", "test"):
+        for example in load_examples(support_split(name)):
+            roles = [m["role"] for m in example["messages"]]
+            assert roles == ["system", "user", "assistant"]
+            assert example["messages"][0]["content"] == SYSTEM_PROMPT
+            assert list(gold_answer(example)) == ["intent", "order_id", "sentiment"]
