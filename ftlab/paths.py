@@ -28,3 +28,14 @@ def data_dir() -> Path:
 def support_split(name: str) -> Path:
     """Path of a support-task split: 'train', 'valid' or 'test'."""
     return data_dir() / "support" / f"{name}.jsonl"
+
+
+def runs_dir() -> Path:
+    """Where notebooks and labs write training runs (`runs/` in the repo; FTLAB_RUNS overrides).
+
+    Notebooks share it: notebook 05 reuses the adapter that notebook 03 trained, when present.
+    """
+    override = os.environ.get("FTLAB_RUNS")
+    path = Path(override).expanduser() if override else REPO_ROOT / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
