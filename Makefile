@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftlab-installed
 LAB_PORT ?= 8888
+# Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup lab test lint bench labs clean-cache
 
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 lab: setup
-	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. notebooks/00_setup.ipynb
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/00_setup.ipynb
 
 test: setup
 	$(BIN)/ruff check ftlab tests bench data
