@@ -1,0 +1,110 @@
+"""`ftlab quiz`: take a course quiz in the terminal, list the quizzes, show your record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftlab.quiz.progress import ProgressStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quiz",
+        help="take a quiz in the terminal, list the quizzes, show your progress",
+        description="Take one of the course's quizzes in the terminal. Answers are read from "
+        "stdin, so they can be piped in. Your answers are saved to the same progress "
+        "file the notebook quizzes use ($FTLAB_PROGRESS to move it).",
+    )
+    parser.add_argument("name", nargs="?", help="the quiz to take, e.g. quick_check (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the available quizzes")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show your quiz record (with NAME: question by question)",
+    )
+    parser.add_argument("--no-save", action="store_true", help="do not record the answers")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ftlab.quiz.bank import BankError, list_banks, load_bank, quiz_dir
+    from ftlab.quiz.progress import ProgressStore
+
+    if args.list:
+        return _list(list_banks(), quiz_dir())
+    if args.progress:
+        return _progress(ProgressStore(), args.name)
+    if not args.name:
+        print(
+            "ftlab quiz: name a quiz to take, e.g. `ftlab quiz quick_check` "
+            f"(available: {', '.join(list_banks()) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        bank = load_bank(args.name)
+    except BankError as error:
+        print(f"ftlab quiz: {error}", file=sys.stderr)
+        return 2
+    from ftlab.quiz.terminal import run_terminal
+
+    result = run_terminal(bank, None if args.no_save else ProgressStore())
+    return 0 if result.finished else 1
+
+
+def _list(names: list[str], folder: Path) -> int:
+    from ftlab.quiz.bank import BankError, load_bank
+
+    if not names:
+        print(f"no quizzes in {folder}")
+        return 1
+    status = 0
+    for name in names:
+        try:
+            bank = load_bank(name)
+            count = len(bank.questions)
+            print(f"{name:<28} {count} question{'s' if count != 1 else ''}  ({bank.title})")
+        except BankError as error:
+            print(f"{name:<28} BROKEN: {error}")
+            status = 1
+    return status
+
+
+def _progress(store: ProgressStore, name: str | None) -> int:
+    from ftlab.quiz.bank import BankError, list_banks, load_bank
+
+    print(f"Quiz progress ({store.path})")
+    if name:
+        records = store.bank(name)
+        if not records:
+            print(f"  nothing recorded for {name!r} yet")
+            return 0
+        for key, entry in sorted(records.items(), key=lambda item: int(item[0])):
+            mark = "right" if entry.get("correct") else "wrong"
+            print(
+                f"  Q{int(key) + 1}: {mark:<5} after {entry.get('attempts', 0)} attempt(s), "
+                f"last answer {entry.get('last_answer')!r}: {entry.get('question')}"
+            )
+        return 0
+    summaries = {row.bank: row for row in store.summary()}
+    names = sorted(set(list_banks()) | set(summaries))
+    print(f"  {'quiz':<28} {'right':>7} {'answered':>9} {'attempts':>9}  last activity")
+    for bank_name in names:
+        try:
+            total = len(load_bank(bank_name).questions)
+        except BankError:
+            total = 0
+        row = summaries.get(bank_name)
+        of = f"/{total}" if total else ""
+        if row is None:
+            print(f"  {bank_name:<28} {'-':>7} {'0' + of:>9} {0:>9}  never")
+            continue
+        print(
+            f"  {bank_name:<28} {f'{row.correct}{of}':>7} {f'{row.answered}{of}':>9} "
+            f"{row.attempts:>9}  {row.updated[:16].replace('T', ' ')} UTC"
+        )
+    return 0
