@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ftlab.support import INTENTS, ORDER_ID, SENTIMENTS, make_example
+from ftlab.validation import normalise
 
 HERE = Path(__file__).resolve().parent
 SOURCES = {
@@ -28,11 +29,6 @@ SOURCES = {
 }
 SEED = 20261125
 ANY_ORDER_ID = re.compile(r"\bac-\d{5}\b", re.IGNORECASE)
-
-
-def normalise(text: str) -> str:
-    """The form used to spot the same message in two splits (case and spacing ignored)."""
-    return " ".join(text.lower().split())
 
 
 def read_source(path: Path) -> list[dict]:

@@ -1,0 +1,95 @@
+"""`ftlab validate FILE`: check a fine-tuning data file, with line numbers, stats and cost.
+
+Exit status: 0 valid (warnings allowed), 1 invalid, 2 the file could not be read
+(or the arguments are wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ftlab.models import ModelNotFoundError
+from ftlab.validation import (
+    PriceError,
+    UnreadableFileError,
+    price_table,
+    resolve_price,
+    validate_file,
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _price(text: str) -> str:
+    try:
+        resolve_price(text)
+    except PriceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    try:
+        models = ", ".join(sorted(price_table().training_per_million_tokens))
+    except PriceError:
+        models = "see data/prices.json"
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a chat-format JSONL data file: problems by line, token stats, cost",
+        description="Check a chat-format JSONL fine-tuning file. Every problem is listed with "
+        "its line number and code; then token statistics (base model's tokenizer and chat "
+        "template) and a cost estimate. Exit status: 0 valid, 1 invalid, 2 unreadable.",
+    )
+    parser.add_argument("file", help="the .jsonl file to check")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object {valid, errors, warnings, stats}")
+    parser.add_argument("--against", action="append", metavar="OTHER.jsonl",
+                        help="another split whose user messages must not appear here "
+                        "(repeat for several)")
+    parser.add_argument("--epochs", type=_positive_int, metavar="N",
+                        help="epochs for the cost estimate (default: OpenAI's 'auto' rule)")
+    parser.add_argument("--price-per-million", type=_price, metavar="P",
+                        help=f"training price per million tokens: a number, or a model ({models})")
+    parser.add_argument("--model", default=None,
+                        help="count tokens with this base model's tokenizer (default: the "
+                        "course's base model)")
+    parser.add_argument("--max-tokens", type=_positive_int, metavar="N",
+                        help="context length for the too_long check (default: the model's)")
+    parser.add_argument("--no-tokens", action="store_true",
+                        help="skip token statistics (structure checks only; no model needed)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Data can hold characters the terminal cannot show; never die printing them.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        report = validate_file(
+            args.file, against=args.against, epochs=args.epochs,
+            price_per_million=args.price_per_million, tokenizer=args.model,
+            count_tokens=not args.no_tokens, max_tokens=args.max_tokens,
+        )
+    except UnreadableFileError as error:
+        print(f"ftlab validate: {error}", file=sys.stderr)
+        return 2
+    except ModelNotFoundError as error:
+        print(f"ftlab validate: cannot count tokens: {error}\n"
+              "(or add --no-tokens to check the file's structure only)", file=sys.stderr)
+        return 2
+    status = 0 if report.valid else 1
+    try:
+        print(report.to_json(indent=2) if args.json else report.format_text(), flush=True)
+    except BrokenPipeError:  # `ftlab validate big.jsonl | head`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return status

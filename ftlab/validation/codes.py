@@ -1,0 +1,51 @@
+"""The stable problem codes of the data checker (see data-validation.md).
+
+Errors make a file invalid; warnings are worth reading but do not stop training.
+The codes never change meaning: notebooks, tests and instructors' scripts match on them.
+"""
+
+from __future__ import annotations
+
+ERROR_CODES: dict[str, str] = {
+    "invalid_encoding": "bytes that are not UTF-8",
+    "invalid_json": "the line does not parse as JSON",
+    "not_an_object": "the line is JSON but not an object",
+    "missing_messages": "no `messages` key",
+    "messages_not_list": "`messages` is not a list",
+    "empty_messages": "`messages` is an empty list",
+    "message_not_object": "an entry of `messages` is not an object",
+    "missing_role": "a message has no `role`",
+    "unknown_role": "role not one of system, user, assistant, tool",
+    "missing_content": "a message has no `content`",
+    "invalid_content": "`content` is neither a string nor null-with-tool_calls",
+    "unrecognized_key": "a key the chat format does not allow",
+    "no_assistant_message": "the example has no assistant message to learn from",
+    "invalid_weight": "`weight` is not 0 or 1",
+    "weight_not_on_assistant": "`weight` on a message that is not from the assistant",
+    "empty_file": "no examples at all",
+    "too_few_examples": "fewer than 10 examples (the OpenAI minimum)",
+}
+
+WARNING_CODES: dict[str, str] = {
+    "blank_line": "an empty line was skipped",
+    "bom": "the file starts with a UTF-8 byte order mark",
+    "no_system_message": "the example has no system message",
+    "last_not_assistant": "the example does not end with an assistant message",
+    "too_long": "the example is longer than the model's context and will be truncated",
+    "duplicate_example": "the same example appears on an earlier line",
+    "overlap_with_split": "the same user message is in the other split (leakage)",
+}
+
+ALLOWED_ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = ("role", "content", "name", "weight", "tool_calls", "tool_call_id")
+TOP_LEVEL_KEYS = ("messages", "tools", "parallel_tool_calls")
+MIN_EXAMPLES = 10  # OpenAI refuses a training file with fewer
+
+
+def is_error(code: str) -> bool:
+    """True for an error code, False for a warning code (unknown codes are a bug)."""
+    if code in ERROR_CODES:
+        return True
+    if code in WARNING_CODES:
+        return False
+    raise KeyError(f"unknown problem code {code!r}")
