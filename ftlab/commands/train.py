@@ -1,0 +1,105 @@
+"""`ftlab train`: LoRA fine-tuning on a chat JSONL file (the code of `ftlab.training.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ftlab.models import DEFAULT_MODEL
+from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
+
+DEFAULTS = TrainConfig(data="", out="")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune a model with LoRA on a chat JSONL file",
+        description="Fine-tune with LoRA (only assistant tokens are learned). Writes the adapter, "
+        "epoch checkpoints, metrics.jsonl, config.json and loss.png to --out. Ctrl-C stops "
+        "cleanly; --resume continues from the last epoch checkpoint.",
+    )
+    parser.add_argument("--data", required=True, help="training file (chat JSONL)")
+    parser.add_argument("--valid", help="validation file: its loss is reported every epoch")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="base model (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
+    parser.add_argument(
+        "--lr", type=float, default=DEFAULTS.lr, help="peak learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rank", type=int, default=DEFAULTS.rank, help="LoRA rank (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=DEFAULTS.alpha, help="LoRA alpha (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s"
+    )
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.set_defaults(handler=run)
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks training to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (Ctrl-C again to abort at once) ...", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = TrainConfig(
+            data=args.data,
+            out=args.out,
+            valid=args.valid,
+            model=args.model,
+            epochs=args.epochs,
+            lr=args.lr,
+            rank=args.rank,
+            alpha=args.alpha,
+            batch_size=args.batch_size,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            resume=args.resume,
+        )
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    stop = _StopOnInterrupt()
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)
+    except InvalidDataError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.stopped:
+        where = result.adapter_dir or "no checkpoint yet"
+        print(
+            f"stopped; last usable adapter: {where}\n"
+            "to continue, run the same command with --resume"
+        )
+        return 130
+    losses = f"final training loss {result.final_train_loss:.4f}"
+    if result.final_valid_loss is not None:
+        losses += f", validation loss {result.final_valid_loss:.4f}"
+    print(
+        f"done: {result.total_steps} steps, {result.trained_tokens} tokens in "
+        f"{result.elapsed_s:.1f} s; {losses}\nadapter: {result.adapter_dir}\n"
+        f"metrics: {result.metrics_path}\nplot: {result.plot_path}"
+    )
+    return 0

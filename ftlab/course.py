@@ -1,0 +1,153 @@
+"""The course's shared runs: what one notebook produces and a later one reuses.
+
+Notebook 03 trains the course's LoRA adapter and notebook 04 fine-tunes a model
+through the (local) OpenAI-compatible API; notebook 05 compares both. Each
+later notebook must also run on its own, so the helpers here return the earlier
+notebook's result when it is on disk and otherwise produce it the same way the
+earlier notebook does (same settings, same folders), so nothing differs
+between "ran 03 first" and "did not".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftlab.models import DEFAULT_MODEL, is_adapter_dir
+from ftlab.paths import runs_dir, support_split
+from ftlab.training import TrainConfig, TrainEvent, train
+
+LORA_RUN = "03_lora"
+API_RUN = "04_api"
+API_SERVER = "04_server"
+API_KEY = "course-key"
+API_SUFFIX = "support"
+# Notebook 04's local job: the settings it sends, and how many training examples (a subset,
+# so that the job finishes in a few minutes on a laptop CPU).
+API_HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
+API_TRAIN_SUBSET = 160
+
+
+def lora_config(**overrides: Any) -> TrainConfig:
+    """The course's LoRA run: the support train split, validated on the valid split.
+
+    `resume=True`, so running it again continues an interrupted run from its
+    last finished epoch, and a finished run is not trained twice.
+    """
+    settings: dict[str, Any] = {
+        "data": support_split("train"),
+        "valid": support_split("valid"),
+        "out": runs_dir() / LORA_RUN,
+        "resume": True,
+    }
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
+    """The adapter of the course's LoRA run (notebook 03), training it first if it is missing."""
+    config = lora_config()
+    adapter = Path(config.out) / "adapter"
+    if is_adapter_dir(adapter):
+        return adapter
+    result = train(config, callback=callback)
+    if result.adapter_dir is None:
+        raise RuntimeError(f"The LoRA run in {config.out} stopped before finishing an epoch.")
+    return result.adapter_dir
+
+
+def api_result_path() -> Path:
+    """Where notebook 04 records its fine-tuned model: `runs/04_api/result.json`."""
+    return runs_dir() / API_RUN / "result.json"
+
+
+def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
+    """Notebook 04's API fine-tune: its record if saved, else the same job run on the local server.
+
+    The record's keys are documented in notebook 04; 05 uses `fine_tuned_model`,
+    `server_data_dir` (relative to `runs_dir()`, None for OpenAI) and `scores`
+    (the support metrics on the test split, scored through the API).
+    """
+    path = api_result_path()
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        missing = {"fine_tuned_model", "server_data_dir", "scores"} - set(record)
+        if not missing:
+            return record
+        on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
+    record = run_api_job(on_event)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)  # all or nothing: a crash never leaves half a record
+    return record
+
+
+def api_answers(client: Any, model: str, conversations: list[list[dict]]) -> list[str]:
+    """Greedy answers from an OpenAI-compatible endpoint, one request per conversation."""
+    answers = []
+    for messages in conversations:
+        response = client.chat.completions.create(
+            model=model, messages=messages, temperature=0, max_tokens=60
+        )
+        answers.append(response.choices[0].message.content or "")
+    return answers
+
+
+def api_train_file() -> Path:
+    """The first API_TRAIN_SUBSET lines of the train split (already shuffled, so a fair sample)."""
+    from ftlab.support import load_examples
+
+    subset = load_examples(support_split("train"))[:API_TRAIN_SUBSET]
+    path = runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in subset),
+                    encoding="utf-8")
+    return path
+
+
+def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, Any]:
+    """Notebook 04's local workflow, compactly: upload, fine-tune, wait, score the `ft:` model."""
+    from openai import OpenAI
+
+    from ftlab.server import start_server
+    from ftlab.support import gold_answer, load_examples, prompt_messages, score
+
+    data_dir = runs_dir() / API_SERVER
+    with start_server(data_dir=data_dir) as server:
+        client = OpenAI(base_url=server.base_url, api_key=API_KEY)
+        with open(api_train_file(), "rb") as handle:
+            training = client.files.create(file=handle, purpose="fine-tune")
+        with open(support_split("valid"), "rb") as handle:
+            validation = client.files.create(file=handle, purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model=DEFAULT_MODEL, training_file=training.id, validation_file=validation.id,
+            suffix=API_SUFFIX, hyperparameters=API_HYPERPARAMETERS, seed=0,
+        )
+        on_event(f"Fine-tuning job {job.id} created on the local server; following its events.")
+        seen: set[str] = set()
+        while True:
+            job = client.fine_tuning.jobs.retrieve(job.id)
+            events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
+            for event in reversed(events):
+                if event.id not in seen:
+                    seen.add(event.id)
+                    on_event(f"  {event.message}")
+            if job.status in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(poll_s)
+        if job.status != "succeeded":
+            raise RuntimeError(f"Fine-tuning job {job.id} ended {job.status}: {job.error}. "
+                               f"See {server.log_path} for the server's log.")
+        examples = load_examples(support_split("test"))
+        answers = api_answers(client, job.fine_tuned_model,
+                              [prompt_messages(e) for e in examples])
+    scores = score(answers, [gold_answer(e) for e in examples])
+    return {"provider": "local", "base_model": DEFAULT_MODEL,
+            "fine_tuned_model": job.fine_tuned_model, "job_id": job.id,
+            "server_data_dir": API_SERVER, "hyperparameters": API_HYPERPARAMETERS,
+            "train_examples": API_TRAIN_SUBSET, "scores": scores.as_dict(),
+            "predictions": answers}

@@ -1,0 +1,120 @@
+"""Scoring a model on the support task: greedy answers for every example, the course metric.
+
+    result = evaluate("runs/x/adapter", support_split("test"))
+    result.scores.exact, result.to_frame()
+
+`model` may be a base model name, an adapter folder (merged for speed) or an
+already loaded `(model, tokenizer)` pair; `few_shot=K` is the prompting
+baseline that puts K training examples in front of each question.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftlab.generation import generate_batch
+from ftlab.models import load_model, sensible_threads
+from ftlab.paths import support_split
+from ftlab.prompting import few_shot_messages, pick_shots
+from ftlab.support import (
+    METRIC_NAMES,
+    Scores,
+    gold_answer,
+    load_examples,
+    prompt_messages,
+    score,
+    score_one,
+)
+
+# The longest gold answer is about 30 tokens; a little room for a wrong but longer answer.
+MAX_ANSWER_TOKENS = 48
+
+
+@dataclass
+class EvalResult:
+    """Scores plus one row per example (user text, gold, raw answer, which metrics it earned)."""
+
+    scores: Scores
+    predictions: list[dict[str, Any]] = field(repr=False)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.predictions)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{name}</th>" for name in ("n", *METRIC_NAMES))
+        values = self.scores.as_dict()
+        cells = f"<td>{values['n']}</td>" + "".join(
+            f"<td>{values[name]:.3f}</td>" for name in METRIC_NAMES
+        )
+        wrong = [p for p in self.predictions if not p["exact"]][:10]
+        rows = "".join(
+            f"<tr><td>{html.escape(p['user'])}</td><td><code>{html.escape(json.dumps(p['gold']))}"
+            f"</code></td><td><code>{html.escape(p['answer'])}</code></td></tr>"
+            for p in wrong
+        )
+        misses = (
+            (
+                f"<p>First {len(wrong)} wrong answers:</p><table><tr><th>message</th>"
+                f"<th>gold</th><th>answer</th></tr>{rows}</table>"
+            )
+            if wrong
+            else ""
+        )
+        return f"<table><tr>{head}</tr><tr>{cells}</tr></table>{misses}"
+
+
+def _examples(data: str | Path | Sequence[dict]) -> list[dict]:
+    if isinstance(data, str | Path):
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"No evaluation file at {data}. Fix: pass a chat JSONL file.")
+        return load_examples(data)
+    return list(data)
+
+
+def evaluate(
+    model,
+    data: str | Path | Sequence[dict],
+    *,
+    few_shot: int = 0,
+    limit: int | None = None,
+    batch_size: int = 16,
+    train_data: str | Path | Sequence[dict] | None = None,
+    predictions_path: str | Path | None = None,
+) -> EvalResult:
+    """Answer every example's [system, user] prompt greedily and score the answers.
+
+    `train_data` is where few-shot examples come from (default: the course's
+    train split). `predictions_path` writes one JSON line per example.
+    """
+    examples = _examples(data)[:limit] if limit is not None else _examples(data)
+    if not examples:
+        raise ValueError("Nothing to evaluate: the data holds no examples.")
+    loaded, tokenizer = model if isinstance(model, tuple) else load_model(model)
+    if loaded.device.type == "cpu":
+        torch.set_num_threads(sensible_threads())
+    shots = pick_shots(_examples(train_data or support_split("train")), few_shot)
+    prompts = [few_shot_messages(e, shots) if shots else prompt_messages(e) for e in examples]
+    answers = generate_batch(
+        loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
+    )
+    golds = [gold_answer(e) for e in examples]
+    predictions = []
+    for example, answer, gold in zip(examples, answers, golds, strict=True):
+        user = next(m["content"] for m in reversed(example["messages"]) if m["role"] == "user")
+        predictions.append(
+            {"user": user, "gold": gold, "answer": answer, **score_one(answer, gold)}
+        )
+    if predictions_path is not None:
+        path = Path(predictions_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    return EvalResult(score(answers, golds), predictions)

@@ -1,0 +1,155 @@
+"""Prompting baselines for the support task: few-shot prompts and retrieval (RAG).
+
+These are what fine-tuning is compared against in notebook 01: the same
+[system, user] task, with either K solved examples as earlier turns of the
+conversation, or the most relevant store-policy sections in the system message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftlab.paths import data_dir
+from ftlab.support import INTENTS, gold_answer, prompt_messages
+
+
+def _message(example: dict, role: str) -> dict:
+    return next(m for m in example["messages"] if m["role"] == role)
+
+
+def pick_shots(train_examples: Sequence[dict], k: int) -> list[dict]:
+    """K training examples covering as many different intents as possible, deterministically.
+
+    Round-robin over the intents in their fixed order, taking the earliest
+    unused example of each, so the same file always gives the same shots.
+    """
+    if k <= 0:
+        return []
+    by_intent: dict[str, list[dict]] = {}
+    for example in train_examples:
+        by_intent.setdefault(gold_answer(example).get("intent"), []).append(example)
+    order = [i for i in INTENTS if i in by_intent] + [i for i in by_intent if i not in INTENTS]
+    shots: list[dict] = []
+    rank = 0
+    while len(shots) < k and any(rank < len(by_intent[i]) for i in order):
+        shots += [by_intent[i][rank] for i in order if rank < len(by_intent[i])]
+        rank += 1
+    return shots[:k]
+
+
+def few_shot_messages(example: dict, shots: Sequence[dict]) -> list[dict]:
+    """The example's prompt with each shot as an earlier user/assistant exchange."""
+    system, *rest = prompt_messages(example)
+    turns = []
+    for shot in shots:
+        turns += [
+            {"role": "user", "content": _message(shot, "user")["content"]},
+            {"role": "assistant", "content": _message(shot, "assistant")["content"]},
+        ]
+    return [system, *turns, *rest]
+
+
+@dataclass(frozen=True)
+class Passage:
+    title: str
+    text: str
+    score: float = 0.0
+
+    def render(self) -> str:
+        return f"## {self.title}\n{self.text}"
+
+
+def rag_messages(example: dict, passages: Sequence[Passage]) -> list[dict]:
+    """The example's prompt with the retrieved passages appended to the system message."""
+    system, *rest = prompt_messages(example)
+    if not passages:
+        return [system, *rest]
+    context = "\n\n".join(p.render() for p in passages)
+    content = f"{system['content']}\n\nRelevant store policies:\n\n{context}"
+    return [{"role": "system", "content": content}, *rest]
+
+
+TOKEN = re.compile(r"[a-z0-9]+")
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do for from has have i if in is it its me my not of on "
+    "or our so that the this to was we what when where which will with you your".split()
+)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens without stop words (a light stemmer strips a plural 's')."""
+    words = [w for w in TOKEN.findall(text.lower()) if w not in STOPWORDS]
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+def markdown_sections(text: str) -> list[Passage]:
+    """Split markdown into sections at `##` headings (text before the first is its own)."""
+    sections, title, lines = [], "Introduction", []
+    for line in text.splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*)", line)
+        if heading:
+            if "".join(lines).strip():
+                sections.append(Passage(title, "\n".join(lines).strip()))
+            title, lines = heading.group(1).strip(), []
+        else:
+            lines.append(line)
+    if "".join(lines).strip():
+        sections.append(Passage(title, "\n".join(lines).strip()))
+    return sections
+
+
+class PolicyRetriever:
+    """BM25 search over the sections of a markdown policy document, in pure Python.
+
+    BM25 scores a section by how often the query's words occur in it, weighting
+    rare words up (idf) and long sections down, and is a strong simple baseline.
+    """
+
+    def __init__(self, passages: Sequence[Passage], k1: float = 1.5, b: float = 0.75) -> None:
+        if not passages:
+            raise ValueError("PolicyRetriever needs at least one passage to search.")
+        self.passages = list(passages)
+        self.k1, self.b = k1, b
+        self.docs = [Counter(tokens(f"{p.title} {p.text}")) for p in self.passages]
+        self.lengths = [sum(d.values()) for d in self.docs]
+        self.average = sum(self.lengths) / len(self.lengths)
+        frequency = Counter(word for doc in self.docs for word in doc)
+        n = len(self.docs)
+        self.idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in frequency.items()}
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None) -> PolicyRetriever:
+        """Index a markdown file (default: the course's `data/support/policies.md`)."""
+        path = Path(path) if path is not None else data_dir() / "support" / "policies.md"
+        if not path.is_file():
+            raise FileNotFoundError(f"No policy document at {path}. Fix: pass the markdown path.")
+        return cls(markdown_sections(path.read_text(encoding="utf-8")))
+
+    def score(self, query: str) -> list[float]:
+        words = tokens(query)
+        scores = []
+        for doc, length in zip(self.docs, self.lengths, strict=True):
+            norm = self.k1 * (1 - self.b + self.b * length / self.average)
+            scores.append(
+                sum(
+                    self.idf[w] * doc[w] * (self.k1 + 1) / (doc[w] + norm)
+                    for w in words
+                    if w in doc
+                )
+            )
+        return scores
+
+    def search(self, query: str, k: int = 2) -> list[Passage]:
+        """The `k` best-matching sections (only those sharing at least one word with the query)."""
+        scores = self.score(query)
+        best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+        return [
+            Passage(self.passages[i].title, self.passages[i].text, scores[i])
+            for i in best
+            if scores[i] > 0
+        ]

@@ -1,0 +1,376 @@
+"""The FastAPI app: every endpoint of the local fine-tuning API contract (design: openai-api.md).
+
+Routes only translate between HTTP and the store, worker and inference objects;
+all responses and errors have OpenAI's shapes so the official SDK works unmodified.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ftlab.server.auth import Authenticator
+from ftlab.server.errors import (
+    APIError,
+    install_handlers,
+    invalid_value,
+    missing_parameter,
+    model_not_found,
+    not_found,
+)
+from ftlab.server.inference import BASE_MODELS, ChatRequest, Inference
+from ftlab.server.store import FileTooLarge, Page, Store, UnknownCursor, new_id, now
+from ftlab.server.worker import Worker, train_defaults
+
+UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "evals")
+SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_STEPS_KEY = "ftlab_max_steps"  # job metadata key: cap the number of training steps
+NO_ERROR = {"code": None, "message": None, "param": None}
+Auto = Literal["auto"]
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] | None = None
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] | None = None
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] | None = None
+
+
+class Supervised(BaseModel):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(BaseModel):
+    type: str
+    supervised: Supervised | None = None
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+
+    def requested_hyperparameters(self) -> dict[str, Any]:
+        if self.method is not None:
+            if self.method.type != "supervised":
+                raise invalid_value("method.type", f"{self.method.type!r} is not supported by the "
+                                    "local server; use 'supervised'.")
+            chosen = self.method.supervised and self.method.supervised.hyperparameters
+        else:
+            chosen = self.hyperparameters
+        values = chosen.model_dump() if chosen else {}
+        return {k: "auto" if values.get(k) is None else values[k]
+                for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+
+    def max_steps(self) -> int | None:
+        value = (self.metadata or {}).get(MAX_STEPS_KEY)
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) < 1:
+            raise invalid_value(f"metadata.{MAX_STEPS_KEY}", "expected a positive whole number.")
+        return int(value)
+
+
+def _owner(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The owner of everything this request touches (from its API key)."""
+    return request.app.state.auth.owner(authorization)
+
+
+Owner = Annotated[str, Depends(_owner)]
+
+
+def file_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "file", "bytes": row["bytes"],
+            "created_at": row["created_at"], "filename": row["filename"],
+            "purpose": row["purpose"], "status": "processed", "status_details": None,
+            "expires_at": None}
+
+
+def job_object(job: dict[str, Any]) -> dict[str, Any]:
+    estimated = None
+    if job["status"] == "running" and job["step"] and job["total_steps"] and job["started_at"]:
+        per_step = (now() - job["started_at"]) / job["step"]
+        estimated = now() + int(per_step * max(0, job["total_steps"] - job["step"]))
+    hyperparameters = job["hyperparameters"]
+    return {
+        "id": job["id"], "object": "fine_tuning.job", "created_at": job["created_at"],
+        "finished_at": job["finished_at"], "model": job["model"],
+        "fine_tuned_model": job["fine_tuned_model"], "organization_id": f"org-{job['org']}",
+        "result_files": job["result_files"], "status": job["status"],
+        "trained_tokens": job["trained_tokens"] if job["status"] == "succeeded" else None,
+        "training_file": job["training_file"], "validation_file": job["validation_file"],
+        "seed": job["seed"], "hyperparameters": hyperparameters,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "error": job["error"] or NO_ERROR, "integrations": [], "metadata": job["metadata"],
+        "estimated_finish": estimated, "user_provided_suffix": job["suffix"],
+    }
+
+
+def event_object(event: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event["id"], "object": "fine_tuning.job.event",
+            "created_at": event["created_at"], "level": event["level"],
+            "message": event["message"], "type": event["type"], "data": event["data"] or {}}
+
+
+def checkpoint_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "fine_tuning.job.checkpoint",
+            "created_at": row["created_at"], "fine_tuned_model_checkpoint": row["model_name"],
+            "fine_tuning_job_id": row["job_id"], "step_number": row["step_number"],
+            "metrics": row["metrics"]}
+
+
+def model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def paged(page: Page, shape: Callable[[dict], dict], ids: bool = False) -> dict[str, Any]:
+    data = [shape(row) for row in page.rows]
+    body: dict[str, Any] = {"object": "list", "data": data, "has_more": page.has_more}
+    if ids:
+        body["first_id"] = data[0]["id"] if data else None
+        body["last_id"] = data[-1]["id"] if data else None
+    return body
+
+
+def cursor(list_page: Callable[[], Page]) -> Page:
+    try:
+        return list_page()
+    except UnknownCursor as error:
+        raise invalid_value("after", f"no item with id {error} in this list.") from error
+
+
+def create_app(
+    store: Store,
+    *,
+    auth: Authenticator,
+    worker: Worker,
+    inference: Inference,
+    max_upload_bytes: int,
+    on_ready: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        on_ready()
+        yield
+        worker.shutdown()
+
+    app = FastAPI(title="ftlab local fine-tuning API", lifespan=lifespan)
+    app.state.auth = auth
+    install_handlers(app)
+
+    def own_job(job_id: str, who: str) -> dict[str, Any]:
+        job = store.get_job(job_id, who)
+        if job is None:
+            raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
+        return job
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "time": int(time.time())}
+
+    # ---- files ---------------------------------------------------------------------------
+
+    @app.post("/v1/files")
+    async def upload_file(request: Request, who: Owner) -> dict[str, Any]:
+        limit_mb = max_upload_bytes / 2**20
+        too_large = APIError(
+            413, f"File too large: this server accepts uploads up to {limit_mb:g} MB "
+            "(start it with a larger --max-upload-mb to allow more).",
+            param="file", code="file_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_upload_bytes + 2**16:
+            async for _ in request.stream():  # drain, so the client reads the answer
+                pass
+            raise too_large
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except StarletteHTTPException as error:
+            raise APIError(400, f"Could not read the upload: {error.detail}. Send "
+                           "multipart/form-data with the fields 'purpose' and 'file'.") from error
+        upload, purpose = form.get("file"), form.get("purpose")
+        if purpose is None:
+            raise missing_parameter("purpose")
+        if not isinstance(upload, UploadFile):
+            raise missing_parameter("file")
+        if purpose not in UPLOAD_PURPOSES:
+            raise invalid_value("purpose", f"{purpose!r} is not one of "
+                                f"{', '.join(UPLOAD_PURPOSES)}.")
+        chunks = iter(lambda: upload.file.read(1 << 20), b"")
+        try:
+            row = store.add_file(who, (upload.filename or "upload")[:255], str(purpose), chunks,
+                                 max_bytes=max_upload_bytes)
+        except FileTooLarge as error:
+            raise too_large from error
+        finally:
+            await upload.close()
+        return file_object(row)
+
+    @app.get("/v1/files")
+    def list_files(
+        who: Owner,
+        purpose: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+        after: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> dict[str, Any]:
+        page = cursor(lambda: store.list_files(who, purpose, after, limit, order == "desc"))
+        return paged(page, file_object, ids=True)
+
+    def own_file(file_id: str, who: str) -> dict[str, Any]:
+        row = store.get_file(who, file_id)
+        if row is None:
+            raise not_found("File", file_id, "file_id")
+        return row
+
+    @app.get("/v1/files/{file_id}")
+    def get_file(file_id: str, who: Owner) -> dict[str, Any]:
+        return file_object(own_file(file_id, who))
+
+    @app.get("/v1/files/{file_id}/content")
+    def file_content(file_id: str, who: Owner) -> FileResponse:
+        own_file(file_id, who)
+        return FileResponse(store.file_path(file_id), media_type="application/octet-stream")
+
+    @app.delete("/v1/files/{file_id}")
+    def delete_file(file_id: str, who: Owner) -> dict[str, Any]:
+        if not store.delete_file(who, file_id):
+            raise not_found("File", file_id, "file_id")
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # ---- fine-tuning jobs ----------------------------------------------------------------
+
+    def check_file(who: str, file_id: str, param: str) -> None:
+        row = store.get_file(who, file_id)
+        if row is None:
+            raise APIError(400, f"invalid {param}: {file_id}", param=param, code="invalid_file")
+        if row["purpose"] != "fine-tune":
+            raise APIError(400, f"invalid {param}: {file_id} has purpose {row['purpose']!r}; "
+                           "upload it with purpose 'fine-tune'.", param=param,
+                           code="invalid_file")
+
+    @app.post("/v1/fine_tuning/jobs")
+    def create_job(body: JobCreate, who: Owner) -> dict[str, Any]:
+        if body.model not in BASE_MODELS:
+            raise model_not_found(body.model)
+        check_file(who, body.training_file, "training_file")
+        if body.validation_file:
+            check_file(who, body.validation_file, "validation_file")
+        if body.suffix is not None and not SUFFIX.match(body.suffix):
+            raise invalid_value("suffix", "use 1 to 64 letters, digits, '.', '_' or '-'.")
+        if body.metadata is not None and len(body.metadata) > 16:
+            raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
+        job = {
+            "id": new_id("ftjob-"), "owner": who, "org": who, "created_at": now(),
+            "model": body.model, "status": "validating_files",
+            "training_file": body.training_file, "validation_file": body.validation_file,
+            "seed": body.seed if body.seed is not None else train_defaults()["seed"],
+            "suffix": body.suffix, "hyperparameters": body.requested_hyperparameters(),
+            "metadata": body.metadata, "max_steps": body.max_steps(),
+        }
+        store.add_job(job)
+        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        worker.wake()
+        return job_object(store.get_job(job["id"]))
+
+    @app.get("/v1/fine_tuning/jobs")
+    def list_jobs(
+        who: Owner,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        return paged(cursor(lambda: store.list_jobs(who, after, limit)), job_object)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    def get_job(job_id: str, who: Owner) -> dict[str, Any]:
+        return job_object(own_job(job_id, who))
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str, who: Owner) -> dict[str, Any]:
+        job = own_job(job_id, who)
+        cancelled = store.update_job(job_id, only_if_status=("validating_files", "queued",
+                                                             "running"),
+                                     status="cancelled", finished_at=now())
+        if not cancelled:
+            status = store.get_job(job_id)["status"]
+            raise APIError(400, f"Job {job_id} is already {status}: it cannot be cancelled.",
+                           param="fine_tuning_job_id", code="invalid_job_state")
+        store.add_event(job_id, "Fine-tuning job cancelled", level="warn")
+        worker.wake()
+        return job_object(store.get_job(job["id"]))
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    def list_events(
+        job_id: str,
+        who: Owner,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        own_job(job_id, who)
+        return paged(cursor(lambda: store.list_events(job_id, after, limit)), event_object)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(
+        job_id: str,
+        who: Owner,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        after: str | None = None,
+    ) -> dict[str, Any]:
+        own_job(job_id, who)
+        page = cursor(lambda: store.list_checkpoints(job_id, after, limit))
+        return paged(page, checkpoint_object, ids=True)
+
+    # ---- models ---------------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    def list_models(who: Owner) -> dict[str, Any]:
+        data = [model_object(name, 0, "ftlab") for name in BASE_MODELS]
+        data += [model_object(m["id"], m["created_at"], m["org"]) for m in store.list_models(who)]
+        return {"object": "list", "data": data, "has_more": False}
+
+    @app.get("/v1/models/{model:path}")
+    def get_model(model: str, who: Owner) -> dict[str, Any]:
+        if model in BASE_MODELS:
+            return model_object(model, 0, "ftlab")
+        found = store.get_model(who, model)
+        if found is None:
+            raise model_not_found(model)
+        return model_object(found["id"], found["created_at"], found["org"])
+
+    @app.delete("/v1/models/{model:path}")
+    def delete_model(model: str, who: Owner) -> dict[str, Any]:
+        if model in BASE_MODELS:
+            raise APIError(403, f"You cannot delete the base model `{model}`; only fine-tuned "
+                           "models can be deleted.", param="model", code="permission_denied")
+        found = store.get_model(who, model)
+        if found is None:
+            raise model_not_found(model)
+        inference.forget(found["path"])
+        store.delete_model(who, model)
+        return {"id": model, "object": "model", "deleted": True}
+
+    # ---- chat -----------------------------------------------------------------------------
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(body: ChatRequest, who: Owner):
+        if body.stream:
+            return StreamingResponse(inference.stream(body, who), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return inference.complete(body, who)
+
+    return app

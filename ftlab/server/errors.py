@@ -1,0 +1,135 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` for every failure.
+
+The official SDK turns the status code into an exception class and retries 408, 409,
+429 and 5xx unless the response says `x-should-retry: false`; deterministic failures
+therefore use 4xx codes, and unexpected server errors say "do not retry".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ftlab.server")
+
+
+class APIError(Exception):
+    """An error the API reports to the client as `{"error": {...}}` with `status`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def missing_parameter(name: str) -> APIError:
+    return APIError(
+        400, f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
+    )
+
+
+def invalid_value(name: str, message: str) -> APIError:
+    return APIError(400, f"Invalid value for '{name}': {message}", param=name, code="invalid_value")
+
+
+def not_found(kind: str, object_id: str, param: str | None = None) -> APIError:
+    return APIError(404, f"No such {kind} object: {object_id}", param=param, code="not_found")
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _response(error: APIError, retry: bool = False) -> JSONResponse:
+    headers = {} if retry else {"x-should-retry": "false"}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+# pydantic names the member of a union that failed: ("n_epochs", "literal['auto']")
+UNION_MEMBER = re.compile(r"^(int|float|str|bool|list|dict|none|.*\[.*\])$")
+
+
+def _param_name(location: tuple) -> str | None:
+    """`("body", "hyperparameters", "n_epochs", "int")` -> "hyperparameters.n_epochs"."""
+    parts = [str(p) for p in location[1:] if not UNION_MEMBER.match(str(p))]
+    if location and location[0] not in ("body", "query", "path", "header"):
+        parts.insert(0, str(location[0]))
+    return ".".join(parts) or None
+
+
+def validation_error(error: RequestValidationError) -> APIError:
+    """The first problem of a request that failed FastAPI/pydantic validation, OpenAI-style."""
+    problems = error.errors() or [{"type": "", "loc": (), "msg": "invalid"}]
+    first = problems[0]
+    param = _param_name(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return APIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON "
+            f"({first.get('msg', '')}).",
+        )
+    if first.get("type") == "missing" and param:
+        return missing_parameter(param)
+    if param is None:
+        return APIError(400, f"Invalid request: {first.get('msg', 'invalid body')}.")
+    reasons = dict.fromkeys(p.get("msg", "invalid") for p in problems
+                            if _param_name(tuple(p.get("loc", ()))) == param)
+    return invalid_value(param, " or ".join(reasons) + ".")
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Replace FastAPI's `{"detail": ...}` bodies (404, 405, 422, 500) with OpenAI's shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, error: APIError) -> JSONResponse:
+        return _response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _response(validation_error(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code in (404, 405):
+            message = f"Invalid URL ({request.method} {request.url.path})"
+            code = "unknown_url" if error.status_code == 404 else "method_not_allowed"
+        else:
+            message, code = str(error.detail), None
+        return _response(APIError(error.status_code, message, code=code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        message = f"The server had an error while processing your request: {type(error).__name__}"
+        return _response(APIError(500, f"{message}: {error}", type="server_error"))

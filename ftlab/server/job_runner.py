@@ -1,0 +1,61 @@
+"""One training job in its own process: `python -m ftlab.server.job_runner JOB_DIR PARENT_PID`.
+
+Reads `JOB_DIR/request.json` (the `TrainConfig` fields), trains, and appends one JSON
+line per training event to `JOB_DIR/progress.jsonl`, ending with a `result` or an
+`error` line. The server's worker thread reads that file; the file outlives a crash
+of either process, so no event is lost. Training stops at the next step once
+`JOB_DIR/stop` exists. The process dies with the server (see `lifecycle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ftlab.server.lifecycle import die_with_parent
+
+PROGRESS = "progress.jsonl"
+REQUEST = "request.json"
+STOP = "stop"
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return dict(vars(value))
+
+
+def main(job_dir: Path) -> int:
+    from ftlab.training import InvalidDataError, TrainConfig, train
+
+    request = json.loads((job_dir / REQUEST).read_text())
+    progress = open(job_dir / PROGRESS, "a", encoding="utf-8")  # noqa: SIM115 - lives all run
+
+    def write(record: dict[str, Any]) -> None:
+        progress.write(json.dumps(record, default=str) + "\n")
+        progress.flush()
+
+    try:
+        result = train(
+            TrainConfig(**request),
+            callback=lambda event: write(_fields(event)),
+            should_stop=(job_dir / STOP).exists,
+        )
+    except InvalidDataError as error:
+        write({"kind": "error", "code": "invalid_training_file", "message": str(error)})
+        return 1
+    except Exception as error:  # noqa: BLE001 - reported to the server, then exit non-zero
+        traceback.print_exc()
+        write({"kind": "error", "code": None, "message": f"{type(error).__name__}: {error}"})
+        return 1
+    write({"kind": "result", **_fields(result)})
+    return 0
+
+
+if __name__ == "__main__":
+    die_with_parent(int(sys.argv[2]))
+    sys.exit(main(Path(sys.argv[1])))

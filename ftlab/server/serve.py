@@ -1,0 +1,105 @@
+"""Run the server in this process (what `ftlab serve` and `python -m ftlab.server` do)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+from ftlab.paths import ftlab_home
+
+DEFAULT_MAX_UPLOAD_MB = 512  # OpenAI's limit for one uploaded file
+
+
+class DataDirInUse(RuntimeError):
+    """Another server already uses this data directory."""
+
+
+def default_data_dir() -> Path:
+    return ftlab_home() / "server"
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path):
+    """Hold a lock on the data directory: two servers writing one database would corrupt jobs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "server.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise DataDirInUse(
+                f"Another ftlab server (pid {holder}) is using {data_dir}. Stop it, or start "
+                "this one with another --data-dir."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"Cannot listen on {host}:{port}: {error.strerror}. Pick another --port "
+                      "(0 picks a free one).") from error
+    sock.listen(2048)  # connections queue from now on, even before uvicorn accepts them
+    return sock
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    data_dir: str | Path | None = None,
+    keys_file: str | Path | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_models: int = 3,
+    ready_file: str | Path | None = None,
+) -> None:
+    """Serve until interrupted. Prints the base URL once it accepts connections."""
+    import uvicorn
+
+    from ftlab.server.app import create_app
+    from ftlab.server.auth import Authenticator, load_keys
+    from ftlab.server.inference import Inference
+    from ftlab.server.lifecycle import serving_threads
+    from ftlab.server.store import Store
+    from ftlab.server.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    serving_threads()
+    auth = Authenticator(load_keys(keys_file) if keys_file else None)
+    with exclusive(data_dir):
+        store = Store(data_dir)
+        sock = _bind(host, port)
+        shown_host = f"[{host}]" if ":" in host else host
+        base_url = f"http://{shown_host}:{sock.getsockname()[1]}/v1"
+
+        def ready() -> None:
+            mode = f"{len(auth.keys)} API keys" if auth.keys else "single user, any API key"
+            print(f"ftlab server ready at {base_url} (data in {data_dir}; {mode})", flush=True)
+            if ready_file:
+                partial = Path(f"{ready_file}.partial")
+                partial.write_text(json.dumps({"base_url": base_url, "pid": os.getpid()}))
+                partial.rename(ready_file)
+
+        app = create_app(store, auth=auth, worker=Worker(store),
+                         inference=Inference(store, max_models=max_models),
+                         max_upload_bytes=int(max_upload_mb * 2**20), on_ready=ready)
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            store.close()

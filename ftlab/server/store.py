@@ -1,0 +1,351 @@
+"""Everything the server must not lose: metadata in SQLite (WAL), file contents on disk.
+
+Layout of the data directory:
+
+    ftlab.db            files, jobs, events, checkpoints and models (SQLite, WAL mode)
+    files/{file-id}     uploaded and generated file contents, named by id only
+    jobs/{ftjob-id}/    one folder per job: its training data, checkpoints, logs
+    models/{key}/       the final adapter of each fine-tuned model (a copy, deletable alone)
+
+Every write is one committed transaction, so a SIGKILL at any moment leaves the
+database consistent. A file's bytes are written and fsynced under a temporary
+name, then renamed into place, before its row exists: a row never points at a
+half-written file. Uploaded file names are only ever stored as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import string
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+ALPHANUMERIC = string.ascii_lowercase + string.digits
+JSON_COLUMNS = {"hyperparameters", "metadata", "error", "result_files", "data", "metrics"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
+    filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
+    org TEXT NOT NULL, created_at INTEGER NOT NULL, finished_at INTEGER, started_at INTEGER,
+    model TEXT NOT NULL, fine_tuned_model TEXT, status TEXT NOT NULL,
+    training_file TEXT NOT NULL, validation_file TEXT, seed INTEGER NOT NULL,
+    suffix TEXT, hyperparameters TEXT NOT NULL, metadata TEXT, error TEXT,
+    trained_tokens INTEGER, result_files TEXT NOT NULL DEFAULT '[]',
+    max_steps INTEGER, n_examples INTEGER, step INTEGER, total_steps INTEGER,
+    progress_offset INTEGER NOT NULL DEFAULT 0, resume INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL,
+    type TEXT NOT NULL, data TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
+    owner TEXT NOT NULL, created_at INTEGER NOT NULL, model_name TEXT UNIQUE NOT NULL,
+    step_number INTEGER NOT NULL, metrics TEXT NOT NULL, path TEXT NOT NULL,
+    UNIQUE (job_id, step_number)
+);
+CREATE TABLE IF NOT EXISTS models (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
+    org TEXT NOT NULL, job_id TEXT NOT NULL, created_at INTEGER NOT NULL, path TEXT NOT NULL
+);
+"""
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    """A random id like `file-abc123...` (OpenAI's prefixes: file-, ftjob-, ftevent-, ftckpt_)."""
+    return prefix + "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
+
+
+class FileTooLarge(ValueError):
+    """An upload went over the size limit (raised while streaming it to disk)."""
+
+
+class UnknownCursor(ValueError):
+    """`after` named an item that is not in the list being paged."""
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    has_more: bool
+
+
+class Store:
+    """Thread-safe access to the server's data directory (one connection, one lock)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.files_dir = self.root / "files"
+        self.jobs_dir = self.root / "jobs"
+        self.models_dir = self.root / "models"
+        for folder in (self.root, self.files_dir, self.jobs_dir, self.models_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.root / "ftlab.db", check_same_thread=False,
+                                   isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.root / 'ftlab.db'} was written by a newer ftlab (schema {version}); "
+                "upgrade ftlab or start the server with another --data-dir."
+            )
+        self._db.executescript(SCHEMA)  # idempotent; executescript commits by itself
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ---- generic helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        record = dict(row)
+        for key in JSON_COLUMNS & record.keys():
+            if record[key] is not None:
+                record[key] = json.loads(record[key])
+        return record
+
+    @staticmethod
+    def _encode(values: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v
+            for k, v in values.items()
+        }
+
+    def _insert(self, table: str, values: dict[str, Any]) -> None:
+        values = self._encode(values)
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        with self.transaction() as db:
+            db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
+        with self._lock:
+            return self._decode(self._db.execute(sql, tuple(params)).fetchone())
+
+    def _all(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._decode(r) for r in self._db.execute(sql, tuple(params)).fetchall()]
+
+    def page(
+        self,
+        table: str,
+        where: str,
+        params: tuple,
+        *,
+        after: str | None,
+        limit: int,
+        newest_first: bool = True,
+    ) -> Page:
+        """One page of `table` rows matching `where`, ordered by insertion, after id `after`."""
+        direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
+        if after is not None:
+            cursor = self._one(f"SELECT seq FROM {table} WHERE id = ? AND {where}",
+                               (after, *params))
+            if cursor is None:
+                raise UnknownCursor(after)
+            where = f"{where} AND seq {compare} ?"
+            params = (*params, cursor["seq"])
+        rows = self._all(
+            f"SELECT * FROM {table} WHERE {where} ORDER BY seq {direction} LIMIT ?",
+            (*params, limit + 1),
+        )
+        return Page(rows=rows[:limit], has_more=len(rows) > limit)
+
+    # ---- files -----------------------------------------------------------------------
+
+    def file_path(self, file_id: str) -> Path:
+        return self.files_dir / file_id
+
+    def add_file(
+        self,
+        owner: str,
+        filename: str,
+        purpose: str,
+        chunks: Iterable[bytes],
+        max_bytes: int | None = None,
+    ) -> dict[str, Any]:
+        """Write the file's bytes (fsynced, renamed into place), then record it."""
+        file_id = new_id("file-")
+        partial = self.files_dir / f".{file_id}.partial"
+        size = 0
+        try:
+            with open(partial, "wb") as handle:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise FileTooLarge(size)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            partial.rename(self.file_path(file_id))
+        finally:
+            partial.unlink(missing_ok=True)
+        row = {"id": file_id, "owner": owner, "filename": filename, "purpose": purpose,
+               "bytes": size, "created_at": now()}
+        self._insert("files", row)
+        return row
+
+    def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM files WHERE id = ? AND owner = ?", (file_id, owner))
+
+    def list_files(
+        self, owner: str, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    ) -> Page:
+        where, params = "owner = ?", (owner,)
+        if purpose:
+            where, params = where + " AND purpose = ?", (owner, purpose)
+        return self.page("files", where, params, after=after, limit=limit,
+                         newest_first=newest_first)
+
+    def delete_file(self, owner: str, file_id: str) -> bool:
+        with self.transaction() as db:
+            deleted = db.execute("DELETE FROM files WHERE id = ? AND owner = ?",
+                                 (file_id, owner)).rowcount
+        if deleted:
+            self.file_path(file_id).unlink(missing_ok=True)
+        return bool(deleted)
+
+    # ---- jobs and events ---------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def add_job(self, job: dict[str, Any]) -> None:
+        self._insert("jobs", job)
+
+    def get_job(self, job_id: str, owner: str | None = None) -> dict[str, Any] | None:
+        if owner is None:
+            return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._one("SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner))
+
+    def list_jobs(self, owner: str, after: str | None, limit: int) -> Page:
+        return self.page("jobs", "owner = ?", (owner,), after=after, limit=limit)
+
+    def jobs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        marks = ", ".join("?" for _ in statuses)
+        return self._all(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
+
+    def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields: Any) -> bool:
+        """Set fields on a job; with `only_if_status`, only while it has one of those statuses."""
+        values = self._encode(fields)
+        assignments = ", ".join(f"{k} = :{k}" for k in values)
+        sql = f"UPDATE jobs SET {assignments} WHERE id = :job_id"
+        if only_if_status:
+            names = [f":status_{i}" for i in range(len(only_if_status))]
+            sql += f" AND status IN ({', '.join(names)})"
+            values.update({n[1:]: s for n, s in zip(names, only_if_status, strict=True)})
+        with self.transaction() as db:
+            return db.execute(sql, {**values, "job_id": job_id}).rowcount > 0
+
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+        job_updates: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an event, and (in the same transaction) any job fields that go with it."""
+        event = self._encode({"id": new_id("ftevent-"), "job_id": job_id, "created_at": now(),
+                              "level": level, "message": message, "type": type, "data": data})
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events (id, job_id, created_at, level, message, type, data) "
+                "VALUES (:id, :job_id, :created_at, :level, :message, :type, :data)",
+                event,
+            )
+            if job_updates:
+                values = self._encode(job_updates)
+                assignments = ", ".join(f"{k} = :{k}" for k in values)
+                db.execute(f"UPDATE jobs SET {assignments} WHERE id = :job_id",
+                           {**values, "job_id": job_id})
+
+    def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
+        return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
+
+    def all_events(self, job_id: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
+
+    # ---- checkpoints and models --------------------------------------------------------
+
+    def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        """Record a checkpoint; False if the job already has one at that step."""
+        values = self._encode(checkpoint)
+        names = ", ".join(values)
+        marks = ", ".join(f":{k}" for k in values)
+        with self.transaction() as db:
+            return db.execute(f"INSERT OR IGNORE INTO checkpoints ({names}) VALUES ({marks})",
+                              values).rowcount > 0
+
+    def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
+        return self.page("checkpoints", "job_id = ?", (job_id,), after=after, limit=limit)
+
+    def last_checkpoint_step(self, job_id: str) -> int:
+        row = self._one("SELECT MAX(step_number) AS step FROM checkpoints WHERE job_id = ?",
+                        (job_id,))
+        return int(row["step"] or 0) if row else 0
+
+    def add_model(self, model: dict[str, Any]) -> None:
+        self._insert("models", model)
+
+    def list_models(self, owner: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM models WHERE owner = ? ORDER BY seq", (owner,))
+
+    def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM models WHERE id = ? AND owner = ?", (name, owner))
+
+    def get_checkpoint_model(self, owner: str, name: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM checkpoints WHERE model_name = ? AND owner = ?",
+                         (name, owner))
+
+    def delete_model(self, owner: str, name: str) -> bool:
+        """Forget a fine-tuned model and delete its adapter (its checkpoints stay usable)."""
+        model = self.get_model(owner, name)
+        if model is None:
+            return False
+        with self.transaction() as db:
+            db.execute("DELETE FROM models WHERE id = ?", (name,))
+        shutil.rmtree(model["path"], ignore_errors=True)
+        return True

@@ -1,0 +1,360 @@
+"""The job queue: one worker thread validates files and runs one training job at a time.
+
+State machine: `validating_files -> queued -> running -> succeeded | failed | cancelled`.
+Training runs in a child process (`job_runner`) so the HTTP server stays responsive,
+a crash in training cannot take the server down, and cancelling can always stop it.
+The child appends events to `progress.jsonl`; the worker turns each line into
+events, checkpoints and finally a model, recording how far it has read in the same
+transaction as the event, so that after a crash every line is applied exactly once.
+
+On start, jobs left `running` by a killed server are queued again and resume from
+their last checkpoint; jobs left `validating_files` are simply validated again.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from ftlab.server import job_runner
+from ftlab.server.store import Store, new_id, now
+from ftlab.validation import MIN_EXAMPLES, auto_epochs, validate_file
+
+log = logging.getLogger("ftlab.server")
+CANCEL_GRACE_SECONDS = 5.0
+FORMAT_CODES = {"invalid_encoding", "invalid_json", "not_an_object"}
+COUNT_CODES = {"empty_file", "too_few_examples"}
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss",
+                  "valid_mean_token_accuracy")
+
+
+def model_name(job: dict[str, Any]) -> str:
+    """`ft:{base}:{org}:{suffix}:{8 characters}`; the characters come from the job id."""
+    return f"ft:{job['model']}:{job['org']}:{job['suffix'] or ''}:{job['id'][-8:]}"
+
+
+def train_defaults() -> dict[str, Any]:
+    from ftlab.training import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
+
+
+def resolve_hyperparameters(requested: dict[str, Any], n_examples: int) -> dict[str, Any]:
+    """Replace "auto" (or missing) values with what training will really use."""
+    defaults = train_defaults()
+
+    def pick(name: str, auto: Any) -> Any:
+        value = requested.get(name, "auto")
+        return auto if value in (None, "auto") else value
+
+    return {
+        "n_epochs": int(pick("n_epochs", auto_epochs(n_examples))),
+        "batch_size": int(pick("batch_size", defaults["batch_size"])),
+        "learning_rate_multiplier": float(pick("learning_rate_multiplier", 1.0)),
+    }
+
+
+def failure(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": param}
+
+
+def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None:
+    """OpenAI's job failure for a checker report, naming the first bad line, or None."""
+    errors = report.errors  # validation files too need 10 examples (training checks them)
+    if not errors:
+        return None
+    what = "Training" if param == "training_file" else "Validation"
+    lines = [e for e in errors if e.line is not None]
+    first = min(lines, key=lambda e: e.line) if lines else errors[0]
+    if first.code in COUNT_CODES:
+        return failure("invalid_n_examples",
+                       f"{what} file has {len(report.examples)} example(s), but must have at least "
+                       f"{MIN_EXAMPLES} examples", param)
+    where = f"line {first.line}" if first.line is not None else "the file"
+    code = "invalid_file_format" if first.code in FORMAT_CODES else "invalid_training_file"
+    return failure(code, f"{what} file {file_id} is invalid: {where}: {first.message} "
+                   f"({first.code})", param)
+
+
+class Worker:
+    """Owns the queue. `start()` recovers interrupted jobs, then polls in a thread."""
+
+    def __init__(self, store: Store, poll_seconds: float = 0.2) -> None:
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ftlab-worker", daemon=True)
+        self._process: subprocess.Popen | None = None
+        self._job_id: str | None = None
+        self._stop_sent_at: float | None = None
+        self._latest: dict[str, Any] = {}
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def shutdown(self) -> None:
+        """Stop the thread and the training child; a running job resumes on the next start."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        if self._process and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def recover(self) -> None:
+        for job in self.store.jobs_with_status("running"):
+            self._guarded(job["id"], self._ingest, job["id"])
+            if self.store.get_job(job["id"])["status"] != "running":
+                continue
+            step = self.store.last_checkpoint_step(job["id"])
+            if step:
+                message = f"Job interrupted by a server restart; resuming from step {step}"
+            else:  # training clears its folder when not resuming
+                message = "Job interrupted by a server restart; restarting from the beginning"
+            self.store.add_event(job["id"], message, level="warn",
+                                 job_updates={"status": "queued", "resume": int(step > 0)})
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                for job in self.store.jobs_with_status("validating_files"):
+                    self._guarded(job["id"], self._validate, job)
+                if self._process is None and (queued := self.store.jobs_with_status("queued")):
+                    self._guarded(queued[0]["id"], self._start, queued[0])
+                if self._process is not None:
+                    self._pump()
+            except Exception:  # noqa: BLE001 - the worker must survive anything and go on
+                log.exception("worker error")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _guarded(self, job_id: str, step: Any, *args: Any) -> None:
+        """Run one step of a job; if it raises, fail that job (never retry it forever)."""
+        try:
+            step(*args)
+        except Exception as error:  # noqa: BLE001 - reported on the job
+            log.exception("job %s", job_id)
+            self._fail(job_id, failure("server_error", f"Internal error while handling the job: "
+                                       f"{type(error).__name__}: {error}"))
+
+    # ---- validating ---------------------------------------------------------------------
+
+    def _fail(self, job_id: str, error: dict[str, Any], level: str = "error") -> None:
+        if self.store.update_job(job_id, only_if_status=("validating_files", "queued", "running"),
+                                 status="failed", error=error, finished_at=now()):
+            self.store.add_event(job_id, error["message"], level=level)
+
+    def _validate(self, job: dict[str, Any]) -> None:
+        job_dir = self.store.job_dir(job["id"])
+        job_dir.mkdir(parents=True, exist_ok=True)
+        self.store.add_event(job["id"], f"Validating training file: {job['training_file']}")
+        for param, file_id, target in (("training_file", job["training_file"], "train.jsonl"),
+                                       ("validation_file", job["validation_file"], "valid.jsonl")):
+            if file_id is None:
+                continue
+            if self.store.get_file(job["owner"], file_id) is None:
+                return self._fail(job["id"], failure(
+                    "invalid_training_file", f"The file {file_id} was deleted before the job "
+                    "could use it. Upload it again and create a new job.", param))
+            source = self.store.file_path(file_id)
+            report = validate_file(source, count_tokens=False)
+            problem = file_problem(report, param, file_id)
+            if problem:
+                return self._fail(job["id"], problem)
+            shutil.copyfile(source, job_dir / target)
+            if param == "training_file":
+                n_examples = len(report.examples)
+        resolved = resolve_hyperparameters(job["hyperparameters"], n_examples)
+        if self.store.update_job(job["id"], only_if_status=("validating_files",),
+                                 status="queued", hyperparameters=resolved,
+                                 n_examples=n_examples):
+            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _train_request(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_dir = self.store.job_dir(job["id"])
+        hyper = job["hyperparameters"]
+        valid = job_dir / "valid.jsonl"
+        return {
+            "data": str(job_dir / "train.jsonl"),
+            "valid": str(valid) if valid.exists() else None,
+            "out": str(job_dir / "out"),
+            "model": job["model"],
+            "epochs": hyper["n_epochs"],
+            "batch_size": hyper["batch_size"],
+            "lr": train_defaults()["lr"] * hyper["learning_rate_multiplier"],
+            "max_steps": job["max_steps"],
+            "seed": job["seed"],
+            "resume": bool(job["resume"]),
+        }
+
+    def _start(self, job: dict[str, Any]) -> None:
+        job_dir = self.store.job_dir(job["id"])
+        (job_dir / job_runner.STOP).unlink(missing_ok=True)
+        (job_dir / job_runner.REQUEST).write_text(json.dumps(self._train_request(job), indent=2))
+        if not self.store.update_job(job["id"], only_if_status=("queued",), status="running",
+                                     started_at=job["started_at"] or now()):
+            return
+        if not job["resume"]:
+            self.store.add_event(job["id"], "Fine-tuning job started")
+        with open(job_dir / "runner.log", "ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "ftlab.server.job_runner", str(job_dir), str(os.getpid())],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self._job_id, self._stop_sent_at, self._latest = job["id"], None, {}
+
+    def _pump(self) -> None:
+        assert self._process is not None and self._job_id is not None
+        job_id = self._job_id
+        self._guarded(job_id, self._ingest, job_id)
+        status = self.store.get_job(job_id)["status"]
+        if status != "running":  # cancelled by the user, or failed while reading its progress
+            self._stop_child(job_id)
+        exit_code = self._process.poll()
+        if exit_code is None:
+            return
+        self._guarded(job_id, self._ingest, job_id)
+        if self.store.get_job(job_id)["status"] == "running":
+            log_tail = (self.store.job_dir(job_id) / "runner.log").read_text(
+                errors="replace")[-600:]
+            self._fail(job_id, failure(
+                "server_error", f"Training stopped unexpectedly (exit code {exit_code}). "
+                f"End of {self.store.job_dir(job_id) / 'runner.log'}:\n{log_tail}"))
+        self._process, self._job_id = None, None
+        self._wake.set()
+
+    def _stop_child(self, job_id: str) -> None:
+        """Ask the child to stop at its next step; kill it if it has not after a grace time."""
+        if self._stop_sent_at is None:
+            (self.store.job_dir(job_id) / job_runner.STOP).touch()
+            self._stop_sent_at = time.monotonic()
+        elif time.monotonic() - self._stop_sent_at > CANCEL_GRACE_SECONDS:
+            self._process.kill()
+
+    # ---- progress lines -------------------------------------------------------------------
+
+    def _ingest(self, job_id: str) -> None:
+        """Apply every complete line of the job's progress file not applied yet."""
+        path = self.store.job_dir(job_id) / job_runner.PROGRESS
+        if not path.exists():
+            return
+        offset = self.store.get_job(job_id)["progress_offset"]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # the child is still writing this line
+                offset += len(raw)
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    log.warning("%s: unreadable progress line skipped", job_id)
+                    self.store.update_job(job_id, progress_offset=offset)
+                    continue
+                try:
+                    self._apply(self.store.get_job(job_id), record, offset)
+                except Exception:
+                    self.store.update_job(job_id, progress_offset=offset)
+                    raise
+
+    def _apply(self, job: dict[str, Any], record: dict[str, Any], offset: int) -> None:
+        kind, job_id = record.get("kind"), job["id"]
+        done = {"progress_offset": offset}
+        if job["status"] != "running":
+            self.store.update_job(job_id, **done)
+            return
+        if kind in ("step", "eval"):
+            self._latest.update({k: record.get(k) for k in
+                                 ("train_loss", "train_mean_token_accuracy", "valid_loss",
+                                  "valid_mean_token_accuracy") if record.get(k) is not None})
+            data = {"step": record["step"], "total_steps": record["total_steps"],
+                    **{k: v for k, v in self._latest.items()
+                       if kind == "eval" or not k.startswith("valid")}}
+            if kind == "step":
+                message = f"Step {record['step']}/{record['total_steps']}: " \
+                          f"training loss={record['train_loss']:.4f}"
+            else:
+                message = f"Step {record['step']}/{record['total_steps']}: " \
+                          f"validation loss={record['valid_loss']:.4f}"
+            self.store.add_event(job_id, message, type="metrics", data=data, job_updates={
+                **done, "step": record["step"], "total_steps": record["total_steps"],
+                "trained_tokens": record.get("trained_tokens")})
+        elif kind == "checkpoint":
+            name = f"{model_name(job)}:ckpt-step-{record['step']}"
+            metrics = {"step": record["step"], **self._latest}
+            if self.store.add_checkpoint({
+                "id": new_id("ftckpt_"), "job_id": job_id, "owner": job["owner"],
+                "created_at": now(), "model_name": name, "step_number": record["step"],
+                "metrics": metrics, "path": str(record["checkpoint_dir"]),
+            }):
+                self.store.add_event(
+                    job_id, f"Checkpoint created at step {record['step']} with Snapshot ID: "
+                    f"{name}", job_updates=done)
+            else:
+                self.store.update_job(job_id, **done)
+        elif kind == "result":
+            self._finish(job, record, done)
+        elif kind == "error":
+            self.store.update_job(job_id, **done)
+            self._fail(job_id, failure(record.get("code") or "server_error", record["message"],
+                                       "training_file" if record.get("code") else None))
+        else:
+            self.store.update_job(job_id, **done)
+
+    def _results_csv(self, job_id: str) -> bytes:
+        rows: dict[int, dict[str, Any]] = {}
+        for event in self.store.all_events(job_id):
+            if event["type"] == "metrics" and event["data"]:
+                data = event["data"]
+                row = rows.setdefault(data["step"], {"step": data["step"]})
+                row.update({"train_loss": data.get("train_loss"),
+                            "train_accuracy": data.get("train_mean_token_accuracy")})
+                if "valid_loss" in data:
+                    row.update({"valid_loss": data["valid_loss"],
+                                "valid_mean_token_accuracy":
+                                data.get("valid_mean_token_accuracy")})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows[step] for step in sorted(rows))
+        return buffer.getvalue().encode()
+
+    def _finish(self, job: dict[str, Any], result: dict[str, Any], done: dict[str, Any]) -> None:
+        job_id = job["id"]
+        if result.get("stopped"):
+            self.store.update_job(job_id, **done)
+            return self._fail(job_id, failure("server_error", "Training stopped early."))
+        name = model_name(job)
+        target = self.store.models_dir / job_id[-8:]
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(result["adapter_dir"], target)
+        results = self.store.add_file(job["owner"], f"{job_id}-results.csv",
+                                      "fine-tune-results", [self._results_csv(job_id)])
+        if self.store.get_model(job["owner"], name) is None:  # not when replayed after a crash
+            self.store.add_model({"id": name, "owner": job["owner"], "org": job["org"],
+                                  "job_id": job_id, "created_at": now(), "path": str(target)})
+        self.store.add_event(job_id, f"New fine-tuned model created: {name}")
+        self.store.add_event(job_id, "The job has successfully completed", job_updates={
+            **done, "status": "succeeded", "finished_at": now(), "fine_tuned_model": name,
+            "trained_tokens": result.get("trained_tokens"), "result_files": [results["id"]]})

@@ -1,0 +1,114 @@
+"""Saving adapters and epoch checkpoints atomically, and finding the one to resume from.
+
+Everything is written to a temporary folder next to its destination and then
+renamed into place, so a crash or Ctrl-C never leaves a half-written checkpoint
+that looks complete: the previous one stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ftlab.models import ADAPTER_SIDECAR
+
+TRAINER_STATE = "trainer_state.pt"
+CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    epoch: int
+    path: Path
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Move a finished staging folder to `target`, replacing an older one there."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def save_adapter(model, folder: Path, base_model: str, extra: dict | None = None) -> Path:
+    """Write a standard PEFT adapter folder, plus the sidecar naming its base model.
+
+    PEFT records the base model's cache path, which differs between machines;
+    the sidecar records the name `ftlab.models.load_model` resolves instead.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        sidecar = {"base_model": base_model, **(extra or {})}
+        (staging / ADAPTER_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+        _replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def save_checkpoint(model, optimizer, folder: Path, base_model: str, step: int, epoch: int) -> Path:
+    """An epoch checkpoint: a loadable adapter folder that also holds the optimiser state."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        save_adapter(model, staging / "adapter", base_model, {"step": step, "epoch": epoch})
+        for item in (staging / "adapter").iterdir():
+            item.rename(staging / item.name)
+        (staging / "adapter").rmdir()
+        state = {
+            "step": step,
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, staging / TRAINER_STATE)
+        _replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def list_checkpoints(out: Path) -> list[Checkpoint]:
+    """Complete epoch checkpoints under `out/checkpoints`, oldest first."""
+    found = []
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    for folder in root.iterdir():
+        match = CHECKPOINT_NAME.match(folder.name)
+        if not match or not (folder / TRAINER_STATE).is_file():
+            continue
+        sidecar = json.loads((folder / ADAPTER_SIDECAR).read_text())
+        found.append(Checkpoint(int(sidecar["step"]), int(match.group(1)), folder))
+    return sorted(found, key=lambda c: c.epoch)
+
+
+def load_trainer_state(checkpoint: Checkpoint) -> dict:
+    return torch.load(checkpoint.path / TRAINER_STATE, map_location="cpu", weights_only=False)
+
+
+def clear_run(out: Path) -> None:
+    """Remove a previous run's outputs from `out` (a fresh, non-resumed run)."""
+    for name in ("checkpoints", "adapter"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Delete temporary folders left by a crash in the middle of a save."""
+    for root in (out, out / "checkpoints"):
+        if root.is_dir():
+            for item in root.glob(".*.tmp-*"):
+                shutil.rmtree(item, ignore_errors=True)

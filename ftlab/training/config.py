@@ -1,0 +1,95 @@
+"""The settings of a LoRA run, with defaults tuned on the course's support data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ftlab.models import DEFAULT_MODEL
+
+# Settings a resumed run may change; any other difference would mix two runs in one folder.
+RESUMABLE_CHANGES = frozenset({"resume"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved to `DIR/config.json` and checked on `--resume`.
+
+    Defaults (measured on the support data, see bench/README.md): LoRA on every
+    linear layer, rank 16, alpha 32, lr 2e-3 with warm-up and linear decay,
+    batch 8, 2 epochs. Only assistant tokens are learned.
+    """
+
+    data: str
+    out: str
+    valid: str | None = None
+    model: str = DEFAULT_MODEL
+    epochs: int = 2
+    lr: float = 2e-3
+    rank: int = 16
+    alpha: float = 32.0
+    batch_size: int = 8
+    max_steps: int | None = None
+    seed: int = 0
+    resume: bool = False
+    target_modules: str | list[str] = "all-linear"
+    dropout: float = 0.0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_length: int = 2048
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        self.data, self.out = str(self.data), str(self.out)
+        self.valid = None if self.valid is None else str(self.valid)
+        self.model = str(self.model)
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if self.rank < 1:
+            problems.append(f"rank must be at least 1, got {self.rank}")
+        if not self.alpha > 0:
+            problems.append(f"alpha must be positive, got {self.alpha}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be at least 1 (or None for all), got {self.max_steps}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.log_every < 1:
+            problems.append(f"log_every must be at least 1, got {self.log_every}")
+        if problems:
+            raise ValueError("Invalid training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training settings {unknown}; known ones are {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text())["config"])
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Settings that differ from `other`, except those a resumed run may change."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{name}: {theirs[name]!r} -> {mine[name]!r}"
+            for name in mine
+            if name not in RESUMABLE_CHANGES and mine[name] != theirs[name]
+        ]

@@ -1,0 +1,160 @@
+"""Tokenising chat examples for training: the chat template, label masking, batching.
+
+Only assistant tokens are learned: every other token gets the label -100, which
+the loss ignores. An assistant message with `"weight": 0` is shown to the model
+but not learned from (the OpenAI fine-tuning convention).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100
+
+
+class TemplateError(ValueError):
+    """The tokenizer's chat template cannot be split into per-message spans."""
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(label != IGNORE for label in self.labels)
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt
+    )
+
+
+def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of the answers to learn.
+
+    A span runs from the end of the generation prompt before an assistant
+    message to the end of that message in the template (so the end-of-turn
+    token is learned too: it is what makes the model stop).
+    """
+    text = _render(tokenizer, messages)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
+            continue
+        before = _render(tokenizer, messages[:index], generation_prompt=True) if index else ""
+        through = _render(tokenizer, messages[: index + 1])
+        if not (text.startswith(through) and through.startswith(before)):
+            raise TemplateError(
+                "The chat template does not render conversations as one message after another, "
+                f"so the answer of message {index} cannot be located for label masking.\n"
+                "Fix: use a model whose chat template appends each message (most instruct models)."
+            )
+        spans.append((len(before), len(through)))
+    return text, spans
+
+
+def tokenize_example(tokenizer, messages: list[dict], max_length: int = 2048) -> TokenizedExample:
+    """Token ids and labels (-100 outside the learned answers) for one conversation."""
+    text, spans = assistant_spans(tokenizer, messages)
+    encoded = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
+    )
+    ids: list[int] = encoded["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for position, (start, end) in enumerate(encoded["offset_mapping"]):
+        if end > start and any(s <= start < e for s, e in spans):
+            labels[position] = ids[position]
+    return TokenizedExample(ids[:max_length], labels[:max_length])
+
+
+def tokenize_examples(
+    tokenizer, examples: Sequence[dict], max_length: int = 2048
+) -> list[TokenizedExample]:
+    """Tokenise every example, dropping those with nothing left to learn (e.g. all `weight: 0`)."""
+    tokenized = [tokenize_example(tokenizer, e["messages"], max_length) for e in examples]
+    return [t for t in tokenized if t.trained_tokens]
+
+
+@dataclass
+class Batch:
+    """A right-padded batch. `prefix` holds the tokens every row starts with (maybe none)."""
+
+    prefix: torch.Tensor  # (P,) shared by all rows, none of them labelled
+    input_ids: torch.Tensor  # (B, T) the rest of each row, right-padded
+    labels: torch.Tensor  # (B, T) -100 on padding and unlearned tokens
+    tokens: int  # real tokens in the batch, the prefix counted once per row
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.prefix.to(device), self.input_ids.to(device), self.labels.to(device), self.tokens
+        )
+
+
+def shared_prefix_length(rows: Sequence[TokenizedExample], minimum: int = 8) -> int:
+    """How many leading tokens all rows share before any learned token (0 if fewer than minimum).
+
+    It stops one token short of the first label, because the hidden state
+    that predicts a learned token must be computed in the per-row part.
+    """
+    first = rows[0].input_ids
+    limit = min(len(r) for r in rows)
+    for row in rows:
+        labelled = next(i for i, label in enumerate(row.labels) if label != IGNORE)
+        limit = min(limit, labelled - 1)
+    length = 0
+    while length < limit and all(r.input_ids[length] == first[length] for r in rows):
+        length += 1
+    return length if length >= minimum else 0
+
+
+def collate(rows: Sequence[TokenizedExample], pad_id: int, share_prefix: bool = True) -> Batch:
+    """Pad rows on the right (causal attention never looks at later padding, so no mask)."""
+    prefix_len = shared_prefix_length(rows) if share_prefix and len(rows) > 1 else 0
+    width = max(len(r) for r in rows) - prefix_len
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, row in enumerate(rows):
+        rest = len(row) - prefix_len
+        ids[i, :rest] = torch.tensor(row.input_ids[prefix_len:])
+        labels[i, :rest] = torch.tensor(row.labels[prefix_len:])
+    prefix = torch.tensor(rows[0].input_ids[:prefix_len], dtype=torch.long)
+    return Batch(prefix, ids, labels, sum(len(r) for r in rows))
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Batches of similar-length examples, in a random order that depends only on (seed, epoch).
+
+    Sorting by length (with random tie-breaking) keeps padding near zero;
+    shuffling the batches keeps the order random.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    jitter = [rng.random() for _ in lengths]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i] + 4 * jitter[i])
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    return -(-count // batch_size)
+
+
+def iter_batches(
+    examples: Sequence[TokenizedExample], batch_size: int, pad_id: int
+) -> Iterator[Batch]:
+    """Length-sorted batches in a fixed order (for evaluation)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    for start in range(0, len(order), batch_size):
+        yield collate([examples[i] for i in order[start : start + batch_size]], pad_id)

@@ -1,0 +1,327 @@
+"""`train`: a LoRA run from a chat JSONL file to a saved adapter, resumable by epoch."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ftlab import __version__
+from ftlab.models import is_adapter_dir, load_model, sensible_threads
+from ftlab.training.checkpoints import (
+    Checkpoint,
+    clear_run,
+    list_checkpoints,
+    load_trainer_state,
+    remove_stale_staging,
+    save_adapter,
+    save_checkpoint,
+)
+from ftlab.training.config import TrainConfig
+from ftlab.training.data import (
+    TokenizedExample,
+    collate,
+    epoch_batches,
+    iter_batches,
+    steps_per_epoch,
+    tokenize_examples,
+)
+from ftlab.training.events import TrainEvent, TrainResult
+from ftlab.training.loss import batch_loss
+from ftlab.training.plots import read_metrics, save_loss_plot
+from ftlab.validation import InvalidDataError, validate_file
+
+Callback = Callable[[TrainEvent], None]
+
+
+def check_data(path: str) -> list[dict]:
+    """Run the course's data checker on `path`; return its examples or raise InvalidDataError."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No data file at {path}. Fix: pass the path of a chat JSONL file.")
+    report = validate_file(path, count_tokens=False)
+    if not report.valid:
+        raise InvalidDataError(report)
+    return report.examples
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Linear warm-up, then linear decay to zero: the schedule for step `step` (0-based)."""
+    warmup = max(1, math.ceil(config.warmup_ratio * total_steps))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+def lora_model(base, config: TrainConfig):
+    """Wrap the base model with fresh LoRA adapters (initialised from `config.seed`)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, lora)
+    for parameter in model.parameters():
+        if parameter.requires_grad:  # LoRA weights train in float32 even on a bf16 GPU model
+            parameter.data = parameter.data.float()
+    return model
+
+
+@torch.no_grad()
+def validation_loss(
+    model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: torch.device
+) -> tuple[float, float]:
+    """Token-weighted mean loss and token accuracy over the learned tokens of `examples`."""
+    model.eval()
+    total = correct = tokens = 0
+    for batch in iter_batches(examples, batch_size, pad_id):
+        parts = batch_loss(model.get_base_model(), batch.to(device))
+        total += parts.loss.item() * parts.tokens
+        tokens += parts.tokens
+        correct += parts.correct
+    model.train()
+    return total / tokens, correct / tokens
+
+
+class _MetricsLog:
+    """The JSONL metrics log: one row per logged step (and per validation), flushed at once."""
+
+    def __init__(self, path: Path, keep_through_step: int | None) -> None:
+        self.path = path
+        if keep_through_step is None:
+            path.unlink(missing_ok=True)
+        else:  # a resumed run drops rows written after its checkpoint
+            rows = [r for r in read_metrics(path) if r["step"] <= keep_through_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self.rows = read_metrics(path)
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def _write_config(config: TrainConfig, path: Path, resolved: dict) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps({"config": config.to_dict(), "resolved": resolved}, indent=2))
+    partial.replace(path)
+
+
+def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
+    if not config.resume:
+        return None
+    config_path = out / "config.json"
+    if config_path.is_file():
+        previous = TrainConfig.from_json(config_path)
+        changed = config.differences(previous)
+        if changed:
+            raise ValueError(
+                f"Cannot resume the run in {out}: its settings differ ({'; '.join(changed)}).\n"
+                "Fix: resume with the same settings, or start a new run in another folder."
+            )
+    checkpoints = list_checkpoints(out)
+    return checkpoints[-1] if checkpoints else None
+
+
+def train(
+    config: TrainConfig,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune `config.model` with LoRA on `config.data`; see TrainConfig for the settings.
+
+    `callback(event)` receives start/step/eval/checkpoint/end events;
+    `should_stop()` is polled before every step, and when it returns True the
+    run ends at once, saving nothing new (the last epoch checkpoint stays usable).
+    """
+    started = time.perf_counter()
+    notify = callback or (lambda event: None)
+    stop = should_stop or (lambda: False)
+    out = Path(config.out)
+    if is_adapter_dir(config.model):
+        raise ValueError(f"{config.model} is an adapter; train from its base model instead.")
+    train_examples = check_data(config.data)
+    valid_examples = check_data(config.valid) if config.valid else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out)
+    resume_from = _resume_point(config, out)
+    if not config.resume:
+        clear_run(out)
+
+    base, tokenizer = load_model(config.model)
+    # Adapters record their base model; a local folder is recorded absolute, to work from anywhere.
+    base_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
+    device = base.device
+    if device.type == "cpu":
+        torch.set_num_threads(sensible_threads())
+        base.set_attn_implementation("eager")  # measured faster than SDPA for training on CPU
+    pad_id = tokenizer.pad_token_id
+    rows = tokenize_examples(tokenizer, train_examples, config.max_length)
+    if not rows:
+        raise ValueError(f"{config.data} has no assistant tokens to learn (all weight 0?).")
+    valid_rows = (
+        tokenize_examples(tokenizer, valid_examples, config.max_length) if valid_examples else []
+    )
+    lengths = [len(r) for r in rows]
+    per_epoch = steps_per_epoch(len(rows), config.batch_size)
+    total_steps = per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    epochs = math.ceil(total_steps / per_epoch)
+
+    model = lora_model(base, config)
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
+    step, first_epoch, trained_tokens = 0, 1, 0
+    if resume_from is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(resume_from.path / "adapter_model.safetensors"))
+        state = load_trainer_state(resume_from)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step, first_epoch = state["step"], state["epoch"] + 1
+    log = _MetricsLog(out / "metrics.jsonl", resume_from.step if resume_from else None)
+    trained_tokens = max((r.get("trained_tokens", 0) for r in log.rows), default=0)
+    config_path = out / "config.json"
+    _write_config(
+        config,
+        config_path,
+        {
+            "ftlab_version": __version__,
+            "device": str(device),
+            "examples": len(rows),
+            "valid_examples": len(valid_rows),
+            "steps_per_epoch": per_epoch,
+            "total_steps": total_steps,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "resumed_from": str(resume_from.path) if resume_from else None,
+        },
+    )
+
+    def event(kind, **values) -> TrainEvent:
+        done = values.pop("epoch", None)
+        made = TrainEvent(
+            kind=kind,
+            step=step,
+            total_steps=total_steps,
+            epoch=done if done is not None else step / per_epoch,
+            trained_tokens=trained_tokens,
+            elapsed_s=time.perf_counter() - started,
+            **values,
+        )
+        notify(made)
+        return made
+
+    event("start")
+    stopped = False
+    last_train = last_valid = None
+    for epoch in range(first_epoch, epochs + 1):
+        for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
+            if step >= total_steps:
+                break
+            if stop():
+                stopped = True
+                break
+            lr = learning_rate(config, step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = collate([rows[i] for i in indices], pad_id).to(device)
+            parts = batch_loss(model.get_base_model(), batch)
+            parts.loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], max_norm=1.0
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            trained_tokens += batch.tokens
+            last_train = parts.loss.item()
+            accuracy = parts.correct / parts.tokens
+            if step % config.log_every == 0 or step == total_steps:
+                done = event(
+                    "step",
+                    train_loss=last_train,
+                    train_mean_token_accuracy=accuracy,
+                    learning_rate=lr,
+                )
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": step,
+                        "epoch": done.epoch,
+                        "train_loss": last_train,
+                        "train_mean_token_accuracy": accuracy,
+                        "learning_rate": lr,
+                        "trained_tokens": trained_tokens,
+                        "elapsed_s": done.elapsed_s,
+                    }
+                )
+        if stopped:
+            break
+        if valid_rows:
+            last_valid, valid_accuracy = validation_loss(
+                model, valid_rows, config.batch_size * 2, pad_id, device
+            )
+            done = event(
+                "eval",
+                epoch=step / per_epoch,
+                valid_loss=last_valid,
+                valid_mean_token_accuracy=valid_accuracy,
+            )
+            log.write(
+                {
+                    "kind": "eval",
+                    "step": step,
+                    "epoch": done.epoch,
+                    "valid_loss": last_valid,
+                    "valid_mean_token_accuracy": valid_accuracy,
+                    "trained_tokens": trained_tokens,
+                    "elapsed_s": done.elapsed_s,
+                }
+            )
+        if step % per_epoch == 0:  # a whole epoch: checkpoint it
+            folder = save_checkpoint(
+                model, optimizer, out / "checkpoints" / f"epoch-{epoch}", base_name, step, epoch
+            )
+            save_loss_plot(log.rows, out / "loss.png")
+            event("checkpoint", epoch=float(epoch), checkpoint_dir=folder)
+
+    checkpoints = [(c.step, c.epoch, c.path) for c in list_checkpoints(out)]
+    if stopped:
+        adapter_dir = checkpoints[-1][2] if checkpoints else None
+    else:
+        adapter_dir = save_adapter(model, out / "adapter", base_name, {"step": step})
+    plot_path = save_loss_plot(log.rows, out / "loss.png")
+    if last_train is None:  # resumed a finished run: report its logged losses
+        last_train = next(
+            (r["train_loss"] for r in reversed(log.rows) if r.get("train_loss") is not None), None
+        )
+    event("end", train_loss=last_train, valid_loss=last_valid)
+    return TrainResult(
+        adapter_dir=adapter_dir,
+        checkpoints=checkpoints,
+        metrics_path=log.path,
+        config_path=config_path,
+        plot_path=plot_path,
+        trained_tokens=trained_tokens,
+        total_steps=total_steps,
+        final_train_loss=last_train,
+        final_valid_loss=last_valid,
+        stopped=stopped,
+        elapsed_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,92 @@
+"""Progress display callbacks: a progress bar for the terminal, a live loss plot for notebooks."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from ftlab.training.events import TrainEvent
+from ftlab.training.plots import loss_figure
+
+
+class ProgressBar:
+    """A tqdm progress bar showing the loss; prints validation results and checkpoints.
+
+    Pass an instance as `train(config, callback=ProgressBar())`.
+    """
+
+    def __init__(self, notebook: bool = False) -> None:
+        self.notebook = notebook
+        self.bar = None
+        self.rows: list[dict] = []
+
+    def _tqdm(self):
+        if self.notebook:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
+        return tqdm
+
+    def message(self, text: str) -> None:
+        (self.bar.write if self.bar is not None else print)(text)
+
+    def __call__(self, event: TrainEvent) -> None:
+        if event.kind == "start":
+            self.bar = self._tqdm()(
+                total=event.total_steps,
+                initial=event.step,
+                unit="step",
+                desc="training",
+                dynamic_ncols=True,
+            )
+        elif event.kind == "step" and self.bar is not None:
+            self.rows.append({"step": event.step, "train_loss": event.train_loss})
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.train_loss:.4f}", lr=f"{event.learning_rate:.1e}")
+        elif event.kind == "eval":
+            self.rows.append({"step": event.step, "valid_loss": event.valid_loss})
+            self.message(
+                f"epoch {event.epoch:.2f}: validation loss {event.valid_loss:.4f}, "
+                f"token accuracy {event.valid_mean_token_accuracy:.3f}"
+            )
+        elif event.kind == "checkpoint":
+            self.message(f"checkpoint saved: {event.checkpoint_dir}")
+        elif event.kind == "end" and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LiveLossPlot(ProgressBar):
+    """A notebook callback: a progress bar plus a loss plot redrawn as training goes.
+
+    `train(config, callback=LiveLossPlot())`. The plot is one PNG output that
+    is updated in place (at most every `every_s` seconds), so it works in
+    JupyterLab, in a headless run (nbval) and in saved notebooks alike.
+    """
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        super().__init__(notebook=True)
+        self.every_s = every_s
+        self.handle = None
+        self.drawn_at = 0.0
+
+    def _png(self) -> bytes:
+        buffer = io.BytesIO()
+        loss_figure(self.rows).savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    def draw(self) -> None:
+        from IPython.display import Image, display
+
+        image = Image(data=self._png(), format="png")
+        if self.handle is None:
+            self.handle = display(image, display_id=True)
+        else:
+            self.handle.update(image)
+        self.drawn_at = time.monotonic()
+
+    def __call__(self, event: TrainEvent) -> None:
+        super().__call__(event)
+        due = time.monotonic() - self.drawn_at >= self.every_s
+        if event.kind in ("eval", "end") or (event.kind == "step" and due):
+            self.draw()

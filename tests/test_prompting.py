@@ -1,0 +1,108 @@
+"""Prompting baselines: few-shot prompts and the policy retriever."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftlab.paths import data_dir
+from ftlab.prompting import (
+    Passage,
+    PolicyRetriever,
+    few_shot_messages,
+    markdown_sections,
+    pick_shots,
+    rag_messages,
+)
+from ftlab.support import SYSTEM_PROMPT, gold_answer, make_example
+
+TRAIN = [
+    make_example("where is AC-11111", "order_status", "AC-11111", "neutral"),
+    make_example("track AC-22222 please", "order_status", "AC-22222", "neutral"),
+    make_example("I want to send this jacket back", "return_request", None, "neutral"),
+    make_example("refund for AC-33333 still missing", "refund_status", "AC-33333", "negative"),
+    make_example("thanks, you are great", "other", None, "positive"),
+]
+QUESTION = make_example("cancel AC-44444 now", "cancel_order", "AC-44444", "negative")
+
+POLICY = """# Policies
+
+Intro text about the shop.
+
+## Returns
+Send items back within 60 days with the prepaid label.
+
+## Refunds
+Refunds reach your card 5-10 business days after the return arrives.
+
+## Shipping
+Standard shipping takes 3-7 business days.
+"""
+
+
+def test_pick_shots_covers_different_intents_first():
+    shots = pick_shots(TRAIN, 3)
+    assert [gold_answer(s)["intent"] for s in shots] == [
+        "order_status",
+        "return_request",
+        "refund_status",
+    ]
+    assert pick_shots(TRAIN, 3) == shots  # deterministic
+    five = pick_shots(TRAIN, 5)
+    assert len({gold_answer(s)["intent"] for s in five[:4]}) == 4
+    assert len(pick_shots(TRAIN, 50)) == len(TRAIN)
+    assert pick_shots(TRAIN, 0) == []
+
+
+def test_few_shot_messages_put_shots_between_system_and_question():
+    messages = few_shot_messages(QUESTION, TRAIN[:2])
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert messages[0]["content"] == SYSTEM_PROMPT
+    assert messages[1]["content"] == "where is AC-11111"
+    assert messages[-1]["content"] == "cancel AC-44444 now"
+    assert few_shot_messages(QUESTION, []) == QUESTION["messages"][:2]
+
+
+def test_markdown_sections_split_at_headings():
+    sections = markdown_sections(POLICY)
+    assert [s.title for s in sections] == ["Policies", "Returns", "Refunds", "Shipping"]
+    assert sections[2].text.startswith("Refunds reach your card")
+
+
+def test_retriever_ranks_the_matching_section_first(tmp_path):
+    path = tmp_path / "policies.md"
+    path.write_text(POLICY)
+    retriever = PolicyRetriever.from_file(path)
+    assert retriever.search("when will my refund arrive?", k=1)[0].title == "Refunds"
+    assert retriever.search("how long does shipping take", k=1)[0].title == "Shipping"
+    assert retriever.search("zebra xylophone") == []
+    assert len(retriever.search("returns refunds shipping", k=2)) == 2
+
+
+def test_retriever_finds_sections_of_the_course_policy():
+    path = data_dir() / "support" / "policies.md"
+    if not path.is_file():
+        pytest.skip("data/support/policies.md is not written yet")
+    retriever = PolicyRetriever.from_file(path)
+    titles = [p.title for p in retriever.search("I need to change my delivery address", k=2)]
+    assert any("Address" in title for title in titles)
+
+
+def test_rag_messages_append_passages_to_the_system_message():
+    passages = [Passage("Refunds", "Refunds take 5-10 days.")]
+    messages = rag_messages(QUESTION, passages)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"].startswith(SYSTEM_PROMPT)
+    assert "## Refunds\nRefunds take 5-10 days." in messages[0]["content"]
+    assert rag_messages(QUESTION, []) == QUESTION["messages"][:2]
+
+
+def test_retriever_refuses_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No policy document"):
+        PolicyRetriever.from_file(tmp_path / "missing.md")

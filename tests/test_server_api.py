@@ -1,0 +1,285 @@
+"""The local server's files, jobs, models and error contract, driven by the official SDK.
+
+One single-user server (upload limit 1 MB) serves the whole module.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from server_helpers import BASE, client, jsonl, messages, start, tiny_examples, upload, wait_for
+
+MB = 2**20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with start(tmp_path_factory.mktemp("server"), max_upload_mb=1) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    return client(server)
+
+
+def raw(server, method: str, path: str, **kwargs) -> httpx.Response:
+    """A request the SDK would never send malformed, sent with httpx."""
+    headers = {"Authorization": "Bearer any-key", **kwargs.pop("headers", {})}
+    return httpx.request(method, server.base_url + path, headers=headers, timeout=60, **kwargs)
+
+
+def assert_error(response: httpx.Response, status: int, **expected) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    for key, value in expected.items():
+        assert error[key] == value, error
+    return error
+
+
+# ---- files ----------------------------------------------------------------------------------
+
+
+def test_upload_retrieve_download_delete(api):
+    data = jsonl(tiny_examples(3))
+    created = api.files.create(file=("mine.jsonl", data), purpose="fine-tune")
+    assert created.id.startswith("file-")
+    assert (created.filename, created.bytes, created.purpose, created.status) == (
+        "mine.jsonl", len(data), "fine-tune", "processed")
+    assert api.files.retrieve(created.id) == created
+    assert api.files.content(created.id).read() == data
+    deleted = api.files.delete(created.id)
+    assert (deleted.id, deleted.deleted) == (created.id, True)
+    with pytest.raises(openai.NotFoundError, match=created.id):
+        api.files.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        api.files.delete(created.id)
+
+
+def test_file_names_are_never_paths(api, server):
+    evil = "../../escape.jsonl"
+    created = api.files.create(file=(evil, b"{}\n"), purpose="fine-tune")
+    assert api.files.retrieve(created.id).filename == evil
+    assert not (server.data_dir.parent / "escape.jsonl").exists()
+    stored = sorted(p.name for p in (server.data_dir / "files").iterdir())
+    assert created.id in stored and all(name.startswith("file-") for name in stored)
+
+
+def test_file_pagination_newest_first_and_purpose_filter(api):
+    ids = [api.files.create(file=(f"p{i}.jsonl", b"{}\n"), purpose="batch").id for i in range(5)]
+    page = api.files.list(purpose="batch", limit=2)
+    assert [f.id for f in page.data] == ids[::-1][:2] and page.has_more
+    assert page.first_id == ids[4] and page.last_id == ids[3]
+    assert [f.id for f in api.files.list(purpose="batch", limit=2)] == ids[::-1]
+    assert [f.id for f in api.files.list(purpose="batch", order="asc")] == ids
+    last = api.files.list(purpose="batch", limit=2, after=ids[1])
+    assert [f.id for f in last.data] == [ids[0]] and not last.has_more
+
+
+def test_upload_over_the_limit_is_refused(api):
+    with pytest.raises(openai.APIStatusError) as caught:
+        api.files.create(file=("big.jsonl", b"x" * (MB + 1000)), purpose="fine-tune")
+    assert caught.value.status_code == 413
+    assert caught.value.body["code"] == "file_too_large"
+    assert "1 MB" in caught.value.body["message"]
+
+
+def test_bad_multipart_is_a_clear_400(server):
+    broken = raw(server, "POST", "/files", content=b"--xyz\r\nnot a real part",
+                 headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert_error(broken, 400)
+    no_file = raw(server, "POST", "/files", data={"purpose": "fine-tune"})
+    assert_error(no_file, 400, code="missing_required_parameter", param="file")
+    no_purpose = raw(server, "POST", "/files", files={"file": ("a.jsonl", b"{}\n")})
+    assert_error(no_purpose, 400, code="missing_required_parameter", param="purpose")
+    bad_purpose = raw(server, "POST", "/files", data={"purpose": "fun"},
+                      files={"file": ("a.jsonl", b"{}\n")})
+    assert_error(bad_purpose, 400, param="purpose")
+
+
+# ---- the error contract ---------------------------------------------------------------------
+
+
+def test_job_create_errors(api, server):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.fine_tuning.jobs.create(model=BASE, training_file="file-doesnotexist")
+    assert caught.value.body["message"] == "invalid training_file: file-doesnotexist"
+    assert caught.value.body["param"] == "training_file"
+
+    file_id = upload(api, tiny_examples(10))
+    with pytest.raises(openai.NotFoundError) as caught:
+        api.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
+    assert caught.value.body["code"] == "model_not_found"
+    assert caught.value.body["message"] == (
+        "The model `gpt-4o-mini-2024-07-18` does not exist or you do not have access to it.")
+
+    missing = raw(server, "POST", "/fine_tuning/jobs", json={"model": BASE})
+    error = assert_error(missing, 400, code="missing_required_parameter", param="training_file")
+    assert error["message"] == "Missing required parameter: 'training_file'."
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.fine_tuning.jobs.create(model=BASE, training_file=file_id,
+                                    hyperparameters={"n_epochs": 0})
+    assert caught.value.body["param"] == "hyperparameters.n_epochs"
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix="a:b")
+    assert caught.value.body["param"] == "suffix"
+
+
+def test_malformed_requests_get_openai_shaped_errors(server):
+    not_json = raw(server, "POST", "/fine_tuning/jobs", content=b"{nope",
+                   headers={"Content-Type": "application/json"})
+    assert "JSON" in assert_error(not_json, 400)["message"]
+    assert_error(raw(server, "GET", "/no/such/route"), 404, code="unknown_url")
+    assert_error(raw(server, "PUT", "/files"), 405)
+    assert_error(raw(server, "GET", "/fine_tuning/jobs", params={"limit": 0}), 400,
+                 param="limit")
+    assert_error(raw(server, "GET", "/files", params={"after": "file-unknown"}), 400,
+                 param="after")
+
+
+def test_unknown_job_is_404_everywhere(api):
+    # The list calls fetch their first page at once, so every call below sends a request.
+    for call in (api.fine_tuning.jobs.retrieve, api.fine_tuning.jobs.cancel,
+                 api.fine_tuning.jobs.list_events, api.fine_tuning.jobs.checkpoints.list):
+        with pytest.raises(openai.NotFoundError, match="ftjob-nope"):
+            call("ftjob-nope")
+
+
+# ---- asynchronous file validation -------------------------------------------------------------
+
+
+def test_too_few_examples_fail_the_job_after_create(api):
+    job = api.fine_tuning.jobs.create(model=BASE, training_file=upload(api, tiny_examples(7)))
+    assert job.status == "validating_files" and job.error.code is None
+    failed = wait_for(api, job.id)
+    assert failed.status == "failed"
+    assert (failed.error.code, failed.error.param) == ("invalid_n_examples", "training_file")
+    assert failed.error.message == (
+        "Training file has 7 example(s), but must have at least 10 examples")
+    assert messages(api, job.id)[:2] == [f"Created fine-tuning job: {job.id}",
+                                         f"Validating training file: {job.training_file}"]
+    with pytest.raises(openai.BadRequestError, match="cannot be cancelled"):
+        api.fine_tuning.jobs.cancel(job.id)
+
+
+@pytest.mark.parametrize(("line_5", "code"), [
+    (b'{"messages": [\n', "invalid_file_format"),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}\n', "invalid_training_file"),
+])
+def test_first_bad_line_is_named(api, line_5, code):
+    lines = jsonl(tiny_examples(12)).splitlines(keepends=True)
+    lines[4] = line_5
+    job = api.fine_tuning.jobs.create(
+        model=BASE, training_file=api.files.create(file=("t.jsonl", b"".join(lines)),
+                                                   purpose="fine-tune").id)
+    failed = wait_for(api, job.id)
+    assert (failed.status, failed.error.code, failed.error.param) == (
+        "failed", code, "training_file")
+    assert "line 5" in failed.error.message
+
+
+def test_job_list_pagination(api):
+    created = [api.fine_tuning.jobs.create(model=BASE, training_file=upload(api, tiny_examples(3)))
+               for _ in range(3)]
+    first = api.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in first.data] == [j.id for j in created[::-1][:2]] and first.has_more
+    everything = [j.id for j in api.fine_tuning.jobs.list(limit=2)]
+    assert everything[:3] == [j.id for j in created[::-1]]
+    assert len(everything) == len(set(everything))
+
+
+# ---- models and chat ----------------------------------------------------------------------------
+
+
+def test_models(api):
+    assert BASE in [m.id for m in api.models.list()]
+    assert api.models.retrieve(BASE).id == BASE
+    with pytest.raises(openai.PermissionDeniedError):
+        api.models.delete(BASE)
+    ghost = f"ft:{BASE}:local:x:abcd1234"
+    with pytest.raises(openai.NotFoundError):
+        api.models.retrieve(ghost)
+    with pytest.raises(openai.NotFoundError) as caught:
+        api.chat.completions.create(model=ghost, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "model_not_found"
+
+
+HELLO = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.mark.slow
+def test_chat_greedy_is_repeatable_and_respects_max_tokens(api):
+    first = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=8)
+    again = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=8)
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert first.choices[0].finish_reason == "length"
+    assert first.usage.completion_tokens == 8
+    assert first.usage.total_tokens == first.usage.prompt_tokens + 8
+    assert first.model == BASE and first.object == "chat.completion"
+
+
+@pytest.mark.slow
+def test_chat_stop_sequence_is_cut_off(api):
+    full = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=30)
+    text = full.choices[0].message.content
+    stop = text.split()[2]
+    cut = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=30,
+                                      stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+
+
+@pytest.mark.slow
+def test_chat_sampling_n_and_seed(api):
+    def sample(seed):
+        reply = api.chat.completions.create(model=BASE, messages=HELLO, n=3, seed=seed,
+                                            temperature=1.0, max_tokens=12)
+        return [c.message.content for c in reply.choices]
+
+    first = sample(7)
+    assert len(first) == 3 and len(set(first)) > 1
+    assert sample(7) == first
+
+
+@pytest.mark.slow
+def test_chat_streaming_matches_and_reports_usage(api):
+    whole = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=20)
+    chunks = list(api.chat.completions.create(
+        model=BASE, messages=HELLO, temperature=0, max_tokens=20, stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == whole.choices[0].finish_reason and finishes.count(None) == len(
+        finishes) - 1
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+@pytest.mark.slow
+def test_chat_request_errors(api):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(model=BASE, messages=HELLO, temperature=3)
+    assert caught.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(model=BASE, messages=[{"role": "robot", "content": "x"}])
+    assert caught.value.body["param"] == "messages[0].role"
+
+
+@pytest.mark.slow
+def test_many_concurrent_chats(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> str:
+        reply = api.chat.completions.create(
+            model=BASE, messages=[{"role": "user", "content": f"Say the number {i % 3}."}],
+            temperature=0, max_tokens=4)
+        return reply.choices[0].message.content
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(ask, range(12)))
+    assert all(answers)
+    assert answers[:3] == answers[3:6] == answers[9:12]

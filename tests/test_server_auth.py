@@ -1,0 +1,83 @@
+"""API keys for workshops, and the `ftlab serve` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+from server_helpers import client, start, tiny_examples, upload
+
+from ftlab.server.auth import KeysFileError, load_keys
+
+
+def test_keys_file_is_read_with_comments(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("# workshop\nana  sk-a   # first row\n\nben sk-b\n")
+    assert load_keys(path) == {"sk-a": "ana", "sk-b": "ben"}
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("ana\n", "line 1: expected `name key`"),
+    ("ana sk-a\nb:n sk-b\n", "line 2: the name 'b:n'"),
+    ("ana sk-a\nben sk-a\n", "line 2: this key is already given to 'ana'"),
+    ("ana sk-a\nana sk-b\n", "line 2: the name 'ana' appears twice"),
+    ("# nothing\n", "has no keys"),
+])
+def test_bad_keys_files_say_what_and_where(tmp_path, text, problem):
+    path = tmp_path / "keys.txt"
+    path.write_text(text)
+    with pytest.raises(KeysFileError, match=problem.replace("(", r"\(")):
+        load_keys(path)
+
+
+def test_workshop_keys_isolate_files(tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana\nben sk-ben\n")
+    with start(tmp_path / "data", keys=keys) as server:
+        ana, ben = client(server, "sk-ana"), client(server, "sk-ben")
+        with pytest.raises(openai.AuthenticationError) as caught:
+            client(server, "sk-nobody").files.list()
+        assert caught.value.body["code"] == "invalid_api_key"
+        no_key = httpx.get(server.base_url + "/files")
+        assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
+
+        mine = upload(ana, tiny_examples(3))  # too few to train: its job fails at once
+        assert [f.id for f in ana.files.list()] == [mine]
+        assert list(ben.files.list()) == []
+        for call in (ben.files.retrieve, ben.files.content, ben.files.delete):
+            with pytest.raises(openai.NotFoundError):
+                call(mine)
+        job = ana.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=mine)
+        assert job.organization_id == "org-ana"
+        for call in (ben.fine_tuning.jobs.retrieve, ben.fine_tuning.jobs.cancel,
+                     ben.fine_tuning.jobs.list_events):
+            with pytest.raises(openai.NotFoundError):
+                call(job.id)
+        assert list(ben.fine_tuning.jobs.list()) == []
+        assert ana.fine_tuning.jobs.retrieve(job.id).id == job.id
+
+
+def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
+    command = [sys.executable, "-m", "ftlab.cli", "serve", "--port", "0",
+               "--data-dir", str(tmp_path)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True)
+    try:
+        line = first.stdout.readline()
+        assert line.startswith("ftlab server ready at http://127.0.0.1:"), line
+        base_url = line.split()[4]
+        assert httpx.get(base_url + "/models", headers={"Authorization": "Bearer x"}).is_success
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"is using {tmp_path}" in second.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    bad_keys = tmp_path / "keys.txt"
+    bad_keys.write_text("only-a-name\n")
+    refused = subprocess.run([*command, "--keys", str(bad_keys)], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1 and "line 1" in refused.stderr

@@ -1,0 +1,192 @@
+"""Real fine-tuning through the local server with the official SDK: the whole workflow,
+key isolation, cancellation, and a SIGKILL of the server in the middle of a job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+
+import openai
+import pytest
+from server_helpers import (
+    BASE,
+    alive,
+    client,
+    messages,
+    runner_pids,
+    start,
+    support_examples,
+    upload,
+    wait_for,
+)
+
+from ftlab.support import parse_answer, prompt_messages
+
+pytestmark = pytest.mark.slow
+# 24 examples, batch 8: 3 steps an epoch.
+SMALL = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
+
+
+@pytest.fixture(scope="module")
+def workshop(tmp_path_factory):
+    """A server in workshop mode with two learners, ana and ben."""
+    folder = tmp_path_factory.mktemp("workshop")
+    keys = folder / "keys.txt"
+    keys.write_text("# name key\nana sk-ana-0001\nben sk-ben-0002\n")
+    with start(folder / "data", keys=keys) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def ana(workshop):
+    return client(workshop, "sk-ana-0001")
+
+
+@pytest.fixture(scope="module")
+def ben(workshop):
+    return client(workshop, "sk-ben-0002")
+
+
+@pytest.fixture(scope="module")
+def finished_job(ana):
+    """The seed article's workflow: upload, create, poll; run once for the module."""
+    training = upload(ana, support_examples("train", 24))
+    validation = upload(ana, support_examples("valid", 10), "valid.jsonl")
+    job = ana.fine_tuning.jobs.create(model=BASE, training_file=training,
+                                      validation_file=validation, suffix="support",
+                                      hyperparameters=SMALL)
+    assert job.status == "validating_files" and job.fine_tuned_model is None
+    return wait_for(ana, job.id)
+
+
+def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
+    job = finished_job
+    assert job.status == "succeeded", job.error
+    assert re.fullmatch(rf"ft:{BASE}:ana:support:[a-z0-9]{{8}}", job.fine_tuned_model)
+    assert job.hyperparameters.n_epochs == 2 and job.trained_tokens > 0
+    assert job.finished_at >= job.created_at
+
+    log = messages(ana, job.id)
+    expected = [f"Created fine-tuning job: {job.id}",
+                f"Validating training file: {job.training_file}",
+                "Files validated, moving job to queued state", "Fine-tuning job started"]
+    assert log[:4] == expected
+    assert log[-2:] == [f"New fine-tuned model created: {job.fine_tuned_model}",
+                        "The job has successfully completed"]
+    metrics = [e for e in ana.fine_tuning.jobs.list_events(job.id, limit=100)
+               if e.type == "metrics"]
+    assert {e.data["step"] for e in metrics} == set(range(1, 7))
+    assert any("valid_loss" in e.data for e in metrics)
+
+    examples = support_examples("test", 3)
+    for example in examples:
+        reply = ana.chat.completions.create(model=job.fine_tuned_model, temperature=0,
+                                            messages=prompt_messages(example), max_tokens=40)
+        assert reply.model == job.fine_tuned_model
+        assert parse_answer(reply.choices[0].message.content) is not None, reply
+
+
+def test_checkpoints_results_file_and_models(ana, finished_job):
+    job = finished_job
+    checkpoints = list(ana.fine_tuning.jobs.checkpoints.list(job.id))
+    assert [c.step_number for c in checkpoints] == [6, 3]  # newest first
+    assert checkpoints[1].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-3"
+    assert checkpoints[1].metrics.train_loss is not None
+    reply = ana.chat.completions.create(
+        model=checkpoints[1].fine_tuned_model_checkpoint, temperature=0, max_tokens=5,
+        messages=prompt_messages(support_examples("test", 1)[0]))
+    assert reply.choices[0].message.content
+
+    (results,) = job.result_files
+    assert ana.files.retrieve(results).purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(ana.files.content(results).text)))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert set(rows[0]) == {"step", "train_loss", "train_accuracy", "valid_loss",
+                            "valid_mean_token_accuracy"}
+    assert job.fine_tuned_model in [m.id for m in ana.models.list()]
+
+
+def test_keys_keep_learners_apart(ana, ben, workshop, finished_job):
+    job = finished_job
+    with pytest.raises(openai.AuthenticationError):
+        client(workshop, "sk-wrong").models.list()
+    with pytest.raises(openai.NotFoundError):
+        ben.fine_tuning.jobs.retrieve(job.id)
+    with pytest.raises(openai.NotFoundError):
+        ben.files.retrieve(job.training_file)
+    with pytest.raises(openai.BadRequestError):
+        ben.fine_tuning.jobs.create(model=BASE, training_file=job.training_file)
+    assert job.id not in [j.id for j in ben.fine_tuning.jobs.list()]
+    assert job.training_file not in [f.id for f in ben.files.list()]
+    assert job.fine_tuned_model not in [m.id for m in ben.models.list()]
+    for model in (job.fine_tuned_model, f"{job.fine_tuned_model}:ckpt-step-3"):
+        with pytest.raises(openai.NotFoundError):
+            ben.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.NotFoundError):
+        ben.models.delete(job.fine_tuned_model)
+
+
+def test_cancel_stops_training_promptly(ana, workshop):
+    job = ana.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(ana, support_examples("train", 24)),
+        hyperparameters={**SMALL, "n_epochs": 20})
+    deadline = time.monotonic() + 240
+    while not any(e.type == "metrics" for e in ana.fine_tuning.jobs.list_events(job.id)):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.3)
+    (runner,) = runner_pids(workshop.process.pid)
+    cancelled = ana.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    deadline = time.monotonic() + 30
+    while alive(runner):
+        assert time.monotonic() < deadline, "the training process kept running after cancel"
+        time.sleep(0.2)
+    final = ana.fine_tuning.jobs.retrieve(job.id)
+    assert final.status == "cancelled" and final.fine_tuned_model is None
+    assert "Fine-tuning job cancelled" in messages(ana, job.id)
+
+
+def test_deleted_model_is_gone(ana, finished_job):
+    name = finished_job.fine_tuned_model
+    assert ana.models.delete(name).deleted
+    with pytest.raises(openai.NotFoundError):
+        ana.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}])
+    assert name not in [m.id for m in ana.models.list()]
+
+
+def test_sigkill_mid_job_then_restart_resumes(tmp_path):
+    data = tmp_path / "data"
+    server = start(data)
+    api = client(server)
+    training = upload(api, support_examples("train", 12))  # batch 4: 3 steps an epoch
+    job = api.fine_tuning.jobs.create(model=BASE, training_file=training,
+                                      hyperparameters={**SMALL, "batch_size": 4})
+    deadline = time.monotonic() + 240
+    while not list(api.fine_tuning.jobs.checkpoints.list(job.id)):
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    before = messages(api, job.id)
+    runners = runner_pids(server.process.pid)
+    server.process.kill()  # SIGKILL: no chance to clean up
+    server.process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in runners):
+        assert time.monotonic() < deadline, "the training process outlived the server"
+        time.sleep(0.1)
+
+    with start(data) as restarted:
+        api = client(restarted)
+        assert api.files.retrieve(training).bytes > 0
+        assert api.fine_tuning.jobs.retrieve(job.id).status in ("queued", "running")
+        done = wait_for(api, job.id)
+        assert done.status == "succeeded", done.error
+        after = messages(api, job.id)
+        assert after[: len(before)] == before
+        assert "Job interrupted by a server restart; resuming from step 3" in after
+        steps = [c.step_number for c in api.fine_tuning.jobs.checkpoints.list(job.id)]
+        assert steps == [6, 3]
+        reply = api.chat.completions.create(model=done.fine_tuned_model, max_tokens=5,
+                                            messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content is not None

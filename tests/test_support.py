@@ -1,0 +1,68 @@
+"""The support-task metrics, on hand-made predictions with known scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftlab.support import parse_answer, score, score_one
+
+GOLD = {"intent": "order_status", "order_id": "AC-12345", "sentiment": "negative"}
+
+
+def answer(**changes) -> str:
+    return json.dumps({**GOLD, **changes})
+
+
+def test_perfect_answer_earns_every_metric():
+    assert all(score_one(answer(), GOLD).values())
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        (
+            answer(intent="complaint"),
+            {"json_valid", "schema_valid", "order_id_acc", "sentiment_acc"},
+        ),
+        (answer(order_id="ac-12345"), {"json_valid", "intent_acc", "sentiment_acc"}),
+        (answer(sentiment="furious"), {"json_valid", "intent_acc", "order_id_acc"}),
+        (
+            json.dumps({**GOLD, "extra": 1}),
+            {"json_valid", "intent_acc", "order_id_acc", "sentiment_acc", "exact"},
+        ),
+        ('{"intent": "order_status"', set()),
+        ("Sure! Here is the JSON: " + answer(), set()),
+        ("[1, 2]", set()),
+        ("", set()),
+    ],
+)
+def test_partial_answers_earn_exactly_their_metrics(prediction, expected):
+    earned = {name for name, hit in score_one(prediction, GOLD).items() if hit}
+    assert earned == expected
+
+
+def test_score_averages_over_examples():
+    golds = [GOLD, {**GOLD, "order_id": None}, {**GOLD, "intent": "other"}, GOLD]
+    predictions = [answer(), answer(order_id=None), answer(), "not json"]
+    scores = score(predictions, golds)
+    assert scores.n == 4
+    assert scores.json_valid == 0.75
+    assert scores.schema_valid == 0.75
+    assert scores.intent_acc == 0.5
+    assert scores.order_id_acc == 0.75
+    assert scores.sentiment_acc == 0.75
+    assert scores.exact == 0.5
+
+
+def test_score_refuses_mismatched_or_empty_input():
+    with pytest.raises(ValueError, match="2 predictions for 1"):
+        score([answer(), answer()], [GOLD])
+    with pytest.raises(ValueError, match="empty"):
+        score([], [])
+
+
+def test_parse_answer_accepts_surrounding_whitespace_only():
+    assert parse_answer(f"  {answer()}\n") == GOLD
+    assert parse_answer("```json\n" + answer() + "\n```") is None

@@ -1,0 +1,242 @@
+"""Local LoRA training: label masking, exact shortcuts, a real tiny run, resume and reload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL, load_model, load_tokenizer
+from ftlab.support import make_example
+from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
+from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
+from ftlab.training.loop import learning_rate, lora_model
+from ftlab.training.loss import batch_loss
+
+MESSAGES = [
+    ("where is my order AC-10001?", "order_status", "AC-10001", "neutral"),
+    ("please cancel AC-10002, I ordered twice", "cancel_order", "AC-10002", "neutral"),
+    ("The zipper broke after one day. Awful.", "complaint", None, "negative"),
+    ("Do you have the rain jacket in size L?", "product_question", None, "neutral"),
+    ("thank you so much, love the boots!", "other", None, "positive"),
+    ("I'd like to return the tent from ac-10003", "return_request", "AC-10003", "neutral"),
+    ("my refund for AC-10004 never arrived!!", "refund_status", "AC-10004", "negative"),
+    ("ship AC-10005 to my office instead please", "change_address", "AC-10005", "neutral"),
+    ("has AC-10006 shipped yet", "order_status", "AC-10006", "neutral"),
+    ("Are your socks machine washable?", "product_question", None, "neutral"),
+    ("stop order AC-10007 right now", "cancel_order", "AC-10007", "negative"),
+    ("great service, thanks", "other", None, "positive"),
+]
+
+
+def write_jsonl(path, examples) -> str:
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+@pytest.fixture()
+def data(tmp_path) -> str:
+    return write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES])
+
+
+def tiny(data: str, out, **changes) -> TrainConfig:
+    settings = {
+        "data": data,
+        "out": str(out),
+        "epochs": 2,
+        "batch_size": 4,
+        "rank": 4,
+        "alpha": 8,
+        "lr": 3e-3,
+        **changes,
+    }
+    return TrainConfig(**settings)
+
+
+def test_only_assistant_tokens_are_learned(tokenizer):
+    example = make_example(*MESSAGES[0])
+    row = tokenize_example(tokenizer, example["messages"])
+    learned = [t for t, label in zip(row.input_ids, row.labels, strict=True) if label != IGNORE]
+    answer = example["messages"][2]["content"]
+    assert tokenizer.decode(learned) == answer + "<|im_end|>\n"
+    first = row.labels.index(learned[0])
+    assert all(label == IGNORE for label in row.labels[:first])  # the whole prompt is masked
+    assert tokenizer.decode(row.input_ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_weight_zero_answers_are_not_learned(tokenizer):
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "BAD ANSWER", "weight": 0},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "GOOD ANSWER"},
+    ]
+    row = tokenize_example(tokenizer, messages)
+    learned = tokenizer.decode(
+        [t for t, lab in zip(row.input_ids, row.labels, strict=True) if lab != IGNORE]
+    )
+    assert learned == "GOOD ANSWER<|im_end|>\n"
+    assert "BAD ANSWER" in tokenizer.decode(row.input_ids)
+
+
+def test_batches_cover_every_example_once_and_group_by_length():
+    lengths = [5, 90, 7, 88, 6, 91, 8, 87, 50]
+    batches = epoch_batches(lengths, batch_size=4, seed=0, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert epoch_batches(lengths, 4, 0, 1) == batches
+    assert any(epoch_batches(lengths, 4, 0, e) != batches for e in (2, 3, 4))
+    for batch in batches:
+        spread = max(lengths[i] for i in batch) - min(lengths[i] for i in batch)
+        assert spread <= 45  # short and long examples are not mixed
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    config = TrainConfig(data="x", out="y", lr=1e-3, warmup_ratio=0.1)
+    rates = [learning_rate(config, step, 100) for step in range(100)]
+    assert rates[9] == pytest.approx(1e-3)
+    assert rates[0] < rates[5] < rates[9]
+    assert rates[10] > rates[50] > rates[99] > 0
+
+
+def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
+    model, _ = load_model()
+    model = lora_model(model, TrainConfig(data="x", out="y"))
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # make the adapters matter, so the prefix path is really tested
+            parameter.data.normal_(0, 0.02)
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:4]]
+    shared = collate(rows, tokenizer.pad_token_id, share_prefix=True)
+    plain = collate(rows, tokenizer.pad_token_id, share_prefix=False)
+    assert shared.prefix.numel() > 30  # the system prompt is shared
+    with torch.no_grad():  # in float32, so the only differences are rounding
+        ours_shared = batch_loss(model.get_base_model(), shared, mixed_precision=False)
+        ours_plain = batch_loss(model.get_base_model(), plain, mixed_precision=False)
+        library = model(input_ids=plain.input_ids, labels=plain.labels).loss
+        fast = batch_loss(model.get_base_model(), shared)
+    assert ours_shared.tokens == ours_plain.tokens == sum(r.trained_tokens for r in rows)
+    assert float(ours_shared.loss) == pytest.approx(float(ours_plain.loss), rel=1e-4)
+    assert float(ours_plain.loss) == pytest.approx(float(library), rel=1e-4)
+    assert float(fast.loss) == pytest.approx(float(library), rel=2e-2)  # bf16 autocast
+
+
+def test_invalid_data_is_refused_with_the_report(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user"}]}\nnot json\n')
+    with pytest.raises(InvalidDataError) as caught:
+        train(tiny(str(bad), tmp_path / "run"))
+    assert not caught.value.report.valid
+    assert "invalid_json" in str(caught.value)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_config_round_trips_and_rejects_bad_values(tmp_path):
+    config = tiny("d.jsonl", tmp_path, max_steps=3)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"config": config.to_dict()}))
+    assert TrainConfig.from_json(path) == config
+    with pytest.raises(ValueError, match="rank must be at least 1"):
+        tiny("d.jsonl", tmp_path, rank=0)
+    with pytest.raises(ValueError, match="Unknown training settings"):
+        TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1})
+
+
+@pytest.mark.slow
+def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(data, tmp_path):
+    from peft import PeftModel
+
+    events = []
+    result = train(tiny(data, tmp_path / "run", epochs=3, valid=data), callback=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("step") == result.total_steps == 9
+    assert kinds.count("eval") == kinds.count("checkpoint") == 3
+    rows = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    losses = [r["train_loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 9
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    valid = [r["valid_loss"] for r in rows if r["kind"] == "eval"]
+    assert valid[-1] < valid[0]
+    assert result.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(result.config_path.read_text())["config"]["epochs"] == 3
+    assert [(s, e) for s, e, _ in result.checkpoints] == [(3, 1), (6, 2), (9, 3)]
+    assert result.trained_tokens > 0 and not result.stopped
+    sidecar = json.loads((result.adapter_dir / ADAPTER_SIDECAR).read_text())
+    assert sidecar["base_model"] == DEFAULT_MODEL
+
+    merged, tokenizer = load_model(result.adapter_dir)
+    base, _ = load_model()
+    unmerged = PeftModel.from_pretrained(base, result.adapter_dir).eval()
+    batch = tokenizer(
+        [tokenizer.apply_chat_template(make_example(*MESSAGES[0])["messages"], tokenize=False)],
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        expected = unmerged(**batch).logits
+        got = merged(**batch).logits
+    assert torch.allclose(got, expected, atol=1e-3)
+    fresh, _ = load_model()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(**batch).logits, got, atol=1e-2)  # it did change
+
+
+@pytest.mark.slow
+def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = train(tiny(data, tmp_path / "whole"))
+    polls = []
+
+    def stop_in_second_epoch() -> bool:
+        polls.append(1)
+        return len(polls) > 4  # epoch 1 is 3 steps
+
+    stopped = train(tiny(data, tmp_path / "cut"), should_stop=stop_in_second_epoch)
+    assert stopped.stopped
+    assert [(s, e) for s, e, _ in stopped.checkpoints] == [(3, 1)]
+    assert stopped.adapter_dir == stopped.checkpoints[0][2]
+    assert not (tmp_path / "cut" / "adapter").exists()
+    load_model(stopped.adapter_dir)  # the checkpoint is a usable model
+
+    with pytest.raises(ValueError, match="settings differ"):
+        train(tiny(data, tmp_path / "cut", resume=True, lr=1e-2))
+    resumed = train(tiny(data, tmp_path / "cut", resume=True))
+    assert not resumed.stopped
+    steps = [json.loads(line)["step"] for line in resumed.metrics_path.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    a = load_file(whole.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_live_loss_plot_draws_without_a_notebook(capsys):
+    plot = LiveLossPlot(every_s=0)
+    plot(TrainEvent("start", step=0, total_steps=2, epoch=0.0))
+    for step, loss in ((1, 2.0), (2, 1.0)):
+        plot(
+            TrainEvent(
+                "step",
+                step=step,
+                total_steps=2,
+                epoch=step / 2,
+                train_loss=loss,
+                learning_rate=1e-3,
+            )
+        )
+    plot(
+        TrainEvent(
+            "eval", step=2, total_steps=2, epoch=1.0, valid_loss=1.5, valid_mean_token_accuracy=0.5
+        )
+    )
+    plot(TrainEvent("end", step=2, total_steps=2, epoch=1.0))
+    assert plot.rows[-1] == {"step": 2, "valid_loss": 1.5}
+    assert plot._png()[:4] == b"\x89PNG"
+    assert "validation loss 1.5000" in capsys.readouterr().out
