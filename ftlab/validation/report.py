@@ -75,11 +75,11 @@ class ValidationReport:
 
     name: str
     problems: list[Problem] = field(default_factory=list)
-    examples: list[dict] = field(default_factory=list)
-    example_lines: list[int] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list, repr=False)
+    example_lines: list[int] = field(default_factory=list, repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
-    duplicates: list[tuple[int, int]] = field(default_factory=list)
-    overlaps: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    overlaps: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def errors(self) -> list[Problem]:
