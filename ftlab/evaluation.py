@@ -22,7 +22,7 @@ import torch
 from ftlab.generation import generate_batch
 from ftlab.models import load_model, sensible_threads
 from ftlab.paths import support_split
-from ftlab.prompting import few_shot_messages, pick_shots
+from ftlab.prompting import PolicyRetriever, add_passages, few_shot_messages, pick_shots
 from ftlab.support import (
     METRIC_NAMES,
     Scores,
@@ -80,6 +80,27 @@ def _examples(data: str | Path | Sequence[dict]) -> list[dict]:
     return list(data)
 
 
+def _user_text(example: dict) -> str:
+    """The customer's message: the last user turn of an example."""
+    return next(m["content"] for m in reversed(example["messages"]) if m["role"] == "user")
+
+
+def build_prompts(
+    examples: Sequence[dict],
+    shots: Sequence[dict] = (),
+    rag: PolicyRetriever | None = None,
+    rag_k: int = 2,
+) -> list[list[dict]]:
+    """What the model is shown for each example: its prompt, with few-shot turns and policies."""
+    prompts = [few_shot_messages(e, shots) if shots else prompt_messages(e) for e in examples]
+    if rag is None:
+        return prompts
+    return [
+        add_passages(p, rag.search(_user_text(e), k=rag_k))
+        for p, e in zip(prompts, examples, strict=True)
+    ]
+
+
 def evaluate(
     model,
     data: str | Path | Sequence[dict],
@@ -88,12 +109,16 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 16,
     train_data: str | Path | Sequence[dict] | None = None,
+    rag: PolicyRetriever | None = None,
+    rag_k: int = 2,
     predictions_path: str | Path | None = None,
 ) -> EvalResult:
     """Answer every example's [system, user] prompt greedily and score the answers.
 
     `train_data` is where few-shot examples come from (default: the course's
-    train split). `predictions_path` writes one JSON line per example.
+    train split). `rag` retrieves the `rag_k` best policy sections for each
+    customer message and adds them to the system message (the RAG baseline).
+    `predictions_path` writes one JSON line per example.
     """
     examples = _examples(data)[:limit] if limit is not None else _examples(data)
     if not examples:
@@ -102,16 +127,15 @@ def evaluate(
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
     shots = pick_shots(_examples(train_data or support_split("train")), few_shot)
-    prompts = [few_shot_messages(e, shots) if shots else prompt_messages(e) for e in examples]
+    prompts = build_prompts(examples, shots, rag, rag_k)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
     )
     golds = [gold_answer(e) for e in examples]
     predictions = []
     for example, answer, gold in zip(examples, answers, golds, strict=True):
-        user = next(m["content"] for m in reversed(example["messages"]) if m["role"] == "user")
         predictions.append(
-            {"user": user, "gold": gold, "answer": answer, **score_one(answer, gold)}
+            {"user": _user_text(example), "gold": gold, "answer": answer, **score_one(answer, gold)}
         )
     if predictions_path is not None:
         path = Path(predictions_path)

@@ -64,14 +64,19 @@ class Passage:
         return f"## {self.title}\n{self.text}"
 
 
-def rag_messages(example: dict, passages: Sequence[Passage]) -> list[dict]:
-    """The example's prompt with the retrieved passages appended to the system message."""
-    system, *rest = prompt_messages(example)
+def add_passages(messages: Sequence[dict], passages: Sequence[Passage]) -> list[dict]:
+    """A copy of a prompt with the passages appended to its (first) system message."""
+    system, *rest = messages
     if not passages:
         return [system, *rest]
     context = "\n\n".join(p.render() for p in passages)
     content = f"{system['content']}\n\nRelevant store policies:\n\n{context}"
     return [{"role": "system", "content": content}, *rest]
+
+
+def rag_messages(example: dict, passages: Sequence[Passage]) -> list[dict]:
+    """The example's prompt with the retrieved passages appended to the system message."""
+    return add_passages(prompt_messages(example), passages)
 
 
 TOKEN = re.compile(r"[a-z0-9]+")

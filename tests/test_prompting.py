@@ -106,3 +106,18 @@ def test_rag_messages_append_passages_to_the_system_message():
 def test_retriever_refuses_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="No policy document"):
         PolicyRetriever.from_file(tmp_path / "missing.md")
+
+
+def test_evaluation_prompts_combine_few_shot_turns_and_policies():
+    from ftlab.evaluation import build_prompts
+    from ftlab.prompting import Passage, PolicyRetriever
+
+    retriever = PolicyRetriever([Passage("Returns", "Return unworn items within 60 days.")])
+    shot = make_example("cancel AC-11223 please", "cancel_order", "AC-11223", "neutral")
+    example = make_example("can I return unworn boots?", "product_question", None, "neutral")
+    (plain,) = build_prompts([example])
+    (both,) = build_prompts([example], [shot], retriever, rag_k=1)
+    assert plain == example["messages"][:2]
+    assert "Return unworn items within 60 days." in both[0]["content"]
+    assert [m["role"] for m in both] == ["system", "user", "assistant", "user"]
+    assert both[-1]["content"] == "can I return unworn boots?"

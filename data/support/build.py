@@ -23,7 +23,7 @@ from ftlab.validation import normalise
 
 HERE = Path(__file__).resolve().parent
 SOURCES = {
-    "train": ["train_a.jsonl", "train_b.jsonl"],
+    "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
 }
