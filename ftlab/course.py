@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftlab.models import DEFAULT_MODEL, is_adapter_dir
+from ftlab.models import DEFAULT_MODEL
 from ftlab.paths import runs_dir, support_split
-from ftlab.training import TrainConfig, TrainEvent, train
+from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
 
 LORA_RUN = "03_lora"
 API_RUN = "04_api"
@@ -49,13 +49,13 @@ def lora_config(**overrides: Any) -> TrainConfig:
 
 def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     """The adapter of the course's LoRA run (notebook 03), training it first if it is missing."""
-    config = lora_config()
-    adapter = Path(config.out) / "adapter"
-    if is_adapter_dir(adapter):
-        return adapter
-    result = train(config, callback=callback)
+    try:  # resume=True: a finished run with the same settings and data returns at once
+        result = train(lora_config(), callback=callback)
+    except StaleRunError:  # the data or settings changed since: train afresh
+        result = train(lora_config(resume=False), callback=callback)
     if result.adapter_dir is None:
-        raise RuntimeError(f"The LoRA run in {config.out} stopped before finishing an epoch.")
+        folder = runs_dir() / LORA_RUN
+        raise RuntimeError(f"The LoRA run in {folder} stopped before finishing an epoch.")
     return result.adapter_dir
 
 
@@ -104,8 +104,9 @@ def api_train_file() -> Path:
     subset = load_examples(support_split("train"))[:API_TRAIN_SUBSET]
     path = runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in subset),
-                    encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in subset), encoding="utf-8"
+    )
     return path
 
 
@@ -124,8 +125,12 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
         with open(support_split("valid"), "rb") as handle:
             validation = client.files.create(file=handle, purpose="fine-tune")
         job = client.fine_tuning.jobs.create(
-            model=DEFAULT_MODEL, training_file=training.id, validation_file=validation.id,
-            suffix=API_SUFFIX, hyperparameters=API_HYPERPARAMETERS, seed=0,
+            model=DEFAULT_MODEL,
+            training_file=training.id,
+            validation_file=validation.id,
+            suffix=API_SUFFIX,
+            hyperparameters=API_HYPERPARAMETERS,
+            seed=0,
         )
         on_event(f"Fine-tuning job {job.id} created on the local server; following its events.")
         seen: set[str] = set()
@@ -140,14 +145,21 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
                 break
             time.sleep(poll_s)
         if job.status != "succeeded":
-            raise RuntimeError(f"Fine-tuning job {job.id} ended {job.status}: {job.error}. "
-                               f"See {server.log_path} for the server's log.")
+            raise RuntimeError(
+                f"Fine-tuning job {job.id} ended {job.status}: {job.error}. "
+                f"See {server.log_path} for the server's log."
+            )
         examples = load_examples(support_split("test"))
-        answers = api_answers(client, job.fine_tuned_model,
-                              [prompt_messages(e) for e in examples])
+        answers = api_answers(client, job.fine_tuned_model, [prompt_messages(e) for e in examples])
     scores = score(answers, [gold_answer(e) for e in examples])
-    return {"provider": "local", "base_model": DEFAULT_MODEL,
-            "fine_tuned_model": job.fine_tuned_model, "job_id": job.id,
-            "server_data_dir": API_SERVER, "hyperparameters": API_HYPERPARAMETERS,
-            "train_examples": API_TRAIN_SUBSET, "scores": scores.as_dict(),
-            "predictions": answers}
+    return {
+        "provider": "local",
+        "base_model": DEFAULT_MODEL,
+        "fine_tuned_model": job.fine_tuned_model,
+        "job_id": job.id,
+        "server_data_dir": API_SERVER,
+        "hyperparameters": API_HYPERPARAMETERS,
+        "train_examples": API_TRAIN_SUBSET,
+        "scores": scores.as_dict(),
+        "predictions": answers,
+    }

@@ -27,8 +27,12 @@ def jsonl(examples: list[dict]) -> bytes:
 
 def tiny_examples(n: int) -> list[dict]:
     """`n` valid chat-format examples (for tests that never train on them)."""
-    return [make_example(f"Where is my order AC-{10000 + i}?", "order_status", f"AC-{10000 + i}",
-                         "neutral") for i in range(n)]
+    return [
+        make_example(
+            f"Where is my order AC-{10000 + i}?", "order_status", f"AC-{10000 + i}", "neutral"
+        )
+        for i in range(n)
+    ]
 
 
 def support_examples(split: str, n: int) -> list[dict]:

@@ -105,8 +105,13 @@ def run_lab(path: Path) -> nbformat.NotebookNode:
 
     notebook = nbformat.read(path, as_version=4)
     # "python3" here is the kernel of this very environment, as nbval's --nbval-current-env.
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
     return notebook
 
@@ -117,8 +122,9 @@ def errors_of(cell: nbformat.NotebookNode) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LAB_NAMES)
-def test_every_self_check_fails_on_the_untouched_lab(name: str, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch):
+def test_every_self_check_fails_on_the_untouched_lab(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("FTLAB_RUNS", str(tmp_path / "runs"))  # keep the repo's runs/ untouched
     monkeypatch.setenv("MPLBACKEND", "Agg")
     executed = run_lab(LABS / name)

@@ -47,7 +47,11 @@ def test_upload_retrieve_download_delete(api):
     created = api.files.create(file=("mine.jsonl", data), purpose="fine-tune")
     assert created.id.startswith("file-")
     assert (created.filename, created.bytes, created.purpose, created.status) == (
-        "mine.jsonl", len(data), "fine-tune", "processed")
+        "mine.jsonl",
+        len(data),
+        "fine-tune",
+        "processed",
+    )
     assert api.files.retrieve(created.id) == created
     assert api.files.content(created.id).read() == data
     deleted = api.files.delete(created.id)
@@ -87,15 +91,21 @@ def test_upload_over_the_limit_is_refused(api):
 
 
 def test_bad_multipart_is_a_clear_400(server):
-    broken = raw(server, "POST", "/files", content=b"--xyz\r\nnot a real part",
-                 headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    broken = raw(
+        server,
+        "POST",
+        "/files",
+        content=b"--xyz\r\nnot a real part",
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
     assert_error(broken, 400)
     no_file = raw(server, "POST", "/files", data={"purpose": "fine-tune"})
     assert_error(no_file, 400, code="missing_required_parameter", param="file")
     no_purpose = raw(server, "POST", "/files", files={"file": ("a.jsonl", b"{}\n")})
     assert_error(no_purpose, 400, code="missing_required_parameter", param="purpose")
-    bad_purpose = raw(server, "POST", "/files", data={"purpose": "fun"},
-                      files={"file": ("a.jsonl", b"{}\n")})
+    bad_purpose = raw(
+        server, "POST", "/files", data={"purpose": "fun"}, files={"file": ("a.jsonl", b"{}\n")}
+    )
     assert_error(bad_purpose, 400, param="purpose")
 
 
@@ -113,15 +123,17 @@ def test_job_create_errors(api, server):
         api.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
     assert caught.value.body["code"] == "model_not_found"
     assert caught.value.body["message"] == (
-        "The model `gpt-4o-mini-2024-07-18` does not exist or you do not have access to it.")
+        "The model `gpt-4o-mini-2024-07-18` does not exist or you do not have access to it."
+    )
 
     missing = raw(server, "POST", "/fine_tuning/jobs", json={"model": BASE})
     error = assert_error(missing, 400, code="missing_required_parameter", param="training_file")
     assert error["message"] == "Missing required parameter: 'training_file'."
 
     with pytest.raises(openai.BadRequestError) as caught:
-        api.fine_tuning.jobs.create(model=BASE, training_file=file_id,
-                                    hyperparameters={"n_epochs": 0})
+        api.fine_tuning.jobs.create(
+            model=BASE, training_file=file_id, hyperparameters={"n_epochs": 0}
+        )
     assert caught.value.body["param"] == "hyperparameters.n_epochs"
     with pytest.raises(openai.BadRequestError) as caught:
         api.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix="a:b")
@@ -129,21 +141,28 @@ def test_job_create_errors(api, server):
 
 
 def test_malformed_requests_get_openai_shaped_errors(server):
-    not_json = raw(server, "POST", "/fine_tuning/jobs", content=b"{nope",
-                   headers={"Content-Type": "application/json"})
+    not_json = raw(
+        server,
+        "POST",
+        "/fine_tuning/jobs",
+        content=b"{nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert "JSON" in assert_error(not_json, 400)["message"]
     assert_error(raw(server, "GET", "/no/such/route"), 404, code="unknown_url")
     assert_error(raw(server, "PUT", "/files"), 405)
-    assert_error(raw(server, "GET", "/fine_tuning/jobs", params={"limit": 0}), 400,
-                 param="limit")
-    assert_error(raw(server, "GET", "/files", params={"after": "file-unknown"}), 400,
-                 param="after")
+    assert_error(raw(server, "GET", "/fine_tuning/jobs", params={"limit": 0}), 400, param="limit")
+    assert_error(raw(server, "GET", "/files", params={"after": "file-unknown"}), 400, param="after")
 
 
 def test_unknown_job_is_404_everywhere(api):
     # The list calls fetch their first page at once, so every call below sends a request.
-    for call in (api.fine_tuning.jobs.retrieve, api.fine_tuning.jobs.cancel,
-                 api.fine_tuning.jobs.list_events, api.fine_tuning.jobs.checkpoints.list):
+    for call in (
+        api.fine_tuning.jobs.retrieve,
+        api.fine_tuning.jobs.cancel,
+        api.fine_tuning.jobs.list_events,
+        api.fine_tuning.jobs.checkpoints.list,
+    ):
         with pytest.raises(openai.NotFoundError, match="ftjob-nope"):
             call("ftjob-nope")
 
@@ -158,32 +177,44 @@ def test_too_few_examples_fail_the_job_after_create(api):
     assert failed.status == "failed"
     assert (failed.error.code, failed.error.param) == ("invalid_n_examples", "training_file")
     assert failed.error.message == (
-        "Training file has 7 example(s), but must have at least 10 examples")
-    assert messages(api, job.id)[:2] == [f"Created fine-tuning job: {job.id}",
-                                         f"Validating training file: {job.training_file}"]
+        "Training file has 7 example(s), but must have at least 10 examples"
+    )
+    assert messages(api, job.id)[:2] == [
+        f"Created fine-tuning job: {job.id}",
+        f"Validating training file: {job.training_file}",
+    ]
     with pytest.raises(openai.BadRequestError, match="cannot be cancelled"):
         api.fine_tuning.jobs.cancel(job.id)
 
 
-@pytest.mark.parametrize(("line_5", "code"), [
-    (b'{"messages": [\n', "invalid_file_format"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}\n', "invalid_training_file"),
-])
+@pytest.mark.parametrize(
+    ("line_5", "code"),
+    [
+        (b'{"messages": [\n', "invalid_file_format"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}\n', "invalid_training_file"),
+    ],
+)
 def test_first_bad_line_is_named(api, line_5, code):
     lines = jsonl(tiny_examples(12)).splitlines(keepends=True)
     lines[4] = line_5
     job = api.fine_tuning.jobs.create(
-        model=BASE, training_file=api.files.create(file=("t.jsonl", b"".join(lines)),
-                                                   purpose="fine-tune").id)
+        model=BASE,
+        training_file=api.files.create(file=("t.jsonl", b"".join(lines)), purpose="fine-tune").id,
+    )
     failed = wait_for(api, job.id)
     assert (failed.status, failed.error.code, failed.error.param) == (
-        "failed", code, "training_file")
+        "failed",
+        code,
+        "training_file",
+    )
     assert "line 5" in failed.error.message
 
 
 def test_job_list_pagination(api):
-    created = [api.fine_tuning.jobs.create(model=BASE, training_file=upload(api, tiny_examples(3)))
-               for _ in range(3)]
+    created = [
+        api.fine_tuning.jobs.create(model=BASE, training_file=upload(api, tiny_examples(3)))
+        for _ in range(3)
+    ]
     first = api.fine_tuning.jobs.list(limit=2)
     assert [j.id for j in first.data] == [j.id for j in created[::-1][:2]] and first.has_more
     everything = [j.id for j in api.fine_tuning.jobs.list(limit=2)]
@@ -226,8 +257,9 @@ def test_chat_stop_sequence_is_cut_off(api):
     full = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=30)
     text = full.choices[0].message.content
     stop = text.split()[2]
-    cut = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=30,
-                                      stop=[stop])
+    cut = api.chat.completions.create(
+        model=BASE, messages=HELLO, temperature=0, max_tokens=30, stop=[stop]
+    )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].message.content == text[: text.index(stop)]
 
@@ -235,8 +267,9 @@ def test_chat_stop_sequence_is_cut_off(api):
 @pytest.mark.slow
 def test_chat_sampling_n_and_seed(api):
     def sample(seed):
-        reply = api.chat.completions.create(model=BASE, messages=HELLO, n=3, seed=seed,
-                                            temperature=1.0, max_tokens=12)
+        reply = api.chat.completions.create(
+            model=BASE, messages=HELLO, n=3, seed=seed, temperature=1.0, max_tokens=12
+        )
         return [c.message.content for c in reply.choices]
 
     first = sample(7)
@@ -247,15 +280,23 @@ def test_chat_sampling_n_and_seed(api):
 @pytest.mark.slow
 def test_chat_streaming_matches_and_reports_usage(api):
     whole = api.chat.completions.create(model=BASE, messages=HELLO, temperature=0, max_tokens=20)
-    chunks = list(api.chat.completions.create(
-        model=BASE, messages=HELLO, temperature=0, max_tokens=20, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        api.chat.completions.create(
+            model=BASE,
+            messages=HELLO,
+            temperature=0,
+            max_tokens=20,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
-    assert finishes[-1] == whole.choices[0].finish_reason and finishes.count(None) == len(
-        finishes) - 1
+    assert (
+        finishes[-1] == whole.choices[0].finish_reason and finishes.count(None) == len(finishes) - 1
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
 
 
@@ -275,8 +316,11 @@ def test_many_concurrent_chats(api):
 
     def ask(i: int) -> str:
         reply = api.chat.completions.create(
-            model=BASE, messages=[{"role": "user", "content": f"Say the number {i % 3}."}],
-            temperature=0, max_tokens=4)
+            model=BASE,
+            messages=[{"role": "user", "content": f"Say the number {i % 3}."}],
+            temperature=0,
+            max_tokens=4,
+        )
         return reply.choices[0].message.content
 
     with ThreadPoolExecutor(12) as pool:

@@ -19,13 +19,16 @@ def test_keys_file_is_read_with_comments(tmp_path):
     assert load_keys(path) == {"sk-a": "ana", "sk-b": "ben"}
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("ana\n", "line 1: expected `name key`"),
-    ("ana sk-a\nb:n sk-b\n", "line 2: the name 'b:n'"),
-    ("ana sk-a\nben sk-a\n", "line 2: this key is already given to 'ana'"),
-    ("ana sk-a\nana sk-b\n", "line 2: the name 'ana' appears twice"),
-    ("# nothing\n", "has no keys"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("ana\n", "line 1: expected `name key`"),
+        ("ana sk-a\nb:n sk-b\n", "line 2: the name 'b:n'"),
+        ("ana sk-a\nben sk-a\n", "line 2: this key is already given to 'ana'"),
+        ("ana sk-a\nana sk-b\n", "line 2: the name 'ana' appears twice"),
+        ("# nothing\n", "has no keys"),
+    ],
+)
 def test_bad_keys_files_say_what_and_where(tmp_path, text, problem):
     path = tmp_path / "keys.txt"
     path.write_text(text)
@@ -52,8 +55,11 @@ def test_workshop_keys_isolate_files(tmp_path):
                 call(mine)
         job = ana.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=mine)
         assert job.organization_id == "org-ana"
-        for call in (ben.fine_tuning.jobs.retrieve, ben.fine_tuning.jobs.cancel,
-                     ben.fine_tuning.jobs.list_events):
+        for call in (
+            ben.fine_tuning.jobs.retrieve,
+            ben.fine_tuning.jobs.cancel,
+            ben.fine_tuning.jobs.list_events,
+        ):
             with pytest.raises(openai.NotFoundError):
                 call(job.id)
         assert list(ben.fine_tuning.jobs.list()) == []
@@ -61,10 +67,17 @@ def test_workshop_keys_isolate_files(tmp_path):
 
 
 def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
-    command = [sys.executable, "-m", "ftlab.cli", "serve", "--port", "0",
-               "--data-dir", str(tmp_path)]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "ftlab.cli",
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path),
+    ]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = first.stdout.readline()
         assert line.startswith("ftlab server ready at http://127.0.0.1:"), line
@@ -78,6 +91,7 @@ def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
         first.wait(timeout=30)
     bad_keys = tmp_path / "keys.txt"
     bad_keys.write_text("only-a-name\n")
-    refused = subprocess.run([*command, "--keys", str(bad_keys)], capture_output=True,
-                             text=True, timeout=120)
+    refused = subprocess.run(
+        [*command, "--keys", str(bad_keys)], capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 1 and "line 1" in refused.stderr

@@ -54,9 +54,13 @@ def finished_job(ana):
     """The seed article's workflow: upload, create, poll; run once for the module."""
     training = upload(ana, support_examples("train", 24))
     validation = upload(ana, support_examples("valid", 10), "valid.jsonl")
-    job = ana.fine_tuning.jobs.create(model=BASE, training_file=training,
-                                      validation_file=validation, suffix="support",
-                                      hyperparameters=SMALL)
+    job = ana.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=training,
+        validation_file=validation,
+        suffix="support",
+        hyperparameters=SMALL,
+    )
     assert job.status == "validating_files" and job.fine_tuned_model is None
     return wait_for(ana, job.id)
 
@@ -69,21 +73,31 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
     assert job.finished_at >= job.created_at
 
     log = messages(ana, job.id)
-    expected = [f"Created fine-tuning job: {job.id}",
-                f"Validating training file: {job.training_file}",
-                "Files validated, moving job to queued state", "Fine-tuning job started"]
+    expected = [
+        f"Created fine-tuning job: {job.id}",
+        f"Validating training file: {job.training_file}",
+        "Files validated, moving job to queued state",
+        "Fine-tuning job started",
+    ]
     assert log[:4] == expected
-    assert log[-2:] == [f"New fine-tuned model created: {job.fine_tuned_model}",
-                        "The job has successfully completed"]
-    metrics = [e for e in ana.fine_tuning.jobs.list_events(job.id, limit=100)
-               if e.type == "metrics"]
+    assert log[-2:] == [
+        f"New fine-tuned model created: {job.fine_tuned_model}",
+        "The job has successfully completed",
+    ]
+    metrics = [
+        e for e in ana.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"
+    ]
     assert {e.data["step"] for e in metrics} == set(range(1, 7))
     assert any("valid_loss" in e.data for e in metrics)
 
     examples = support_examples("test", 3)
     for example in examples:
-        reply = ana.chat.completions.create(model=job.fine_tuned_model, temperature=0,
-                                            messages=prompt_messages(example), max_tokens=40)
+        reply = ana.chat.completions.create(
+            model=job.fine_tuned_model,
+            temperature=0,
+            messages=prompt_messages(example),
+            max_tokens=40,
+        )
         assert reply.model == job.fine_tuned_model
         assert parse_answer(reply.choices[0].message.content) is not None, reply
 
@@ -95,16 +109,24 @@ def test_checkpoints_results_file_and_models(ana, finished_job):
     assert checkpoints[1].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-3"
     assert checkpoints[1].metrics.train_loss is not None
     reply = ana.chat.completions.create(
-        model=checkpoints[1].fine_tuned_model_checkpoint, temperature=0, max_tokens=5,
-        messages=prompt_messages(support_examples("test", 1)[0]))
+        model=checkpoints[1].fine_tuned_model_checkpoint,
+        temperature=0,
+        max_tokens=5,
+        messages=prompt_messages(support_examples("test", 1)[0]),
+    )
     assert reply.choices[0].message.content
 
     (results,) = job.result_files
     assert ana.files.retrieve(results).purpose == "fine-tune-results"
     rows = list(csv.DictReader(io.StringIO(ana.files.content(results).text)))
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
-    assert set(rows[0]) == {"step", "train_loss", "train_accuracy", "valid_loss",
-                            "valid_mean_token_accuracy"}
+    assert set(rows[0]) == {
+        "step",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+    }
     assert job.fine_tuned_model in [m.id for m in ana.models.list()]
 
 
@@ -130,8 +152,10 @@ def test_keys_keep_learners_apart(ana, ben, workshop, finished_job):
 
 def test_cancel_stops_training_promptly(ana, workshop):
     job = ana.fine_tuning.jobs.create(
-        model=BASE, training_file=upload(ana, support_examples("train", 24)),
-        hyperparameters={**SMALL, "n_epochs": 20})
+        model=BASE,
+        training_file=upload(ana, support_examples("train", 24)),
+        hyperparameters={**SMALL, "n_epochs": 20},
+    )
     deadline = time.monotonic() + 240
     while not any(e.type == "metrics" for e in ana.fine_tuning.jobs.list_events(job.id)):
         assert time.monotonic() < deadline, "training never started"
@@ -161,8 +185,9 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path):
     server = start(data)
     api = client(server)
     training = upload(api, support_examples("train", 12))  # batch 4: 3 steps an epoch
-    job = api.fine_tuning.jobs.create(model=BASE, training_file=training,
-                                      hyperparameters={**SMALL, "batch_size": 4})
+    job = api.fine_tuning.jobs.create(
+        model=BASE, training_file=training, hyperparameters={**SMALL, "batch_size": 4}
+    )
     deadline = time.monotonic() + 240
     while not list(api.fine_tuning.jobs.checkpoints.list(job.id)):
         assert time.monotonic() < deadline, "no checkpoint was written"
@@ -187,6 +212,7 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path):
         assert "Job interrupted by a server restart; resuming from step 3" in after
         steps = [c.step_number for c in api.fine_tuning.jobs.checkpoints.list(job.id)]
         assert steps == [6, 3]
-        reply = api.chat.completions.create(model=done.fine_tuned_model, max_tokens=5,
-                                            messages=[{"role": "user", "content": "hi"}])
+        reply = api.chat.completions.create(
+            model=done.fine_tuned_model, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
         assert reply.choices[0].message.content is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +241,17 @@ def test_live_loss_plot_draws_without_a_notebook(capsys):
     assert plot.rows[-1] == {"step": 2, "valid_loss": 1.5}
     assert plot._png()[:4] == b"\x89PNG"
     assert "validation loss 1.5000" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):
+    from ftlab.training import StaleRunError
+    from ftlab.training.loop import _write_config, data_fingerprints
+
+    copy = tmp_path / "train.jsonl"
+    copy.write_bytes(Path(data).read_bytes())
+    config = tiny(copy, tmp_path / "run", resume=True)
+    (tmp_path / "run").mkdir()
+    _write_config(config, tmp_path / "run" / "config.json", data_fingerprints(config))
+    copy.write_bytes(copy.read_bytes() + copy.read_bytes().splitlines(keepends=True)[0])
+    with pytest.raises(StaleRunError, match="contents of data file changed"):
+        train(config)

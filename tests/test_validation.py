@@ -34,8 +34,9 @@ BROKEN = REPO / "data" / "broken"
 
 def good(i: int) -> dict:
     order = f"AC-{10000 + i}"
-    return make_example(f"Where is my order {order}? Asked {i} times now.", "order_status",
-                        order, "negative")
+    return make_example(
+        f"Where is my order {order}? Asked {i} times now.", "order_status", order, "negative"
+    )
 
 
 def jsonl(lines: list) -> bytes:
@@ -80,16 +81,23 @@ def test_sound_examples_give_no_problems():
 
 
 def test_tool_calls_may_replace_content_and_crlf_is_fine():
-    call = {"id": "c1", "type": "function",
-            "function": {"name": "lookup_order", "arguments": '{"order_id": "AC-10001"}'}}
-    tool_use = {"messages": [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": "where is AC-10001"},
-        {"role": "assistant", "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"status": "shipped"}'},
-        {"role": "assistant", "content": None, "tool_calls": [call], "weight": 0},
-        {"role": "assistant", "content": "It shipped.", "weight": 1, "name": "triage"},
-    ], "tools": [], "parallel_tool_calls": False}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "lookup_order", "arguments": '{"order_id": "AC-10001"}'},
+    }
+    tool_use = {
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": "where is AC-10001"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": '{"status": "shipped"}'},
+            {"role": "assistant", "content": None, "tool_calls": [call], "weight": 0},
+            {"role": "assistant", "content": "It shipped.", "weight": 1, "name": "triage"},
+        ],
+        "tools": [],
+        "parallel_tool_calls": False,
+    }
     data = with_bad(tool_use).replace(b"\n", b"\r\n")
     report = check(data)
     assert report.problems == []
@@ -101,28 +109,68 @@ ERROR_CASES = {
     "invalid_encoding": (with_bad(b'{"messages": "caf\xe9"}'), 3, None, "save it as UTF-8"),
     "invalid_json": (with_bad('{"messages": [{"role": "user",}]}'), 3, None, "trailing comma"),
     "not_an_object": (with_bad("[1, 2]"), 3, None, '{"messages"'),
-    "missing_messages": (with_bad({"prompt": "hi", "completion": "ho"}), 3, None,
-                         "legacy prompt/completion"),
+    "missing_messages": (
+        with_bad({"prompt": "hi", "completion": "ho"}),
+        3,
+        None,
+        "legacy prompt/completion",
+    ),
     "messages_not_list": (with_bad({"messages": {"role": "user"}}), 3, None, "list"),
     "empty_messages": (with_bad({"messages": []}), 3, None, "add the system"),
-    "message_not_object": (with_bad(edited(lambda e: e["messages"].__setitem__(1, 42))), 3, 1,
-                           '{"role": ..., "content": ...}'),
-    "missing_role": (with_bad(edited(lambda e: e["messages"][2].pop("role"))), 3, 2,
-                     "add one of system, user, assistant, tool"),
-    "unknown_role": (with_bad(edited(lambda e: e["messages"][2].update(role="bot"))), 3, 2,
-                     'probably mean "assistant"'),
-    "missing_content": (with_bad(edited(lambda e: e["messages"][1].pop("content"))), 3, 1,
-                        '"content"'),
-    "invalid_content": (with_bad(edited(lambda e: e["messages"][1].update(content=42))), 3, 1,
-                        "must be a string"),
-    "unrecognized_key": (with_bad(edited(lambda e: e["messages"][1].update(metadata={}))), 3, 1,
-                         "use only role, content, name, weight, tool_calls, tool_call_id"),
-    "no_assistant_message": (with_bad(edited(lambda e: e["messages"].pop())), 3, None,
-                             "nothing to learn"),
-    "invalid_weight": (with_bad(edited(lambda e: e["messages"][2].update(weight=2))), 3, 2,
-                       "0 (do not learn this reply) or 1"),
-    "weight_not_on_assistant": (with_bad(edited(lambda e: e["messages"][0].update(weight=1))),
-                                3, 0, "remove it"),
+    "message_not_object": (
+        with_bad(edited(lambda e: e["messages"].__setitem__(1, 42))),
+        3,
+        1,
+        '{"role": ..., "content": ...}',
+    ),
+    "missing_role": (
+        with_bad(edited(lambda e: e["messages"][2].pop("role"))),
+        3,
+        2,
+        "add one of system, user, assistant, tool",
+    ),
+    "unknown_role": (
+        with_bad(edited(lambda e: e["messages"][2].update(role="bot"))),
+        3,
+        2,
+        'probably mean "assistant"',
+    ),
+    "missing_content": (
+        with_bad(edited(lambda e: e["messages"][1].pop("content"))),
+        3,
+        1,
+        '"content"',
+    ),
+    "invalid_content": (
+        with_bad(edited(lambda e: e["messages"][1].update(content=42))),
+        3,
+        1,
+        "must be a string",
+    ),
+    "unrecognized_key": (
+        with_bad(edited(lambda e: e["messages"][1].update(metadata={}))),
+        3,
+        1,
+        "use only role, content, name, weight, tool_calls, tool_call_id",
+    ),
+    "no_assistant_message": (
+        with_bad(edited(lambda e: e["messages"].pop())),
+        3,
+        None,
+        "nothing to learn",
+    ),
+    "invalid_weight": (
+        with_bad(edited(lambda e: e["messages"][2].update(weight=2))),
+        3,
+        2,
+        "0 (do not learn this reply) or 1",
+    ),
+    "weight_not_on_assistant": (
+        with_bad(edited(lambda e: e["messages"][0].update(weight=1))),
+        3,
+        0,
+        "remove it",
+    ),
     "empty_file": (b"", None, None, "no examples"),
     "too_few_examples": (jsonl([good(i) for i in range(9)]), None, None, "at least 10"),
 }
@@ -130,12 +178,24 @@ ERROR_CASES = {
 WARNING_CASES = {
     "blank_line": (with_bad("   "), 3, None, "delete it"),
     "bom": (codecs.BOM_UTF8 + jsonl([good(i) for i in range(10)]), 1, None, "without BOM"),
-    "no_system_message": (with_bad(edited(lambda e: e["messages"].pop(0))), 3, None,
-                          "add the system prompt"),
-    "last_not_assistant": (with_bad(edited(lambda e: e["messages"].append(
-        {"role": "user", "content": "thanks"}))), 3, 3, "end with the assistant"),
-    "duplicate_example": (jsonl([good(i) for i in range(10)] + [good(4)]), 11, None,
-                          "same example as line 5"),
+    "no_system_message": (
+        with_bad(edited(lambda e: e["messages"].pop(0))),
+        3,
+        None,
+        "add the system prompt",
+    ),
+    "last_not_assistant": (
+        with_bad(edited(lambda e: e["messages"].append({"role": "user", "content": "thanks"}))),
+        3,
+        3,
+        "end with the assistant",
+    ),
+    "duplicate_example": (
+        jsonl([good(i) for i in range(10)] + [good(4)]),
+        11,
+        None,
+        "same example as line 5",
+    ),
 }
 
 
@@ -175,8 +235,12 @@ def test_duplicate_detail_names_both_lines():
 
 
 def test_too_long_uses_the_token_count(tokenizer):
-    long = make_example("my order AC-12345 " + "is late and I am upset " * 40, "order_status",
-                        "AC-12345", "negative")
+    long = make_example(
+        "my order AC-12345 " + "is late and I am upset " * 40,
+        "order_status",
+        "AC-12345",
+        "negative",
+    )
     report = validate_bytes(with_bad(long, at=7), tokenizer=tokenizer, max_tokens=150)
     assert [(p.line, p.code) for p in report.problems] == [(7, "too_long")]
     assert "context of 150" in report.problems[0].message
@@ -197,9 +261,11 @@ def test_overlap_with_another_split(tmp_path):
     report = check(jsonl([good(i) for i in range(10)]), against=other)
     assert report.valid
     assert [(p.line, p.code, p.related_line) for p in report.warnings] == [
-        (5, "overlap_with_split", 2)]
-    assert report.overlaps == [{"line": 5, "file": str(other), "other_line": 2,
-                                "text": good(4)["messages"][1]["content"]}]
+        (5, "overlap_with_split", 2)
+    ]
+    assert report.overlaps == [
+        {"line": 5, "file": str(other), "other_line": 2, "text": good(4)["messages"][1]["content"]}
+    ]
 
 
 def test_messages_are_printable_whatever_the_data():
@@ -250,13 +316,31 @@ def tokenizer():
 
 
 def _lengths(report, tokenizer) -> list[int]:
-    return [len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=True)
-                ["input_ids"]) for e in report.examples]
+    return [
+        len(
+            tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        for e in report.examples
+    ]
 
 
-@pytest.mark.parametrize(("n", "epochs"), [(1, 25), (4, 25), (5, 20), (10, 10), (33, 3),
-                                           (34, 3), (400, 3), (8333, 3), (8334, 2),
-                                           (30000, 1)])
+@pytest.mark.parametrize(
+    ("n", "epochs"),
+    [
+        (1, 25),
+        (4, 25),
+        (5, 20),
+        (10, 10),
+        (33, 3),
+        (34, 3),
+        (400, 3),
+        (8333, 3),
+        (8334, 2),
+        (30000, 1),
+    ],
+)
 def test_auto_epochs_is_openais_rule(n, epochs):
     assert auto_epochs(n) == epochs
 
@@ -270,13 +354,13 @@ def test_token_counts_match_the_chat_template(tokenizer):
     assert stats["tokens_per_example"]["max"] == max(totals)
     assert stats["tokens_per_example"]["min"] == min(totals)
     assert stats["total_tokens"] == sum(totals)
-    prompt = tokenizer.apply_chat_template(examples[0]["messages"][:2], tokenize=True,
-                                           add_generation_prompt=True, return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        examples[0]["messages"][:2], tokenize=True, add_generation_prompt=True, return_dict=True
+    )
     reply = totals[0] - len(prompt["input_ids"])
     assert stats["assistant_tokens_per_example"]["min"] <= reply
     assert stats["assistant_tokens_per_example"]["max"] >= reply
-    assert stats["messages_per_example"] == {"min": 3, "mean": 3.0, "median": 3, "p95": 3,
-                                             "max": 3}
+    assert stats["messages_per_example"] == {"min": 3, "mean": 3.0, "median": 3, "p95": 3, "max": 3}
     assert stats["epochs"] == 10 and stats["epochs_rule"].startswith("auto")
     assert stats["billed_tokens"] == sum(totals) * 10
     assert stats["estimated_cost"] == pytest.approx(sum(totals) * 10 * 2.5 / 1e6)
@@ -284,27 +368,33 @@ def test_token_counts_match_the_chat_template(tokenizer):
 
 def test_weight_zero_replies_are_not_counted_as_learned(tokenizer):
     turn = good(1)
-    turn["messages"][2:2] = [{"role": "assistant", "content": "Which order?", "weight": 0},
-                             {"role": "user", "content": "AC-10001"}]
+    turn["messages"][2:2] = [
+        {"role": "assistant", "content": "Which order?", "weight": 0},
+        {"role": "user", "content": "AC-10001"},
+    ]
     learned = validate_bytes(jsonl([good(1)] * 10), tokenizer=tokenizer).stats
     report = validate_bytes(jsonl([turn] * 10), tokenizer=tokenizer)
-    assert (report.stats["assistant_tokens_per_example"]["max"]
-            == learned["assistant_tokens_per_example"]["max"])
+    assert (
+        report.stats["assistant_tokens_per_example"]["max"]
+        == learned["assistant_tokens_per_example"]["max"]
+    )
     assert report.stats["tokens_per_example"]["max"] > learned["tokens_per_example"]["max"]
 
 
 def test_given_epochs_and_price_by_model_name(tokenizer):
     table = price_table()
     model = "gpt-4.1-mini-2025-04-14"
-    report = validate_bytes(jsonl([good(i) for i in range(10)]), tokenizer=tokenizer, epochs=4,
-                            price_per_million=model)
+    report = validate_bytes(
+        jsonl([good(i) for i in range(10)]), tokenizer=tokenizer, epochs=4, price_per_million=model
+    )
     stats = report.stats
     assert stats["epochs"] == 4 and stats["epochs_rule"] == "given"
     assert stats["billed_tokens"] == stats["total_tokens"] * 4
     assert stats["price_per_million"] == table.training_per_million_tokens[model]
     assert table.as_of in stats["price_source"]
     assert stats["estimated_cost"] == pytest.approx(
-        stats["billed_tokens"] * table.training_per_million_tokens[model] / 1e6)
+        stats["billed_tokens"] * table.training_per_million_tokens[model] / 1e6
+    )
     with pytest.raises(ValueError, match="epochs"):
         validate_bytes(jsonl([good(1)]), count_tokens=False, epochs=0)
 
@@ -332,8 +422,14 @@ def test_cli_valid_file_exits_0_and_prints_the_stats(tmp_path):
     sound.write_bytes(jsonl([good(i) for i in range(10)]))
     result = run_ftlab("validate", str(sound), "--price-per-million", "gpt-4.1-mini-2025-04-14")
     assert result.returncode == 0, result.stderr
-    for label in ("valid", "tokens per example", "assistant tokens per example",
-                  "total training tokens", "billed tokens", "estimated cost"):
+    for label in (
+        "valid",
+        "tokens per example",
+        "assistant tokens per example",
+        "total training tokens",
+        "billed tokens",
+        "estimated cost",
+    ):
         assert label in result.stdout
 
 
@@ -372,8 +468,16 @@ def test_cli_rejects_a_bad_price_or_epochs(capsys):
 def test_cli_json_is_one_object(capsys, tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_bytes(jsonl([make_example(*_make_broken().MESSAGES[0])]))
-    status = cli.main(["validate", "--json", "--no-tokens", "--against", str(other),
-                       str(BROKEN / "mixed_problems.jsonl")])
+    status = cli.main(
+        [
+            "validate",
+            "--json",
+            "--no-tokens",
+            "--against",
+            str(other),
+            str(BROKEN / "mixed_problems.jsonl"),
+        ]
+    )
     out = capsys.readouterr().out
     data = json.loads(out)  # exactly one object: trailing text would fail here
     assert status == 1
@@ -383,7 +487,8 @@ def test_cli_json_is_one_object(capsys, tmp_path):
         assert {"line", "code", "message"} <= set(problem)
         assert problem["line"] is None or isinstance(problem["line"], int)
     assert {"line": 6, "code": "messages_not_list"} in [
-        {"line": p["line"], "code": p["code"]} for p in data["errors"]]
+        {"line": p["line"], "code": p["code"]} for p in data["errors"]
+    ]
     assert any(p["code"] == "overlap_with_split" for p in data["warnings"])
     assert data["stats"]["n_examples"] == 10
 
@@ -402,8 +507,11 @@ def _make_broken():
 
 
 def test_broken_files_are_up_to_date():
-    stale = [name for name, data in _make_broken().outputs().items()
-             if (BROKEN / name).read_bytes() != data]
+    stale = [
+        name
+        for name, data in _make_broken().outputs().items()
+        if (BROKEN / name).read_bytes() != data
+    ]
     assert not stale, "run python data/broken/make_broken.py"
 
 
@@ -425,9 +533,10 @@ def test_broken_file_reports_each_problem_and_exits_1(name, capsys):
 SPLITS = ("train", "valid", "test")
 
 
-@pytest.mark.skipif(not all(support_split(s).is_file() for s in SPLITS),
-                    reason="data/support/{train,valid,test}.jsonl not built yet "
-                    "(python data/support/build.py)")
+@pytest.mark.skipif(
+    not all(support_split(s).is_file() for s in SPLITS),
+    reason="data/support/{train,valid,test}.jsonl not built yet (python data/support/build.py)",
+)
 @pytest.mark.parametrize("split", SPLITS)
 def test_shipped_split_is_clean_and_shares_no_user_message(split):
     others = [support_split(s) for s in SPLITS if s != split]
@@ -440,5 +549,6 @@ def test_shipped_split_is_clean_and_shares_no_user_message(split):
 def test_validate_file_names_the_path():
     report = validate_file(BROKEN / "too_few.jsonl", count_tokens=False)
     assert report.name == str(Path(BROKEN / "too_few.jsonl"))
-    assert report.to_dict()["errors"] == [{"line": None, "code": "too_few_examples",
-                                           "message": report.errors[0].message}]
+    assert report.to_dict()["errors"] == [
+        {"line": None, "code": "too_few_examples", "message": report.errors[0].message}
+    ]

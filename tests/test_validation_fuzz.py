@@ -11,12 +11,17 @@ from hypothesis import strategies as st
 from ftlab.support import make_example
 from ftlab.validation import ERROR_CODES, WARNING_CODES, cached_tokenizer, validate_bytes
 
-FAST = settings(max_examples=150, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 N = 12
 EXAMPLES = [
-    make_example(f"Hi, order AC-{20000 + i} has not arrived, it's been {i + 2} days.",
-                 "order_status", f"AC-{20000 + i}", "negative")
+    make_example(
+        f"Hi, order AC-{20000 + i} has not arrived, it's been {i + 2} days.",
+        "order_status",
+        f"AC-{20000 + i}",
+        "negative",
+    )
     for i in range(N)
 ]
 VALID = b"".join(json.dumps(e).encode("utf-8") + b"\n" for e in EXAMPLES)
@@ -59,8 +64,11 @@ def test_random_text_lines_never_raise(lines):
     assert_sound(validate_bytes(data, count_tokens=False), lines_in(data))
 
 
-BYTE_EDIT = st.tuples(st.sampled_from(["delete", "insert", "flip"]),
-                      st.integers(0, len(VALID) - 1), st.integers(0, 255))
+BYTE_EDIT = st.tuples(
+    st.sampled_from(["delete", "insert", "flip"]),
+    st.integers(0, len(VALID) - 1),
+    st.integers(0, 255),
+)
 
 
 @FAST
@@ -123,8 +131,9 @@ def test_structural_mutations_never_raise_and_spare_other_lines(data):
     assert untouched <= set(report.example_lines)
 
 
-@settings(max_examples=25, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.data())
 def test_structural_mutations_with_token_statistics(data):
     content, _ = mutated_file(data)

@@ -10,21 +10,35 @@ from ftlab.server.serve import DEFAULT_MAX_UPLOAD_MB, DataDirInUse, default_data
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "serve", help="run the local OpenAI-compatible fine-tuning server",
+        "serve",
+        help="run the local OpenAI-compatible fine-tuning server",
         description="Serve the OpenAI files, fine-tuning, models and chat APIs on this machine.",
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
-    parser.add_argument("--data-dir", help=f"where files, jobs and models live "
-                        f"(default {default_data_dir()})")
-    parser.add_argument("--keys", metavar="KEYS_FILE",
-                        help="workshop mode: a file of `name key` lines; each key sees only "
-                        "its own files, jobs and models (default: any key works)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                        help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB})")
-    parser.add_argument("--max-models", type=int, default=3,
-                        help="models kept loaded in memory for chat (default 3)")
+    parser.add_argument(
+        "--data-dir", help=f"where files, jobs and models live (default {default_data_dir()})"
+    )
+    parser.add_argument(
+        "--keys",
+        metavar="KEYS_FILE",
+        help="workshop mode: a file of `name key` lines; each key sees only "
+        "its own files, jobs and models (default: any key works)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB})",
+    )
+    parser.add_argument(
+        "--max-models",
+        type=int,
+        default=3,
+        help="models kept loaded in memory for chat (default 3)",
+    )
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
@@ -39,9 +53,15 @@ def run(args: argparse.Namespace) -> int:
 
         die_with_parent(args.parent_pid, at_once=False)  # any caller thread
     try:
-        serve(host=args.host, port=args.port, data_dir=args.data_dir, keys_file=args.keys,
-              max_upload_mb=args.max_upload_mb, max_models=args.max_models,
-              ready_file=args.ready_file)
+        serve(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            keys_file=args.keys,
+            max_upload_mb=args.max_upload_mb,
+            max_models=args.max_models,
+            ready_file=args.ready_file,
+        )
     except (KeysFileError, DataDirInUse, OSError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)
         return 1

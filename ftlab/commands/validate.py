@@ -51,22 +51,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "template) and a cost estimate. Exit status: 0 valid, 1 invalid, 2 unreadable.",
     )
     parser.add_argument("file", help="the .jsonl file to check")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object {valid, errors, warnings, stats}")
-    parser.add_argument("--against", action="append", metavar="OTHER.jsonl",
-                        help="another split whose user messages must not appear here "
-                        "(repeat for several)")
-    parser.add_argument("--epochs", type=_positive_int, metavar="N",
-                        help="epochs for the cost estimate (default: OpenAI's 'auto' rule)")
-    parser.add_argument("--price-per-million", type=_price, metavar="P",
-                        help=f"training price per million tokens: a number, or a model ({models})")
-    parser.add_argument("--model", default=None,
-                        help="count tokens with this base model's tokenizer (default: the "
-                        "course's base model)")
-    parser.add_argument("--max-tokens", type=_positive_int, metavar="N",
-                        help="context length for the too_long check (default: the model's)")
-    parser.add_argument("--no-tokens", action="store_true",
-                        help="skip token statistics (structure checks only; no model needed)")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object {valid, errors, warnings, stats}"
+    )
+    parser.add_argument(
+        "--against",
+        action="append",
+        metavar="OTHER.jsonl",
+        help="another split whose user messages must not appear here (repeat for several)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        metavar="N",
+        help="epochs for the cost estimate (default: OpenAI's 'auto' rule)",
+    )
+    parser.add_argument(
+        "--price-per-million",
+        type=_price,
+        metavar="P",
+        help=f"training price per million tokens: a number, or a model ({models})",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="count tokens with this base model's tokenizer (default: the course's base model)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="context length for the too_long check (default: the model's)",
+    )
+    parser.add_argument(
+        "--no-tokens",
+        action="store_true",
+        help="skip token statistics (structure checks only; no model needed)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -76,16 +97,23 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         report = validate_file(
-            args.file, against=args.against, epochs=args.epochs,
-            price_per_million=args.price_per_million, tokenizer=args.model,
-            count_tokens=not args.no_tokens, max_tokens=args.max_tokens,
+            args.file,
+            against=args.against,
+            epochs=args.epochs,
+            price_per_million=args.price_per_million,
+            tokenizer=args.model,
+            count_tokens=not args.no_tokens,
+            max_tokens=args.max_tokens,
         )
     except UnreadableFileError as error:
         print(f"ftlab validate: {error}", file=sys.stderr)
         return 2
     except ModelNotFoundError as error:
-        print(f"ftlab validate: cannot count tokens: {error}\n"
-              "(or add --no-tokens to check the file's structure only)", file=sys.stderr)
+        print(
+            f"ftlab validate: cannot count tokens: {error}\n"
+            "(or add --no-tokens to check the file's structure only)",
+            file=sys.stderr,
+        )
         return 2
     status = 0 if report.valid else 1
     try:

@@ -68,14 +68,18 @@ class JobCreate(BaseModel):
     def requested_hyperparameters(self) -> dict[str, Any]:
         if self.method is not None:
             if self.method.type != "supervised":
-                raise invalid_value("method.type", f"{self.method.type!r} is not supported by the "
-                                    "local server; use 'supervised'.")
+                raise invalid_value(
+                    "method.type",
+                    f"{self.method.type!r} is not supported by the local server; use 'supervised'.",
+                )
             chosen = self.method.supervised and self.method.supervised.hyperparameters
         else:
             chosen = self.hyperparameters
         values = chosen.model_dump() if chosen else {}
-        return {k: "auto" if values.get(k) is None else values[k]
-                for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        return {
+            k: "auto" if values.get(k) is None else values[k]
+            for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
+        }
 
     def max_steps(self) -> int | None:
         value = (self.metadata or {}).get(MAX_STEPS_KEY)
@@ -95,10 +99,17 @@ Owner = Annotated[str, Depends(_owner)]
 
 
 def file_object(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "object": "file", "bytes": row["bytes"],
-            "created_at": row["created_at"], "filename": row["filename"],
-            "purpose": row["purpose"], "status": "processed", "status_details": None,
-            "expires_at": None}
+    return {
+        "id": row["id"],
+        "object": "file",
+        "bytes": row["bytes"],
+        "created_at": row["created_at"],
+        "filename": row["filename"],
+        "purpose": row["purpose"],
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+    }
 
 
 def job_object(job: dict[str, Any]) -> dict[str, Any]:
@@ -108,30 +119,51 @@ def job_object(job: dict[str, Any]) -> dict[str, Any]:
         estimated = now() + int(per_step * max(0, job["total_steps"] - job["step"]))
     hyperparameters = job["hyperparameters"]
     return {
-        "id": job["id"], "object": "fine_tuning.job", "created_at": job["created_at"],
-        "finished_at": job["finished_at"], "model": job["model"],
-        "fine_tuned_model": job["fine_tuned_model"], "organization_id": f"org-{job['org']}",
-        "result_files": job["result_files"], "status": job["status"],
+        "id": job["id"],
+        "object": "fine_tuning.job",
+        "created_at": job["created_at"],
+        "finished_at": job["finished_at"],
+        "model": job["model"],
+        "fine_tuned_model": job["fine_tuned_model"],
+        "organization_id": f"org-{job['org']}",
+        "result_files": job["result_files"],
+        "status": job["status"],
         "trained_tokens": job["trained_tokens"] if job["status"] == "succeeded" else None,
-        "training_file": job["training_file"], "validation_file": job["validation_file"],
-        "seed": job["seed"], "hyperparameters": hyperparameters,
+        "training_file": job["training_file"],
+        "validation_file": job["validation_file"],
+        "seed": job["seed"],
+        "hyperparameters": hyperparameters,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        "error": job["error"] or NO_ERROR, "integrations": [], "metadata": job["metadata"],
-        "estimated_finish": estimated, "user_provided_suffix": job["suffix"],
+        "error": job["error"] or NO_ERROR,
+        "integrations": [],
+        "metadata": job["metadata"],
+        "estimated_finish": estimated,
+        "user_provided_suffix": job["suffix"],
     }
 
 
 def event_object(event: dict[str, Any]) -> dict[str, Any]:
-    return {"id": event["id"], "object": "fine_tuning.job.event",
-            "created_at": event["created_at"], "level": event["level"],
-            "message": event["message"], "type": event["type"], "data": event["data"] or {}}
+    return {
+        "id": event["id"],
+        "object": "fine_tuning.job.event",
+        "created_at": event["created_at"],
+        "level": event["level"],
+        "message": event["message"],
+        "type": event["type"],
+        "data": event["data"] or {},
+    }
 
 
 def checkpoint_object(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "object": "fine_tuning.job.checkpoint",
-            "created_at": row["created_at"], "fine_tuned_model_checkpoint": row["model_name"],
-            "fine_tuning_job_id": row["job_id"], "step_number": row["step_number"],
-            "metrics": row["metrics"]}
+    return {
+        "id": row["id"],
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": row["created_at"],
+        "fine_tuned_model_checkpoint": row["model_name"],
+        "fine_tuning_job_id": row["job_id"],
+        "step_number": row["step_number"],
+        "metrics": row["metrics"],
+    }
 
 
 def model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
@@ -190,9 +222,12 @@ def create_app(
     async def upload_file(request: Request, who: Owner) -> dict[str, Any]:
         limit_mb = max_upload_bytes / 2**20
         too_large = APIError(
-            413, f"File too large: this server accepts uploads up to {limit_mb:g} MB "
+            413,
+            f"File too large: this server accepts uploads up to {limit_mb:g} MB "
             "(start it with a larger --max-upload-mb to allow more).",
-            param="file", code="file_too_large")
+            param="file",
+            code="file_too_large",
+        )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_upload_bytes + 2**16:
             async for _ in request.stream():  # drain, so the client reads the answer
@@ -201,20 +236,29 @@ def create_app(
         try:
             form = await request.form(max_files=1, max_fields=16)
         except StarletteHTTPException as error:
-            raise APIError(400, f"Could not read the upload: {error.detail}. Send "
-                           "multipart/form-data with the fields 'purpose' and 'file'.") from error
+            raise APIError(
+                400,
+                f"Could not read the upload: {error.detail}. Send "
+                "multipart/form-data with the fields 'purpose' and 'file'.",
+            ) from error
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose is None:
             raise missing_parameter("purpose")
         if not isinstance(upload, UploadFile):
             raise missing_parameter("file")
         if purpose not in UPLOAD_PURPOSES:
-            raise invalid_value("purpose", f"{purpose!r} is not one of "
-                                f"{', '.join(UPLOAD_PURPOSES)}.")
+            raise invalid_value(
+                "purpose", f"{purpose!r} is not one of {', '.join(UPLOAD_PURPOSES)}."
+            )
         chunks = iter(lambda: upload.file.read(1 << 20), b"")
         try:
-            row = store.add_file(who, (upload.filename or "upload")[:255], str(purpose), chunks,
-                                 max_bytes=max_upload_bytes)
+            row = store.add_file(
+                who,
+                (upload.filename or "upload")[:255],
+                str(purpose),
+                chunks,
+                max_bytes=max_upload_bytes,
+            )
         except FileTooLarge as error:
             raise too_large from error
         finally:
@@ -260,9 +304,13 @@ def create_app(
         if row is None:
             raise APIError(400, f"invalid {param}: {file_id}", param=param, code="invalid_file")
         if row["purpose"] != "fine-tune":
-            raise APIError(400, f"invalid {param}: {file_id} has purpose {row['purpose']!r}; "
-                           "upload it with purpose 'fine-tune'.", param=param,
-                           code="invalid_file")
+            raise APIError(
+                400,
+                f"invalid {param}: {file_id} has purpose {row['purpose']!r}; "
+                "upload it with purpose 'fine-tune'.",
+                param=param,
+                code="invalid_file",
+            )
 
     @app.post("/v1/fine_tuning/jobs")
     def create_job(body: JobCreate, who: Owner) -> dict[str, Any]:
@@ -276,12 +324,19 @@ def create_app(
         if body.metadata is not None and len(body.metadata) > 16:
             raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
         job = {
-            "id": new_id("ftjob-"), "owner": who, "org": who, "created_at": now(),
-            "model": body.model, "status": "validating_files",
-            "training_file": body.training_file, "validation_file": body.validation_file,
+            "id": new_id("ftjob-"),
+            "owner": who,
+            "org": who,
+            "created_at": now(),
+            "model": body.model,
+            "status": "validating_files",
+            "training_file": body.training_file,
+            "validation_file": body.validation_file,
             "seed": body.seed if body.seed is not None else train_defaults()["seed"],
-            "suffix": body.suffix, "hyperparameters": body.requested_hyperparameters(),
-            "metadata": body.metadata, "max_steps": body.max_steps(),
+            "suffix": body.suffix,
+            "hyperparameters": body.requested_hyperparameters(),
+            "metadata": body.metadata,
+            "max_steps": body.max_steps(),
         }
         store.add_job(job)
         store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
@@ -303,13 +358,20 @@ def create_app(
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Owner) -> dict[str, Any]:
         job = own_job(job_id, who)
-        cancelled = store.update_job(job_id, only_if_status=("validating_files", "queued",
-                                                             "running"),
-                                     status="cancelled", finished_at=now())
+        cancelled = store.update_job(
+            job_id,
+            only_if_status=("validating_files", "queued", "running"),
+            status="cancelled",
+            finished_at=now(),
+        )
         if not cancelled:
             status = store.get_job(job_id)["status"]
-            raise APIError(400, f"Job {job_id} is already {status}: it cannot be cancelled.",
-                           param="fine_tuning_job_id", code="invalid_job_state")
+            raise APIError(
+                400,
+                f"Job {job_id} is already {status}: it cannot be cancelled.",
+                param="fine_tuning_job_id",
+                code="invalid_job_state",
+            )
         store.add_event(job_id, "Fine-tuning job cancelled", level="warn")
         worker.wake()
         return job_object(store.get_job(job["id"]))
@@ -355,8 +417,13 @@ def create_app(
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, who: Owner) -> dict[str, Any]:
         if model in BASE_MODELS:
-            raise APIError(403, f"You cannot delete the base model `{model}`; only fine-tuned "
-                           "models can be deleted.", param="model", code="permission_denied")
+            raise APIError(
+                403,
+                f"You cannot delete the base model `{model}`; only fine-tuned "
+                "models can be deleted.",
+                param="model",
+                code="permission_denied",
+            )
         found = store.get_model(who, model)
         if found is None:
             raise model_not_found(model)
@@ -369,8 +436,11 @@ def create_app(
     @app.post("/v1/chat/completions")
     def chat_completions(body: ChatRequest, who: Owner):
         if body.stream:
-            return StreamingResponse(inference.stream(body, who), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                inference.stream(body, who),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return inference.complete(body, who)
 
     return app

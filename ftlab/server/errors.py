@@ -103,8 +103,9 @@ def validation_error(error: RequestValidationError) -> APIError:
         return missing_parameter(param)
     if param is None:
         return APIError(400, f"Invalid request: {first.get('msg', 'invalid body')}.")
-    reasons = dict.fromkeys(p.get("msg", "invalid") for p in problems
-                            if _param_name(tuple(p.get("loc", ()))) == param)
+    reasons = dict.fromkeys(
+        p.get("msg", "invalid") for p in problems if _param_name(tuple(p.get("loc", ()))) == param
+    )
     return invalid_value(param, " or ".join(reasons) + ".")
 
 

@@ -75,14 +75,16 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     for index, message in enumerate(messages):
         role = message.get("role")
         if role not in ROLES:
-            raise invalid_value(f"messages[{index}].role",
-                                f"{role!r} is not one of {', '.join(sorted(ROLES))}.")
+            raise invalid_value(
+                f"messages[{index}].role", f"{role!r} is not one of {', '.join(sorted(ROLES))}."
+            )
         content = message.get("content")
         if isinstance(content, list):
             texts = [p.get("text") for p in content if isinstance(p, dict)]
             if not all(isinstance(t, str) for t in texts) or len(texts) != len(content):
-                raise invalid_value(f"messages[{index}].content",
-                                    "only text content parts are supported.")
+                raise invalid_value(
+                    f"messages[{index}].content", "only text content parts are supported."
+                )
             content = "".join(texts)
         elif content is None:
             content = ""
@@ -157,8 +159,9 @@ class Inference:
                     texts[delta.index] += delta.text
                     reasons[delta.index] = delta.finish_reason or reasons[delta.index]
             except ContextTooLong as error:
-                raise APIError(400, str(error), param="messages",
-                               code="context_length_exceeded") from error
+                raise APIError(
+                    400, str(error), param="messages", code="context_length_exceeded"
+                ) from error
         return {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion",
@@ -186,8 +189,13 @@ class Inference:
     def _frames(self, request: ChatRequest, deltas: Iterator[Delta], usage: Usage) -> Iterator[str]:
         frames: queue.Queue[str | None] = queue.Queue()
         abandoned = threading.Event()
-        base = {"id": new_id("chatcmpl-"), "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": request.model, "system_fingerprint": None}
+        base = {
+            "id": new_id("chatcmpl-"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.model,
+            "system_fingerprint": None,
+        }
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
             return f"data: {json.dumps({**base, 'choices': choices, **extra})}\n\n"
@@ -209,8 +217,9 @@ class Inference:
                 frames.put("data: [DONE]\n\n")
             except Exception as error:  # noqa: BLE001 - reported to the client in-stream
                 code = "context_length_exceeded" if isinstance(error, ContextTooLong) else None
-                body = APIError(500, f"{type(error).__name__}: {error}", type="server_error",
-                                code=code).body()
+                body = APIError(
+                    500, f"{type(error).__name__}: {error}", type="server_error", code=code
+                ).body()
                 frames.put(f"data: {json.dumps(body)}\n\n")
             finally:
                 frames.put(None)
@@ -228,5 +237,8 @@ def _choice(index: int, delta: dict[str, Any], finish_reason: str | None = None)
 
 
 def _usage(usage: Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }

@@ -87,25 +87,46 @@ def start_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     ready = Path(tempfile.mkdtemp(prefix="ftlab-server-")) / "ready.json"
-    command = [sys.executable, "-m", "ftlab.server", "--host", host, "--port", str(port),
-               "--data-dir", str(data_dir), "--ready-file", str(ready),
-               "--parent-pid", str(os.getpid())]
+    command = [
+        sys.executable,
+        "-m",
+        "ftlab.server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--ready-file",
+        str(ready),
+        "--parent-pid",
+        str(os.getpid()),
+    ]
     if keys:
         command += ["--keys", str(keys)]
     if max_upload_mb is not None:
         command += ["--max-upload-mb", str(max_upload_mb)]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if process.poll() is not None:
-            raise RuntimeError(f"The ftlab server exited with code {process.returncode}. "
-                               f"End of {log_path}:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"The ftlab server exited with code {process.returncode}. "
+                f"End of {log_path}:\n{_tail(log_path)}"
+            )
         if time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"The ftlab server did not start within {timeout:.0f} s. "
-                               f"End of {log_path}:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"The ftlab server did not start within {timeout:.0f} s. "
+                f"End of {log_path}:\n{_tail(log_path)}"
+            )
         time.sleep(0.1)
     base_url = json.loads(ready.read_text())["base_url"]
     ready.unlink()

@@ -52,8 +52,10 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise OSError(f"Cannot listen on {host}:{port}: {error.strerror}. Pick another --port "
-                      "(0 picks a free one).") from error
+        raise OSError(
+            f"Cannot listen on {host}:{port}: {error.strerror}. Pick another --port "
+            "(0 picks a free one)."
+        ) from error
     sock.listen(2048)  # connections queue from now on, even before uvicorn accepts them
     return sock
 
@@ -95,9 +97,14 @@ def serve(
                 partial.write_text(json.dumps({"base_url": base_url, "pid": os.getpid()}))
                 partial.rename(ready_file)
 
-        app = create_app(store, auth=auth, worker=Worker(store),
-                         inference=Inference(store, max_models=max_models),
-                         max_upload_bytes=int(max_upload_mb * 2**20), on_ready=ready)
+        app = create_app(
+            store,
+            auth=auth,
+            worker=Worker(store),
+            inference=Inference(store, max_models=max_models),
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            on_ready=ready,
+        )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
         try:
             uvicorn.Server(config).run(sockets=[sock])

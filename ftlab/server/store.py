@@ -102,8 +102,9 @@ class Store:
         for folder in (self.root, self.files_dir, self.jobs_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "ftlab.db", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            self.root / "ftlab.db", check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -179,8 +180,9 @@ class Store:
         """One page of `table` rows matching `where`, ordered by insertion, after id `after`."""
         direction, compare = ("DESC", "<") if newest_first else ("ASC", ">")
         if after is not None:
-            cursor = self._one(f"SELECT seq FROM {table} WHERE id = ? AND {where}",
-                               (after, *params))
+            cursor = self._one(
+                f"SELECT seq FROM {table} WHERE id = ? AND {where}", (after, *params)
+            )
             if cursor is None:
                 raise UnknownCursor(after)
             where = f"{where} AND seq {compare} ?"
@@ -220,8 +222,14 @@ class Store:
             partial.rename(self.file_path(file_id))
         finally:
             partial.unlink(missing_ok=True)
-        row = {"id": file_id, "owner": owner, "filename": filename, "purpose": purpose,
-               "bytes": size, "created_at": now()}
+        row = {
+            "id": file_id,
+            "owner": owner,
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": size,
+            "created_at": now(),
+        }
         self._insert("files", row)
         return row
 
@@ -234,13 +242,15 @@ class Store:
         where, params = "owner = ?", (owner,)
         if purpose:
             where, params = where + " AND purpose = ?", (owner, purpose)
-        return self.page("files", where, params, after=after, limit=limit,
-                         newest_first=newest_first)
+        return self.page(
+            "files", where, params, after=after, limit=limit, newest_first=newest_first
+        )
 
     def delete_file(self, owner: str, file_id: str) -> bool:
         with self.transaction() as db:
-            deleted = db.execute("DELETE FROM files WHERE id = ? AND owner = ?",
-                                 (file_id, owner)).rowcount
+            deleted = db.execute(
+                "DELETE FROM files WHERE id = ? AND owner = ?", (file_id, owner)
+            ).rowcount
         if deleted:
             self.file_path(file_id).unlink(missing_ok=True)
         return bool(deleted)
@@ -288,8 +298,17 @@ class Store:
         job_updates: dict[str, Any] | None = None,
     ) -> None:
         """Record an event, and (in the same transaction) any job fields that go with it."""
-        event = self._encode({"id": new_id("ftevent-"), "job_id": job_id, "created_at": now(),
-                              "level": level, "message": message, "type": type, "data": data})
+        event = self._encode(
+            {
+                "id": new_id("ftevent-"),
+                "job_id": job_id,
+                "created_at": now(),
+                "level": level,
+                "message": message,
+                "type": type,
+                "data": data,
+            }
+        )
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO events (id, job_id, created_at, level, message, type, data) "
@@ -299,8 +318,10 @@ class Store:
             if job_updates:
                 values = self._encode(job_updates)
                 assignments = ", ".join(f"{k} = :{k}" for k in values)
-                db.execute(f"UPDATE jobs SET {assignments} WHERE id = :job_id",
-                           {**values, "job_id": job_id})
+                db.execute(
+                    f"UPDATE jobs SET {assignments} WHERE id = :job_id",
+                    {**values, "job_id": job_id},
+                )
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
@@ -316,15 +337,20 @@ class Store:
         names = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
         with self.transaction() as db:
-            return db.execute(f"INSERT OR IGNORE INTO checkpoints ({names}) VALUES ({marks})",
-                              values).rowcount > 0
+            return (
+                db.execute(
+                    f"INSERT OR IGNORE INTO checkpoints ({names}) VALUES ({marks})", values
+                ).rowcount
+                > 0
+            )
 
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("checkpoints", "job_id = ?", (job_id,), after=after, limit=limit)
 
     def last_checkpoint_step(self, job_id: str) -> int:
-        row = self._one("SELECT MAX(step_number) AS step FROM checkpoints WHERE job_id = ?",
-                        (job_id,))
+        row = self._one(
+            "SELECT MAX(step_number) AS step FROM checkpoints WHERE job_id = ?", (job_id,)
+        )
         return int(row["step"] or 0) if row else 0
 
     def add_model(self, model: dict[str, Any]) -> None:
@@ -337,8 +363,9 @@ class Store:
         return self._one("SELECT * FROM models WHERE id = ? AND owner = ?", (name, owner))
 
     def get_checkpoint_model(self, owner: str, name: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM checkpoints WHERE model_name = ? AND owner = ?",
-                         (name, owner))
+        return self._one(
+            "SELECT * FROM checkpoints WHERE model_name = ? AND owner = ?", (name, owner)
+        )
 
     def delete_model(self, owner: str, name: str) -> bool:
         """Forget a fine-tuned model and delete its adapter (its checkpoints stay usable)."""

@@ -34,8 +34,7 @@ log = logging.getLogger("ftlab.server")
 CANCEL_GRACE_SECONDS = 5.0
 FORMAT_CODES = {"invalid_encoding", "invalid_json", "not_an_object"}
 COUNT_CODES = {"empty_file", "too_few_examples"}
-RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss",
-                  "valid_mean_token_accuracy")
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
 def model_name(job: dict[str, Any]) -> str:
@@ -46,8 +45,11 @@ def model_name(job: dict[str, Any]) -> str:
 def train_defaults() -> dict[str, Any]:
     from ftlab.training import TrainConfig
 
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
-            if f.default is not dataclasses.MISSING}
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(TrainConfig)
+        if f.default is not dataclasses.MISSING
+    }
 
 
 def resolve_hyperparameters(requested: dict[str, Any], n_examples: int) -> dict[str, Any]:
@@ -78,13 +80,17 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
     lines = [e for e in errors if e.line is not None]
     first = min(lines, key=lambda e: e.line) if lines else errors[0]
     if first.code in COUNT_CODES:
-        return failure("invalid_n_examples",
-                       f"{what} file has {len(report.examples)} example(s), but must have at least "
-                       f"{MIN_EXAMPLES} examples", param)
+        return failure(
+            "invalid_n_examples",
+            f"{what} file has {len(report.examples)} example(s), but must have at least "
+            f"{MIN_EXAMPLES} examples",
+            param,
+        )
     where = f"line {first.line}" if first.line is not None else "the file"
     code = "invalid_file_format" if first.code in FORMAT_CODES else "invalid_training_file"
-    return failure(code, f"{what} file {file_id} is invalid: {where}: {first.message} "
-                   f"({first.code})", param)
+    return failure(
+        code, f"{what} file {file_id} is invalid: {where}: {first.message} ({first.code})", param
+    )
 
 
 class Worker:
@@ -130,8 +136,12 @@ class Worker:
                 message = f"Job interrupted by a server restart; resuming from step {step}"
             else:  # training clears its folder when not resuming
                 message = "Job interrupted by a server restart; restarting from the beginning"
-            self.store.add_event(job["id"], message, level="warn",
-                                 job_updates={"status": "queued", "resume": int(step > 0)})
+            self.store.add_event(
+                job["id"],
+                message,
+                level="warn",
+                job_updates={"status": "queued", "resume": int(step > 0)},
+            )
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -153,28 +163,46 @@ class Worker:
             step(*args)
         except Exception as error:  # noqa: BLE001 - reported on the job
             log.exception("job %s", job_id)
-            self._fail(job_id, failure("server_error", f"Internal error while handling the job: "
-                                       f"{type(error).__name__}: {error}"))
+            self._fail(
+                job_id,
+                failure(
+                    "server_error",
+                    f"Internal error while handling the job: {type(error).__name__}: {error}",
+                ),
+            )
 
     # ---- validating ---------------------------------------------------------------------
 
     def _fail(self, job_id: str, error: dict[str, Any], level: str = "error") -> None:
-        if self.store.update_job(job_id, only_if_status=("validating_files", "queued", "running"),
-                                 status="failed", error=error, finished_at=now()):
+        if self.store.update_job(
+            job_id,
+            only_if_status=("validating_files", "queued", "running"),
+            status="failed",
+            error=error,
+            finished_at=now(),
+        ):
             self.store.add_event(job_id, error["message"], level=level)
 
     def _validate(self, job: dict[str, Any]) -> None:
         job_dir = self.store.job_dir(job["id"])
         job_dir.mkdir(parents=True, exist_ok=True)
         self.store.add_event(job["id"], f"Validating training file: {job['training_file']}")
-        for param, file_id, target in (("training_file", job["training_file"], "train.jsonl"),
-                                       ("validation_file", job["validation_file"], "valid.jsonl")):
+        for param, file_id, target in (
+            ("training_file", job["training_file"], "train.jsonl"),
+            ("validation_file", job["validation_file"], "valid.jsonl"),
+        ):
             if file_id is None:
                 continue
             if self.store.get_file(job["owner"], file_id) is None:
-                return self._fail(job["id"], failure(
-                    "invalid_training_file", f"The file {file_id} was deleted before the job "
-                    "could use it. Upload it again and create a new job.", param))
+                return self._fail(
+                    job["id"],
+                    failure(
+                        "invalid_training_file",
+                        f"The file {file_id} was deleted before the job "
+                        "could use it. Upload it again and create a new job.",
+                        param,
+                    ),
+                )
             source = self.store.file_path(file_id)
             report = validate_file(source, count_tokens=False)
             problem = file_problem(report, param, file_id)
@@ -184,9 +212,13 @@ class Worker:
             if param == "training_file":
                 n_examples = len(report.examples)
         resolved = resolve_hyperparameters(job["hyperparameters"], n_examples)
-        if self.store.update_job(job["id"], only_if_status=("validating_files",),
-                                 status="queued", hyperparameters=resolved,
-                                 n_examples=n_examples):
+        if self.store.update_job(
+            job["id"],
+            only_if_status=("validating_files",),
+            status="queued",
+            hyperparameters=resolved,
+            n_examples=n_examples,
+        ):
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
 
     # ---- running --------------------------------------------------------------------------
@@ -212,15 +244,21 @@ class Worker:
         job_dir = self.store.job_dir(job["id"])
         (job_dir / job_runner.STOP).unlink(missing_ok=True)
         (job_dir / job_runner.REQUEST).write_text(json.dumps(self._train_request(job), indent=2))
-        if not self.store.update_job(job["id"], only_if_status=("queued",), status="running",
-                                     started_at=job["started_at"] or now()):
+        if not self.store.update_job(
+            job["id"],
+            only_if_status=("queued",),
+            status="running",
+            started_at=job["started_at"] or now(),
+        ):
             return
         if not job["resume"]:
             self.store.add_event(job["id"], "Fine-tuning job started")
         with open(job_dir / "runner.log", "ab") as log_file:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "ftlab.server.job_runner", str(job_dir), str(os.getpid())],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         self._job_id, self._stop_sent_at, self._latest = job["id"], None, {}
 
@@ -236,11 +274,17 @@ class Worker:
             return
         self._guarded(job_id, self._ingest, job_id)
         if self.store.get_job(job_id)["status"] == "running":
-            log_tail = (self.store.job_dir(job_id) / "runner.log").read_text(
-                errors="replace")[-600:]
-            self._fail(job_id, failure(
-                "server_error", f"Training stopped unexpectedly (exit code {exit_code}). "
-                f"End of {self.store.job_dir(job_id) / 'runner.log'}:\n{log_tail}"))
+            log_tail = (self.store.job_dir(job_id) / "runner.log").read_text(errors="replace")[
+                -600:
+            ]
+            self._fail(
+                job_id,
+                failure(
+                    "server_error",
+                    f"Training stopped unexpectedly (exit code {exit_code}). "
+                    f"End of {self.store.job_dir(job_id) / 'runner.log'}:\n{log_tail}",
+                ),
+            )
         self._process, self._job_id = None, None
         self._wake.set()
 
@@ -285,40 +329,83 @@ class Worker:
             self.store.update_job(job_id, **done)
             return
         if kind in ("step", "eval"):
-            self._latest.update({k: record.get(k) for k in
-                                 ("train_loss", "train_mean_token_accuracy", "valid_loss",
-                                  "valid_mean_token_accuracy") if record.get(k) is not None})
-            data = {"step": record["step"], "total_steps": record["total_steps"],
-                    **{k: v for k, v in self._latest.items()
-                       if kind == "eval" or not k.startswith("valid")}}
+            self._latest.update(
+                {
+                    k: record.get(k)
+                    for k in (
+                        "train_loss",
+                        "train_mean_token_accuracy",
+                        "valid_loss",
+                        "valid_mean_token_accuracy",
+                    )
+                    if record.get(k) is not None
+                }
+            )
+            data = {
+                "step": record["step"],
+                "total_steps": record["total_steps"],
+                **{
+                    k: v
+                    for k, v in self._latest.items()
+                    if kind == "eval" or not k.startswith("valid")
+                },
+            }
             if kind == "step":
-                message = f"Step {record['step']}/{record['total_steps']}: " \
-                          f"training loss={record['train_loss']:.4f}"
+                message = (
+                    f"Step {record['step']}/{record['total_steps']}: "
+                    f"training loss={record['train_loss']:.4f}"
+                )
             else:
-                message = f"Step {record['step']}/{record['total_steps']}: " \
-                          f"validation loss={record['valid_loss']:.4f}"
-            self.store.add_event(job_id, message, type="metrics", data=data, job_updates={
-                **done, "step": record["step"], "total_steps": record["total_steps"],
-                "trained_tokens": record.get("trained_tokens")})
+                message = (
+                    f"Step {record['step']}/{record['total_steps']}: "
+                    f"validation loss={record['valid_loss']:.4f}"
+                )
+            self.store.add_event(
+                job_id,
+                message,
+                type="metrics",
+                data=data,
+                job_updates={
+                    **done,
+                    "step": record["step"],
+                    "total_steps": record["total_steps"],
+                    "trained_tokens": record.get("trained_tokens"),
+                },
+            )
         elif kind == "checkpoint":
             name = f"{model_name(job)}:ckpt-step-{record['step']}"
             metrics = {"step": record["step"], **self._latest}
-            if self.store.add_checkpoint({
-                "id": new_id("ftckpt_"), "job_id": job_id, "owner": job["owner"],
-                "created_at": now(), "model_name": name, "step_number": record["step"],
-                "metrics": metrics, "path": str(record["checkpoint_dir"]),
-            }):
+            if self.store.add_checkpoint(
+                {
+                    "id": new_id("ftckpt_"),
+                    "job_id": job_id,
+                    "owner": job["owner"],
+                    "created_at": now(),
+                    "model_name": name,
+                    "step_number": record["step"],
+                    "metrics": metrics,
+                    "path": str(record["checkpoint_dir"]),
+                }
+            ):
                 self.store.add_event(
-                    job_id, f"Checkpoint created at step {record['step']} with Snapshot ID: "
-                    f"{name}", job_updates=done)
+                    job_id,
+                    f"Checkpoint created at step {record['step']} with Snapshot ID: {name}",
+                    job_updates=done,
+                )
             else:
                 self.store.update_job(job_id, **done)
         elif kind == "result":
             self._finish(job, record, done)
         elif kind == "error":
             self.store.update_job(job_id, **done)
-            self._fail(job_id, failure(record.get("code") or "server_error", record["message"],
-                                       "training_file" if record.get("code") else None))
+            self._fail(
+                job_id,
+                failure(
+                    record.get("code") or "server_error",
+                    record["message"],
+                    "training_file" if record.get("code") else None,
+                ),
+            )
         else:
             self.store.update_job(job_id, **done)
 
@@ -328,12 +415,19 @@ class Worker:
             if event["type"] == "metrics" and event["data"]:
                 data = event["data"]
                 row = rows.setdefault(data["step"], {"step": data["step"]})
-                row.update({"train_loss": data.get("train_loss"),
-                            "train_accuracy": data.get("train_mean_token_accuracy")})
+                row.update(
+                    {
+                        "train_loss": data.get("train_loss"),
+                        "train_accuracy": data.get("train_mean_token_accuracy"),
+                    }
+                )
                 if "valid_loss" in data:
-                    row.update({"valid_loss": data["valid_loss"],
-                                "valid_mean_token_accuracy":
-                                data.get("valid_mean_token_accuracy")})
+                    row.update(
+                        {
+                            "valid_loss": data["valid_loss"],
+                            "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy"),
+                        }
+                    )
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -349,12 +443,30 @@ class Worker:
         target = self.store.models_dir / job_id[-8:]
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(result["adapter_dir"], target)
-        results = self.store.add_file(job["owner"], f"{job_id}-results.csv",
-                                      "fine-tune-results", [self._results_csv(job_id)])
+        results = self.store.add_file(
+            job["owner"], f"{job_id}-results.csv", "fine-tune-results", [self._results_csv(job_id)]
+        )
         if self.store.get_model(job["owner"], name) is None:  # not when replayed after a crash
-            self.store.add_model({"id": name, "owner": job["owner"], "org": job["org"],
-                                  "job_id": job_id, "created_at": now(), "path": str(target)})
+            self.store.add_model(
+                {
+                    "id": name,
+                    "owner": job["owner"],
+                    "org": job["org"],
+                    "job_id": job_id,
+                    "created_at": now(),
+                    "path": str(target),
+                }
+            )
         self.store.add_event(job_id, f"New fine-tuned model created: {name}")
-        self.store.add_event(job_id, "The job has successfully completed", job_updates={
-            **done, "status": "succeeded", "finished_at": now(), "fine_tuned_model": name,
-            "trained_tokens": result.get("trained_tokens"), "result_files": [results["id"]]})
+        self.store.add_event(
+            job_id,
+            "The job has successfully completed",
+            job_updates={
+                **done,
+                "status": "succeeded",
+                "finished_at": now(),
+                "fine_tuned_model": name,
+                "trained_tokens": result.get("trained_tokens"),
+                "result_files": [results["id"]],
+            },
+        )

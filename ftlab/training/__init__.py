@@ -6,7 +6,7 @@ result = train(TrainConfig(data="train.jsonl", out="runs/x"), callback=LiveLossP
 
 from ftlab.training.config import TrainConfig
 from ftlab.training.events import TrainEvent, TrainResult
-from ftlab.training.loop import train
+from ftlab.training.loop import StaleRunError, train
 from ftlab.training.progress import LiveLossPlot, ProgressBar
 from ftlab.validation import InvalidDataError
 
@@ -14,6 +14,7 @@ __all__ = [
     "InvalidDataError",
     "LiveLossPlot",
     "ProgressBar",
+    "StaleRunError",
     "TrainConfig",
     "TrainEvent",
     "TrainResult",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -115,6 +116,19 @@ def _write_config(config: TrainConfig, path: Path, resolved: dict) -> None:
     partial.replace(path)
 
 
+class StaleRunError(ValueError):
+    """A run cannot be resumed: its settings or its data files changed since it started."""
+
+
+def data_fingerprints(config: TrainConfig) -> dict[str, str | None]:
+    """SHA-256 of the training and validation files, so a resume notices edited data."""
+
+    def digest(path: str | None) -> str | None:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+
+    return {"data_sha256": digest(config.data), "valid_sha256": digest(config.valid)}
+
+
 def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
     if not config.resume:
         return None
@@ -122,10 +136,16 @@ def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
     if config_path.is_file():
         previous = TrainConfig.from_json(config_path)
         changed = config.differences(previous)
+        recorded = json.loads(config_path.read_text()).get("resolved", {})
+        for key, value in data_fingerprints(config).items():
+            if key in recorded and recorded[key] != value:
+                changed.append(f"the contents of {key.removesuffix('_sha256')} file changed")
         if changed:
-            raise ValueError(
-                f"Cannot resume the run in {out}: its settings differ ({'; '.join(changed)}).\n"
-                "Fix: resume with the same settings, or start a new run in another folder."
+            reasons = "; ".join(changed)
+            raise StaleRunError(
+                f"Cannot resume the run in {out}: its settings or data differ ({reasons}).\n"
+                "Fix: resume with the same settings and data, or start a new run "
+                "(resume=False, or another output folder)."
             )
     checkpoints = list_checkpoints(out)
     return checkpoints[-1] if checkpoints else None
@@ -204,6 +224,7 @@ def train(
         {
             "ftlab_version": __version__,
             "device": str(device),
+            **data_fingerprints(config),
             "examples": len(rows),
             "valid_examples": len(valid_rows),
             "steps_per_epoch": per_epoch,

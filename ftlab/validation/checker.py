@@ -32,26 +32,37 @@ def read_bytes(path: PathLike, what: str = "data file") -> bytes:
     """The file's bytes, or an `UnreadableFileError` that says what is wrong and how to fix it."""
     path = Path(path)
     if path.is_dir():
-        raise UnreadableFileError(f"cannot read the {what} {path}: it is a directory; give the "
-                                  "path of a .jsonl file inside it")
+        raise UnreadableFileError(
+            f"cannot read the {what} {path}: it is a directory; give the "
+            "path of a .jsonl file inside it"
+        )
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise UnreadableFileError(f"cannot read the {what} {path}: no such file (check the "
-                                  f"path; the current folder is {Path.cwd()})") from None
+        raise UnreadableFileError(
+            f"cannot read the {what} {path}: no such file (check the "
+            f"path; the current folder is {Path.cwd()})"
+        ) from None
     except OSError as error:
-        raise UnreadableFileError(f"cannot read the {what} {path}: "
-                                  f"{error.strerror or error}") from None
+        raise UnreadableFileError(
+            f"cannot read the {what} {path}: {error.strerror or error}"
+        ) from None
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
     """The file's lines (LF or CRLF ends, BOM removed) and any file-level encoding problems."""
     problems = []
     if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-        problems.append(Problem("bom", "the file starts with a UTF-8 byte order mark (Windows "
-                                "Notepad and Excel add one); it was ignored, but some tools "
-                                "choke on it: save as 'UTF-8' without BOM", line=1))
+        data = data[len(codecs.BOM_UTF8) :]
+        problems.append(
+            Problem(
+                "bom",
+                "the file starts with a UTF-8 byte order mark (Windows "
+                "Notepad and Excel add one); it was ignored, but some tools "
+                "choke on it: save as 'UTF-8' without BOM",
+                line=1,
+            )
+        )
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline at the end of the last line does not start a new one
@@ -60,9 +71,15 @@ def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
 
 def _lines(data: bytes) -> tuple[list[LineResult], list[Problem]]:
     if data.startswith(UTF16_BOMS):
-        return [], [Problem("invalid_encoding", "the file is UTF-16 (it starts with a UTF-16 "
-                            "byte order mark, as Notepad's 'Unicode' saves it); save it as "
-                            "UTF-8", line=None)]
+        return [], [
+            Problem(
+                "invalid_encoding",
+                "the file is UTF-16 (it starts with a UTF-16 "
+                "byte order mark, as Notepad's 'Unicode' saves it); save it as "
+                "UTF-8",
+                line=None,
+            )
+        ]
     raw_lines, problems = split_lines(data)
     return [check_line(number, raw) for number, raw in enumerate(raw_lines, start=1)], problems
 
@@ -80,10 +97,15 @@ def _duplicates(results: Iterable[LineResult]) -> tuple[list[tuple[int, int]], l
         earlier = first_seen.setdefault(key, result.line)
         if earlier != result.line:
             pairs.append((result.line, earlier))
-            problems.append(Problem(
-                "duplicate_example", f"the same example as line {earlier}; delete one copy "
-                "(a repeated example is learned twice as hard)", line=result.line,
-                related_line=earlier))
+            problems.append(
+                Problem(
+                    "duplicate_example",
+                    f"the same example as line {earlier}; delete one copy "
+                    "(a repeated example is learned twice as hard)",
+                    line=result.line,
+                    related_line=earlier,
+                )
+            )
     return pairs, problems
 
 
@@ -97,8 +119,9 @@ def user_message_index(data: bytes) -> dict[str, int]:
     return index
 
 
-def _overlaps(results: Sequence[LineResult], against: Sequence[tuple[str, bytes]]
-              ) -> tuple[list[dict[str, Any]], list[Problem]]:
+def _overlaps(
+    results: Sequence[LineResult], against: Sequence[tuple[str, bytes]]
+) -> tuple[list[dict[str, Any]], list[Problem]]:
     found, problems = [], []
     for other_name, other_data in against:
         other = user_message_index(other_data)
@@ -107,12 +130,24 @@ def _overlaps(results: Sequence[LineResult], against: Sequence[tuple[str, bytes]
                 other_line = other.get(normalise(text))
                 if other_line is None:
                     continue
-                found.append({"line": result.line, "file": other_name,
-                              "other_line": other_line, "text": text})
-                problems.append(Problem(
-                    "overlap_with_split", f"user message {show(text)} is also in {other_name} "
-                    f"line {other_line}; remove it from one of the two files, or the evaluation "
-                    "measures memory instead of skill", line=result.line, related_line=other_line))
+                found.append(
+                    {
+                        "line": result.line,
+                        "file": other_name,
+                        "other_line": other_line,
+                        "text": text,
+                    }
+                )
+                problems.append(
+                    Problem(
+                        "overlap_with_split",
+                        f"user message {show(text)} is also in {other_name} "
+                        f"line {other_line}; remove it from one of the two files, or the "
+                        "evaluation measures memory instead of skill",
+                        line=result.line,
+                        related_line=other_line,
+                    )
+                )
     return found, problems
 
 
@@ -148,12 +183,24 @@ def validate_bytes(
     attempted = [r for r in results if not r.blank]
     accepted = [r for r in results if r.example is not None]
     if not attempted and not any(p.is_error for p in problems):
-        problems.append(Problem("empty_file", "the file has no examples; add at least "
-                                f"{MIN_EXAMPLES} lines, one JSON example each", line=None))
+        problems.append(
+            Problem(
+                "empty_file",
+                "the file has no examples; add at least "
+                f"{MIN_EXAMPLES} lines, one JSON example each",
+                line=None,
+            )
+        )
     elif 0 < len(attempted) < MIN_EXAMPLES:
-        problems.append(Problem("too_few_examples", f"the file has {len(attempted)} example(s); "
-                                f"fine-tuning needs at least {MIN_EXAMPLES} (OpenAI refuses "
-                                "fewer, and 50 to 100 good ones is a better start)", line=None))
+        problems.append(
+            Problem(
+                "too_few_examples",
+                f"the file has {len(attempted)} example(s); "
+                f"fine-tuning needs at least {MIN_EXAMPLES} (OpenAI refuses "
+                "fewer, and 50 to 100 good ones is a better start)",
+                line=None,
+            )
+        )
     duplicates, found = _duplicates(accepted)
     problems.extend(found)
     overlaps, found = _overlaps(results, others)
@@ -162,16 +209,33 @@ def validate_bytes(
         tokenizer = cached_tokenizer(tokenizer)
     examples = [r.example for r in accepted]
     stats, too_long = file_stats(
-        examples, len(attempted), tokenizer=tokenizer if count_tokens else None,
-        max_tokens=max_tokens, epochs=epochs, price_per_million=price_per_million)
+        examples,
+        len(attempted),
+        tokenizer=tokenizer if count_tokens else None,
+        max_tokens=max_tokens,
+        epochs=epochs,
+        price_per_million=price_per_million,
+    )
     context = stats["context_tokens"]
     for i, tokens in too_long:
-        problems.append(Problem("too_long", f"the example is {tokens:,} tokens, more than the "
-                                f"model's context of {context:,}; training cuts off the rest, "
-                                "so shorten it or split the conversation", line=accepted[i].line))
-    return ValidationReport(name=name, problems=problems, examples=examples,
-                            example_lines=[r.line for r in accepted], stats=stats,
-                            duplicates=duplicates, overlaps=overlaps)
+        problems.append(
+            Problem(
+                "too_long",
+                f"the example is {tokens:,} tokens, more than the "
+                f"model's context of {context:,}; training cuts off the rest, "
+                "so shorten it or split the conversation",
+                line=accepted[i].line,
+            )
+        )
+    return ValidationReport(
+        name=name,
+        problems=problems,
+        examples=examples,
+        example_lines=[r.line for r in accepted],
+        stats=stats,
+        duplicates=duplicates,
+        overlaps=overlaps,
+    )
 
 
 def _as_paths(against: PathLike | Sequence[PathLike] | None) -> list[PathLike]:
@@ -198,6 +262,12 @@ def validate_file(
     problem inside the file is reported, never raised.
     """
     return validate_bytes(
-        read_bytes(path), name=str(path), against=against, epochs=epochs,
-        price_per_million=price_per_million, tokenizer=tokenizer, count_tokens=count_tokens,
-        max_tokens=max_tokens)
+        read_bytes(path),
+        name=str(path),
+        against=against,
+        epochs=epochs,
+        price_per_million=price_per_million,
+        tokenizer=tokenizer,
+        count_tokens=count_tokens,
+        max_tokens=max_tokens,
+    )

@@ -49,8 +49,14 @@ def _load(path: Path) -> PriceTable:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         prices = {str(k): float(v) for k, v in raw["training_per_million_tokens"].items()}
-        return PriceTable(str(raw["as_of"]), str(raw["source"]), str(raw["currency"]), prices,
-                          str(raw.get("note", "")), path)
+        return PriceTable(
+            str(raw["as_of"]),
+            str(raw["source"]),
+            str(raw["currency"]),
+            prices,
+            str(raw.get("note", "")),
+            path,
+        )
     except OSError as error:
         raise PriceError(f"cannot read the price table {path}: {error.strerror}") from error
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -81,11 +87,15 @@ def resolve_price(value: float | int | str) -> Price:
             number = float(value)
         except ValueError:
             table = price_table()
-            return Price(table.price(value.strip()), table.currency,
-                         f"{value.strip()}, prices as of {table.as_of}")
+            return Price(
+                table.price(value.strip()),
+                table.currency,
+                f"{value.strip()}, prices as of {table.as_of}",
+            )
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise PriceError(f"price per million tokens must be a number or a model name, "
-                         f"not {value!r}")
+        raise PriceError(
+            f"price per million tokens must be a number or a model name, not {value!r}"
+        )
     else:
         number = float(value)
     if not math.isfinite(number) or number < 0:

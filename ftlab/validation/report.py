@@ -148,7 +148,7 @@ class ValidationReport:
         problems = self.errors + self.warnings
         if problems:
             out.append(
-                '<table><thead><tr><th>line</th><th>level</th><th>code</th>'
+                "<table><thead><tr><th>line</th><th>level</th><th>code</th>"
                 '<th style="text-align:left">message</th></tr></thead><tbody>'
             )
             for problem in problems[:HTML_ROW_LIMIT]:
@@ -247,8 +247,10 @@ def format_stats_text(stats: dict[str, Any]) -> str:
             f"{stats['price_per_million']:g} per million tokens ({stats['price_source']})"
         )
     elif stats.get("billed_tokens") is not None:
-        lines.append("  (no price given: give a price per million tokens, or a model name from "
-                     "data/prices.json, for a cost estimate)")
+        lines.append(
+            "  (no price given: give a price per million tokens, or a model name from "
+            "data/prices.json, for a cost estimate)"
+        )
     if not stats.get("tokenizer"):
         lines.append("  (token statistics were not computed)")
     return "\n".join(lines)

@@ -18,10 +18,21 @@ SHOW_LIMIT = 60  # characters of a user's value quoted back in a message
 
 # Names people give roles, and the role they meant.
 ROLE_HINTS = {
-    "bot": "assistant", "ai": "assistant", "model": "assistant", "gpt": "assistant",
-    "chatbot": "assistant", "agent": "assistant", "answer": "assistant", "response": "assistant",
-    "human": "user", "customer": "user", "client": "user", "question": "user", "prompt": "user",
-    "function": "tool", "developer": "system",
+    "bot": "assistant",
+    "ai": "assistant",
+    "model": "assistant",
+    "gpt": "assistant",
+    "chatbot": "assistant",
+    "agent": "assistant",
+    "answer": "assistant",
+    "response": "assistant",
+    "human": "user",
+    "customer": "user",
+    "client": "user",
+    "question": "user",
+    "prompt": "user",
+    "function": "tool",
+    "developer": "system",
 }
 TRAILING_COMMA = re.compile(r",\s*[}\]]")
 PYTHON_REPR = re.compile(r"""[{\[,]\s*'[^']*'\s*:""")  # {'role': ... written by str(dict)
@@ -109,11 +120,15 @@ def _json_hint(text: str, error: json.JSONDecodeError) -> str:
     if TRAILING_COMMA.search(text):
         return "remove the trailing comma before the closing } or ]"
     if PYTHON_REPR.search(text):
-        return ("it looks like a Python dict (single quotes, None, True): write each line with "
-                "json.dumps(example), not str(example)")
+        return (
+            "it looks like a Python dict (single quotes, None, True): write each line with "
+            "json.dumps(example), not str(example)"
+        )
     if error.pos >= len(text.rstrip()) - 1 or error.msg.startswith("Unterminated"):
-        return ("the line ends before the JSON does: it was cut off, or one example was spread "
-                "over several lines; each example must be complete on one line")
+        return (
+            "the line ends before the JSON does: it was cut off, or one example was spread "
+            "over several lines; each example must be complete on one line"
+        )
     return "fix the JSON so the line is one complete object (write it with json.dumps)"
 
 
@@ -124,14 +139,20 @@ def parse_json(number: int, text: str) -> tuple[Any, Problem | None]:
     except json.JSONDecodeError as error:
         at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
         where = f"{error.msg}{at} column {error.colno}"
-        return None, Problem("invalid_json", f"not valid JSON ({where}); {_json_hint(text, error)}",
-                             line=number)
+        return None, Problem(
+            "invalid_json", f"not valid JSON ({where}); {_json_hint(text, error)}", line=number
+        )
     except RecursionError:
-        return None, Problem("invalid_json", "the JSON is nested too deeply to read; "
-                             "an example is an object with a flat list of messages", line=number)
+        return None, Problem(
+            "invalid_json",
+            "the JSON is nested too deeply to read; "
+            "an example is an object with a flat list of messages",
+            line=number,
+        )
     except ValueError as error:  # NaN/Infinity, or an integer with thousands of digits
-        return None, Problem("invalid_json", f"not valid JSON ({error}); write the line with "
-                             "json.dumps", line=number)
+        return None, Problem(
+            "invalid_json", f"not valid JSON ({error}); write the line with json.dumps", line=number
+        )
 
 
 def check_line(number: int, raw: bytes) -> LineResult:
@@ -144,9 +165,13 @@ def check_line(number: int, raw: bytes) -> LineResult:
     assert text is not None
     if not text.strip():
         result.blank = True
-        result.problems.append(Problem(
-            "blank_line", "empty line skipped; delete it (some tools stop at a blank line)",
-            line=number))
+        result.problems.append(
+            Problem(
+                "blank_line",
+                "empty line skipped; delete it (some tools stop at a blank line)",
+                line=number,
+            )
+        )
         return result
     value, problem = parse_json(number, text)
     if problem is not None:
@@ -160,26 +185,52 @@ def check_line(number: int, raw: bytes) -> LineResult:
 def check_example(number: int, value: Any) -> list[Problem]:
     """The chat-format rules for one parsed line."""
     if not isinstance(value, dict):
-        return [Problem("not_an_object", f"the line is {type_name(value)}, not an object; each "
-                        'line must be one object like {"messages": [...]}', line=number)]
+        return [
+            Problem(
+                "not_an_object",
+                f"the line is {type_name(value)}, not an object; each "
+                'line must be one object like {"messages": [...]}',
+                line=number,
+            )
+        ]
     problems = [
-        Problem("unrecognized_key", f"key {show(key)} is not allowed at the top level; "
-                f"use only {', '.join(TOP_LEVEL_KEYS)}", line=number)
-        for key in value if key not in TOP_LEVEL_KEYS
+        Problem(
+            "unrecognized_key",
+            f"key {show(key)} is not allowed at the top level; "
+            f"use only {', '.join(TOP_LEVEL_KEYS)}",
+            line=number,
+        )
+        for key in value
+        if key not in TOP_LEVEL_KEYS
     ]
     if "messages" not in value:
-        problems.append(Problem("missing_messages", 'no "messages" key; each line must look '
-                                'like {"messages": [{"role": "user", "content": ...}, ...]}'
-                                + _legacy_hint(value), line=number))
+        problems.append(
+            Problem(
+                "missing_messages",
+                'no "messages" key; each line must look '
+                'like {"messages": [{"role": "user", "content": ...}, ...]}' + _legacy_hint(value),
+                line=number,
+            )
+        )
         return problems
     messages = value["messages"]
     if not isinstance(messages, list):
-        problems.append(Problem("messages_not_list", f'"messages" is {type_name(messages)}; it '
-                                "must be a list of message objects", line=number))
+        problems.append(
+            Problem(
+                "messages_not_list",
+                f'"messages" is {type_name(messages)}; it must be a list of message objects',
+                line=number,
+            )
+        )
         return problems
     if not messages:
-        problems.append(Problem("empty_messages", '"messages" is empty; add the system, user '
-                                "and assistant messages of the example", line=number))
+        problems.append(
+            Problem(
+                "empty_messages",
+                '"messages" is empty; add the system, user and assistant messages of the example',
+                line=number,
+            )
+        )
         return problems
     for index, message in enumerate(messages):
         problems.extend(check_message(number, index, message))
@@ -190,9 +241,11 @@ def check_example(number: int, value: Any) -> list[Problem]:
 
 def _legacy_hint(value: dict) -> str:
     if "prompt" in value or "completion" in value:
-        return (' (this is the legacy prompt/completion format: convert it to {"messages": '
-                '[{"role": "user", "content": PROMPT}, {"role": "assistant", '
-                '"content": COMPLETION}]})')
+        return (
+            ' (this is the legacy prompt/completion format: convert it to {"messages": '
+            '[{"role": "user", "content": PROMPT}, {"role": "assistant", '
+            '"content": COMPLETION}]})'
+        )
     return ""
 
 
@@ -203,47 +256,82 @@ def _has_tool_calls(message: dict) -> bool:
 
 def check_message(number: int, index: int, message: Any) -> list[Problem]:
     """The rules for one entry of `messages`."""
+
     def problem(code: str, text: str) -> Problem:
         return Problem(code, text, line=number, message_index=index)
 
     if not isinstance(message, dict):
-        return [problem("message_not_object", f"the message is {type_name(message)}, not an "
-                        'object; write it as {"role": ..., "content": ...}')]
+        return [
+            problem(
+                "message_not_object",
+                f"the message is {type_name(message)}, not an "
+                'object; write it as {"role": ..., "content": ...}',
+            )
+        ]
     problems = [
-        problem("unrecognized_key", f"key {show(key)} is not allowed in a message; use only "
-                f"{', '.join(MESSAGE_KEYS)}")
-        for key in message if key not in MESSAGE_KEYS
+        problem(
+            "unrecognized_key",
+            f"key {show(key)} is not allowed in a message; use only {', '.join(MESSAGE_KEYS)}",
+        )
+        for key in message
+        if key not in MESSAGE_KEYS
     ]
     role = message.get("role")
     if "role" not in message:
         named = [key for key in message if key in ALLOWED_ROLES]
-        hint = (f'; write {{"role": "{named[0]}", "content": ...}} instead of '
-                f'{{"{named[0]}": ...}}' if named else "")
-        problems.append(problem("missing_role", "the message has no \"role\"; add one of "
-                                f"{', '.join(ALLOWED_ROLES)}{hint}"))
+        hint = (
+            f'; write {{"role": "{named[0]}", "content": ...}} instead of {{"{named[0]}": ...}}'
+            if named
+            else ""
+        )
+        problems.append(
+            problem(
+                "missing_role",
+                f'the message has no "role"; add one of {", ".join(ALLOWED_ROLES)}{hint}',
+            )
+        )
     elif role not in ALLOWED_ROLES:
         meant = ROLE_HINTS.get(role.strip().lower()) if isinstance(role, str) else None
         if isinstance(role, str) and role.strip().lower() in ALLOWED_ROLES:
             meant = role.strip().lower()
         hint = f' (here you probably mean "{meant}")' if meant else ""
-        problems.append(problem("unknown_role", f"role {show(role)} is not allowed; use one of "
-                                f"{', '.join(ALLOWED_ROLES)}{hint}"))
+        problems.append(
+            problem(
+                "unknown_role",
+                f"role {show(role)} is not allowed; use one of {', '.join(ALLOWED_ROLES)}{hint}",
+            )
+        )
     tool_calls = role == "assistant" and _has_tool_calls(message)
     if "content" not in message:
         if not tool_calls:
-            problems.append(problem("missing_content", 'the message has no "content"; add the '
-                                    'text as "content" (only an assistant message with '
-                                    '"tool_calls" may leave it out)'))
+            problems.append(
+                problem(
+                    "missing_content",
+                    'the message has no "content"; add the '
+                    'text as "content" (only an assistant message with '
+                    '"tool_calls" may leave it out)',
+                )
+            )
     else:
         problems.extend(_content_problems(message["content"], tool_calls, problem))
     if "weight" in message:
         weight = message["weight"]
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight not in (0, 1):
-            problems.append(problem("invalid_weight", f"weight is {show(weight)}; it must be the "
-                                    "number 0 (do not learn this reply) or 1 (learn it)"))
+            problems.append(
+                problem(
+                    "invalid_weight",
+                    f"weight is {show(weight)}; it must be the "
+                    "number 0 (do not learn this reply) or 1 (learn it)",
+                )
+            )
         if role in ALLOWED_ROLES and role != "assistant":
-            problems.append(problem("weight_not_on_assistant", f'"weight" is on a {role} message; '
-                                    "only assistant messages are learned, so remove it"))
+            problems.append(
+                problem(
+                    "weight_not_on_assistant",
+                    f'"weight" is on a {role} message; '
+                    "only assistant messages are learned, so remove it",
+                )
+            )
     return problems
 
 
@@ -251,21 +339,32 @@ def _content_problems(content: Any, tool_calls: bool, problem) -> list[Problem]:
     if isinstance(content, str):
         bad = LONE_SURROGATE.search(content)
         if bad:
-            return [problem("invalid_content", f"the content contains the escape "
-                            f"\\u{ord(bad.group()):04x}, half of a surrogate pair, which is not "
-                            "a character; fix the text (it was probably cut in the middle of "
-                            "an emoji)")]
+            return [
+                problem(
+                    "invalid_content",
+                    f"the content contains the escape "
+                    f"\\u{ord(bad.group()):04x}, half of a surrogate pair, which is not "
+                    "a character; fix the text (it was probably cut in the middle of "
+                    "an emoji)",
+                )
+            ]
         return []
     if content is None:
         if tool_calls:
             return []
-        return [problem("invalid_content", 'content is null; give the text as a string ("" if '
-                        'empty), null is only allowed on an assistant message with "tool_calls"')]
+        return [
+            problem(
+                "invalid_content",
+                'content is null; give the text as a string ("" if '
+                'empty), null is only allowed on an assistant message with "tool_calls"',
+            )
+        ]
     hint = ""
     if isinstance(content, list):
         hint = ' (a list of content parts is not supported here: join their "text" into one string)'
-    return [problem("invalid_content", f"content is {type_name(content)}; it must be a "
-                    f"string{hint}")]
+    return [
+        problem("invalid_content", f"content is {type_name(content)}; it must be a string{hint}")
+    ]
 
 
 def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
@@ -273,22 +372,46 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
     problems = []
     replies = [m for m in messages if m["role"] == "assistant"]
     if not replies:
-        problems.append(Problem("no_assistant_message", "the example has no assistant message, so "
-                                "there is nothing to learn; add the reply you want as "
-                                '{"role": "assistant", "content": ...}', line=number))
+        problems.append(
+            Problem(
+                "no_assistant_message",
+                "the example has no assistant message, so "
+                "there is nothing to learn; add the reply you want as "
+                '{"role": "assistant", "content": ...}',
+                line=number,
+            )
+        )
     elif all(m.get("weight") == 0 for m in replies):
-        problems.append(Problem("no_assistant_message", "every assistant message has weight 0, so "
-                                "there is nothing to learn; set weight 1 on (or remove weight from)"
-                                " the reply to learn", line=number))
+        problems.append(
+            Problem(
+                "no_assistant_message",
+                "every assistant message has weight 0, so "
+                "there is nothing to learn; set weight 1 on (or remove weight from)"
+                " the reply to learn",
+                line=number,
+            )
+        )
     if not any(m["role"] == "system" for m in messages):
-        problems.append(Problem("no_system_message", "no system message; add the system prompt "
-                                "you will use at inference time, so training and use match",
-                                line=number))
+        problems.append(
+            Problem(
+                "no_system_message",
+                "no system message; add the system prompt "
+                "you will use at inference time, so training and use match",
+                line=number,
+            )
+        )
     if messages[-1]["role"] != "assistant":
-        problems.append(Problem("last_not_assistant", f"the example ends with a "
-                                f"{messages[-1]['role']} message; what comes after the last "
-                                "assistant message is not learned, so end with the assistant's "
-                                "reply", line=number, message_index=len(messages) - 1))
+        problems.append(
+            Problem(
+                "last_not_assistant",
+                f"the example ends with a "
+                f"{messages[-1]['role']} message; what comes after the last "
+                "assistant message is not learned, so end with the assistant's "
+                "reply",
+                line=number,
+                message_index=len(messages) - 1,
+            )
+        )
     return problems
 
 
@@ -297,7 +420,8 @@ def user_texts(value: Any) -> list[str]:
     if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
         return []
     return [
-        m["content"] for m in value["messages"]
+        m["content"]
+        for m in value["messages"]
         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
     ]
 

@@ -140,8 +140,11 @@ def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
         return [len(row) for row in ids]
     except Exception:  # noqa: BLE001 - retry one by one with unencodable characters replaced
         return [
-            len(tokenizer(t.encode("utf-8", "replace").decode("utf-8"),
-                          add_special_tokens=False)["input_ids"])
+            len(
+                tokenizer(t.encode("utf-8", "replace").decode("utf-8"), add_special_tokens=False)[
+                    "input_ids"
+                ]
+            )
             for t in texts
         ]
 
@@ -190,8 +193,9 @@ def file_stats(
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
     context are truncated by training, so they are left out of the totals.
     """
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                               or epochs < 1):
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
+    ):
         raise ValueError(f"epochs must be a whole number >= 1, not {epochs!r}")
     n = len(examples)
     stats: dict[str, Any] = {
@@ -231,8 +235,9 @@ def file_stats(
             stats["billed_tokens"] = stats["total_tokens"] * stats["epochs"]
     if price_per_million is not None:
         price = resolve_price(price_per_million)
-        stats.update(price_per_million=price.per_million, price_source=price.source,
-                     currency=price.currency)
+        stats.update(
+            price_per_million=price.per_million, price_source=price.source, currency=price.currency
+        )
         if stats["billed_tokens"] is not None:
             stats["estimated_cost"] = round(stats["billed_tokens"] * price.per_million / 1e6, 6)
     return stats, too_long
