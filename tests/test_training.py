@@ -205,7 +205,7 @@ def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path):
     assert not (tmp_path / "cut" / "adapter").exists()
     load_model(stopped.adapter_dir)  # the checkpoint is a usable model
 
-    with pytest.raises(ValueError, match="settings differ"):
+    with pytest.raises(ValueError, match=r"settings or data differ \(lr: 0.003 -> 0.01\)"):
         train(tiny(data, tmp_path / "cut", resume=True, lr=1e-2))
     resumed = train(tiny(data, tmp_path / "cut", resume=True))
     assert not resumed.stopped
