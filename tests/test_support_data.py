@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -41,3 +42,19 @@ def test_every_example_uses_the_exact_system_prompt_and_answer_shape():
             assert roles == ["system", "user", "assistant"]
             assert example["messages"][0]["content"] == SYSTEM_PROMPT
             assert list(gold_answer(example)) == ["intent", "order_id", "sentiment"]
+
+
+def test_training_messages_spell_order_numbers_several_ways_with_canonical_labels():
+
+    spellings = Counter()
+    for example in load_examples(support_split("train")):
+        order_id = gold_answer(example)["order_id"]
+        if order_id is None:
+            continue
+        digits = order_id[3:]
+        text = example["messages"][1]["content"]
+        match = re.search(rf"\b(ac)([- ]?){digits}\b", text, re.IGNORECASE)
+        assert match, (order_id, text)
+        spellings[match.group(2)] += 1
+    # Mostly hyphenated, but the model also sees "AC 12345" and "AC12345".
+    assert spellings["-"] > spellings[" "] >= 20 and spellings[""] >= 10

@@ -23,12 +23,13 @@ from ftlab.validation import normalise
 
 HERE = Path(__file__).resolve().parent
 SOURCES = {
-    "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl"],
+    "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
 }
 SEED = 20261125
-ANY_ORDER_ID = re.compile(r"\bac-\d{5}\b", re.IGNORECASE)
+# How customers type order numbers: AC-12345, ac-12345, "AC 12345" or AC12345.
+ANY_ORDER_ID = re.compile(r"\bac[- ]?(\d{5})\b", re.IGNORECASE)
 
 
 def read_source(path: Path) -> list[dict]:
@@ -55,7 +56,7 @@ def label_problems(record: dict) -> list[str]:
     if record["sentiment"] not in SENTIMENTS:
         problems.append(f"unknown sentiment {record['sentiment']!r}")
     order_id, text = record["order_id"], record["text"]
-    found = {match.upper() for match in ANY_ORDER_ID.findall(text)}
+    found = {f"AC-{digits}" for digits in ANY_ORDER_ID.findall(text)}
     if order_id is None and found:
         problems.append(f"order_id is null but the text mentions {sorted(found)}")
     if order_id is not None:
@@ -66,12 +67,37 @@ def label_problems(record: dict) -> list[str]:
     return problems
 
 
+HYPHENATED_ORDER_ID = re.compile(r"\b(ac)-(\d{5})\b", re.IGNORECASE)
+OTHER_SPELLINGS = ("{ac} {digits}", "{ac}{digits}", "{ac} {digits}", "{ac_lower}{digits}")
+
+
+def vary_order_id_spelling(records: list[dict], share: float = 0.2) -> list[dict]:
+    """Respell a fixed share of the hyphenated order numbers as `AC 12345` or `AC12345`.
+
+    The writers almost always typed the hyphen; real customers often do not, and a
+    model that never saw the other spellings copies them into `order_id` as typed.
+    The label stays canonical (`AC-12345`), which is what the model must learn.
+    """
+    chooser = random.Random(f"{SEED}-spelling")
+    varied = []
+    for record in sorted(records, key=lambda r: r["text"]):
+        matches = HYPHENATED_ORDER_ID.findall(record["text"])
+        if len(matches) == 1 and chooser.random() < share:
+            ac, digits = matches[0]
+            form = chooser.choice(OTHER_SPELLINGS)
+            spelled = form.format(ac=ac, ac_lower=ac.lower(), digits=digits)
+            record = {**record, "text": HYPHENATED_ORDER_ID.sub(spelled, record["text"])}
+        varied.append(record)
+    return varied
+
+
 def build() -> dict[str, str]:
     """The text of each split file."""
     splits = {
         name: [r for f in files for r in read_source(HERE / "source" / f)]
         for name, files in SOURCES.items()
     }
+    splits["train"] = vary_order_id_spelling(splits["train"])
     seen: dict[str, str] = {}
     for name, records in splits.items():
         for record in records:
