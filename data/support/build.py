@@ -26,6 +26,7 @@ SOURCES = {
     "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
+    "probe": ["probe.jsonl"],  # outside messages, in no split: see the datasheet
 }
 SEED = 20261125
 # How customers type order numbers: AC-12345, ac-12345, "AC 12345" or AC12345.
