@@ -45,7 +45,6 @@ def test_every_example_uses_the_exact_system_prompt_and_answer_shape():
 
 
 def test_training_messages_spell_order_numbers_several_ways_with_canonical_labels():
-
     spellings = Counter()
     for example in load_examples(support_split("train")):
         order_id = gold_answer(example)["order_id"]
