@@ -28,12 +28,12 @@ lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/00_setup.ipynb
 
 test: setup
-	$(BIN)/ruff check ftlab tests bench data
+	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(wildcard notebooks solutions)
 
 lint: setup
-	$(BIN)/ruff check ftlab tests bench data
+	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
 	$(BIN)/ruff format --check ftlab tests bench data
 
 bench: setup

@@ -103,6 +103,14 @@ def run_trl(data: str, test: str, epochs: int, out: str) -> dict:
     }
 
 
+def shown(path: str) -> str:
+    """`path` relative to the working folder when inside it (shorter, same on every machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _child(name: str, arguments: tuple, queue) -> None:
     queue.put({"ftlab": run_ftlab, "trl": run_trl}[name](*arguments))
 
@@ -146,11 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 name, data, test, args.epochs, str(Path(scratch) / name)
             )
             results[name]["tokens_per_s"] = tokens / results[name]["seconds"]
-    print(
-        f"\n{tokens} training tokens ({args.epochs} epochs of {data}); test: {args.test}"
-        + (f" (first {args.test_limit})" if args.test_limit else "")
-        + "\n"
-    )
+    trained = shown(args.data) + (f", first {args.train_limit}" if args.train_limit else "")
+    tested = shown(args.test) + (f", first {args.test_limit}" if args.test_limit else "")
+    print(f"\n{tokens} training tokens ({args.epochs} epochs of {trained}); test: {tested}\n")
     print(f"{'':<8}{'wall s':>9}{'tokens/s':>10}{'peak MiB':>10}{'exact':>8}{'json':>7}")
     for name, r in results.items():
         print(

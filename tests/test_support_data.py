@@ -57,3 +57,25 @@ def test_training_messages_spell_order_numbers_several_ways_with_canonical_label
         spellings[match.group(2)] += 1
     # Mostly hyphenated, but the model also sees "AC 12345" and "AC12345".
     assert spellings["-"] > spellings[" "] >= 20 and spellings[""] >= 10
+
+
+def test_near_copies_of_held_out_messages_are_caught(repo):
+    sys.path.insert(0, str(repo / "data/support"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
+
+    def record(text: str) -> dict:
+        return {"text": text, "intent": "other", "order_id": None, "sentiment": "neutral"}
+
+    held_out = [
+        record("Are you hiring for the warehouse in Reno? I have 4 years forklift experience.")
+    ]
+    train = [
+        record("Are you hiring for the warehouse in Reno? I have 5 years of forklift experience."),
+        record("Do you have any jobs at the Denver store?"),
+    ]
+    copies = build.near_copies(train, held_out)
+    assert [(a, b) for a, b, _ in copies] == [(train[0]["text"], held_out[0]["text"])]
+    assert copies[0][2] >= build.NEAR_COPY

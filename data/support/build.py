@@ -12,6 +12,7 @@ It is deterministic: the same sources always give byte-identical files.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import random
 import re
@@ -23,7 +24,7 @@ from ftlab.validation import normalise
 
 HERE = Path(__file__).resolve().parent
 SOURCES = {
-    "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl"],
+    "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl", "train_e.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
     "probe": ["probe.jsonl"],  # outside messages, in no split: see the datasheet
@@ -93,6 +94,29 @@ def vary_order_id_spelling(records: list[dict], share: float = 0.2) -> list[dict
     return varied
 
 
+# Training messages this similar to a held-out one (difflib ratio, case and spacing ignored)
+# count as copies: writers working apart still converge on sentences like "Happy holidays to
+# the whole Acme team" or "Are you hiring for the warehouse in Reno?".
+NEAR_COPY = 0.8
+
+
+def near_copies(train: list[dict], held_out: list[dict]) -> list[tuple[str, str, float]]:
+    """(training text, held-out text, similarity) for every pair at least NEAR_COPY alike."""
+    found = []
+    others = [(normalise(r["text"]), r["text"]) for r in held_out]
+    for record in train:
+        matcher = difflib.SequenceMatcher(None, b=normalise(record["text"]), autojunk=False)
+        for key, text in others:
+            matcher.set_seq1(key)
+            if (
+                matcher.real_quick_ratio() >= NEAR_COPY
+                and matcher.quick_ratio() >= NEAR_COPY
+                and matcher.ratio() >= NEAR_COPY
+            ):
+                found.append((record["text"], text, matcher.ratio()))
+    return found
+
+
 def build() -> dict[str, str]:
     """The text of each split file."""
     splits = {
@@ -107,6 +131,14 @@ def build() -> dict[str, str]:
             if key in seen:
                 raise SystemExit(f"message repeated in {seen[key]} and {name}: {record['text']!r}")
             seen[key] = name
+    held_out = [r for name in ("valid", "test", "probe") for r in splits[name]]
+    copies = near_copies(splits["train"], held_out)
+    if copies:
+        listing = "\n".join(f"  {score:.2f}  {a!r}\n        {b!r}" for a, b, score in copies)
+        raise SystemExit(
+            f"{len(copies)} training messages are near copies of held-out ones "
+            f"(similarity >= {NEAR_COPY}); reword or drop them:\n{listing}"
+        )
     texts = {}
     for name, records in splits.items():
         ordered = sorted(records, key=lambda r: r["text"])
