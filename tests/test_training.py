@@ -13,7 +13,7 @@ from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
 from ftlab.training.loop import learning_rate, lora_model
-from ftlab.training.loss import batch_loss
+from ftlab.training.loss import backward_in_parts, batch_loss
 
 MESSAGES = [
     ("where is my order AC-10001?", "order_status", "AC-10001", "neutral"),
@@ -127,6 +127,40 @@ def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
     assert float(fast.loss) == pytest.approx(float(library), rel=2e-2)  # bf16 autocast
 
 
+def test_micro_batches_give_the_whole_batch_gradient(tokenizer):
+    model, _ = load_model()
+    model = lora_model(model, TrainConfig(data="x", out="y"))
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # non-zero, so every adapter weight gets a gradient
+            parameter.data.normal_(0, 0.02)
+    # Five rows in parts of 2, 2 and 1: the parts hold different numbers of learned tokens,
+    # so averaging the parts' mean losses without weights would give other gradients.
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:5]]
+    assert len({r.trained_tokens for r in rows}) > 1
+
+    def gradients(micro_batch_size):
+        model.zero_grad(set_to_none=True)
+        loss, tokens, _ = backward_in_parts(
+            model.get_base_model(),
+            rows,
+            tokenizer.pad_token_id,
+            torch.device("cpu"),
+            micro_batch_size,
+            mixed_precision=False,
+        )
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return loss, tokens, grads
+
+    whole_loss, whole_tokens, whole = gradients(None)
+    part_loss, part_tokens, parts = gradients(2)
+    assert part_tokens == whole_tokens == sum(r.trained_tokens for r in rows)
+    assert part_loss == pytest.approx(whole_loss, rel=1e-4)
+    for name, grad in whole.items():
+        assert float(grad.norm()) > 0, name
+        assert float((parts[name] - grad).norm()) <= 1e-3 * float(grad.norm()), name
+
+
 def test_invalid_data_is_refused_with_the_report(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user"}]}\nnot json\n')
@@ -146,6 +180,11 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
         tiny("d.jsonl", tmp_path, rank=0)
     with pytest.raises(ValueError, match="Unknown training settings"):
         TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1})
+    with pytest.raises(ValueError, match="micro_batch_size must be at least 1"):
+        tiny("d.jsonl", tmp_path, micro_batch_size=0)
+    # How a step is split in memory may change on resume; what it computes may not.
+    assert tiny("d.jsonl", tmp_path, max_steps=3, micro_batch_size=2).differences(config) == []
+    assert tiny("d.jsonl", tmp_path, max_steps=3, lr=1e-3).differences(config) != []
 
 
 @pytest.mark.slow

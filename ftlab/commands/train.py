@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s"
     )
+    parser.add_argument(
+        "--micro-batch-size",
+        type=int,
+        help="rows per forward pass, to save memory; the update is the same (default: the batch)",
+    )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             rank=args.rank,
             alpha=args.alpha,
             batch_size=args.batch_size,
+            micro_batch_size=args.micro_batch_size,
             max_steps=args.max_steps,
             seed=args.seed,
             resume=args.resume,

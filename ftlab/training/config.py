@@ -10,7 +10,8 @@ from typing import Any
 from ftlab.models import DEFAULT_MODEL
 
 # Settings a resumed run may change; any other difference would mix two runs in one folder.
-RESUMABLE_CHANGES = frozenset({"resume"})
+# (micro_batch_size only changes how much memory a step takes, not the update.)
+RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size"})
 
 
 @dataclass
@@ -31,6 +32,9 @@ class TrainConfig:
     rank: int = 16
     alpha: float = 32.0
     batch_size: int = 16
+    # Rows per forward pass (None: the whole batch). Smaller needs less memory and gives
+    # the same update (gradients are accumulated), a little more slowly.
+    micro_batch_size: int | None = None
     max_steps: int | None = None
     seed: int = 0
     resume: bool = False
@@ -56,6 +60,11 @@ class TrainConfig:
             problems.append(f"alpha must be positive, got {self.alpha}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            problems.append(
+                f"micro_batch_size must be at least 1 (or None for the whole batch), "
+                f"got {self.micro_batch_size}"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be at least 1 (or None for all), got {self.max_steps}")
         if not 0 <= self.dropout < 1:

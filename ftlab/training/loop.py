@@ -25,14 +25,13 @@ from ftlab.training.checkpoints import (
 from ftlab.training.config import TrainConfig
 from ftlab.training.data import (
     TokenizedExample,
-    collate,
     epoch_batches,
     iter_batches,
     steps_per_epoch,
     tokenize_examples,
 )
 from ftlab.training.events import TrainEvent, TrainResult
-from ftlab.training.loss import batch_loss
+from ftlab.training.loss import backward_in_parts, batch_loss
 from ftlab.training.plots import read_metrics, save_loss_plot
 from ftlab.validation import InvalidDataError, validate_file
 
@@ -261,18 +260,18 @@ def train(
             lr = learning_rate(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = collate([rows[i] for i in indices], pad_id).to(device)
-            parts = batch_loss(model.get_base_model(), batch)
-            parts.loss.backward()
+            batch_rows = [rows[i] for i in indices]
+            last_train, learned, correct = backward_in_parts(
+                model.get_base_model(), batch_rows, pad_id, device, config.micro_batch_size
+            )
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], max_norm=1.0
             )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            trained_tokens += batch.tokens
-            last_train = parts.loss.item()
-            accuracy = parts.correct / parts.tokens
+            trained_tokens += sum(len(row) for row in batch_rows)
+            accuracy = correct / learned
             if step % config.log_every == 0 or step == total_steps:
                 done = event(
                     "step",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ftlab.models import autocast
-from ftlab.training.data import IGNORE, Batch
+from ftlab.training.data import IGNORE, Batch, TokenizedExample, collate
 
 
 @dataclass
@@ -52,3 +52,29 @@ def batch_loss(causal_lm, batch: Batch, mixed_precision: bool = True) -> LossPar
     loss = F.cross_entropy(logits, targets)
     correct = int((logits.detach().argmax(-1) == targets).sum())
     return LossParts(loss, int(targets.numel()), correct)
+
+
+def backward_in_parts(
+    causal_lm,
+    rows: list[TokenizedExample],
+    pad_id: int,
+    device: torch.device,
+    micro_batch_size: int | None = None,
+    mixed_precision: bool = True,
+) -> tuple[float, int, int]:
+    """Back-propagate the batch's mean loss, `micro_batch_size` rows at a time.
+
+    Each part's loss is weighted by its share of the batch's learned tokens, so
+    the accumulated gradients equal those of the whole batch at once; only the
+    peak memory changes. Returns (mean loss, learned tokens, tokens predicted right).
+    """
+    size = micro_batch_size or len(rows)
+    total = sum(row.trained_tokens for row in rows)
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(rows), size):
+        part = collate(rows[start : start + size], pad_id).to(device)
+        parts = batch_loss(causal_lm, part, mixed_precision)
+        (parts.loss * (parts.tokens / total)).backward()
+        loss_sum += parts.loss.item() * parts.tokens
+        correct += parts.correct
+    return loss_sum / total, total, correct
