@@ -92,12 +92,9 @@ class Batch:
     prefix: torch.Tensor  # (P,) shared by all rows, none of them labelled
     input_ids: torch.Tensor  # (B, T) the rest of each row, right-padded
     labels: torch.Tensor  # (B, T) -100 on padding and unlearned tokens
-    tokens: int  # real tokens in the batch, the prefix counted once per row
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.prefix.to(device), self.input_ids.to(device), self.labels.to(device), self.tokens
-        )
+        return Batch(self.prefix.to(device), self.input_ids.to(device), self.labels.to(device))
 
 
 def shared_prefix_length(rows: Sequence[TokenizedExample], minimum: int = 8) -> int:
@@ -128,7 +125,7 @@ def collate(rows: Sequence[TokenizedExample], pad_id: int, share_prefix: bool = 
         ids[i, :rest] = torch.tensor(row.input_ids[prefix_len:])
         labels[i, :rest] = torch.tensor(row.labels[prefix_len:])
     prefix = torch.tensor(rows[0].input_ids[:prefix_len], dtype=torch.long)
-    return Batch(prefix, ids, labels, sum(len(r) for r in rows))
+    return Batch(prefix, ids, labels)
 
 
 def epoch_batches(
