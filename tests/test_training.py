@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL, load_model, load_tokenizer
+from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL, compute_dtype, load_model, load_tokenizer
 from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
-from ftlab.training.loop import learning_rate, lora_model
+from ftlab.training.loop import learning_rate, lora_model, store_frozen_weights_for_autocast
 from ftlab.training.loss import backward_in_parts, batch_loss
 
 MESSAGES = [
@@ -125,6 +125,40 @@ def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
     assert float(ours_shared.loss) == pytest.approx(float(ours_plain.loss), rel=1e-4)
     assert float(ours_plain.loss) == pytest.approx(float(library), rel=1e-4)
     assert float(fast.loss) == pytest.approx(float(library), rel=2e-2)  # bf16 autocast
+
+
+@pytest.mark.skipif(
+    compute_dtype(torch.device("cpu")) == torch.float32,
+    reason="this CPU has no fast bf16, so training keeps the weights in float32",
+)
+def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
+    model, _ = load_model()
+    model = lora_model(model, TrainConfig(data="x", out="y"))
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.02)
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:4]]
+    batch = collate(rows, tokenizer.pad_token_id)
+
+    def loss_and_gradient():
+        model.zero_grad(set_to_none=True)
+        loss = batch_loss(model.get_base_model(), batch).loss
+        loss.backward()
+        return float(loss), model.base_model.model.model.layers[0].self_attn.q_proj.lora_A[
+            "default"
+        ].weight.grad.clone()
+
+    before_loss, before_grad = loss_and_gradient()
+    store_frozen_weights_for_autocast(model)
+    after_loss, after_grad = loss_and_gradient()
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.ndim == 2}
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert torch.bfloat16 in frozen  # the base linear weights were converted...
+    assert trained == {torch.float32}  # ...and the adapters were not
+    assert after_loss == pytest.approx(before_loss, rel=1e-3)
+    cosine = torch.nn.functional.cosine_similarity(before_grad.flatten(), after_grad.flatten(), 0)
+    assert float(cosine) > 0.999
 
 
 def test_micro_batches_give_the_whole_batch_gradient(tokenizer):
