@@ -46,20 +46,31 @@ def matrix_speed(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> flo
     return 2 * size**3 / best / 1e9
 
 
-def frozen_matrix_parameters(model) -> int:
-    """Weights of the decoder's matrix products (embeddings excluded): FLOPs per token / 2."""
-    return sum(p.numel() for n, p in model.named_parameters() if ".layers." in n and p.ndim == 2)
+def flops_per_token(model) -> tuple[int, int]:
+    """FLOPs per computed token (decoder layers) and per learned token (output layer).
+
+    Forward costs 2 FLOPs per weight; backward 2 more for the input gradients
+    (the frozen weights get no gradient). Logits are computed only where labels are.
+    """
+    layers = sum(p.numel() for n, p in model.named_parameters() if ".layers." in n and p.ndim == 2)
+    return 4 * layers, 4 * model.get_output_embeddings().weight.numel()
 
 
-def run_tokens(rows, batch_size: int, epochs: int, seed: int) -> int:
-    """Tokens a run computes: the shared prefix once per batch, each row padded to its batch."""
+def batch_tokens(rows) -> tuple[int, int]:
+    """(computed, learned) tokens of one batch: shared prefix once, rows padded to the longest."""
+    batch = collate(rows, pad_id=0)
+    return batch.prefix.numel() + batch.input_ids.numel(), sum(r.trained_tokens for r in rows)
+
+
+def run_tokens(rows, config: TrainConfig) -> tuple[int, int]:
+    """(computed, learned) tokens of a whole run with `config`'s batches and epochs."""
     lengths = [len(r) for r in rows]
-    total = 0
-    for epoch in range(1, epochs + 1):
-        for indices in epoch_batches(lengths, batch_size, seed, epoch):
-            batch = collate([rows[i] for i in indices], pad_id=0)
-            total += batch.prefix.numel() + batch.input_ids.numel()
-    return total
+    computed = learned = 0
+    for epoch in range(1, config.epochs + 1):
+        for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
+            batch = batch_tokens([rows[i] for i in indices])
+            computed, learned = computed + batch[0], learned + batch[1]
+    return computed, learned
 
 
 def trainer(config: TrainConfig, bf16_frozen: bool):
@@ -126,18 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = tokenize_examples(tokenizer, check_data(args.data))
     order = epoch_batches([len(r) for r in rows], config.batch_size, config.seed, 1)
     batches = [[rows[i] for i in indices] for indices in order[: args.steps + 2]]
-    step_tokens = sum(
-        collate(b, 0).prefix.numel() + collate(b, 0).input_ids.numel() for b in batches[2:]
-    ) / len(batches[2:])
+    per_token, per_learned = flops_per_token(load_model(config.model)[0])
+    timed = [batch_tokens(b) for b in batches[2:]]
+    step_tokens = sum(t[0] for t in timed) / len(timed)
+    step_gflop = sum(t[0] * per_token + t[1] * per_learned for t in timed) / len(timed) / 1e9
 
     peak = matrix_speed(dtype)
-    print(f"threads {torch.get_num_threads()}; matrix products in {dtype}")
+    name = str(dtype).removeprefix("torch.")
+    print(f"threads {torch.get_num_threads()}; matrix products in {name}")
     print(f"ceiling: one 2048 x 2048 product runs at {peak:.0f} GFLOP/s\n")
 
     fp32_step, fast_step = compare_steps(config, batches)
     print(f"{args.steps} steps of {config.batch_size} examples ({step_tokens:.0f} tokens a step):")
-    print(f"  frozen weights in float32 (autocast casts them): {fp32_step:.2f} s/step")
-    print(f"  frozen weights stored in {dtype} (ftlab train):   {fast_step:.2f} s/step")
+    print(f"  {'frozen weights in float32 (autocast casts them)':<52} {fp32_step:.2f} s/step")
+    print(f"  {f'frozen weights stored in {name} (ftlab train)':<52} {fast_step:.2f} s/step")
     print(f"  ratio {fp32_step / fast_step:.2f}x\n")
 
     step = trainer(config, bf16_frozen=True)
@@ -148,21 +161,19 @@ def main(argv: list[str] | None = None) -> int:
             step(batch)
     shares = time_shares(recorder)
     total = sum(shares.values())
-    # forward 2 FLOPs per weight; backward 2 more for the input gradients (no weight gradients)
-    flops_per_token = 4 * frozen_matrix_parameters(load_model(config.model)[0])
-    matrix_seconds = shares["matrix products"]
-    reached = flops_per_token * step_tokens * args.steps / matrix_seconds / 1e9
+    reached = step_gflop * len(timed) / shares["matrix products"]
     print("where ftlab's step time goes (profiled, self CPU time):")
-    for name, seconds in shares.items():
-        print(f"  {name:<24} {100 * seconds / total:5.1f} %")
+    for part, seconds in shares.items():
+        print(f"  {part:<24} {100 * seconds / total:5.1f} %")
     print(f"  the matrix products reach about {reached:.0f} GFLOP/s ({100 * reached / peak:.0f} %)")
 
-    tokens = run_tokens(rows, config.batch_size, config.epochs, config.seed)
-    floor = tokens * flops_per_token / peak / 1e9
+    computed, learned = run_tokens(rows, config)
+    floor = (computed * per_token + learned * per_learned) / peak / 1e9
     print(
-        f"\ndefault run ({config.epochs} epochs): {tokens} tokens x {flops_per_token / 1e6:.0f} M"
-        f" FLOPs each.\n  At the ceiling with no other work: {floor:.0f} s;"
-        f" at the measured step speed: {tokens / step_tokens * fast_step:.0f} s of steps."
+        f"\ndefault run ({config.epochs} epochs): {computed} tokens x {per_token / 1e6:.0f} M FLOPs"
+        f" + {learned} learned tokens x {per_learned / 1e6:.0f} M in the output layer."
+        f"\n  At the ceiling with no other work: {floor:.0f} s;"
+        f" at the measured step speed: {computed / step_tokens * fast_step:.0f} s of steps."
     )
     return 0
 
