@@ -145,7 +145,7 @@ def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
         model.zero_grad(set_to_none=True)
         loss = batch_loss(model.get_base_model(), batch).loss
         loss.backward()
-        return float(loss), model.base_model.model.model.layers[0].self_attn.q_proj.lora_A[
+        return loss.item(), model.base_model.model.model.layers[0].self_attn.q_proj.lora_A[
             "default"
         ].weight.grad.clone()
 
