@@ -328,3 +328,20 @@ def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):
     copy.write_bytes(copy.read_bytes() + copy.read_bytes().splitlines(keepends=True)[0])
     with pytest.raises(StaleRunError, match="contents of data file changed"):
         train(config)
+
+
+def test_resume_follows_a_moved_course_folder_but_not_a_new_validation_file(data, tmp_path):
+    from ftlab.training import StaleRunError
+    from ftlab.training.loop import _resume_point, _write_config, data_fingerprints
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    (old / "train.jsonl").write_bytes(Path(data).read_bytes())
+    config = tiny(old / "train.jsonl", old / "run", resume=True)
+    (old / "run").mkdir()
+    _write_config(config, old / "run" / "config.json", data_fingerprints(config))
+    old.rename(new)  # the learner moved the course: every recorded path is now wrong
+    moved = tiny(new / "train.jsonl", new / "run", resume=True)
+    assert _resume_point(moved, new / "run") is None  # accepted; no checkpoint saved yet
+    with pytest.raises(StaleRunError, match="a valid file was added"):
+        _resume_point(tiny(new / "train.jsonl", new / "run", resume=True, valid=data), new / "run")

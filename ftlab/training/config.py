@@ -10,8 +10,10 @@ from typing import Any
 from ftlab.models import DEFAULT_MODEL
 
 # Settings a resumed run may change; any other difference would mix two runs in one folder.
-# (micro_batch_size only changes how much memory a step takes, not the update.)
-RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size"})
+# micro_batch_size only changes how much memory a step takes, not the update. The data and
+# output paths may change when the course folder is moved or renamed: the loop compares the
+# data files by content (SHA-256) instead, so an edited file is still refused.
+RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size", "data", "valid", "out"})
 
 
 @dataclass

@@ -150,6 +150,14 @@ def data_fingerprints(config: TrainConfig) -> dict[str, str | None]:
     return {"data_sha256": digest(config.data), "valid_sha256": digest(config.valid)}
 
 
+def _file_change(role: str, before: str | None, now: str | None) -> str:
+    if before is None:
+        return f"a {role} file was added"
+    if now is None:
+        return f"the {role} file was left out"
+    return f"the contents of {role} file changed"
+
+
 def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
     if not config.resume:
         return None
@@ -160,7 +168,7 @@ def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
         recorded = json.loads(config_path.read_text()).get("resolved", {})
         for key, value in data_fingerprints(config).items():
             if key in recorded and recorded[key] != value:
-                changed.append(f"the contents of {key.removesuffix('_sha256')} file changed")
+                changed.append(_file_change(key.removesuffix("_sha256"), recorded[key], value))
         if changed:
             reasons = "; ".join(changed)
             raise StaleRunError(
