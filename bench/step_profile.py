@@ -23,11 +23,17 @@ import time
 
 import torch
 
-from ftlab.models import compute_dtype, load_model, load_tokenizer, sensible_threads
+from ftlab.models import (
+    compute_dtype,
+    load_model,
+    load_tokenizer,
+    sensible_threads,
+    store_weights_for_autocast,
+)
 from ftlab.paths import support_split
 from ftlab.training import TrainConfig
 from ftlab.training.data import collate, epoch_batches, tokenize_examples
-from ftlab.training.loop import check_data, lora_model, store_frozen_weights_for_autocast
+from ftlab.training.loop import check_data, lora_model
 from ftlab.training.loss import backward_in_parts
 
 MATRIX_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::matmul"}
@@ -79,7 +85,7 @@ def trainer(config: TrainConfig, bf16_frozen: bool):
     base.set_attn_implementation("eager")  # as `train` does on a CPU
     model = lora_model(base, config)
     if bf16_frozen:
-        store_frozen_weights_for_autocast(model)
+        store_weights_for_autocast(model)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
 

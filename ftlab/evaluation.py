@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ftlab.generation import generate_batch
-from ftlab.models import load_model, sensible_threads
+from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import support_split
 from ftlab.prompting import PolicyRetriever, add_passages, few_shot_messages, pick_shots
 from ftlab.support import (
@@ -123,7 +123,11 @@ def evaluate(
     examples = _examples(data)[:limit] if limit is not None else _examples(data)
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
-    loaded, tokenizer = model if isinstance(model, tuple) else load_model(model)
+    if isinstance(model, tuple):
+        loaded, tokenizer = model
+    else:  # loaded here, so it is ours to store in the fast dtype
+        loaded, tokenizer = load_model(model)
+        prepare_for_inference(loaded)
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
     shots = pick_shots(_examples(train_data or support_split("train")), few_shot)

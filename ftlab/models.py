@@ -258,6 +258,37 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def store_weights_for_autocast(model) -> None:
+    """Store the frozen matrix weights in the autocast dtype once (bf16 on a capable CPU).
+
+    Under autocast every matrix product otherwise casts its float32 weight to
+    bf16 on each call: in training, every step; in generation, every new token.
+    The products are the same (they ran in bf16 anyway), so answers do not change;
+    the output layer stays float32 because it shares its weights with the input
+    embeddings. Trainable weights (LoRA adapters) stay float32, and PEFT's casting
+    of their inputs to float32 is switched off so that autocast handles them.
+    Nothing changes on GPUs (models load in their fast dtype) or float32-only CPUs.
+    """
+    device = next(model.parameters()).device
+    dtype = compute_dtype(device)
+    if device.type != "cpu" or dtype == torch.float32:
+        return
+    output_layer = model.get_output_embeddings()
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):  # a PEFT adapter layer
+            module.cast_input_dtype_enabled = False
+        frozen = isinstance(module, torch.nn.Linear) and not module.weight.requires_grad
+        if frozen and module is not output_layer:
+            module.to(dtype)
+
+
+def prepare_for_inference(model):
+    """Freeze a loaded model (no gradients) and store its weights for fast generation."""
+    model.requires_grad_(False)
+    store_weights_for_autocast(model)
+    return model
+
+
 def load_tokenizer(name: str | Path | None = None):
     """The tokenizer (and chat template) of a base model or adapter folder, left-padded."""
     from transformers import AutoTokenizer
@@ -303,8 +334,9 @@ def load_model(
     `name` is a base model (see `resolve_model`) or a LoRA adapter folder; an
     adapter is applied to the base model it was trained from and merged into
     it, so inference runs at the base model's speed.
-    Weights stay in float32 on the CPU (training needs them; autocast gives the
-    bf16 speed-up); on CUDA they are loaded in bf16/fp16.
+    Weights load in float32 on the CPU and in bf16/fp16 on CUDA; training and
+    evaluation then store the frozen ones in bf16 where the CPU has it
+    (`store_weights_for_autocast`, `prepare_for_inference`).
     """
     if is_adapter_dir(name):
         return _load_merged_adapter(Path(name).expanduser(), device, dtype)

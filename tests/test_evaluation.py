@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import run_ftlab
 
 from ftlab.evaluation import evaluate
-from ftlab.models import load_model
+from ftlab.generation import generate_batch
+from ftlab.models import compute_dtype, load_model, prepare_for_inference
 from ftlab.support import METRIC_NAMES, make_example
 
 EXAMPLES = [
@@ -48,6 +50,22 @@ def test_evaluate_scores_every_example_and_writes_predictions(base, tmp_path):
     assert result.scores.exact == exact
     assert list(result.to_frame().columns)[:3] == ["user", "gold", "answer"]
     assert "<table>" in result._repr_html_() and "exact" in result._repr_html_()
+
+
+@pytest.mark.skipif(
+    compute_dtype(torch.device("cpu")) == torch.float32,
+    reason="this CPU has no fast bf16, so models keep their float32 weights",
+)
+def test_inference_models_store_bf16_weights_and_give_the_same_answers():
+    from ftlab.evaluation import build_prompts
+
+    prompts = build_prompts(EXAMPLES, [], None, 0)
+    model, tokenizer = load_model()
+    before = generate_batch(model, tokenizer, prompts, max_new_tokens=24)
+    prepare_for_inference(model)
+    assert model.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert model.get_output_embeddings().weight.dtype == torch.float32  # tied to the embeddings
+    assert generate_batch(model, tokenizer, prompts, max_new_tokens=24) == before
 
 
 @pytest.mark.slow

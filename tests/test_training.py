@@ -8,11 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL, compute_dtype, load_model, load_tokenizer
+from ftlab.models import (
+    ADAPTER_SIDECAR,
+    DEFAULT_MODEL,
+    compute_dtype,
+    load_model,
+    load_tokenizer,
+    store_weights_for_autocast,
+)
 from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
-from ftlab.training.loop import learning_rate, lora_model, store_frozen_weights_for_autocast
+from ftlab.training.loop import learning_rate, lora_model
 from ftlab.training.loss import backward_in_parts, batch_loss
 
 MESSAGES = [
@@ -150,7 +157,7 @@ def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
         ].weight.grad.clone()
 
     before_loss, before_grad = loss_and_gradient()
-    store_frozen_weights_for_autocast(model)
+    store_weights_for_autocast(model)
     after_loss, after_grad = loss_and_gradient()
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad and p.ndim == 2}
     trained = {p.dtype for p in model.parameters() if p.requires_grad}

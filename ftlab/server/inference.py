@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlab.models import DEFAULT_MODEL, load_model
+from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling, Usage, decode
 from ftlab.server.errors import APIError, invalid_value, model_not_found
 from ftlab.server.store import Store, new_id
@@ -106,6 +106,7 @@ class ModelCache:
             self._models.move_to_end(source)
             return self._models[source]
         loaded = load_model(source)
+        prepare_for_inference(loaded[0])
         self._models[source] = loaded
         while len(self._models) > self.size:
             self._models.popitem(last=False)
