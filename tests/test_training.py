@@ -333,7 +333,7 @@ def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):
     (tmp_path / "run").mkdir()
     _write_config(config, tmp_path / "run" / "config.json", data_fingerprints(config))
     copy.write_bytes(copy.read_bytes() + copy.read_bytes().splitlines(keepends=True)[0])
-    with pytest.raises(StaleRunError, match="contents of data file changed"):
+    with pytest.raises(StaleRunError, match="contents of the training data file changed"):
         train(config)
 
 
@@ -350,5 +350,5 @@ def test_resume_follows_a_moved_course_folder_but_not_a_new_validation_file(data
     old.rename(new)  # the learner moved the course: every recorded path is now wrong
     moved = tiny(new / "train.jsonl", new / "run", resume=True)
     assert _resume_point(moved, new / "run") is None  # accepted; no checkpoint saved yet
-    with pytest.raises(StaleRunError, match="a valid file was added"):
+    with pytest.raises(StaleRunError, match="a validation file was added"):
         _resume_point(tiny(new / "train.jsonl", new / "run", resume=True, valid=data), new / "run")

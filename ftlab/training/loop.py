@@ -133,12 +133,13 @@ def data_fingerprints(config: TrainConfig) -> dict[str, str | None]:
     return {"data_sha256": digest(config.data), "valid_sha256": digest(config.valid)}
 
 
-def _file_change(role: str, before: str | None, now: str | None) -> str:
+def _file_change(key: str, before: str | None, now: str | None) -> str:
+    role = {"data_sha256": "training data", "valid_sha256": "validation"}[key]
     if before is None:
         return f"a {role} file was added"
     if now is None:
         return f"the {role} file was left out"
-    return f"the contents of {role} file changed"
+    return f"the contents of the {role} file changed"
 
 
 def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
@@ -151,7 +152,7 @@ def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
         recorded = json.loads(config_path.read_text()).get("resolved", {})
         for key, value in data_fingerprints(config).items():
             if key in recorded and recorded[key] != value:
-                changed.append(_file_change(key.removesuffix("_sha256"), recorded[key], value))
+                changed.append(_file_change(key, recorded[key], value))
         if changed:
             reasons = "; ".join(changed)
             raise StaleRunError(
