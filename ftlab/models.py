@@ -267,11 +267,14 @@ def store_weights_for_autocast(model) -> None:
     the output layer stays float32 because it shares its weights with the input
     embeddings. Trainable weights (LoRA adapters) stay float32, and PEFT's casting
     of their inputs to float32 is switched off so that autocast handles them.
-    Nothing changes on GPUs (models load in their fast dtype) or float32-only CPUs.
+    The same on CUDA: storing the whole model in bf16 instead (the usual GPU
+    shortcut) also rounds the residual stream and the norms; on an H100 the
+    default run then scored test exact 0.906, against 0.979 this way.
+    Nothing changes on MPS or float32-only CPUs.
     """
     device = next(model.parameters()).device
     dtype = compute_dtype(device)
-    if device.type != "cpu" or dtype == torch.float32:
+    if device.type == "mps" or dtype == torch.float32:
         return
     output_layer = model.get_output_embeddings()
     for module in model.modules():
@@ -334,8 +337,8 @@ def load_model(
     `name` is a base model (see `resolve_model`) or a LoRA adapter folder; an
     adapter is applied to the base model it was trained from and merged into
     it, so inference runs at the base model's speed.
-    Weights load in float32 on the CPU and in bf16/fp16 on CUDA; training and
-    evaluation then store the frozen ones in bf16 where the CPU has it
+    Weights load in float32 on every device; training and evaluation then store
+    the frozen matrix weights in bf16 where the device multiplies bf16 fast
     (`store_weights_for_autocast`, `prepare_for_inference`).
     """
     if is_adapter_dir(name):
@@ -346,8 +349,6 @@ def load_model(
     hf_logging.disable_progress_bar()  # a 272-line bar for a 0.2 s load is noise
     resolved = resolve_model(name)
     device = torch.device(device) if device is not None else pick_device()
-    if device.type == "cuda" and dtype == torch.float32:
-        dtype = compute_dtype(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype)
     except OSError as error:

@@ -60,7 +60,7 @@ def test_inference_models_store_bf16_weights_and_give_the_same_answers():
     from ftlab.evaluation import build_prompts
 
     prompts = build_prompts(EXAMPLES, [], None, 0)
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(device="cpu")
     before = generate_batch(model, tokenizer, prompts, max_new_tokens=24)
     prepare_for_inference(model)
     assert model.model.layers[0].mlp.down_proj.weight.dtype == torch.bfloat16

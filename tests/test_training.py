@@ -113,7 +113,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
-    model, _ = load_model()
+    model, _ = load_model(device="cpu")  # these tests compare CPU numerics
     model = lora_model(model, TrainConfig(data="x", out="y"))
     torch.manual_seed(1)
     for name, parameter in model.named_parameters():
@@ -139,7 +139,7 @@ def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
     reason="this CPU has no fast bf16, so training keeps the weights in float32",
 )
 def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
-    model, _ = load_model()
+    model, _ = load_model(device="cpu")  # these tests compare CPU numerics
     model = lora_model(model, TrainConfig(data="x", out="y"))
     torch.manual_seed(1)
     for name, parameter in model.named_parameters():
@@ -169,7 +169,7 @@ def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
 
 
 def test_micro_batches_give_the_whole_batch_gradient(tokenizer):
-    model, _ = load_model()
+    model, _ = load_model(device="cpu")  # these tests compare CPU numerics
     model = lora_model(model, TrainConfig(data="x", out="y"))
     torch.manual_seed(1)
     for name, parameter in model.named_parameters():
@@ -257,7 +257,7 @@ def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(data, tmp_p
     batch = tokenizer(
         [tokenizer.apply_chat_template(make_example(*MESSAGES[0])["messages"], tokenize=False)],
         return_tensors="pt",
-    )
+    ).to(merged.device)
     with torch.no_grad():
         expected = unmerged(**batch).logits
         got = merged(**batch).logits
