@@ -23,17 +23,11 @@ import time
 
 import torch
 
-from ftlab.models import (
-    compute_dtype,
-    load_model,
-    load_tokenizer,
-    sensible_threads,
-    store_weights_for_autocast,
-)
+from ftlab.models import compute_dtype, load_model, load_tokenizer, sensible_threads
 from ftlab.paths import support_split
 from ftlab.training import TrainConfig
 from ftlab.training.data import collate, epoch_batches, tokenize_examples
-from ftlab.training.loop import check_data, lora_model
+from ftlab.training.loop import check_data, training_model
 from ftlab.training.loss import backward_in_parts
 
 MATRIX_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::matmul"}
@@ -81,12 +75,7 @@ def run_tokens(rows, config: TrainConfig) -> tuple[int, int]:
 
 def trainer(config: TrainConfig, bf16_frozen: bool):
     """A fresh LoRA model (as `train` sets it up on a CPU) and a function running one step."""
-    base, _ = load_model(config.model)
-    base.set_attn_implementation("eager")  # as `train` does on a CPU
-    model = lora_model(base, config)
-    if bf16_frozen:
-        store_weights_for_autocast(model)
-    model.train()
+    model, _ = training_model(config, bf16_frozen)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
 
     def step(rows) -> float:

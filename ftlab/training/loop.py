@@ -80,6 +80,24 @@ def lora_model(base, config: TrainConfig):
     return model
 
 
+def training_model(config: TrainConfig, bf16_frozen: bool = True):
+    """The base model wrapped with fresh LoRA adapters, set up for training; with its tokenizer.
+
+    On a CPU it also picks the thread count and eager attention (measured faster
+    than SDPA for training there). `bf16_frozen=False` keeps the frozen weights in
+    float32 (for comparing the two in bench/step_profile.py).
+    """
+    base, tokenizer = load_model(config.model)
+    if base.device.type == "cpu":
+        torch.set_num_threads(sensible_threads())
+        base.set_attn_implementation("eager")
+    model = lora_model(base, config)
+    if bf16_frozen:
+        store_weights_for_autocast(model)
+    model.train()
+    return model, tokenizer
+
+
 @torch.no_grad()
 def validation_loss(
     model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: torch.device
@@ -190,13 +208,10 @@ def train(
     if not config.resume:
         clear_run(out)
 
-    base, tokenizer = load_model(config.model)
+    model, tokenizer = training_model(config)
     # Adapters record their base model; a local folder is recorded absolute, to work from anywhere.
     base_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
-    device = base.device
-    if device.type == "cpu":
-        torch.set_num_threads(sensible_threads())
-        base.set_attn_implementation("eager")  # measured faster than SDPA for training on CPU
+    device = model.get_base_model().device
     pad_id = tokenizer.pad_token_id
     rows = tokenize_examples(tokenizer, train_examples, config.max_length)
     if not rows:
@@ -211,9 +226,6 @@ def train(
         total_steps = min(total_steps, config.max_steps)
     epochs = math.ceil(total_steps / per_epoch)
 
-    model = lora_model(base, config)
-    store_weights_for_autocast(model)
-    model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
