@@ -19,7 +19,7 @@ from ftlab.models import (
 from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
-from ftlab.training.loop import learning_rate, lora_model
+from ftlab.training.loop import learning_rate, lora_model, training_model
 from ftlab.training.loss import backward_in_parts, batch_loss
 
 MESSAGES = [
@@ -166,6 +166,25 @@ def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
     assert after_loss == pytest.approx(before_loss, rel=1e-3)
     cosine = torch.nn.functional.cosine_similarity(before_grad.flatten(), after_grad.flatten(), 0)
     assert float(cosine) > 0.999
+
+
+def test_training_model_stores_frozen_matrices_in_the_fast_dtype_and_keeps_the_rest_float32():
+    # On whatever device load_model picks (the CPU here, CUDA on a GPU machine).
+    model, _ = training_model(TrainConfig(data="x", out="y"))
+    base = model.get_base_model()
+    fast = compute_dtype(base.device)
+    if fast == torch.float32 or base.device.type == "mps":
+        pytest.skip(f"{base.device.type} keeps float32 weights (no fast bf16 here)")
+    assert base.model.layers[0].mlp.down_proj.base_layer.weight.dtype == fast
+    assert base.model.layers[-1].self_attn.q_proj.base_layer.weight.dtype == fast
+    # Norms, embeddings (tied to the output layer) and the adapters stay float32, so the
+    # residual stream is not rounded and optimizer updates are not lost.
+    assert base.model.norm.weight.dtype == torch.float32
+    assert base.model.layers[0].input_layernorm.weight.dtype == torch.float32
+    assert base.get_input_embeddings().weight.dtype == torch.float32
+    assert base.get_output_embeddings().weight.dtype == torch.float32
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert base.training
 
 
 def test_micro_batches_give_the_whole_batch_gradient(tokenizer):
