@@ -259,7 +259,7 @@ def autocast(device: torch.device):
 
 
 def store_weights_for_autocast(model) -> None:
-    """Store the frozen matrix weights in the autocast dtype once (bf16 on a capable CPU).
+    """Store the frozen matrix weights in the autocast dtype once (bf16 on a GPU or capable CPU).
 
     Under autocast every matrix product otherwise casts its float32 weight to
     bf16 on each call: in training, every step; in generation, every new token.

@@ -75,7 +75,7 @@ def lora_model(base, config: TrainConfig):
     )
     model = get_peft_model(base, lora)
     for parameter in model.parameters():
-        if parameter.requires_grad:  # LoRA weights train in float32 even on a bf16 GPU model
+        if parameter.requires_grad:  # float32 even if the caller loaded the base in bf16
             parameter.data = parameter.data.float()
     return model
 
