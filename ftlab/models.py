@@ -207,6 +207,14 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def sensible_threads() -> int:
     """CPU threads for torch: every core, unless the machine is heavily oversubscribed.
 
@@ -221,8 +229,7 @@ def sensible_threads() -> int:
     override = os.environ.get("FTLAB_THREADS", "").strip()
     if override.isdigit() and int(override) > 0:
         return int(override)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = available_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return cores if load < 2 * cores else max(1, cores // 2)
 

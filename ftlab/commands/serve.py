@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ftlab.commands import positive_int
 from ftlab.server.serve import DEFAULT_MAX_UPLOAD_MB, DataDirInUse, default_data_dir
 
 
@@ -39,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3,
         help="models kept loaded in memory for chat (default 3)",
     )
+    parser.add_argument(
+        "--parallel-jobs",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="training jobs run side by side, sharing the cores (default 1; on a shared "
+        "workshop server about one per 4 cores)",
+    )
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
@@ -60,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             keys_file=args.keys,
             max_upload_mb=args.max_upload_mb,
             max_models=args.max_models,
+            parallel_jobs=args.parallel_jobs,
             ready_file=args.ready_file,
         )
     except (KeysFileError, DataDirInUse, OSError) as error:

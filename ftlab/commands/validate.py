@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from ftlab.commands import positive_int
 from ftlab.models import ModelNotFoundError
 from ftlab.validation import (
     PriceError,
@@ -18,16 +19,6 @@ from ftlab.validation import (
     resolve_price,
     validate_file,
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def _price(text: str) -> str:
@@ -62,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="epochs for the cost estimate (default: OpenAI's 'auto' rule)",
     )
@@ -79,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="context length for the too_long check (default: the model's)",
     )

@@ -44,7 +44,8 @@ def serving_threads() -> int:
     """
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 1) // 2)
+    from ftlab.models import available_cores
+
+    threads = max(1, available_cores() // 2)
     torch.set_num_threads(threads)
     return threads

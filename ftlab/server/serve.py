@@ -67,6 +67,7 @@ def serve(
     keys_file: str | Path | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_models: int = 3,
+    parallel_jobs: int = 1,
     ready_file: str | Path | None = None,
 ) -> None:
     """Serve until interrupted. Prints the base URL once it accepts connections."""
@@ -100,7 +101,7 @@ def serve(
         app = create_app(
             store,
             auth=auth,
-            worker=Worker(store),
+            worker=Worker(store, parallel_jobs=parallel_jobs),
             inference=Inference(store, max_models=max_models),
             max_upload_bytes=int(max_upload_mb * 2**20),
             on_ready=ready,

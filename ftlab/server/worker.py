@@ -1,4 +1,5 @@
-"""The job queue: one worker thread validates files and runs one training job at a time.
+"""The job queue: one worker thread validates files and runs training jobs, one at a
+time by default or several side by side on a big shared server (`parallel_jobs`).
 
 State machine: `validating_files -> queued -> running -> succeeded | failed | cancelled`.
 Training runs in a child process (`job_runner`) so the HTTP server stays responsive,
@@ -9,6 +10,10 @@ transaction as the event, so that after a crash every line is applied exactly on
 
 On start, jobs left `running` by a killed server are queued again and resume from
 their last checkpoint; jobs left `validating_files` are simply validated again.
+
+When a slot frees up, the next job comes from the learner with the fewest jobs
+running (first come, first served among equals), so one learner's five jobs do
+not hold up the rest of a class.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import threading
 import time
 from typing import Any
 
+from ftlab.models import available_cores
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
 from ftlab.validation import MIN_EXAMPLES, auto_epochs, validate_file
@@ -67,6 +73,32 @@ def resolve_hyperparameters(requested: dict[str, Any], n_examples: int) -> dict[
     }
 
 
+def threads_per_job(parallel_jobs: int) -> int | None:
+    """CPU threads each training child should use, or None to let it choose (one job).
+
+    Several jobs at once share the cores instead of all spinning on all of them;
+    an explicit FTLAB_THREADS is left to apply to every job.
+    """
+    if parallel_jobs <= 1 or os.environ.get("FTLAB_THREADS", "").strip():
+        return None
+    return max(1, available_cores() // parallel_jobs)
+
+
+def next_job(queued: list[dict[str, Any]], running_owners: list[str]) -> dict[str, Any]:
+    """The queued job to start: its owner has the fewest running jobs; ties in queue order."""
+    return min(queued, key=lambda job: running_owners.count(job["owner"]))
+
+
+@dataclasses.dataclass
+class RunningJob:
+    """A training child and what the worker remembers about it between polls."""
+
+    process: subprocess.Popen
+    owner: str
+    stop_sent_at: float | None = None
+    latest: dict[str, Any] = dataclasses.field(default_factory=dict)  # last metrics seen
+
+
 def failure(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param}
 
@@ -96,16 +128,17 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
 class Worker:
     """Owns the queue. `start()` recovers interrupted jobs, then polls in a thread."""
 
-    def __init__(self, store: Store, poll_seconds: float = 0.2) -> None:
+    def __init__(self, store: Store, poll_seconds: float = 0.2, parallel_jobs: int = 1) -> None:
+        if parallel_jobs < 1:
+            raise ValueError(f"parallel_jobs must be at least 1, got {parallel_jobs}")
         self.store = store
         self.poll_seconds = poll_seconds
+        self.parallel_jobs = parallel_jobs
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ftlab-worker", daemon=True)
-        self._process: subprocess.Popen | None = None
-        self._job_id: str | None = None
-        self._stop_sent_at: float | None = None
-        self._latest: dict[str, Any] = {}
+        self._running: dict[str, RunningJob] = {}  # by job id
+        self._replayed: dict[str, dict[str, Any]] = {}  # metrics of jobs read back on recovery
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -122,9 +155,10 @@ class Worker:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        if self._process and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        for running in self._running.values():
+            if running.process.poll() is None:
+                running.process.kill()
+                running.process.wait()
 
     def recover(self) -> None:
         for job in self.store.jobs_with_status("running"):
@@ -148,14 +182,24 @@ class Worker:
             try:
                 for job in self.store.jobs_with_status("validating_files"):
                     self._guarded(job["id"], self._validate, job)
-                if self._process is None and (queued := self.store.jobs_with_status("queued")):
-                    self._guarded(queued[0]["id"], self._start, queued[0])
-                if self._process is not None:
-                    self._pump()
+                self._start_queued()
+                for job_id in list(self._running):
+                    self._pump(job_id)
             except Exception:  # noqa: BLE001 - the worker must survive anything and go on
                 log.exception("worker error")
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
+
+    def _start_queued(self) -> None:
+        """Fill the free slots from the queue."""
+        while len(self._running) < self.parallel_jobs:
+            queued = self.store.jobs_with_status("queued")
+            if not queued:
+                return
+            job = next_job(queued, [r.owner for r in self._running.values()])
+            self._guarded(job["id"], self._start, job)
+            if job["id"] not in self._running:
+                return  # it did not start (failed, or cancelled meanwhile); try on the next poll
 
     def _guarded(self, job_id: str, step: Any, *args: Any) -> None:
         """Run one step of a job; if it raises, fail that job (never retry it forever)."""
@@ -253,23 +297,28 @@ class Worker:
             return
         if not job["resume"]:
             self.store.add_event(job["id"], "Fine-tuning job started")
+        environment = dict(os.environ)
+        if (threads := threads_per_job(self.parallel_jobs)) is not None:
+            environment["FTLAB_THREADS"] = str(threads)
         with open(job_dir / "runner.log", "ab") as log_file:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "ftlab.server.job_runner", str(job_dir), str(os.getpid())],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=environment,
             )
-        self._job_id, self._stop_sent_at, self._latest = job["id"], None, {}
+        self._running[job["id"]] = RunningJob(
+            process, job["owner"], latest=self._replayed.pop(job["id"], {})
+        )
 
-    def _pump(self) -> None:
-        assert self._process is not None and self._job_id is not None
-        job_id = self._job_id
+    def _pump(self, job_id: str) -> None:
+        running = self._running[job_id]
         self._guarded(job_id, self._ingest, job_id)
         status = self.store.get_job(job_id)["status"]
         if status != "running":  # cancelled by the user, or failed while reading its progress
-            self._stop_child(job_id)
-        exit_code = self._process.poll()
+            self._stop_child(running, job_id)
+        exit_code = running.process.poll()
         if exit_code is None:
             return
         self._guarded(job_id, self._ingest, job_id)
@@ -285,16 +334,16 @@ class Worker:
                     f"End of {self.store.job_dir(job_id) / 'runner.log'}:\n{log_tail}",
                 ),
             )
-        self._process, self._job_id = None, None
+        del self._running[job_id]
         self._wake.set()
 
-    def _stop_child(self, job_id: str) -> None:
+    def _stop_child(self, running: RunningJob, job_id: str) -> None:
         """Ask the child to stop at its next step; kill it if it has not after a grace time."""
-        if self._stop_sent_at is None:
+        if running.stop_sent_at is None:
             (self.store.job_dir(job_id) / job_runner.STOP).touch()
-            self._stop_sent_at = time.monotonic()
-        elif time.monotonic() - self._stop_sent_at > CANCEL_GRACE_SECONDS:
-            self._process.kill()
+            running.stop_sent_at = time.monotonic()
+        elif time.monotonic() - running.stop_sent_at > CANCEL_GRACE_SECONDS:
+            running.process.kill()
 
     # ---- progress lines -------------------------------------------------------------------
 
@@ -324,12 +373,17 @@ class Worker:
 
     def _apply(self, job: dict[str, Any], record: dict[str, Any], offset: int) -> None:
         kind, job_id = record.get("kind"), job["id"]
+        # Metrics seen so far in this run (after a restart, replayed lines rebuild them).
+        if job_id in self._running:
+            latest = self._running[job_id].latest
+        else:
+            latest = self._replayed.setdefault(job_id, {})
         done = {"progress_offset": offset}
         if job["status"] != "running":
             self.store.update_job(job_id, **done)
             return
         if kind in ("step", "eval"):
-            self._latest.update(
+            latest.update(
                 {
                     k: record.get(k)
                     for k in (
@@ -344,11 +398,7 @@ class Worker:
             data = {
                 "step": record["step"],
                 "total_steps": record["total_steps"],
-                **{
-                    k: v
-                    for k, v in self._latest.items()
-                    if kind == "eval" or not k.startswith("valid")
-                },
+                **{k: v for k, v in latest.items() if kind == "eval" or not k.startswith("valid")},
             }
             if kind == "step":
                 message = (
@@ -374,7 +424,7 @@ class Worker:
             )
         elif kind == "checkpoint":
             name = f"{model_name(job)}:ckpt-step-{record['step']}"
-            metrics = {"step": record["step"], **self._latest}
+            metrics = {"step": record["step"], **latest}
             if self.store.add_checkpoint(
                 {
                     "id": new_id("ftckpt_"),

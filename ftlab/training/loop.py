@@ -250,6 +250,8 @@ def train(
         {
             "ftlab_version": __version__,
             "device": str(device),
+            # Results repeat exactly for the same seed, data and thread count.
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
             **data_fingerprints(config),
             "examples": len(rows),
             "valid_examples": len(valid_rows),

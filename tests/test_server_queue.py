@@ -1,0 +1,95 @@
+"""The job queue on a shared server: several jobs side by side, sharing the cores, and
+a learner's second job waiting behind another learner's first."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from server_helpers import BASE, client, start, support_examples, upload, wait_for
+
+from ftlab import cli
+from ftlab.models import available_cores
+from ftlab.server.store import Store
+from ftlab.server.worker import Worker, next_job, threads_per_job
+
+
+def test_next_job_prefers_learners_with_nothing_running():
+    queued = [
+        {"id": "ftjob-1", "owner": "ana"},
+        {"id": "ftjob-2", "owner": "ana"},
+        {"id": "ftjob-3", "owner": "ben"},
+        {"id": "ftjob-4", "owner": "cy"},
+    ]
+    assert next_job(queued, running_owners=[])["id"] == "ftjob-1"
+    assert next_job(queued, running_owners=["ana"])["id"] == "ftjob-3"
+    assert next_job(queued, running_owners=["ana", "ben"])["id"] == "ftjob-4"
+    # Everyone has one running: first come, first served again.
+    assert next_job(queued, running_owners=["ana", "ben", "cy"])["id"] == "ftjob-1"
+
+
+def test_threads_are_shared_out_only_between_parallel_jobs(monkeypatch):
+    monkeypatch.delenv("FTLAB_THREADS", raising=False)
+    assert threads_per_job(1) is None  # a lone job picks its own count, as `ftlab train` does
+    assert threads_per_job(2) == max(1, available_cores() // 2)
+    assert threads_per_job(10 * available_cores()) == 1
+    monkeypatch.setenv("FTLAB_THREADS", "3")
+    assert threads_per_job(2) is None  # the administrator's choice applies to every job
+
+
+def test_parallel_jobs_must_be_positive(tmp_path, capsys):
+    with pytest.raises(ValueError, match="parallel_jobs must be at least 1"):
+        Worker(Store(tmp_path), parallel_jobs=0)
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main(["serve", "--parallel-jobs", "0"])
+    assert exit_code.value.code == 2
+    assert "--parallel-jobs: must be 1 or more, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_jobs_train_side_by_side_and_queue_is_fair(tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana-0001\nben sk-ben-0002\n")
+    with start(tmp_path / "data", keys=keys, parallel_jobs=2) as server:
+        ana, ben = client(server, "sk-ana-0001"), client(server, "sk-ben-0002")
+        short = {"n_epochs": 1, "batch_size": 8}  # 16 examples: 2 steps
+
+        def create(api, examples: int, **hyperparameters):
+            file_id = upload(api, support_examples("train", examples))
+            job = api.fine_tuning.jobs.create(
+                model=BASE, training_file=file_id, hyperparameters=hyperparameters
+            )
+            return job.id
+
+        long_job = create(ana, 24, n_epochs=30, batch_size=8)  # 90 steps
+        first = create(ana, 24, n_epochs=3, batch_size=8)  # 9 steps
+        wait_for(ana, long_job, statuses=("running",))
+        wait_for(ana, first, statuses=("running",))  # both slots taken
+        second = create(ana, 16, **short)
+        bens = create(ben, 16, **short)
+        seen = set()
+        deadline = time.monotonic() + 300
+        while (done := ben.fine_tuning.jobs.retrieve(bens)).status != "succeeded":
+            assert done.status in ("validating_files", "queued", "running"), done.error
+            assert time.monotonic() < deadline, "ben's job did not finish"
+            seen.add(
+                (
+                    ana.fine_tuning.jobs.retrieve(long_job).status,
+                    done.status,
+                    ana.fine_tuning.jobs.retrieve(second).status,
+                )
+            )
+            time.sleep(0.2)
+        # When ana's first short job ended, ben's job took the free slot before ana's
+        # second (queued earlier) and trained beside ana's long job.
+        assert ("running", "running", "queued") in seen
+        assert ana.fine_tuning.jobs.retrieve(long_job).status == "running"
+        finished = wait_for(ana, second)
+        assert finished.status == "succeeded", finished.error
+        ana.fine_tuning.jobs.cancel(long_job)
+        for job_id in (first, bens, second):
+            config = json.loads(
+                (server.data_dir / "jobs" / job_id / "out" / "config.json").read_text()
+            )
+            assert config["resolved"]["threads"] == max(1, available_cores() // 2)
