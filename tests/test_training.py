@@ -18,9 +18,9 @@ from ftlab.models import (
 )
 from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
-from ftlab.training.data import IGNORE, collate, epoch_batches, tokenize_example
+from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches, tokenize_example
 from ftlab.training.loop import learning_rate, lora_model, training_model
-from ftlab.training.loss import backward_in_parts, batch_loss
+from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
 
 MESSAGES = [
     ("where is my order AC-10001?", "order_status", "AC-10001", "neutral"),
@@ -371,3 +371,14 @@ def test_resume_follows_a_moved_course_folder_but_not_a_new_validation_file(data
     assert _resume_point(moved, new / "run") is None  # accepted; no checkpoint saved yet
     with pytest.raises(StaleRunError, match="a validation file was added"):
         _resume_point(tiny(new / "train.jsonl", new / "run", resume=True, valid=data), new / "run")
+
+
+def test_long_batches_are_split_evenly_and_short_ones_stay_whole():
+    def rows(count: int, length: int) -> list[TokenizedExample]:
+        return [TokenizedExample([1] * length, [IGNORE] * length) for _ in range(count)]
+
+    assert part_size(rows(16, PART_TOKENS // 16)) == 16  # fits: one pass, as before
+    assert part_size(rows(16, PART_TOKENS // 16 + 1)) == 8  # just over: two even halves
+    assert part_size(rows(16, PART_TOKENS)) == 1  # one row is the whole budget
+    assert part_size(rows(9, PART_TOKENS // 4)) == 3  # 9 rows of a quarter: 3 passes of 3
+    assert part_size(rows(16, PART_TOKENS), micro_batch_size=4) == 4  # an explicit size wins

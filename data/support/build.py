@@ -25,9 +25,13 @@ from ftlab.validation import normalise
 HERE = Path(__file__).resolve().parent
 SOURCES = {
     "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl", "train_e.jsonl"],
+    # Long e-mails and web-form messages; their writers already typed order numbers every way.
+    "train_long": ["train_f.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
-    "probe": ["probe.jsonl"],  # outside messages, in no split: see the datasheet
+    # Outside messages, in no split (see the datasheet): short ones, and long e-mails.
+    "probe": ["probe.jsonl"],
+    "probe_long": ["probe_long.jsonl"],
 }
 SEED = 20261125
 # How customers type order numbers: AC-12345, ac-12345, "AC 12345" or AC12345.
@@ -123,7 +127,7 @@ def build() -> dict[str, str]:
         name: [r for f in files for r in read_source(HERE / "source" / f)]
         for name, files in SOURCES.items()
     }
-    splits["train"] = vary_order_id_spelling(splits["train"])
+    splits["train"] = vary_order_id_spelling(splits["train"]) + splits.pop("train_long")
     seen: dict[str, str] = {}
     for name, records in splits.items():
         for record in records:
@@ -131,7 +135,7 @@ def build() -> dict[str, str]:
             if key in seen:
                 raise SystemExit(f"message repeated in {seen[key]} and {name}: {record['text']!r}")
             seen[key] = name
-    held_out = [r for name in ("valid", "test", "probe") for r in splits[name]]
+    held_out = [r for name in ("valid", "test", "probe", "probe_long") for r in splits[name]]
     copies = near_copies(splits["train"], held_out)
     if copies:
         listing = "\n".join(f"  {score:.2f}  {a!r}\n        {b!r}" for a, b, score in copies)

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--micro-batch-size",
         type=int,
-        help="rows per forward pass, to save memory; the update is the same (default: the batch)",
+        help="rows per forward pass, to save memory; the update is the same (default: the "
+        "whole batch, or even parts when its rows are long)",
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")

@@ -34,8 +34,9 @@ class TrainConfig:
     rank: int = 16
     alpha: float = 32.0
     batch_size: int = 16
-    # Rows per forward pass (None: the whole batch). Smaller needs less memory and gives
-    # the same update (gradients are accumulated), a little more slowly.
+    # Rows per forward pass (None: automatic, whole batches unless their rows are long; see
+    # training.loss.PART_TOKENS). Smaller needs less memory and gives the same update
+    # (gradients are accumulated), a little more slowly.
     micro_batch_size: int | None = None
     max_steps: int | None = None
     seed: int = 0
@@ -64,7 +65,7 @@ class TrainConfig:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
             problems.append(
-                f"micro_batch_size must be at least 1 (or None for the whole batch), "
+                f"micro_batch_size must be at least 1 (or None for automatic), "
                 f"got {self.micro_batch_size}"
             )
         if self.max_steps is not None and self.max_steps < 1:
