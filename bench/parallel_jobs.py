@@ -7,10 +7,10 @@ Every learner submits notebook 04's job (its 160 training examples and
 hyperparameters) at the same moment, through the official `openai` SDK. The
 same jobs run twice, each time on a fresh server: with `--parallel-jobs 1`
 (each job gets every core, the others wait) and with `--parallel-jobs P` (P jobs
-at once, the cores shared out between them). It prints the time until the last
-job finished, the mean and longest wait from submitting to a usable model, and
-the ratio. A small model uses many cores poorly, so sharing them out between
-jobs gets more training done per minute.
+at once, the cores shared out between them). For each it prints when the last
+job was done, the mean wait from submitting to a usable model, and when the
+first job was done; then the ratios. A small model uses many cores poorly, so
+sharing them out between jobs gets more training done per minute.
 """
 
 from __future__ import annotations

@@ -215,6 +215,24 @@ def available_cores() -> int:
     return cores or 1
 
 
+def thread_override() -> int | None:
+    """The thread count set in FTLAB_THREADS (a positive whole number), or None if unset.
+
+    Raises ValueError for any other value, so a typo is not silently ignored.
+    """
+    import os
+
+    value = os.environ.get("FTLAB_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(
+            f"FTLAB_THREADS={value!r} is not a thread count.\n"
+            "Fix: set it to a positive whole number such as 2, or unset it to let ftlab choose."
+        )
+    return int(value)
+
+
 def sensible_threads() -> int:
     """CPU threads for torch: every core, unless the machine is heavily oversubscribed.
 
@@ -226,9 +244,8 @@ def sensible_threads() -> int:
     """
     import os
 
-    override = os.environ.get("FTLAB_THREADS", "").strip()
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    if (override := thread_override()) is not None:
+        return override
     cores = available_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return cores if load < 2 * cores else max(1, cores // 2)

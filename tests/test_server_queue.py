@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from server_helpers import BASE, client, start, support_examples, upload, wait_for
 
 from ftlab import cli
-from ftlab.models import available_cores
+from ftlab.models import available_cores, sensible_threads
+from ftlab.server import job_runner
 from ftlab.server.store import Store
 from ftlab.server.worker import Worker, next_job, threads_per_job
 
@@ -36,6 +38,18 @@ def test_threads_are_shared_out_only_between_parallel_jobs(monkeypatch):
     assert threads_per_job(10 * available_cores()) == 1
     monkeypatch.setenv("FTLAB_THREADS", "3")
     assert threads_per_job(2) is None  # the administrator's choice applies to every job
+    assert sensible_threads() == 3
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_thread_count_is_refused_everywhere(monkeypatch, tmp_path, capsys, value):
+    monkeypatch.setenv("FTLAB_THREADS", value)
+    for choose in (sensible_threads, lambda: threads_per_job(2)):
+        with pytest.raises(ValueError, match=f"FTLAB_THREADS='{value}' is not a thread count"):
+            choose()
+    # The server refuses to start rather than fail its first job.
+    assert cli.main(["serve", "--port", "0", "--data-dir", str(tmp_path)]) == 1
+    assert "positive whole number" in capsys.readouterr().err
 
 
 def test_parallel_jobs_must_be_positive(tmp_path, capsys):
@@ -88,8 +102,8 @@ def test_two_jobs_train_side_by_side_and_queue_is_fair(tmp_path):
         finished = wait_for(ana, second)
         assert finished.status == "succeeded", finished.error
         ana.fine_tuning.jobs.cancel(long_job)
+        store = Store(server.data_dir)
         for job_id in (first, bens, second):
-            config = json.loads(
-                (server.data_dir / "jobs" / job_id / "out" / "config.json").read_text()
-            )
+            request = json.loads((store.job_dir(job_id) / job_runner.REQUEST).read_text())
+            config = json.loads((Path(request["out"]) / "config.json").read_text())
             assert config["resolved"]["threads"] == max(1, available_cores() // 2)

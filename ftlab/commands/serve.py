@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             parallel_jobs=args.parallel_jobs,
             ready_file=args.ready_file,
         )
-    except (KeysFileError, DataDirInUse, OSError) as error:
+    except (KeysFileError, DataDirInUse, OSError, ValueError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)
         return 1
     return 0

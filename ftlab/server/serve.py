@@ -73,6 +73,7 @@ def serve(
     """Serve until interrupted. Prints the base URL once it accepts connections."""
     import uvicorn
 
+    from ftlab.models import thread_override
     from ftlab.server.app import create_app
     from ftlab.server.auth import Authenticator, load_keys
     from ftlab.server.inference import Inference
@@ -82,6 +83,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
+    thread_override()  # a bad FTLAB_THREADS is refused now, not when the first job starts
     serving_threads()
     auth = Authenticator(load_keys(keys_file) if keys_file else None)
     with exclusive(data_dir):

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-from ftlab.models import available_cores
+from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
 from ftlab.validation import MIN_EXAMPLES, auto_epochs, validate_file
@@ -79,7 +79,7 @@ def threads_per_job(parallel_jobs: int) -> int | None:
     Several jobs at once share the cores instead of all spinning on all of them;
     an explicit FTLAB_THREADS is left to apply to every job.
     """
-    if parallel_jobs <= 1 or os.environ.get("FTLAB_THREADS", "").strip():
+    if parallel_jobs <= 1 or thread_override() is not None:
         return None
     return max(1, available_cores() // parallel_jobs)
 
@@ -164,6 +164,7 @@ class Worker:
         for job in self.store.jobs_with_status("running"):
             self._guarded(job["id"], self._ingest, job["id"])
             if self.store.get_job(job["id"])["status"] != "running":
+                self._replayed.pop(job["id"], None)  # it had finished before the restart
                 continue
             step = self.store.last_checkpoint_step(job["id"])
             if step:
@@ -317,7 +318,7 @@ class Worker:
         self._guarded(job_id, self._ingest, job_id)
         status = self.store.get_job(job_id)["status"]
         if status != "running":  # cancelled by the user, or failed while reading its progress
-            self._stop_child(running, job_id)
+            self._stop_child(job_id)
         exit_code = running.process.poll()
         if exit_code is None:
             return
@@ -337,8 +338,9 @@ class Worker:
         del self._running[job_id]
         self._wake.set()
 
-    def _stop_child(self, running: RunningJob, job_id: str) -> None:
+    def _stop_child(self, job_id: str) -> None:
         """Ask the child to stop at its next step; kill it if it has not after a grace time."""
+        running = self._running[job_id]
         if running.stop_sent_at is None:
             (self.store.job_dir(job_id) / job_runner.STOP).touch()
             running.stop_sent_at = time.monotonic()
