@@ -3,12 +3,15 @@
     make bench                                  # the full comparison (several minutes)
     .venv/bin/python bench/train_speed.py --train-limit 48 --epochs 1   # a quick look
 
-Both train on the same file for the same epochs with the same LoRA shape
-(rank 16, alpha 32, every linear layer); everything else is each side's
-default, which is the point: TRL's defaults (loss on every token, lr 2e-5,
-padding to the longest in a random batch) against ftlab's recipe. Each side
+Both train on the same file for the same epochs with the same LoRA adapters
+(rank 16, alpha 32, every linear layer: `lora_settings` of the same TrainConfig);
+everything else is each side's default, which is the point: TRL's defaults
+(loss on every token, lr 2e-5, padding to the longest in a random batch)
+against ftlab's recipe. Each side
 runs in its own fresh process, so peak memory is its own; then each model is
-scored on the test split with the same greedy evaluation.
+scored on the test split with the same greedy evaluation. A third run times
+ftlab with LoRA on the top layers only (`--top-layers`, default 15), the
+course's faster option.
 """
 
 from __future__ import annotations
@@ -43,13 +46,20 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_ftlab(data: str, test: str, epochs: int, out: str) -> dict:
+def run_ftlab(data: str, test: str, epochs: int, out: str, adapted_layers: int | None) -> dict:
     from ftlab.evaluation import evaluate
     from ftlab.training import TrainConfig, train
 
     start = time.perf_counter()
     result = train(
-        TrainConfig(data=data, out=out, epochs=epochs, rank=LORA["rank"], alpha=LORA["alpha"])
+        TrainConfig(
+            data=data,
+            out=out,
+            epochs=epochs,
+            rank=LORA["rank"],
+            alpha=LORA["alpha"],
+            adapted_layers=adapted_layers,
+        )
     )
     seconds = time.perf_counter() - start
     scores = evaluate(result.adapter_dir, test).scores
@@ -61,15 +71,16 @@ def run_ftlab(data: str, test: str, epochs: int, out: str) -> dict:
     }
 
 
-def run_trl(data: str, test: str, epochs: int, out: str) -> dict:
+def run_trl(data: str, test: str, epochs: int, out: str, adapted_layers: None = None) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     from ftlab.evaluation import evaluate
     from ftlab.models import load_model, sensible_threads
     from ftlab.support import load_examples
+    from ftlab.training import TrainConfig
+    from ftlab.training.loop import lora_settings
 
     torch.set_num_threads(sensible_threads())  # the same thread rule as ftlab's side
     model, tokenizer = load_model()
@@ -83,9 +94,8 @@ def run_trl(data: str, test: str, epochs: int, out: str) -> dict:
         save_strategy="no",
         disable_tqdm=True,
     )
-    lora = LoraConfig(
-        r=LORA["rank"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM"
-    )
+    # The same adapters as ftlab's side: rank, alpha and layers (TrainConfig's defaults).
+    lora = lora_settings(model, TrainConfig(data=data, out=out, **LORA))
     start = time.perf_counter()
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
@@ -112,7 +122,7 @@ def shown(path: str) -> str:
 
 
 def _child(name: str, arguments: tuple, queue) -> None:
-    queue.put({"ftlab": run_ftlab, "trl": run_trl}[name](*arguments))
+    queue.put({"ftlab": run_ftlab, "trl": run_trl}[name.split()[0]](*arguments))
 
 
 def in_fresh_process(name: str, *arguments) -> dict:
@@ -133,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-limit", type=int, help="train on the first N examples only")
     parser.add_argument("--test-limit", type=int, help="score the first N test examples only")
+    parser.add_argument(
+        "--top-layers",
+        type=int,
+        default=15,
+        help="also time ftlab with LoRA on the top N layers only (adapted_layers; 0: skip)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ftlab-bench-") as scratch:
@@ -147,20 +163,22 @@ def main(argv: list[str] | None = None) -> int:
             test = str(Path(scratch) / "test.jsonl")
             Path(test).write_text("".join(lines))
         tokens = example_tokens(data, args.epochs)
+        runs = {"ftlab": None, "trl": None}
+        if args.top_layers:
+            runs = {"ftlab": None, f"ftlab top {args.top_layers}": args.top_layers, "trl": None}
         results = {}
-        for name in ("ftlab", "trl"):
+        for name, layers in runs.items():
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = in_fresh_process(
-                name, data, test, args.epochs, str(Path(scratch) / name)
-            )
+            folder = str(Path(scratch) / name.replace(" ", "-"))
+            results[name] = in_fresh_process(name, data, test, args.epochs, folder, layers)
             results[name]["tokens_per_s"] = tokens / results[name]["seconds"]
     trained = shown(args.data) + (f", first {args.train_limit}" if args.train_limit else "")
     tested = shown(args.test) + (f", first {args.test_limit}" if args.test_limit else "")
     print(f"\n{tokens} training tokens ({args.epochs} epochs of {trained}); test: {tested}\n")
-    print(f"{'':<8}{'wall s':>9}{'tokens/s':>10}{'peak MiB':>10}{'exact':>8}{'json':>7}")
+    print(f"{'':<14}{'wall s':>9}{'tokens/s':>10}{'peak MiB':>10}{'exact':>8}{'json':>7}")
     for name, r in results.items():
         print(
-            f"{name:<8}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.0f}{r['peak_mib']:>10.0f}"
+            f"{name:<14}{r['seconds']:>9.1f}{r['tokens_per_s']:>10.0f}{r['peak_mib']:>10.0f}"
             f"{r['exact']:>8.3f}{r['json_valid']:>7.3f}"
         )
     ratio = results["trl"]["seconds"] / results["ftlab"]["seconds"]
@@ -168,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         f"\nftlab is {ratio:.2f}x the speed of TRL defaults "
         f"(exact {results['ftlab']['exact']:.3f} vs {results['trl']['exact']:.3f})"
     )
+    if args.top_layers:
+        top = results[f"ftlab top {args.top_layers}"]
+        print(
+            f"LoRA on the top {args.top_layers} layers only is "
+            f"{results['ftlab']['seconds'] / top['seconds']:.2f}x the speed of every layer "
+            f"(exact {top['exact']:.3f} vs {results['ftlab']['exact']:.3f})"
+        )
     if args.json:
         print(json.dumps({"tokens": tokens, "speed_ratio": ratio, **results}))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ftlab import cli
 from ftlab.models import (
     ADAPTER_SIDECAR,
     DEFAULT_MODEL,
@@ -19,6 +20,7 @@ from ftlab.models import (
 from ftlab.support import make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches, tokenize_example
+from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import learning_rate, lora_model, training_model
 from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
 
@@ -134,6 +136,40 @@ def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):
     assert float(fast.loss) == pytest.approx(float(library), rel=2e-2)  # bf16 autocast
 
 
+def test_stored_frozen_outputs_give_the_same_loss_and_gradients(tokenizer):
+    model, _ = load_model(device="cpu")
+    model = lora_model(model, TrainConfig(data="x", out="y", adapted_layers=10))
+    base = model.get_base_model()
+    assert first_adapted_layer(base) == 20
+    assert not any(p.requires_grad for p in base.model.layers[19].parameters())
+    torch.manual_seed(1)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0, 0.02)
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:6]]
+    pad = tokenizer.pad_token_id
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_gradients(batch, mixed_precision):
+        model.zero_grad()
+        parts = batch_loss(base, batch, mixed_precision)
+        parts.loss.backward()
+        return parts.loss.item(), torch.cat([p.grad.flatten() for p in trainable])
+
+    for mixed_precision, tolerance in ((False, 1e-4), (True, 1e-2)):
+        # Stored in batches of 4 while the step batches all 6: the states must not
+        # depend on which rows they were computed with.
+        frozen = frozen_outputs(base, rows, 20, pad, "cpu", 4, mixed_precision)
+        assert [len(state) for state in frozen] == [len(row) for row in rows]
+        whole_loss, whole_grad = loss_and_gradients(collate(rows, pad), mixed_precision)
+        stored = collate(rows, pad, True, frozen, 20)
+        stored_loss, stored_grad = loss_and_gradients(stored, mixed_precision)
+        assert stored_loss == pytest.approx(whole_loss, rel=tolerance)
+        cosine = torch.nn.functional.cosine_similarity(stored_grad, whole_grad, dim=0)
+        assert float(cosine) > 1 - tolerance
+        assert float(stored_grad.norm()) == pytest.approx(float(whole_grad.norm()), rel=tolerance)
+
+
 @pytest.mark.skipif(
     compute_dtype(torch.device("cpu")) == torch.float32,
     reason="this CPU has no fast bf16, so training keeps the weights in float32",
@@ -152,7 +188,7 @@ def test_bf16_frozen_weights_keep_the_autocast_loss_and_gradients(tokenizer):
         model.zero_grad(set_to_none=True)
         loss = batch_loss(model.get_base_model(), batch).loss
         loss.backward()
-        return loss.item(), model.base_model.model.model.layers[0].self_attn.q_proj.lora_A[
+        return loss.item(), model.base_model.model.model.layers[-1].self_attn.q_proj.lora_A[
             "default"
         ].weight.grad.clone()
 
@@ -175,7 +211,7 @@ def test_training_model_stores_frozen_matrices_in_the_fast_dtype_and_keeps_the_r
     fast = compute_dtype(base.device)
     if fast == torch.float32 or base.device.type == "mps":
         pytest.skip(f"{base.device.type} keeps float32 weights (no fast bf16 here)")
-    assert base.model.layers[0].mlp.down_proj.base_layer.weight.dtype == fast
+    assert base.model.layers[0].mlp.down_proj.weight.dtype == fast  # a frozen layer (no adapter)
     assert base.model.layers[-1].self_attn.q_proj.base_layer.weight.dtype == fast
     # Norms, embeddings (tied to the output layer) and the adapters stay float32, so the
     # residual stream is not rounded and optimizer updates are not lost.
@@ -221,6 +257,32 @@ def test_micro_batches_give_the_whole_batch_gradient(tokenizer):
         assert float((parts[name] - grad).norm()) <= 1e-3 * float(grad.norm()), name
 
 
+def test_adapters_go_on_the_top_layers_and_too_many_are_refused():
+    model, _ = load_model(device="cpu")
+    layers = model.config.num_hidden_layers
+    with pytest.raises(ValueError, match=f"has only {layers} decoder layers"):
+        lora_model(model, TrainConfig(data="x", out="y", adapted_layers=layers + 1))
+    wrapped = lora_model(model, TrainConfig(data="x", out="y", adapted_layers=3))
+    adapted = {
+        int(name.split(".layers.")[1].split(".")[0])
+        for name, p in wrapped.named_parameters()
+        if p.requires_grad
+    }
+    assert adapted == {layers - 3, layers - 2, layers - 1}
+    # Every linear layer of those blocks, as with "all-linear".
+    names = {n.split(".")[-4] for n, p in wrapped.named_parameters() if "lora_A" in n}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_cli_takes_a_layer_count_or_all(capsys):
+    from ftlab.commands.train import _layers
+
+    assert _layers("all") is None and _layers("12") == 12
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", "x", "--out", "y", "--adapted-layers", "0"])
+    assert "--adapted-layers: must be 1 or more, not 0" in capsys.readouterr().err
+
+
 def test_invalid_data_is_refused_with_the_report(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user"}]}\nnot json\n')
@@ -242,6 +304,12 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
         TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1})
     with pytest.raises(ValueError, match="micro_batch_size must be at least 1"):
         tiny("d.jsonl", tmp_path, micro_batch_size=0)
+    with pytest.raises(ValueError, match="adapted_layers must be at least 1"):
+        tiny("d.jsonl", tmp_path, adapted_layers=0)
+    # A run saved before adapted_layers existed adapted every layer, and resumes that way.
+    older = {k: v for k, v in config.to_dict().items() if k != "adapted_layers"}
+    path.write_text(json.dumps({"config": older}))
+    assert TrainConfig.from_json(path).adapted_layers is None
     # How a step is split in memory may change on resume; what it computes may not.
     assert tiny("d.jsonl", tmp_path, max_steps=3, micro_batch_size=2).differences(config) == []
     assert tiny("d.jsonl", tmp_path, max_steps=3, lr=1e-3).differences(config) != []

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from ftlab.commands import positive_int
 from ftlab.models import DEFAULT_MODEL
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
 
@@ -39,14 +40,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--micro-batch-size",
-        type=int,
+        type=positive_int,
         help="rows per forward pass, to save memory; the update is the same (default: the "
         "whole batch, or even parts when its rows are long)",
+    )
+    parser.add_argument(
+        "--adapted-layers",
+        type=_layers,
+        default=DEFAULTS.adapted_layers,
+        help="LoRA on the top N decoder layers only, or 'all' (default: %(default)s); the "
+        "frozen layers below run once, not every step",
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.set_defaults(handler=run)
+
+
+def _layers(text: str) -> int | None:
+    """`--adapted-layers`: a positive whole number, or "all"."""
+    if text.strip().lower() == "all":
+        return None
+    return positive_int(text)
 
 
 class _StopOnInterrupt:
@@ -75,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             batch_size=args.batch_size,
             micro_batch_size=args.micro_batch_size,
+            adapted_layers=args.adapted_layers,
             max_steps=args.max_steps,
             seed=args.seed,
             resume=args.resume,

@@ -20,7 +20,7 @@ RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size", "data", "valid", "o
 class TrainConfig:
     """Everything that defines a run; saved to `DIR/config.json` and checked on `--resume`.
 
-    Defaults (chosen on the support data's validation split, see bench/README.md):
+    Defaults (chosen on the support data's validation split and probes, see README.md):
     LoRA on every linear layer, rank 16, alpha 32, lr 3e-3 with warm-up and linear
     decay, batch 16, 2 epochs. Only assistant tokens are learned.
     """
@@ -42,6 +42,11 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     target_modules: str | list[str] = "all-linear"
+    # LoRA on the top N decoder layers only (None: every layer). The layers below have
+    # nothing to learn, so training runs them once and reuses their output every epoch:
+    # 15 of 30 trained about 1.4x faster, and scored a little lower over three seeds
+    # (README, "How the defaults were chosen").
+    adapted_layers: int | None = None
     dropout: float = 0.0
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
@@ -67,6 +72,11 @@ class TrainConfig:
             problems.append(
                 f"micro_batch_size must be at least 1 (or None for automatic), "
                 f"got {self.micro_batch_size}"
+            )
+        if self.adapted_layers is not None and self.adapted_layers < 1:
+            problems.append(
+                f"adapted_layers must be at least 1 (or None for every layer), "
+                f"got {self.adapted_layers}"
             )
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be at least 1 (or None for all), got {self.max_steps}")

@@ -87,14 +87,31 @@ def tokenize_examples(
 
 @dataclass
 class Batch:
-    """A right-padded batch. `prefix` holds the tokens every row starts with (maybe none)."""
+    """A right-padded batch. `prefix` holds the tokens every row starts with (maybe none).
+
+    When the layers below `first_layer` are frozen and their outputs were stored,
+    the batch carries those outputs (`prefix_states`, `row_states`) to start from.
+    """
 
     prefix: torch.Tensor  # (P,) shared by all rows, none of them labelled
     input_ids: torch.Tensor  # (B, T) the rest of each row, right-padded
     labels: torch.Tensor  # (B, T) -100 on padding and unlearned tokens
+    prefix_states: torch.Tensor | None = None  # (P, H) entering layer first_layer
+    row_states: torch.Tensor | None = None  # (B, T, H) entering layer first_layer
+    first_layer: int = 0
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.prefix.to(device), self.input_ids.to(device), self.labels.to(device))
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
+
+        return Batch(
+            self.prefix.to(device),
+            self.input_ids.to(device),
+            self.labels.to(device),
+            move(self.prefix_states),
+            move(self.row_states),
+            self.first_layer,
+        )
 
 
 def shared_prefix_length(rows: Sequence[TokenizedExample], minimum: int = 8) -> int:
@@ -114,8 +131,18 @@ def shared_prefix_length(rows: Sequence[TokenizedExample], minimum: int = 8) -> 
     return length if length >= minimum else 0
 
 
-def collate(rows: Sequence[TokenizedExample], pad_id: int, share_prefix: bool = True) -> Batch:
-    """Pad rows on the right (causal attention never looks at later padding, so no mask)."""
+def collate(
+    rows: Sequence[TokenizedExample],
+    pad_id: int,
+    share_prefix: bool = True,
+    states: Sequence[torch.Tensor] | None = None,
+    first_layer: int = 0,
+) -> Batch:
+    """Pad rows on the right (causal attention never looks at later padding, so no mask).
+
+    `states` (one (length, H) tensor per row) are the rows' hidden states entering
+    layer `first_layer`, to be padded and split the same way as the tokens.
+    """
     prefix_len = shared_prefix_length(rows) if share_prefix and len(rows) > 1 else 0
     width = max(len(r) for r in rows) - prefix_len
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -125,7 +152,12 @@ def collate(rows: Sequence[TokenizedExample], pad_id: int, share_prefix: bool = 
         ids[i, :rest] = torch.tensor(row.input_ids[prefix_len:])
         labels[i, :rest] = torch.tensor(row.labels[prefix_len:])
     prefix = torch.tensor(rows[0].input_ids[:prefix_len], dtype=torch.long)
-    return Batch(prefix, ids, labels)
+    if states is None:
+        return Batch(prefix, ids, labels)
+    row_states = states[0].new_zeros((len(rows), width, states[0].shape[-1]))
+    for i, state in enumerate(states):
+        row_states[i, : len(state) - prefix_len] = state[prefix_len:]
+    return Batch(prefix, ids, labels, states[0][:prefix_len], row_states, first_layer)
 
 
 def epoch_batches(

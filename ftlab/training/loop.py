@@ -36,6 +36,13 @@ from ftlab.training.data import (
     tokenize_examples,
 )
 from ftlab.training.events import TrainEvent, TrainResult
+from ftlab.training.frozen import (
+    MAX_STORED_BYTES,
+    can_slice,
+    first_adapted_layer,
+    frozen_outputs,
+    stored_bytes,
+)
 from ftlab.training.loss import backward_in_parts, batch_loss
 from ftlab.training.plots import read_metrics, save_loss_plot
 from ftlab.validation import InvalidDataError, validate_file
@@ -61,18 +68,54 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-def lora_model(base, config: TrainConfig):
-    """Wrap the base model with fresh LoRA adapters (initialised from `config.seed`)."""
-    from peft import LoraConfig, get_peft_model
+def decoder_linear_names(base) -> list[str]:
+    """Names of the linear layers inside a decoder block (what "all-linear" adapts)."""
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in base.get_decoder().layers.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+    )
 
-    torch.manual_seed(config.seed)
-    lora = LoraConfig(
+
+def adapted_layer_indices(base, config: TrainConfig) -> list[int] | None:
+    """The decoder layers that get adapters: the top `config.adapted_layers` (None: all)."""
+    count = base.config.num_hidden_layers
+    if config.adapted_layers is None or config.adapted_layers == count:
+        return None
+    if config.adapted_layers > count:
+        raise ValueError(
+            f"adapted_layers={config.adapted_layers}, but {config.model} has only {count} "
+            f"decoder layers.\nFix: pass a number from 1 to {count}, or None for every layer."
+        )
+    return list(range(count - config.adapted_layers, count))
+
+
+def lora_settings(base, config: TrainConfig):
+    """The PEFT `LoraConfig` for `config` on this base model (which layers, rank, alpha)."""
+    from peft import LoraConfig
+
+    layers = adapted_layer_indices(base, config)
+    targets = config.target_modules
+    if layers is not None and targets == "all-linear":  # PEFT needs the names with a layer list
+        targets = decoder_linear_names(base)
+    return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules,
+        target_modules=targets,
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
+
+
+def lora_model(base, config: TrainConfig):
+    """Wrap the base model with fresh LoRA adapters (initialised from `config.seed`)."""
+    from peft import get_peft_model
+
+    torch.manual_seed(config.seed)
+    lora = lora_settings(base, config)
     model = get_peft_model(base, lora)
     for parameter in model.parameters():
         if parameter.requires_grad:  # float32 even if the caller loaded the base in bf16
@@ -219,6 +262,11 @@ def train(
     valid_rows = (
         tokenize_examples(tokenizer, valid_examples, config.max_length) if valid_examples else []
     )
+    base = model.get_base_model()
+    first_adapted = first_adapted_layer(base)
+    frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
+    if first_adapted and can_slice(base) and stored_bytes(base, rows) <= MAX_STORED_BYTES:
+        frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
     lengths = [len(r) for r in rows]
     per_epoch = steps_per_epoch(len(rows), config.batch_size)
     total_steps = per_epoch * config.epochs
@@ -257,6 +305,8 @@ def train(
             "valid_examples": len(valid_rows),
             "steps_per_epoch": per_epoch,
             "total_steps": total_steps,
+            "frozen_layers": first_adapted,
+            "frozen_outputs_stored": frozen is not None,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "resumed_from": str(resume_from.path) if resume_from else None,
         },
@@ -291,7 +341,13 @@ def train(
                 group["lr"] = lr
             batch_rows = [rows[i] for i in indices]
             last_train, learned, correct = backward_in_parts(
-                model.get_base_model(), batch_rows, pad_id, device, config.micro_batch_size
+                base,
+                batch_rows,
+                pad_id,
+                device,
+                config.micro_batch_size,
+                frozen=[frozen[i] for i in indices] if frozen is not None else None,
+                first_adapted=first_adapted,
             )
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], max_norm=1.0

@@ -5,6 +5,8 @@ Two savings, both exact:
   a small model's compute, and most positions (the prompt) have no label;
 - a shared prefix (the system prompt every example starts with) is run once
   per batch, and its keys and values are reused by every row.
+With adapters in the top layers only, a step can also start from the stored
+outputs of the frozen layers below them (training.frozen).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 
 from ftlab.models import autocast
 from ftlab.training.data import IGNORE, Batch, TokenizedExample, collate
+from ftlab.training.frozen import new_cache, run_layers
 
 
 @dataclass
@@ -30,12 +33,25 @@ class LossParts:
 def _hidden_states(causal_lm, batch: Batch) -> torch.Tensor:
     """Final hidden states of the per-row part of the batch, shape (B, T, H)."""
     decoder = causal_lm.get_decoder()
+    if batch.row_states is not None:
+        return decoder.norm(_from_frozen_outputs(decoder, batch))
     if batch.prefix.numel() == 0:
         return decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
     shared = decoder(input_ids=batch.prefix[None], use_cache=True)
     cache = shared.cache
     cache.batch_repeat_interleave(batch.input_ids.shape[0])
     return decoder(input_ids=batch.input_ids, cache=cache, use_cache=True).last_hidden_state
+
+
+def _from_frozen_outputs(decoder, batch: Batch) -> torch.Tensor:
+    """Run the layers from `batch.first_layer` up, starting from the stored frozen outputs."""
+    above = slice(batch.first_layer, None)
+    shared, cache = batch.prefix.numel(), None
+    if shared:
+        cache = new_cache(decoder)
+        run_layers(decoder, batch.prefix_states[None], above, 0, cache)
+        cache.batch_repeat_interleave(batch.row_states.shape[0])
+    return run_layers(decoder, batch.row_states, above, shared, cache)
 
 
 def batch_loss(causal_lm, batch: Batch, mixed_precision: bool = True) -> LossParts:
@@ -79,18 +95,23 @@ def backward_in_parts(
     device: torch.device,
     micro_batch_size: int | None = None,
     mixed_precision: bool = True,
+    frozen: list[torch.Tensor] | None = None,
+    first_adapted: int = 0,
 ) -> tuple[float, int, int]:
     """Back-propagate the batch's mean loss, a part of its rows at a time (`part_size`).
 
     Each part's loss is weighted by its share of the batch's learned tokens, so
     the accumulated gradients equal those of the whole batch at once; only the
-    peak memory changes. Returns (mean loss, learned tokens, tokens predicted right).
+    peak memory changes. `frozen` holds the rows' stored outputs of the layers
+    below `first_adapted` (see training.frozen), if any.
+    Returns (mean loss, learned tokens, tokens predicted right).
     """
     size = part_size(rows, micro_batch_size)
     total = sum(row.trained_tokens for row in rows)
     loss_sum, correct = 0.0, 0
     for start in range(0, len(rows), size):
-        part = collate(rows[start : start + size], pad_id).to(device)
+        states = frozen[start : start + size] if frozen is not None else None
+        part = collate(rows[start : start + size], pad_id, True, states, first_adapted).to(device)
         parts = batch_loss(causal_lm, part, mixed_precision)
         (parts.loss * (parts.tokens / total)).backward()
         loss_sum += parts.loss.item() * parts.tokens

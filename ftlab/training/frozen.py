@@ -1,0 +1,120 @@
+"""The frozen bottom of a model whose adapters sit in its top layers only.
+
+With LoRA on the top N decoder layers, the layers below have nothing to learn:
+their output for an example is the same at every step of every epoch. Training
+computes it once, without gradients, and each step starts from it at the first
+adapted layer. (Even without that, autograd skips the backward pass through
+layers that hold no trainable weight; the stored outputs also save their
+forward pass after the first time.)
+
+Running a slice of the layers by hand is done for Llama-style decoders, whose
+layers need only the rotary position embeddings and a causal mask; other
+models run whole, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+
+from ftlab.models import autocast
+
+# Model types whose decoder layers can be run one slice at a time by `run_layers`.
+SLICEABLE = frozenset({"llama"})
+# Store the frozen layers' outputs only up to this size; past it they are rerun every step.
+MAX_STORED_BYTES = 2 * 2**30
+
+
+def first_adapted_layer(causal_lm) -> int:
+    """Index of the lowest decoder layer with trainable weights (0 if the first has some)."""
+    for index, layer in enumerate(causal_lm.get_decoder().layers):
+        if any(parameter.requires_grad for parameter in layer.parameters()):
+            return index
+    return 0
+
+
+def can_slice(causal_lm) -> bool:
+    return causal_lm.config.model_type in SLICEABLE
+
+
+def causal_mask(length: int, past: int, like: torch.Tensor) -> torch.Tensor:
+    """Additive mask of shape (1, 1, length, past + length): each position sees the past
+    and itself. Right padding needs no more: no real token comes after it."""
+    mask = torch.full(
+        (length, past + length), torch.finfo(like.dtype).min, dtype=like.dtype, device=like.device
+    )
+    return torch.triu(mask, diagonal=past + 1)[None, None]
+
+
+def run_layers(decoder, hidden: torch.Tensor, layers: slice, past: int = 0, cache=None):
+    """Run `decoder.layers[layers]` on hidden states (B, T, H) that sit after `past` tokens.
+
+    `cache` (a transformers Cache) holds the keys and values of those past tokens, and
+    receives these tokens' too.
+    """
+    positions = torch.arange(past, past + hidden.shape[1], device=hidden.device)[None]
+    mask = causal_mask(hidden.shape[1], past, hidden)
+    rotary = decoder.rotary_emb(hidden, position_ids=positions)
+    for layer in decoder.layers[layers]:
+        hidden = layer(
+            hidden,
+            attention_mask=mask,
+            position_embeddings=rotary,
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+    return hidden
+
+
+def new_cache(decoder):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=decoder.config)
+
+
+def stored_bytes(causal_lm, rows: Sequence) -> int:
+    decoder = causal_lm.get_decoder()
+    width = decoder.embed_tokens.weight.shape[1]
+    return sum(len(row) for row in rows) * width * 4  # at most float32
+
+
+@torch.no_grad()
+def frozen_outputs(
+    causal_lm,
+    rows: Sequence,
+    first_adapted: int,
+    pad_id: int,
+    device,
+    batch_size: int = 32,
+    mixed_precision: bool = True,
+) -> list[torch.Tensor]:
+    """Each row's hidden states (length, H) as they enter layer `first_adapted`.
+
+    Computed in the same precision as training's forward pass (autocast), in
+    length-sorted batches that run the shared system prompt once.
+    """
+    from ftlab.training.data import collate
+
+    decoder = causal_lm.get_decoder()
+    below = slice(0, first_adapted)
+    outputs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    precision = autocast(torch.device(device)) if mixed_precision else contextlib.nullcontext()
+    with precision:
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            batch = collate([rows[i] for i in chosen], pad_id).to(device)
+            shared, cache = batch.prefix.numel(), None
+            embed = decoder.embed_tokens
+            if shared:
+                cache = new_cache(decoder)
+                prefix = run_layers(decoder, embed(batch.prefix[None]), below, 0, cache)
+                cache.batch_repeat_interleave(len(chosen))
+            hidden = run_layers(decoder, embed(batch.input_ids), below, shared, cache)
+            for place, index in enumerate(chosen):
+                own = hidden[place, : len(rows[index]) - shared]
+                outputs[index] = torch.cat([prefix[0], own]) if shared else own.clone()
+    return outputs
