@@ -316,11 +316,16 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(data, tmp_path):
+# With adapters on the top 4 layers only, the 26 below are frozen: their outputs are stored.
+@pytest.mark.parametrize("adapted_layers", [None, 4])
+def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(
+    data, tmp_path, adapted_layers
+):
     from peft import PeftModel
 
     events = []
-    result = train(tiny(data, tmp_path / "run", epochs=3, valid=data), callback=events.append)
+    config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
+    result = train(config, callback=events.append)
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end"
     assert kinds.count("step") == result.total_steps == 9
@@ -332,7 +337,9 @@ def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(data, tmp_p
     valid = [r["valid_loss"] for r in rows if r["kind"] == "eval"]
     assert valid[-1] < valid[0]
     assert result.plot_path.read_bytes()[:4] == b"\x89PNG"
-    assert json.loads(result.config_path.read_text())["config"]["epochs"] == 3
+    recorded = json.loads(result.config_path.read_text())
+    assert recorded["config"]["epochs"] == 3
+    assert recorded["resolved"]["frozen_layers"] == (26 if adapted_layers else 0)
     assert [(s, e) for s, e, _ in result.checkpoints] == [(3, 1), (6, 2), (9, 3)]
     assert result.trained_tokens > 0 and not result.stopped
     sidecar = json.loads((result.adapter_dir / ADAPTER_SIDECAR).read_text())
@@ -355,17 +362,21 @@ def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(data, tmp_p
 
 
 @pytest.mark.slow
-def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path):
+@pytest.mark.parametrize("adapted_layers", [None, 4])
+def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path, adapted_layers):
     from safetensors.torch import load_file
 
-    whole = train(tiny(data, tmp_path / "whole"))
+    def settings(*args, **changes) -> TrainConfig:
+        return tiny(*args, adapted_layers=adapted_layers, **changes)
+
+    whole = train(settings(data, tmp_path / "whole"))
     polls = []
 
     def stop_in_second_epoch() -> bool:
         polls.append(1)
         return len(polls) > 4  # epoch 1 is 3 steps
 
-    stopped = train(tiny(data, tmp_path / "cut"), should_stop=stop_in_second_epoch)
+    stopped = train(settings(data, tmp_path / "cut"), should_stop=stop_in_second_epoch)
     assert stopped.stopped
     assert [(s, e) for s, e, _ in stopped.checkpoints] == [(3, 1)]
     assert stopped.adapter_dir == stopped.checkpoints[0][2]
@@ -373,8 +384,8 @@ def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path):
     load_model(stopped.adapter_dir)  # the checkpoint is a usable model
 
     with pytest.raises(ValueError, match=r"settings or data differ \(lr: 0.003 -> 0.01\)"):
-        train(tiny(data, tmp_path / "cut", resume=True, lr=1e-2))
-    resumed = train(tiny(data, tmp_path / "cut", resume=True))
+        train(settings(data, tmp_path / "cut", resume=True, lr=1e-2))
+    resumed = train(settings(data, tmp_path / "cut", resume=True))
     assert not resumed.stopped
     steps = [json.loads(line)["step"] for line in resumed.metrics_path.read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]

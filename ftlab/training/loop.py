@@ -264,9 +264,6 @@ def train(
     )
     base = model.get_base_model()
     first_adapted = first_adapted_layer(base)
-    frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
-    if first_adapted and can_slice(base) and stored_bytes(base, rows) <= MAX_STORED_BYTES:
-        frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
     lengths = [len(r) for r in rows]
     per_epoch = steps_per_epoch(len(rows), config.batch_size)
     total_steps = per_epoch * config.epochs
@@ -306,7 +303,6 @@ def train(
             "steps_per_epoch": per_epoch,
             "total_steps": total_steps,
             "frozen_layers": first_adapted,
-            "frozen_outputs_stored": frozen is not None,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "resumed_from": str(resume_from.path) if resume_from else None,
         },
@@ -325,6 +321,11 @@ def train(
         )
         notify(made)
         return made
+
+    frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
+    if step < total_steps and first_adapted and can_slice(base):
+        if stored_bytes(base, rows) <= MAX_STORED_BYTES:
+            frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
 
     event("start")
     stopped = False
