@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from ftlab.models import autocast
+from ftlab.training.data import collate
 
 # Model types whose decoder layers can be run one slice at a time by `run_layers`.
 SLICEABLE = frozenset({"llama"})
@@ -75,6 +76,22 @@ def new_cache(decoder):
     return DynamicCache(config=decoder.config)
 
 
+def run_after_prefix(
+    decoder, prefix: torch.Tensor, rows: torch.Tensor, layers: slice
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `layers` on a prefix (P, H) once, then on every row (B, T, H) that follows it.
+
+    The prefix's keys and values are computed once and shared by every row.
+    Returns the prefix's output (P, H) and the rows' output (B, T, H).
+    """
+    if prefix.shape[0] == 0:
+        return prefix, run_layers(decoder, rows, layers)
+    cache = new_cache(decoder)
+    prefix_out = run_layers(decoder, prefix[None], layers, 0, cache)[0]
+    cache.batch_repeat_interleave(rows.shape[0])
+    return prefix_out, run_layers(decoder, rows, layers, prefix.shape[0], cache)
+
+
 def stored_bytes(causal_lm, rows: Sequence) -> int:
     decoder = causal_lm.get_decoder()
     width = decoder.embed_tokens.weight.shape[1]
@@ -96,8 +113,6 @@ def frozen_outputs(
     Computed in the same precision as training's forward pass (autocast), in
     length-sorted batches that run the shared system prompt once.
     """
-    from ftlab.training.data import collate
-
     decoder = causal_lm.get_decoder()
     below = slice(0, first_adapted)
     outputs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
@@ -107,14 +122,11 @@ def frozen_outputs(
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
             batch = collate([rows[i] for i in chosen], pad_id).to(device)
-            shared, cache = batch.prefix.numel(), None
             embed = decoder.embed_tokens
-            if shared:
-                cache = new_cache(decoder)
-                prefix = run_layers(decoder, embed(batch.prefix[None]), below, 0, cache)
-                cache.batch_repeat_interleave(len(chosen))
-            hidden = run_layers(decoder, embed(batch.input_ids), below, shared, cache)
+            prefix, hidden = run_after_prefix(
+                decoder, embed(batch.prefix), embed(batch.input_ids), below
+            )
             for place, index in enumerate(chosen):
-                own = hidden[place, : len(rows[index]) - shared]
-                outputs[index] = torch.cat([prefix[0], own]) if shared else own.clone()
+                own = hidden[place, : len(rows[index]) - len(prefix)]
+                outputs[index] = torch.cat([prefix, own])  # a copy: the batch can be freed
     return outputs

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ftlab.models import autocast
 from ftlab.training.data import IGNORE, Batch, TokenizedExample, collate
-from ftlab.training.frozen import new_cache, run_layers
+from ftlab.training.frozen import run_after_prefix
 
 
 @dataclass
@@ -33,25 +33,16 @@ class LossParts:
 def _hidden_states(causal_lm, batch: Batch) -> torch.Tensor:
     """Final hidden states of the per-row part of the batch, shape (B, T, H)."""
     decoder = causal_lm.get_decoder()
-    if batch.row_states is not None:
-        return decoder.norm(_from_frozen_outputs(decoder, batch))
+    if batch.row_states is not None:  # start from the stored outputs of the frozen layers
+        above = slice(batch.first_layer, None)
+        _, rows = run_after_prefix(decoder, batch.prefix_states, batch.row_states, above)
+        return decoder.norm(rows)
     if batch.prefix.numel() == 0:
         return decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
     shared = decoder(input_ids=batch.prefix[None], use_cache=True)
     cache = shared.cache
     cache.batch_repeat_interleave(batch.input_ids.shape[0])
     return decoder(input_ids=batch.input_ids, cache=cache, use_cache=True).last_hidden_state
-
-
-def _from_frozen_outputs(decoder, batch: Batch) -> torch.Tensor:
-    """Run the layers from `batch.first_layer` up, starting from the stored frozen outputs."""
-    above = slice(batch.first_layer, None)
-    shared, cache = batch.prefix.numel(), None
-    if shared:
-        cache = new_cache(decoder)
-        run_layers(decoder, batch.prefix_states[None], above, 0, cache)
-        cache.batch_repeat_interleave(batch.row_states.shape[0])
-    return run_layers(decoder, batch.row_states, above, shared, cache)
 
 
 def batch_loss(causal_lm, batch: Batch, mixed_precision: bool = True) -> LossParts:
