@@ -26,9 +26,9 @@ import torch
 from ftlab.models import compute_dtype, load_model, load_tokenizer, sensible_threads
 from ftlab.paths import support_split
 from ftlab.training import TrainConfig
-from ftlab.training.data import collate, epoch_batches, tokenize_examples
-from ftlab.training.loop import check_data, training_model
-from ftlab.training.loss import backward_in_parts
+from ftlab.training.data import epoch_batches, tokenize_examples
+from ftlab.training.estimate import batch_tokens, run_batches
+from ftlab.training.loop import check_data, new_optimizer, take_step, training_model
 
 MATRIX_OPS = {"aten::mm", "aten::bmm", "aten::addmm", "aten::matmul"}
 COPY_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
@@ -56,33 +56,23 @@ def flops_per_token(model) -> tuple[int, int]:
     return 4 * layers, 4 * model.get_output_embeddings().weight.numel()
 
 
-def batch_tokens(rows) -> tuple[int, int]:
-    """(computed, learned) tokens of one batch: shared prefix once, rows padded to the longest."""
-    batch = collate(rows, pad_id=0)
-    return batch.prefix.numel() + batch.input_ids.numel(), sum(r.trained_tokens for r in rows)
-
-
 def run_tokens(rows, config: TrainConfig) -> tuple[int, int]:
     """(computed, learned) tokens of a whole run with `config`'s batches and epochs."""
-    lengths = [len(r) for r in rows]
-    computed = learned = 0
-    for epoch in range(1, config.epochs + 1):
-        for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
-            batch = batch_tokens([rows[i] for i in indices])
-            computed, learned = computed + batch[0], learned + batch[1]
-    return computed, learned
+    batches = [
+        [rows[i] for i in indices] for indices in run_batches([len(r) for r in rows], config)
+    ]
+    learned = sum(row.trained_tokens for batch in batches for row in batch)
+    return sum(map(batch_tokens, batches)), learned
 
 
 def trainer(config: TrainConfig, bf16_frozen: bool):
     """A fresh LoRA model (as `train` sets it up on a CPU) and a function running one step."""
     model, _ = training_model(config, bf16_frozen)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    optimizer = new_optimizer(model, config)
 
     def step(rows) -> float:
         start = time.perf_counter()
-        backward_in_parts(model.get_base_model(), rows, 0, torch.device("cpu"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        take_step(model, optimizer, rows, 0, config)
         return time.perf_counter() - start
 
     return step
@@ -133,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     order = epoch_batches([len(r) for r in rows], config.batch_size, config.seed, 1)
     batches = [[rows[i] for i in indices] for indices in order[: args.steps + 2]]
     per_token, per_learned = flops_per_token(load_model(config.model)[0])
-    timed = [batch_tokens(b) for b in batches[2:]]
+    timed = [(batch_tokens(b), sum(r.trained_tokens for r in b)) for b in batches[2:]]
     step_tokens = sum(t[0] for t in timed) / len(timed)
     step_gflop = sum(t[0] * per_token + t[1] * per_learned for t in timed) / len(timed) / 1e9
 

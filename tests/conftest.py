@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root and the command-line entry point."""
+"""Shared fixtures: the repository root, the command-line entry point, the tokenizer and a
+tiny training file."""
 
 from __future__ import annotations
 
@@ -29,3 +30,20 @@ def run_ftlab(
         timeout=timeout,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from ftlab.models import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture()
+def data(tmp_path) -> str:
+    """The twelve messages of training_helpers as a chat JSONL training file."""
+    from training_helpers import MESSAGES, write_jsonl
+
+    from ftlab.support import make_example
+
+    return write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES])

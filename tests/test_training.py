@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import MESSAGES, tiny
 
 from ftlab import cli
 from ftlab.models import (
@@ -14,7 +15,6 @@ from ftlab.models import (
     DEFAULT_MODEL,
     compute_dtype,
     load_model,
-    load_tokenizer,
     store_weights_for_autocast,
 )
 from ftlab.support import make_example
@@ -23,50 +23,6 @@ from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import learning_rate, lora_model, training_model
 from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
-
-MESSAGES = [
-    ("where is my order AC-10001?", "order_status", "AC-10001", "neutral"),
-    ("please cancel AC-10002, I ordered twice", "cancel_order", "AC-10002", "neutral"),
-    ("The zipper broke after one day. Awful.", "complaint", None, "negative"),
-    ("Do you have the rain jacket in size L?", "product_question", None, "neutral"),
-    ("thank you so much, love the boots!", "other", None, "positive"),
-    ("I'd like to return the tent from ac-10003", "return_request", "AC-10003", "neutral"),
-    ("my refund for AC-10004 never arrived!!", "refund_status", "AC-10004", "negative"),
-    ("ship AC-10005 to my office instead please", "change_address", "AC-10005", "neutral"),
-    ("has AC-10006 shipped yet", "order_status", "AC-10006", "neutral"),
-    ("Are your socks machine washable?", "product_question", None, "neutral"),
-    ("stop order AC-10007 right now", "cancel_order", "AC-10007", "negative"),
-    ("great service, thanks", "other", None, "positive"),
-]
-
-
-def write_jsonl(path, examples) -> str:
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture()
-def data(tmp_path) -> str:
-    return write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES])
-
-
-def tiny(data: str, out, **changes) -> TrainConfig:
-    settings = {
-        "data": data,
-        "out": str(out),
-        "epochs": 2,
-        "batch_size": 4,
-        "rank": 4,
-        "alpha": 8,
-        "lr": 3e-3,
-        **changes,
-    }
-    return TrainConfig(**settings)
 
 
 def test_only_assistant_tokens_are_learned(tokenizer):

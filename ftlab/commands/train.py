@@ -9,6 +9,7 @@ import sys
 from ftlab.commands import positive_int
 from ftlab.models import DEFAULT_MODEL
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
+from ftlab.training.estimate import estimate_time
 
 DEFAULTS = TrainConfig(data="", out="")
 
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", required=True, help="training file (chat JSONL)")
     parser.add_argument("--valid", help="validation file: its loss is reported every epoch")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder (required unless --estimate)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="base model (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
     parser.add_argument(
@@ -54,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="do not train: time a few real steps of this run and print how long the whole "
+        "run would take on this machine (--out is not needed)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -78,10 +85,15 @@ class _StopOnInterrupt:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.out and not args.estimate:
+        print(
+            "error: --out is required (the folder for the adapter and checkpoints)", file=sys.stderr
+        )
+        return 2
     try:
         config = TrainConfig(
             data=args.data,
-            out=args.out,
+            out=args.out or "",
             valid=args.valid,
             model=args.model,
             epochs=args.epochs,
@@ -98,9 +110,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    stop = _StopOnInterrupt()
-    previous = signal.signal(signal.SIGINT, stop)
+    stop = _StopOnInterrupt()  # an estimate has nothing to save: Ctrl-C ends it at once
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
     try:
+        if args.estimate:
+            print("timing a few steps of this run (nothing is saved) ...", file=sys.stderr)
+            print(f"estimated time: {estimate_time(config).summary()}")
+            return 0
         result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)
     except InvalidDataError as error:
         print(error, file=sys.stderr)

@@ -141,6 +141,50 @@ def training_model(config: TrainConfig, bf16_frozen: bool = True):
     return model, tokenizer
 
 
+def training_rows(tokenizer, examples: list[dict], config: TrainConfig) -> list[TokenizedExample]:
+    """The examples tokenized, learned tokens marked; refuses a file with none to learn."""
+    rows = tokenize_examples(tokenizer, examples, config.max_length)
+    if not rows:
+        raise ValueError(f"{config.data} has no assistant tokens to learn (all weight 0?).")
+    return rows
+
+
+def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable (LoRA) weights only."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def stores_frozen_outputs(base, rows: list[TokenizedExample], first_adapted: int) -> bool:
+    """Whether training computes the frozen layers' outputs once (training.frozen) and starts
+    every step from them: only with frozen layers, a sliceable model and room to store them."""
+    return bool(first_adapted) and can_slice(base) and stored_bytes(base, rows) <= MAX_STORED_BYTES
+
+
+def take_step(
+    model,
+    optimizer: torch.optim.Optimizer,
+    rows: list[TokenizedExample],
+    pad_id: int,
+    config: TrainConfig,
+    frozen: list[torch.Tensor] | None = None,
+    first_adapted: int = 0,
+) -> tuple[float, int, int]:
+    """One optimizer step on one batch: backward (in parts), gradient clipping, update.
+
+    `frozen` holds the rows' stored outputs of the layers below `first_adapted`, if any.
+    Returns (mean loss, learned tokens, tokens predicted right).
+    """
+    base = model.get_base_model()
+    result = backward_in_parts(
+        base, rows, pad_id, base.device, config.micro_batch_size, True, frozen, first_adapted
+    )
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return result
+
+
 @torch.no_grad()
 def validation_loss(
     model, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: torch.device
@@ -256,9 +300,7 @@ def train(
     base_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
     device = model.get_base_model().device
     pad_id = tokenizer.pad_token_id
-    rows = tokenize_examples(tokenizer, train_examples, config.max_length)
-    if not rows:
-        raise ValueError(f"{config.data} has no assistant tokens to learn (all weight 0?).")
+    rows = training_rows(tokenizer, train_examples, config)
     valid_rows = (
         tokenize_examples(tokenizer, valid_examples, config.max_length) if valid_examples else []
     )
@@ -271,11 +313,7 @@ def train(
         total_steps = min(total_steps, config.max_steps)
     epochs = math.ceil(total_steps / per_epoch)
 
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = new_optimizer(model, config)
     step, first_epoch, trained_tokens = 0, 1, 0
     if resume_from is not None:
         from peft import set_peft_model_state_dict
@@ -323,9 +361,8 @@ def train(
         return made
 
     frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
-    if step < total_steps and first_adapted and can_slice(base):
-        if stored_bytes(base, rows) <= MAX_STORED_BYTES:
-            frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
+    if step < total_steps and stores_frozen_outputs(base, rows, first_adapted):
+        frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
 
     event("start")
     stopped = False
@@ -341,20 +378,10 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch_rows = [rows[i] for i in indices]
-            last_train, learned, correct = backward_in_parts(
-                base,
-                batch_rows,
-                pad_id,
-                device,
-                config.micro_batch_size,
-                frozen=[frozen[i] for i in indices] if frozen is not None else None,
-                first_adapted=first_adapted,
+            states = [frozen[i] for i in indices] if frozen is not None else None
+            last_train, learned, correct = take_step(
+                model, optimizer, batch_rows, pad_id, config, states, first_adapted
             )
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], max_norm=1.0
-            )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
             trained_tokens += sum(len(row) for row in batch_rows)
             accuracy = correct / learned

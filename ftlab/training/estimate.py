@@ -1,0 +1,176 @@
+"""How long a training run will take on this machine, measured before it starts.
+
+A step's time grows with the tokens it computes (the shared system prompt once,
+plus every row padded to the batch's longest), so a few real steps of the run,
+on batches of typical sizes, give the seconds per token, and the run's token
+count gives its time. The same CPU can differ several-fold from another (one
+with bf16 matrix units, one without), which no table can tell a learner; this
+measures their own machine. Nothing is written: the steps update a throwaway
+copy of the adapters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ftlab.models import compute_dtype
+from ftlab.training.config import TrainConfig
+from ftlab.training.data import (
+    TokenizedExample,
+    collate,
+    epoch_batches,
+    steps_per_epoch,
+    tokenize_examples,
+)
+from ftlab.training.frozen import first_adapted_layer, frozen_outputs
+from ftlab.training.loop import (
+    check_data,
+    new_optimizer,
+    stores_frozen_outputs,
+    take_step,
+    training_model,
+    training_rows,
+    validation_loss,
+)
+
+
+def batch_tokens(rows: Sequence[TokenizedExample]) -> int:
+    """Tokens one training batch computes: the shared prefix once, rows padded to the longest."""
+    batch = collate(rows, pad_id=0)
+    return batch.prefix.numel() + batch.input_ids.numel()
+
+
+def run_batches(lengths: Sequence[int], config: TrainConfig) -> list[list[int]]:
+    """The example indices of every step of a run with `config`, in the order `train` takes."""
+    total = steps_per_epoch(len(lengths), config.batch_size) * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    batches: list[list[int]] = []
+    for epoch in range(1, config.epochs + 1):
+        batches += epoch_batches(lengths, config.batch_size, config.seed, epoch)
+    return batches[:total]
+
+
+def typical_batches(sizes: Sequence[int], count: int) -> list[int]:
+    """Positions of `count` batches spread evenly over the sizes (the 1/2n, 3/2n, ... quantiles)."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    return [order[min(len(order) - 1, int((k + 0.5) * len(order) / count))] for k in range(count)]
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """A run's expected time on this machine, from `timed_steps` real steps of it."""
+
+    total_steps: int
+    computed_tokens: int  # what every step of the run computes, added up
+    timed_steps: int
+    seconds_per_token: float  # measured on the timed steps
+    frozen_pass_s: float  # the one-off pass through the frozen layers (0 without one)
+    validation_s: float  # validation loss after every epoch (0 without a validation file)
+    device: str
+    dtype: str
+    threads: int | None
+
+    @property
+    def steps_s(self) -> float:
+        return self.computed_tokens * self.seconds_per_token
+
+    @property
+    def total_s(self) -> float:
+        """Steps, frozen pass and validation; loading the model and saving add a few seconds."""
+        return self.frozen_pass_s + self.steps_s + self.validation_s
+
+    def summary(self) -> str:
+        where = f"{self.device}, {self.dtype}" + (
+            f", {self.threads} threads" if self.threads else ""
+        )
+        parts = [f"{self.total_steps} steps {duration(self.steps_s)}"]
+        if self.frozen_pass_s:
+            parts.append(f"frozen layers once {duration(self.frozen_pass_s)}")
+        if self.validation_s:
+            parts.append(f"validation {duration(self.validation_s)}")
+        return (
+            f"about {duration(self.total_s)} on this machine ({where}): {'; '.join(parts)}.\n"
+            f"Measured on {self.timed_steps} real steps at "
+            f"{1000 * self.seconds_per_token:.1f} ms per token; the run computes "
+            f"{self.computed_tokens:,} tokens."
+        )
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
+    """Time `timed_steps` steps of the run `config` describes (after one warm-up step) and
+    scale them to the whole run. Takes about as long as `timed_steps + 1` steps, plus loading.
+    """
+    if timed_steps < 1:
+        raise ValueError(f"timed_steps must be at least 1, got {timed_steps}")
+    examples = check_data(config.data)
+    valid_examples = check_data(config.valid) if config.valid else []
+    model, tokenizer = training_model(config)
+    base = model.get_base_model()
+    pad_id = tokenizer.pad_token_id
+    rows = training_rows(tokenizer, examples, config)
+    batches = run_batches([len(r) for r in rows], config)
+    sizes = [batch_tokens([rows[i] for i in indices]) for indices in batches]
+    # One warm-up step, then the timed ones.
+    positions = typical_batches(sizes, 1) + typical_batches(sizes, timed_steps)
+    chosen = [batches[position] for position in positions]
+
+    first_adapted = first_adapted_layer(base)
+    stored: dict[int, torch.Tensor] = {}
+    frozen_pass_s = 0.0
+    if stores_frozen_outputs(base, rows, first_adapted):
+        needed = sorted({i for indices in chosen for i in indices})
+        start = time.perf_counter()
+        outputs = frozen_outputs(
+            base, [rows[i] for i in needed], first_adapted, pad_id, base.device
+        )
+        share = sum(len(rows[i]) for i in needed) / sum(map(len, rows))
+        frozen_pass_s = (time.perf_counter() - start) / share
+        stored = dict(zip(needed, outputs, strict=True))
+
+    optimizer = new_optimizer(model, config)
+    seconds = 0.0
+    for number, indices in enumerate(chosen):
+        states = [stored[i] for i in indices] if stored else None
+        start = time.perf_counter()
+        take_step(
+            model, optimizer, [rows[i] for i in indices], pad_id, config, states, first_adapted
+        )
+        if number:  # not the warm-up
+            seconds += time.perf_counter() - start
+
+    epochs = math.ceil(len(batches) / steps_per_epoch(len(rows), config.batch_size))
+    valid = tokenize_examples(tokenizer, valid_examples, config.max_length)
+    return TimeEstimate(
+        total_steps=len(batches),
+        computed_tokens=sum(sizes),
+        timed_steps=timed_steps,
+        seconds_per_token=seconds / sum(sizes[position] for position in positions[1:]),
+        frozen_pass_s=frozen_pass_s,
+        validation_s=epochs * validation_time(model, valid, config.batch_size * 2, pad_id),
+        device=base.device.type,
+        dtype=str(compute_dtype(base.device)).removeprefix("torch."),
+        threads=torch.get_num_threads() if base.device.type == "cpu" else None,
+    )
+
+
+def validation_time(model, rows: list[TokenizedExample], batch_size: int, pad_id: int) -> float:
+    """Seconds one validation pass over `rows` takes, from timing its first batch (0 if none)."""
+    if not rows:
+        return 0.0
+    sample = rows[:batch_size]
+    start = time.perf_counter()
+    validation_loss(model, sample, batch_size, pad_id, model.get_base_model().device)
+    return (time.perf_counter() - start) * sum(map(len, rows)) / sum(map(len, sample))
