@@ -11,7 +11,6 @@ copy of the adapters.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,13 +23,13 @@ from ftlab.training.data import (
     TokenizedExample,
     collate,
     epoch_batches,
-    steps_per_epoch,
     tokenize_examples,
 )
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import (
     check_data,
     new_optimizer,
+    run_length,
     stores_frozen_outputs,
     take_step,
     training_model,
@@ -47,11 +46,9 @@ def batch_tokens(rows: Sequence[TokenizedExample]) -> int:
 
 def run_batches(lengths: Sequence[int], config: TrainConfig) -> list[list[int]]:
     """The example indices of every step of a run with `config`, in the order `train` takes."""
-    total = steps_per_epoch(len(lengths), config.batch_size) * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    _, total, epochs = run_length(config, len(lengths))
     batches: list[list[int]] = []
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         batches += epoch_batches(lengths, config.batch_size, config.seed, epoch)
     return batches[:total]
 
@@ -151,7 +148,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         if number:  # not the warm-up
             seconds += time.perf_counter() - start
 
-    epochs = math.ceil(len(batches) / steps_per_epoch(len(rows), config.batch_size))
+    _, _, epochs = run_length(config, len(rows))
     valid = tokenize_examples(tokenizer, valid_examples, config.max_length)
     return TimeEstimate(
         total_steps=len(batches),

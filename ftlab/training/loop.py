@@ -149,6 +149,16 @@ def training_rows(tokenizer, examples: list[dict], config: TrainConfig) -> list[
     return rows
 
 
+def run_length(config: TrainConfig, examples: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, epochs begun) of a run on `examples` examples;
+    `max_steps` can end it before its last epoch."""
+    per_epoch = steps_per_epoch(examples, config.batch_size)
+    total = per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    return per_epoch, total, math.ceil(total / per_epoch)
+
+
 def new_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable (LoRA) weights only."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -307,11 +317,7 @@ def train(
     base = model.get_base_model()
     first_adapted = first_adapted_layer(base)
     lengths = [len(r) for r in rows]
-    per_epoch = steps_per_epoch(len(rows), config.batch_size)
-    total_steps = per_epoch * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    epochs = math.ceil(total_steps / per_epoch)
+    per_epoch, total_steps, epochs = run_length(config, len(rows))
 
     optimizer = new_optimizer(model, config)
     step, first_epoch, trained_tokens = 0, 1, 0
