@@ -9,7 +9,7 @@ import torch
 from conftest import run_ftlab
 
 from ftlab.evaluation import evaluate
-from ftlab.generation import generate_batch
+from ftlab.generation import generate_batch, padded_batch, shared_prefix_length
 from ftlab.models import compute_dtype, load_model, prepare_for_inference
 from ftlab.support import METRIC_NAMES, make_example
 
@@ -74,6 +74,46 @@ def test_few_shot_prompts_are_longer_but_score_the_same_examples(base, tmp_path)
     result = evaluate(base, EXAMPLES[:1], few_shot=2, train_data=train)
     assert result.scores.n == 1
     assert result.predictions[0]["user"] == "Where is my order AC-12345?"
+
+
+def test_shared_prefix_stops_before_the_first_difference_and_leaves_every_row_a_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 9, 4], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[5, 6, 7], [5, 6, 7, 8]]) == 2  # the shorter keeps one token
+    assert shared_prefix_length([[1, 2], [3, 4]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def test_padding_sits_between_the_shared_prefix_and_each_rows_own_tokens():
+    batch = padded_batch([7, 8], [[1], [2, 3, 4]], pad_id=0, device="cpu")
+    assert batch["input_ids"].tolist() == [[7, 8, 0, 0, 1], [7, 8, 2, 3, 4]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+    plain = padded_batch([], [[1], [2, 3]], pad_id=0, device="cpu")  # ordinary left padding
+    assert plain["input_ids"].tolist() == [[0, 1], [2, 3]]
+
+
+@pytest.mark.slow
+def test_a_shared_prefix_computed_once_gives_the_same_answers(base, monkeypatch):
+    """Few-shot prompts share a long beginning; reusing its cache must not change an answer.
+
+    Run in float32 everywhere (no bf16 autocast), where both ways give the same numbers
+    to rounding, so the comparison does not depend on the CPU.
+    """
+    import contextlib
+
+    from ftlab.evaluation import build_prompts
+
+    monkeypatch.setattr("ftlab.generation.autocast", lambda device: contextlib.nullcontext())
+    model, tokenizer = base
+    few_shot = build_prompts(EXAMPLES, shots=EXAMPLES[:2])
+    plain = build_prompts(EXAMPLES)
+    for prompts in (few_shot, plain):
+        once = generate_batch(model, tokenizer, prompts, max_new_tokens=24)
+        every_row = generate_batch(model, tokenizer, prompts, max_new_tokens=24, share_prefix=False)
+        assert once == every_row
+        assert all(once)
+    # Rows of different lengths in one batch: padding in the middle must not leak in.
+    alone = [generate_batch(model, tokenizer, [p], max_new_tokens=24)[0] for p in few_shot]
+    assert generate_batch(model, tokenizer, few_shot, max_new_tokens=24) == alone
 
 
 def test_evaluate_refuses_missing_or_empty_data(tmp_path):

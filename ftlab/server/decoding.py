@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ftlab.generation import prompt_ids
 from ftlab.models import autocast
 
 
@@ -49,12 +50,6 @@ class Usage:
 
 class ContextTooLong(ValueError):
     """The prompt leaves no room for an answer in the model's context window."""
-
-
-def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a conversation plus the assistant prefix, as `generate_batch` builds them."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def eos_ids(model, tokenizer) -> set[int]:
