@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 # Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint bench bench-server profile labs clean-cache
+.PHONY: setup lab test lint bench bench-eval bench-server profile labs clean-cache
 
 setup: $(STAMP)
 	@$(BIN)/ftlab prepare
@@ -38,6 +38,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/train_speed.py
+
+bench-eval: setup
+	$(BIN)/python bench/eval_speed.py
 
 bench-server: setup
 	$(BIN)/python bench/parallel_jobs.py
