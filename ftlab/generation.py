@@ -26,20 +26,22 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens all sequences have in common.
+def shared_prefix_length(sequences: Sequence[Sequence[int]], limit: int | None = None) -> int:
+    """How many leading tokens all sequences have in common, at most `limit`.
 
-    At most the shortest length minus one, so every sequence keeps at least one
-    token of its own for the model to read before it answers.
+    By default at most the shortest length minus one, so every sequence keeps at
+    least one token of its own for the model to read before it answers. Training
+    (`ftlab.training.data`) passes a tighter limit: the tokens before the first label.
     """
     if not sequences:
         return 0
-    limit = min(len(s) for s in sequences) - 1
+    if limit is None:
+        limit = min(len(s) for s in sequences) - 1
     first = sequences[0]
     length = 0
     while length < limit and all(s[length] == first[length] for s in sequences):
         length += 1
-    return max(length, 0)
+    return length
 
 
 def encode_prefix(model, prefix: Sequence[int]):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
+
 IGNORE = -100
 
 
@@ -114,20 +116,18 @@ class Batch:
         )
 
 
-def shared_prefix_length(rows: Sequence[TokenizedExample], minimum: int = 8) -> int:
+def unlabelled_prefix_length(
+    rows: Sequence[TokenizedExample], minimum: int = MIN_SHARED_TOKENS
+) -> int:
     """How many leading tokens all rows share before any learned token (0 if fewer than minimum).
 
     It stops one token short of the first label, because the hidden state
     that predicts a learned token must be computed in the per-row part.
     """
-    first = rows[0].input_ids
-    limit = min(len(r) for r in rows)
-    for row in rows:
-        labelled = next(i for i, label in enumerate(row.labels) if label != IGNORE)
-        limit = min(limit, labelled - 1)
-    length = 0
-    while length < limit and all(r.input_ids[length] == first[length] for r in rows):
-        length += 1
+    first_label = min(
+        next(i for i, label in enumerate(row.labels) if label != IGNORE) for row in rows
+    )
+    length = shared_prefix_length([r.input_ids for r in rows], limit=first_label - 1)
     return length if length >= minimum else 0
 
 
@@ -143,7 +143,7 @@ def collate(
     `states` (one (length, H) tensor per row) are the rows' hidden states entering
     layer `first_layer`, to be padded and split the same way as the tokens.
     """
-    prefix_len = shared_prefix_length(rows) if share_prefix and len(rows) > 1 else 0
+    prefix_len = unlabelled_prefix_length(rows) if share_prefix and len(rows) > 1 else 0
     width = max(len(r) for r in rows) - prefix_len
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
