@@ -9,7 +9,7 @@ LAB_PORT ?= 8888
 # Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint bench bench-eval bench-server profile labs clean-cache
+.PHONY: setup lab test lint bench bench-eval bench-server bench-chat profile labs clean-cache
 
 setup: $(STAMP)
 	@$(BIN)/ftlab prepare
@@ -44,6 +44,9 @@ bench-eval: setup
 
 bench-server: setup
 	$(BIN)/python bench/parallel_jobs.py
+
+bench-chat: setup
+	$(BIN)/python bench/chat_batching.py
 
 profile: setup
 	$(BIN)/python bench/step_profile.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ API_SUFFIX = "support"
 # so that the job finishes in a few minutes on a laptop CPU).
 API_HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
 API_TRAIN_SUBSET = 160
+# Chat requests in flight while scoring through an API: one local server batch
+# (`ftlab serve --chat-batch`), and well inside a hosted API's rate limits.
+API_CONCURRENCY = 16
 
 
 def lora_config(**overrides: Any) -> TrainConfig:
@@ -86,15 +90,23 @@ def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     return record
 
 
-def api_answers(client: Any, model: str, conversations: list[list[dict]]) -> list[str]:
-    """Greedy answers from an OpenAI-compatible endpoint, one request per conversation."""
-    answers = []
-    for messages in conversations:
+def api_answers(
+    client: Any, model: str, conversations: list[list[dict]], at_once: int = API_CONCURRENCY
+) -> list[str]:
+    """Greedy answers from an OpenAI-compatible endpoint, in the order of `conversations`.
+
+    One request per conversation, `at_once` of them in flight: the local server answers
+    requests that arrive together in one batch, and a hosted API runs them side by side.
+    """
+
+    def answer(messages: list[dict]) -> str:
         response = client.chat.completions.create(
             model=model, messages=messages, temperature=0, max_tokens=60
         )
-        answers.append(response.choices[0].message.content or "")
-    return answers
+        return response.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=max(1, at_once)) as pool:
+        return list(pool.map(answer, conversations))
 
 
 def api_train_file() -> Path:

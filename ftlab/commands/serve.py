@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from ftlab.commands import positive_int
-from ftlab.server.serve import DEFAULT_MAX_UPLOAD_MB, DataDirInUse, default_data_dir
+from ftlab.server.serve import (
+    DEFAULT_CHAT_BATCH,
+    DEFAULT_MAX_UPLOAD_MB,
+    DataDirInUse,
+    default_data_dir,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training jobs run side by side, sharing the cores (default 1; on a shared "
         "workshop server about one per 4 cores)",
     )
+    parser.add_argument(
+        "--chat-batch",
+        type=positive_int,
+        default=DEFAULT_CHAT_BATCH,
+        metavar="ROWS",
+        help=f"chat answers generated together when requests arrive at once (default "
+        f"{DEFAULT_CHAT_BATCH}; 1 answers one request at a time)",
+    )
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
@@ -70,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             max_upload_mb=args.max_upload_mb,
             max_models=args.max_models,
             parallel_jobs=args.parallel_jobs,
+            chat_batch=args.chat_batch,
             ready_file=args.ready_file,
         )
     except (KeysFileError, DataDirInUse, OSError, ValueError) as error:

@@ -1,21 +1,23 @@
 """A token-by-token decoding loop for chat completions: greedy or sampled, `n` choices,
-stop strings and streaming, with a KV cache.
+stop strings and streaming, with a KV cache, for several requests in one batch.
 
 `ftlab.generation.generate_batch` (greedy, many prompts) serves evaluation; this loop
 serves the API, which needs what `model.generate` does not give together: several
 sampled choices streamed at once, and OpenAI's stop semantics (the stop text itself
 is never returned, and text that might be the start of a stop string is held back
-until it is known not to be).
+until it is known not to be). Requests that arrive together share one batch
+(`ftlab.server.batching`): every choice is a row, prompts are left-padded, and a row
+leaves the batch as soon as its choice is finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from ftlab.generation import prompt_ids
+from ftlab.generation import padded_batch
 from ftlab.models import autocast
 
 
@@ -111,17 +113,8 @@ class _Choice:
         return Delta(index, rest, reason)
 
 
-@torch.inference_mode()
-def decode(
-    model, tokenizer, messages: list[dict], sampling: Sampling, usage: Usage
-) -> Iterator[Delta]:
-    """Yield text deltas for `sampling.n` answers to `messages`; fills in `usage` as it goes.
-
-    Every choice ends with one delta whose `finish_reason` is "stop" (end of turn or a
-    stop string) or "length" (`max_tokens` reached).
-    """
-    ids = prompt_ids(tokenizer, messages)
-    usage.prompt_tokens = len(ids)
+def answer_room(model, ids: Sequence[int]) -> int:
+    """How many tokens fit after the prompt in the model's context window."""
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     room = context - len(ids)
     if room <= 0:
@@ -129,34 +122,119 @@ def decode(
             f"This model's maximum context length is {context} tokens, but the messages "
             f"use {len(ids)} tokens. Shorten the messages."
         )
-    max_tokens = min(sampling.max_tokens, room)
-    generator = None
-    if sampling.seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(sampling.seed)
-    stops = [s for s in sampling.stop if s]
+    return room
+
+
+@dataclass
+class ChatRows:
+    """One chat request in a batch: its prompt and settings, and where its text goes.
+
+    `emit` receives the request's deltas in order (called on the decoding thread);
+    when `cancelled()` turns true, the request's rows leave the batch silently.
+    """
+
+    ids: list[int]
+    sampling: Sampling
+    usage: Usage
+    emit: Callable[[Delta], None]
+    cancelled: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class _Row:
+    request: ChatRows
+    index: int  # the choice's index in its request
+    choice: _Choice
+    max_tokens: int
+    generator: torch.Generator | None
+
+
+def _rows(model, requests: Sequence[ChatRows]) -> list[_Row]:
+    rows = []
+    for request in requests:
+        request.usage.prompt_tokens = len(request.ids)
+        max_tokens = min(request.sampling.max_tokens, answer_room(model, request.ids))
+        generator = None
+        if request.sampling.seed is not None:
+            generator = torch.Generator(device=model.device).manual_seed(request.sampling.seed)
+        rows += [
+            _Row(request, i, _Choice(), max_tokens, generator) for i in range(request.sampling.n)
+        ]
+    return rows
+
+
+def _pick(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
+    """The next token of every row, each request sampled with its own settings and seed."""
+    picked = [0] * len(rows)
+    by_request: dict[int, list[int]] = {}
+    for position, row in enumerate(rows):
+        by_request.setdefault(id(row.request), []).append(position)
+    for positions in by_request.values():
+        first = rows[positions[0]]
+        chosen = next_tokens(logits[positions], first.request.sampling, first.generator)
+        for position, token in zip(positions, chosen.tolist(), strict=True):
+            picked[position] = token
+    return picked
+
+
+def _advance(row: _Row, token: int, ends: set[int], tokenizer) -> Delta | None:
+    """Add `token` to the row's choice; the delta to send, if any (marks the row finished)."""
+    if token in ends:
+        return row.choice.finish(tokenizer, row.index, "stop")
+    row.request.usage.completion_tokens += 1
+    row.choice.tokens.append(token)
+    stops = [s for s in row.request.sampling.stop if s]
+    delta = row.choice.advance(tokenizer, row.index, stops)
+    if not row.choice.finished and len(row.choice.tokens) >= row.max_tokens:
+        tail = row.choice.finish(tokenizer, row.index, "length")
+        text = (delta.text if delta else "") + tail.text
+        return Delta(row.index, text, "length")
+    return delta
+
+
+@torch.inference_mode()
+def decode_batch(model, tokenizer, requests: Sequence[ChatRows]) -> None:
+    """Answer `requests` together: one row per choice, sent to each request's `emit`.
+
+    Every choice ends with one delta whose `finish_reason` is "stop" (end of turn or a
+    stop string) or "length" (`max_tokens` reached). Prompts are left-padded and
+    positions are counted from the attention mask, so each row reads as if it were
+    alone; finished rows are dropped from the batch and its KV cache.
+    """
+    rows = _rows(model, requests)
     ends = eos_ids(model, tokenizer)
-    choices = [_Choice() for _ in range(sampling.n)]
-    inputs = torch.tensor([ids] * sampling.n, device=model.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = padded_batch([], [row.request.ids for row in rows], pad, model.device)
+    inputs, mask = batch["input_ids"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     past = None
-    for _ in range(max_tokens):
+    while True:
         with autocast(model.device):
-            output = model(input_ids=inputs, cache=past, use_cache=True, logits_to_keep=1)
+            output = model(
+                input_ids=inputs,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         past = output.cache
-        picked = next_tokens(output.logits[:, -1, :].float(), sampling, generator)
-        for index, (choice, token) in enumerate(zip(choices, picked.tolist(), strict=True)):
-            if choice.finished:
+        picked = _pick(output.logits[:, -1, :].float(), rows)
+        for row, token in zip(rows, picked, strict=True):
+            if row.request.cancelled():
+                row.choice.finished = True
                 continue
-            if token in ends:
-                yield choice.finish(tokenizer, index, "stop")
-                continue
-            usage.completion_tokens += 1
-            choice.tokens.append(token)
-            delta = choice.advance(tokenizer, index, stops)
+            delta = _advance(row, token, ends, tokenizer)
             if delta is not None:
-                yield delta
-        if all(c.finished for c in choices):
+                row.request.emit(delta)
+        keep = [i for i, row in enumerate(rows) if not row.choice.finished]
+        if not keep:
             return
-        inputs = picked.unsqueeze(-1)
-    for index, choice in enumerate(choices):
-        if not choice.finished:
-            yield choice.finish(tokenizer, index, "length")
+        if len(keep) < len(rows):
+            kept = torch.tensor(keep, device=model.device)
+            past.batch_select_indices(kept)
+            mask, positions = mask[kept], positions[kept]
+            rows, picked = [rows[i] for i in keep], [picked[i] for i in keep]
+        inputs = torch.tensor(picked, device=model.device)[:, None]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
+        positions = positions[:, -1:] + 1

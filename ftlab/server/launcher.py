@@ -76,12 +76,14 @@ def start_server(
     host: str = "127.0.0.1",
     max_upload_mb: float | None = None,
     parallel_jobs: int = 1,
+    chat_batch: int | None = None,
     timeout: float = 120.0,
 ) -> ServerHandle:
     """Start `ftlab serve` in a background process and return once it answers.
 
     `port=0` picks a free port; `keys` is a keys file for workshop mode (see
-    `ftlab.server.auth`); `parallel_jobs` training jobs run side by side. Raises
+    `ftlab.server.auth`); `parallel_jobs` training jobs run side by side; up to
+    `chat_batch` chat answers are generated together (default 16). Raises
     RuntimeError with the end of the server's log if it does not come up.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -109,6 +111,8 @@ def start_server(
         command += ["--max-upload-mb", str(max_upload_mb)]
     if parallel_jobs != 1:
         command += ["--parallel-jobs", str(parallel_jobs)]
+    if chat_batch is not None:
+        command += ["--chat-batch", str(chat_batch)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,

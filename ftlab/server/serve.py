@@ -13,6 +13,10 @@ from pathlib import Path
 from ftlab.paths import ftlab_home
 
 DEFAULT_MAX_UPLOAD_MB = 512  # OpenAI's limit for one uploaded file
+# Chat answers generated together when requests arrive at once (ftlab.server.batching).
+# Bigger batches use a CPU better but make everyone in them wait for the longest answer;
+# 16 is what evaluation uses too.
+DEFAULT_CHAT_BATCH = 16
 
 
 class DataDirInUse(RuntimeError):
@@ -68,6 +72,7 @@ def serve(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_models: int = 3,
     parallel_jobs: int = 1,
+    chat_batch: int = DEFAULT_CHAT_BATCH,
     ready_file: str | Path | None = None,
 ) -> None:
     """Serve until interrupted. Prints the base URL once it accepts connections."""
@@ -104,7 +109,7 @@ def serve(
             store,
             auth=auth,
             worker=Worker(store, parallel_jobs=parallel_jobs),
-            inference=Inference(store, max_models=max_models),
+            inference=Inference(store, max_models=max_models, max_batch_rows=chat_batch),
             max_upload_bytes=int(max_upload_mb * 2**20),
             on_ready=ready,
         )

@@ -1,0 +1,141 @@
+"""Chat requests answered together in one batch get the answers they get alone.
+
+The batcher runs without its thread here (`run_pending`), so the contents of each batch
+are exact. Everything runs in float32 (no bf16 autocast): batched and single rows then
+agree to rounding on every CPU, so the comparison does not depend on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
+from ftlab.server.batching import ChatBatcher, ChatHandle
+from ftlab.server.decoding import ContextTooLong, Sampling
+from ftlab.support import SYSTEM_PROMPT
+
+pytestmark = pytest.mark.slow
+
+
+def ask(text: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+
+
+# Prompts of different lengths and settings that end in every way a choice can end.
+REQUESTS = [
+    (ask("where is AC-10293??"), Sampling(max_tokens=40, temperature=0)),
+    (
+        ask("I ordered the trail boots two weeks ago and nothing has arrived, order AC-55512."),
+        Sampling(max_tokens=40, temperature=0),
+    ),
+    (ask("Thanks, the jacket fits perfectly!"), Sampling(max_tokens=3, temperature=0)),
+    (ask("Can I return the tent?"), Sampling(max_tokens=40, temperature=0, stop=[" not"])),
+    (
+        [{"role": "user", "content": "Name three colours."}],
+        Sampling(max_tokens=12, temperature=1.0, n=3, seed=7),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    model, tokenizer = load_model(DEFAULT_MODEL)
+    prepare_for_inference(model)
+    return model, tokenizer
+
+
+@pytest.fixture
+def batcher(loaded, monkeypatch):
+    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    return ChatBatcher(lambda source: loaded, threaded=False)
+
+
+def collect(handle: ChatHandle) -> tuple[list[str], list[str], tuple[int, int]]:
+    """Each choice's text and finish reason, and the usage, from a finished handle."""
+    texts: dict[int, str] = {}
+    reasons: dict[int, str] = {}
+    for delta in handle:
+        texts[delta.index] = texts.get(delta.index, "") + delta.text
+        if delta.finish_reason:
+            assert delta.index not in reasons, "a choice finished twice"
+            reasons[delta.index] = delta.finish_reason
+    order = sorted(texts)
+    usage = (handle.usage.prompt_tokens, handle.usage.completion_tokens)
+    return [texts[i] for i in order], [reasons[i] for i in order if i in reasons], usage
+
+
+def test_requests_that_wait_together_are_one_batch_with_the_answers_they_get_alone(batcher):
+    alone = []
+    for messages, sampling in REQUESTS:
+        handle = batcher.submit(DEFAULT_MODEL, messages, sampling)
+        batcher.run_pending()
+        alone.append(collect(handle))
+    assert batcher.batch_sizes == [1, 1, 1, 1, 3]
+
+    handles = [batcher.submit(DEFAULT_MODEL, m, s) for m, s in REQUESTS]
+    batcher.run_pending()
+    assert batcher.batch_sizes[5:] == [7], "all seven choices should share one batch"
+    together = [collect(h) for h in handles]
+    assert together == alone
+
+    reasons = {reason for _, finishes, _ in alone for reason in finishes}
+    assert reasons == {"stop", "length"}
+    assert alone[2][1] == ["length"] and alone[2][2][1] == 3
+    assert alone[3][1] == ["stop"] and " not" not in alone[3][0][0]
+    assert len(set(alone[4][0])) > 1, "three sampled choices should differ"
+
+
+def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded, monkeypatch):
+    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    sources = []
+
+    def load(source):
+        sources.append(source)
+        return loaded
+
+    batcher = ChatBatcher(load, max_rows=4, threaded=False)
+    greedy = Sampling(max_tokens=3, temperature=0)
+    handles = [
+        batcher.submit("a", ask("hello"), greedy),
+        batcher.submit("b", ask("hello"), greedy),
+        batcher.submit("a", ask("hi"), Sampling(max_tokens=3, temperature=0, n=2)),
+        batcher.submit("a", ask("hey"), Sampling(max_tokens=3, temperature=0, n=2)),
+        batcher.submit("a", ask("yo"), greedy),
+    ]
+    batcher.run_pending()
+    # The oldest request decides the model; same-model requests join while rows fit.
+    assert sources == ["a", "b", "a"]
+    assert batcher.batch_sizes == [4, 1, 2]
+    assert all(collect(h)[0] for h in handles)
+
+
+def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher):
+    greedy = Sampling(max_tokens=8, temperature=0)
+    alone = batcher.submit(DEFAULT_MODEL, ask("where is AC-10293??"), greedy)
+    batcher.run_pending()
+    expected = collect(alone)
+
+    too_long = batcher.submit(DEFAULT_MODEL, ask("boots " * 9000), greedy)
+    gone = batcher.submit(DEFAULT_MODEL, ask("hello there"), greedy)
+    mid_way = batcher.submit(DEFAULT_MODEL, ask("Can I return the tent?"), greedy)
+    kept = batcher.submit(DEFAULT_MODEL, ask("where is AC-10293??"), greedy)
+    gone.cancel()  # the client left before its batch started
+
+    deliver = mid_way.deliver
+
+    def leave_after_first(event):  # ...and this one after its first piece of text
+        deliver(event)
+        mid_way.cancel()
+
+    mid_way.deliver = leave_after_first
+    batcher.run_pending()
+
+    with pytest.raises(ContextTooLong, match="maximum context length"):
+        collect(too_long)
+    assert collect(gone) == ([], [], (0, 0))
+    texts, reasons, _ = collect(mid_way)
+    assert len(texts) == 1 and reasons == [], "a cancelled choice stops without finishing"
+    assert collect(kept) == expected
+    assert batcher.batch_sizes[-1] == 2
