@@ -16,8 +16,6 @@ from ftlab.server.batching import ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Sampling
 from ftlab.support import SYSTEM_PROMPT
 
-pytestmark = pytest.mark.slow
-
 
 def ask(text: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
@@ -66,6 +64,7 @@ def collect(handle: ChatHandle) -> tuple[list[str], list[str], tuple[int, int]]:
     return [texts[i] for i in order], [reasons[i] for i in order if i in reasons], usage
 
 
+@pytest.mark.slow
 def test_requests_that_wait_together_are_one_batch_with_the_answers_they_get_alone(batcher):
     alone = []
     for messages, sampling in REQUESTS:
@@ -87,6 +86,7 @@ def test_requests_that_wait_together_are_one_batch_with_the_answers_they_get_alo
     assert len(set(alone[4][0])) > 1, "three sampled choices should differ"
 
 
+@pytest.mark.slow
 def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded, monkeypatch):
     monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
     sources = []
@@ -111,6 +111,7 @@ def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded,
     assert all(collect(h)[0] for h in handles)
 
 
+@pytest.mark.slow
 def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher):
     greedy = Sampling(max_tokens=8, temperature=0)
     alone = batcher.submit(DEFAULT_MODEL, ask("where is AC-10293??"), greedy)
@@ -139,3 +140,21 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
     assert len(texts) == 1 and reasons == [], "a cancelled choice stops without finishing"
     assert collect(kept) == expected
     assert batcher.batch_sizes[-1] == 2
+
+
+def test_chat_gets_every_core_unless_a_job_is_training(monkeypatch):
+    import torch
+
+    from ftlab.models import available_cores, sensible_threads
+    from ftlab.server.lifecycle import serving_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("FTLAB_THREADS", raising=False)
+        assert serving_threads(training=True) == max(1, available_cores() // 2)
+        assert torch.get_num_threads() == max(1, available_cores() // 2)
+        assert serving_threads(training=False) == sensible_threads() == torch.get_num_threads()
+        monkeypatch.setenv("FTLAB_THREADS", "3")
+        assert serving_threads(training=True) == 3 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

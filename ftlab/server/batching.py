@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,9 @@ from ftlab.server.decoding import (
 from ftlab.server.serve import DEFAULT_CHAT_BATCH
 
 _DONE = object()
+# How long the first waiting request waits for others to join its batch: far less than a
+# token takes, and enough for requests sent at the same moment to arrive.
+GATHER_S = 0.02
 
 
 class ChatHandle:
@@ -69,8 +73,9 @@ class _Pending:
 class ChatBatcher:
     """A queue of chat requests and the one thread that answers them in batches.
 
-    `load(source)` returns `(model, tokenizer)` for a model source; it is called on
-    the decoding thread. `batch_sizes` records the rows of every batch run so far.
+    `load(source)` returns `(model, tokenizer)` for a model source, ready for a batch;
+    it is called on the decoding thread before every batch. `batch_sizes` records the
+    rows of every batch run so far.
     With `threaded=False` no thread is started: `run_pending` answers what is waiting
     on the caller's thread, which makes a batch's contents exact (tests, benchmarks).
     """
@@ -104,6 +109,12 @@ class ChatBatcher:
         with self._wake:
             while not self._pending:
                 self._wake.wait()
+            # Requests sent together (a thread pool, a class) arrive a few ms apart.
+            deadline = time.monotonic() + GATHER_S
+            while sum(p.sampling.n for p in self._pending) < self.max_rows:
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                self._wake.wait(left)
             first = self._pending[0]
             batch, rows = [], 0
             for pending in self._pending:
