@@ -140,21 +140,3 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
     assert len(texts) == 1 and reasons == [], "a cancelled choice stops without finishing"
     assert collect(kept) == expected
     assert batcher.batch_sizes[-1] == 2
-
-
-def test_chat_gets_every_core_unless_a_job_is_training(monkeypatch):
-    import torch
-
-    from ftlab.models import available_cores, sensible_threads
-    from ftlab.server.lifecycle import serving_threads
-
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.delenv("FTLAB_THREADS", raising=False)
-        assert serving_threads(training=True) == max(1, available_cores() // 2)
-        assert torch.get_num_threads() == max(1, available_cores() // 2)
-        assert serving_threads(training=False) == sensible_threads() == torch.get_num_threads()
-        monkeypatch.setenv("FTLAB_THREADS", "3")
-        assert serving_threads(training=True) == 3 == torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)

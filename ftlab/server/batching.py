@@ -73,9 +73,9 @@ class _Pending:
 class ChatBatcher:
     """A queue of chat requests and the one thread that answers them in batches.
 
-    `load(source)` returns `(model, tokenizer)` for a model source, ready for a batch;
-    it is called on the decoding thread before every batch. `batch_sizes` records the
-    rows of every batch run so far.
+    `load(source)` returns `(model, tokenizer)` for a model source; it is called on
+    the decoding thread before every batch. `batch_sizes` records the rows of every
+    batch run so far.
     With `threaded=False` no thread is started: `run_pending` answers what is waiting
     on the caller's thread, which makes a batch's contents exact (tests, benchmarks).
     """

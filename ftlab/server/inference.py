@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +121,12 @@ class Inference:
     """Resolves model names for an owner and answers chat completion requests."""
 
     def __init__(
-        self,
-        store: Store,
-        max_models: int = 3,
-        max_batch_rows: int = DEFAULT_CHAT_BATCH,
-        before_batch: Callable[[], object] = lambda: None,
+        self, store: Store, max_models: int = 3, max_batch_rows: int = DEFAULT_CHAT_BATCH
     ) -> None:
-        """`before_batch` runs on the decoding thread before each batch (the server sets
-        torch's thread count there, from whether a job is training)."""
         self.store = store
         self.cache = ModelCache(max_models)
         self.lock = threading.Lock()  # guards the cache: the batcher loads, deletions forget
-        self.before_batch = before_batch
-        self.batcher = ChatBatcher(self._prepare, max_rows=max_batch_rows)
+        self.batcher = ChatBatcher(self._load, max_rows=max_batch_rows)
 
     def source(self, owner: str, name: str) -> str:
         """What `load_model` loads for a model name this owner may use."""
@@ -148,8 +141,7 @@ class Inference:
         with self.lock:
             self.cache.drop(source)
 
-    def _prepare(self, source: str) -> tuple[Any, Any]:
-        self.before_batch()
+    def _load(self, source: str) -> tuple[Any, Any]:
         with self.lock:
             return self.cache.get(source)
 

@@ -35,22 +35,17 @@ def die_with_parent(parent_pid: int, poll_seconds: float = 1.0, at_once: bool = 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def serving_threads(training: bool = True) -> int:
-    """Set torch's threads for chat: every core while no job trains, half while one does.
+def serving_threads() -> int:
+    """Torch threads for chat: half the cores, leaving the rest to a training job.
 
     Two processes that each use every core slow each other down many times over
     (PyTorch's threads spin-wait; measured here: 8 tokens took 2.5 s on 1 thread
     but 12-22 s on 2 threads while the CPU was busy). Training picks its own count.
-    The chat batcher calls this before every batch, so chat gets the whole CPU back
-    when the last job ends. FTLAB_THREADS fixes the count.
     """
     import torch
 
-    from ftlab.models import available_cores, sensible_threads, thread_override
+    from ftlab.models import available_cores
 
-    threads = thread_override() or (
-        max(1, available_cores() // 2) if training else sensible_threads()
-    )
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    threads = max(1, available_cores() // 2)
+    torch.set_num_threads(threads)
     return threads

@@ -105,18 +105,11 @@ def serve(
                 partial.write_text(json.dumps({"base_url": base_url, "pid": os.getpid()}))
                 partial.rename(ready_file)
 
-        worker = Worker(store, parallel_jobs=parallel_jobs)
-        inference = Inference(
-            store,
-            max_models=max_models,
-            max_batch_rows=chat_batch,
-            before_batch=lambda: serving_threads(training=worker.training),
-        )
         app = create_app(
             store,
             auth=auth,
-            worker=worker,
-            inference=inference,
+            worker=Worker(store, parallel_jobs=parallel_jobs),
+            inference=Inference(store, max_models=max_models, max_batch_rows=chat_batch),
             max_upload_bytes=int(max_upload_mb * 2**20),
             on_ready=ready,
         )

@@ -149,11 +149,6 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def training(self) -> bool:
-        """Whether a training job is running now."""
-        return bool(self._running)
-
     def shutdown(self) -> None:
         """Stop the thread and the training child; a running job resumes on the next start."""
         self._stopping.set()
