@@ -29,6 +29,7 @@ lab: setup
 
 test: setup
 	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
+	$(BIN)/ruff format --check ftlab tests bench data
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(wildcard notebooks solutions)
 

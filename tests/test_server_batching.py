@@ -140,3 +140,33 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
     assert len(texts) == 1 and reasons == [], "a cancelled choice stops without finishing"
     assert collect(kept) == expected
     assert batcher.batch_sizes[-1] == 2
+
+
+@pytest.mark.slow
+def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, monkeypatch):
+    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    model, tokenizer = loaded
+
+    class FailsOnFourthStep:
+        """The real model, until its fourth forward pass fails as a crash would."""
+
+        steps = 0
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, **inputs):
+            self.steps += 1
+            if self.steps == 4:
+                raise RuntimeError("the decoding step failed")
+            return model(**inputs)
+
+    batcher = ChatBatcher(lambda source: (FailsOnFourthStep(), tokenizer), threaded=False)
+    short = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=2, temperature=0))
+    long = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=20, temperature=0))
+    batcher.run_pending()
+
+    texts, reasons, usage = collect(short)  # finished at step 2: its answer stands
+    assert texts[0] and reasons == ["length"] and usage[1] == 2
+    with pytest.raises(RuntimeError, match="the decoding step failed"):
+        collect(long)

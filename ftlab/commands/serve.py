@@ -6,12 +6,8 @@ import argparse
 import sys
 
 from ftlab.commands import positive_int
-from ftlab.server.serve import (
-    DEFAULT_CHAT_BATCH,
-    DEFAULT_MAX_UPLOAD_MB,
-    DataDirInUse,
-    default_data_dir,
-)
+from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
+from ftlab.server.serve import DataDirInUse, default_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -28,7 +28,7 @@ from ftlab.server.decoding import (
     answer_room,
     decode_batch,
 )
-from ftlab.server.serve import DEFAULT_CHAT_BATCH
+from ftlab.server.defaults import DEFAULT_CHAT_BATCH
 
 _DONE = object()
 # How long the first waiting request waits for others to join its batch: far less than a
@@ -37,12 +37,14 @@ GATHER_S = 0.02
 
 
 class ChatHandle:
-    """One submitted request: iterate it for its deltas; it raises the request's error."""
+    """One submitted request of `choices` choices: iterate it for its deltas; it raises
+    the request's error."""
 
-    def __init__(self) -> None:
+    def __init__(self, choices: int = 1) -> None:
         self.usage = Usage()
         self._events: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
+        self._unfinished = choices
 
     def __iter__(self) -> Iterator[Delta]:
         while (event := self._events.get()) is not _DONE:
@@ -58,7 +60,14 @@ class ChatHandle:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    @property
+    def answered(self) -> bool:
+        """Every choice has its finish reason: a later error must not spoil the answer."""
+        return self._unfinished <= 0
+
     def deliver(self, event: Any) -> None:
+        if isinstance(event, Delta) and event.finish_reason:
+            self._unfinished -= 1
         self._events.put(event)
 
 
@@ -67,7 +76,10 @@ class _Pending:
     source: str
     messages: list[dict]
     sampling: Sampling
-    handle: ChatHandle = field(default_factory=ChatHandle)
+    handle: ChatHandle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.handle = ChatHandle(self.sampling.n)
 
 
 class ChatBatcher:
@@ -137,9 +149,10 @@ class ChatBatcher:
     def _run(self, batch: list[_Pending]) -> None:
         try:
             self._answer([p for p in batch if not p.handle.cancelled])
-        except Exception as error:  # noqa: BLE001 - every request in the batch is told
+        except Exception as error:  # noqa: BLE001 - every unfinished request is told
             for pending in batch:
-                pending.handle.deliver(error)
+                if not pending.handle.answered:
+                    pending.handle.deliver(error)
         finally:
             for pending in batch:
                 pending.handle.deliver(_DONE)
@@ -152,7 +165,7 @@ class ChatBatcher:
         for pending in batch:
             handle, ids = pending.handle, prompt_ids(tokenizer, pending.messages)
             try:
-                answer_room(model, ids)
+                room = answer_room(model, ids)
             except ContextTooLong as error:  # only this request fails
                 handle.deliver(error)
                 continue
@@ -160,6 +173,7 @@ class ChatBatcher:
                 ChatRows(
                     ids,
                     pending.sampling,
+                    min(pending.sampling.max_tokens, room),
                     handle.usage,
                     emit=handle.deliver,
                     cancelled=lambda handle=handle: handle.cancelled,

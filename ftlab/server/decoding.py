@@ -129,12 +129,15 @@ def answer_room(model, ids: Sequence[int]) -> int:
 class ChatRows:
     """One chat request in a batch: its prompt and settings, and where its text goes.
 
-    `emit` receives the request's deltas in order (called on the decoding thread);
-    when `cancelled()` turns true, the request's rows leave the batch silently.
+    `max_tokens` is the request's limit, already capped by the room left in the context
+    window (`answer_room`). `emit` receives the request's deltas in order (called on the
+    decoding thread); when `cancelled()` turns true, the request's rows leave the batch
+    silently.
     """
 
     ids: list[int]
     sampling: Sampling
+    max_tokens: int
     usage: Usage
     emit: Callable[[Delta], None]
     cancelled: Callable[[], bool] = lambda: False
@@ -145,7 +148,7 @@ class _Row:
     request: ChatRows
     index: int  # the choice's index in its request
     choice: _Choice
-    max_tokens: int
+    stops: list[str]
     generator: torch.Generator | None
 
 
@@ -153,13 +156,11 @@ def _rows(model, requests: Sequence[ChatRows]) -> list[_Row]:
     rows = []
     for request in requests:
         request.usage.prompt_tokens = len(request.ids)
-        max_tokens = min(request.sampling.max_tokens, answer_room(model, request.ids))
+        stops = [s for s in request.sampling.stop if s]
         generator = None
         if request.sampling.seed is not None:
             generator = torch.Generator(device=model.device).manual_seed(request.sampling.seed)
-        rows += [
-            _Row(request, i, _Choice(), max_tokens, generator) for i in range(request.sampling.n)
-        ]
+        rows += [_Row(request, i, _Choice(), stops, generator) for i in range(request.sampling.n)]
     return rows
 
 
@@ -183,9 +184,8 @@ def _advance(row: _Row, token: int, ends: set[int], tokenizer) -> Delta | None:
         return row.choice.finish(tokenizer, row.index, "stop")
     row.request.usage.completion_tokens += 1
     row.choice.tokens.append(token)
-    stops = [s for s in row.request.sampling.stop if s]
-    delta = row.choice.advance(tokenizer, row.index, stops)
-    if not row.choice.finished and len(row.choice.tokens) >= row.max_tokens:
+    delta = row.choice.advance(tokenizer, row.index, row.stops)
+    if not row.choice.finished and len(row.choice.tokens) >= row.request.max_tokens:
         tail = row.choice.finish(tokenizer, row.index, "length")
         text = (delta.text if delta else "") + tail.text
         return Delta(row.index, text, "length")

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.batching import ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Sampling, Usage
+from ftlab.server.defaults import DEFAULT_CHAT_BATCH
 from ftlab.server.errors import APIError, invalid_value, model_not_found
-from ftlab.server.serve import DEFAULT_CHAT_BATCH
 from ftlab.server.store import Store, new_id
 
 BASE_MODELS = (DEFAULT_MODEL,)

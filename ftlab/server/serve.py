@@ -11,12 +11,7 @@ import socket
 from pathlib import Path
 
 from ftlab.paths import ftlab_home
-
-DEFAULT_MAX_UPLOAD_MB = 512  # OpenAI's limit for one uploaded file
-# Chat answers generated together when requests arrive at once (ftlab.server.batching).
-# Bigger batches use a CPU better but make everyone in them wait for the longest answer;
-# 16 is what evaluation uses too.
-DEFAULT_CHAT_BATCH = 16
+from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
 
 
 class DataDirInUse(RuntimeError):
