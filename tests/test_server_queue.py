@@ -67,7 +67,7 @@ def test_two_jobs_train_side_by_side_and_queue_is_fair(tmp_path):
     keys.write_text("ana sk-ana-0001\nben sk-ben-0002\n")
     with start(tmp_path / "data", keys=keys, parallel_jobs=2) as server:
         ana, ben = client(server, "sk-ana-0001"), client(server, "sk-ben-0002")
-        short = {"n_epochs": 1, "batch_size": 8}  # 16 examples: 2 steps
+        short = {"n_epochs": 1, "batch_size": 10}  # 10 examples (the minimum): 1 step
 
         def create(api, examples: int, **hyperparameters):
             file_id = upload(api, support_examples("train", examples))
@@ -77,11 +77,11 @@ def test_two_jobs_train_side_by_side_and_queue_is_fair(tmp_path):
             return job.id
 
         long_job = create(ana, 24, n_epochs=30, batch_size=8)  # 90 steps
-        first = create(ana, 24, n_epochs=3, batch_size=8)  # 9 steps
+        first = create(ana, 24, n_epochs=1, batch_size=8)  # 3 steps
         wait_for(ana, long_job, statuses=("running",))
         wait_for(ana, first, statuses=("running",))  # both slots taken
-        second = create(ana, 16, **short)
-        bens = create(ben, 16, **short)
+        second = create(ana, 10, **short)
+        bens = create(ben, 10, **short)
         seen = set()
         deadline = time.monotonic() + 300
         while (done := ben.fine_tuning.jobs.retrieve(bens)).status != "succeeded":
