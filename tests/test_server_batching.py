@@ -170,3 +170,18 @@ def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, m
     assert texts[0] and reasons == ["length"] and usage[1] == 2
     with pytest.raises(RuntimeError, match="the decoding step failed"):
         collect(long)
+
+
+@pytest.mark.slow
+def test_a_short_answer_returns_before_the_batch_ends(loaded, monkeypatch):
+    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    batcher = ChatBatcher(lambda source: loaded)  # with its thread, as in the server
+    story = [{"role": "user", "content": "Write a long story about a fox."}]
+    long = batcher.submit(DEFAULT_MODEL, story, Sampling(max_tokens=60, temperature=0))
+    short = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=2, temperature=0))
+    texts, reasons, usage = collect(short)  # returns once its two tokens are out
+    assert reasons == ["length"] and usage[1] == 2
+    assert not long.answered, "the short request had to wait for the long one"
+    texts, reasons, usage = collect(long)
+    assert reasons == ["length"] and usage[1] == 60
+    assert batcher.batch_sizes == [2]

@@ -6,7 +6,8 @@ waiting request for the same model (up to `max_rows` choices: `ftlab serve
 --chat-batch`), answers them in one batch (`ftlab.server.decoding.decode_batch`), then
 looks again. A request that arrives while a batch runs waits for the next one. Each
 request's text reaches its own `ChatHandle` as it is generated, so streaming works the
-same in a batch as alone.
+same in a batch as alone, and a request is answered as soon as its own choices are
+finished, not when the batch's longest answer is.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ class ChatHandle:
         return self._unfinished <= 0
 
     def deliver(self, event: Any) -> None:
+        self._events.put(event)
         if isinstance(event, Delta) and event.finish_reason:
             self._unfinished -= 1
-        self._events.put(event)
+            if self.answered:  # the reader is done now, not when the whole batch is
+                self._events.put(_DONE)
 
 
 @dataclass(eq=False)
