@@ -434,13 +434,13 @@ def create_app(
     # ---- chat -----------------------------------------------------------------------------
 
     @app.post("/v1/chat/completions")
-    def chat_completions(body: ChatRequest, who: Owner):
+    async def chat_completions(body: ChatRequest, who: Owner):
         if body.stream:
             return StreamingResponse(
-                inference.stream(body, who),
+                await inference.stream(body, who),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        return inference.complete(body, who)
+        return await inference.complete(body, who)
 
     return app

@@ -12,10 +12,11 @@ finished, not when the batch's longest answer is.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,20 +39,47 @@ GATHER_S = 0.02
 
 
 class ChatHandle:
-    """One submitted request of `choices` choices: iterate it for its deltas; it raises
-    the request's error."""
+    """One submitted request of `choices` choices: iterate it for its deltas (`for`, or
+    `async for` over `deltas()`); it raises the request's error."""
 
     def __init__(self, choices: int = 1) -> None:
         self.usage = Usage()
         self._events: queue.Queue[Any] = queue.Queue()
         self._cancelled = threading.Event()
         self._unfinished = choices
+        self._wake_reader: Callable[[], None] = lambda: None
 
     def __iter__(self) -> Iterator[Delta]:
         while (event := self._events.get()) is not _DONE:
-            if isinstance(event, BaseException):
-                raise event
-            yield event
+            yield _checked(event)
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """The same deltas, awaited on the event loop instead of a blocked thread.
+
+        The web server's worker threads are few (40): a class's chat requests waiting
+        in threads left none for job polls and uploads, which then waited behind every
+        answer.
+        """
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(arrived.set)
+            except RuntimeError:  # the loop has closed: nobody is reading any more
+                pass
+
+        self._wake_reader = wake
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:  # each wait is followed by draining, so no event is missed
+                await arrived.wait()
+                arrived.clear()
+                continue
+            if event is _DONE:
+                return
+            yield _checked(event)
 
     def cancel(self) -> None:
         """The client went away: drop this request's rows from their batch."""
@@ -72,6 +100,14 @@ class ChatHandle:
             self._unfinished -= 1
             if self.answered:  # the reader is done now, not when the whole batch is
                 self._events.put(_DONE)
+        self._wake_reader()
+
+
+def _checked(event: Any) -> Delta:
+    """A delivered delta, or the request's error raised."""
+    if isinstance(event, BaseException):
+        raise event
+    return event
 
 
 @dataclass(eq=False)

@@ -5,6 +5,8 @@ generates (`ftlab.server.batching`): on a CPU, two generations at once would onl
 share the same cores, while requests that arrive together are answered in one batch.
 A streamed answer reads its text from its handle as the batch produces it; a client
 that goes away mid-stream cancels its rows and leaves the rest of the batch running.
+Requests wait for their answers on the event loop, not in the web server's few worker
+threads, so job polls and uploads are answered at once however many chats are waiting.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.batching import ChatBatcher, ChatHandle
@@ -152,12 +155,16 @@ class Inference:
         source = self.source(owner, request.model)
         return self.batcher.submit(source, messages, sampling)
 
-    def complete(self, request: ChatRequest, owner: str) -> dict[str, Any]:
-        handle = self._submit(request, owner)
+    async def submit(self, request: ChatRequest, owner: str) -> ChatHandle:
+        """Queue a request (the model lookup reads the store, so on a worker thread)."""
+        return await run_in_threadpool(self._submit, request, owner)
+
+    async def complete(self, request: ChatRequest, owner: str) -> dict[str, Any]:
+        handle = await self.submit(request, owner)
         texts = [""] * (request.n or 1)
         reasons = ["stop"] * len(texts)
         try:
-            for delta in handle:
+            async for delta in handle.deltas():
                 texts[delta.index] += delta.text
                 reasons[delta.index] = delta.finish_reason or reasons[delta.index]
         except ContextTooLong as error:
@@ -182,13 +189,13 @@ class Inference:
             "system_fingerprint": None,
         }
 
-    def stream(self, request: ChatRequest, owner: str) -> Iterator[str]:
+    async def stream(self, request: ChatRequest, owner: str) -> AsyncIterator[str]:
         """Server-sent events: a role chunk per choice, content chunks, a finish chunk per
         choice, an optional usage chunk, then `[DONE]`. Errors become an `error` frame."""
-        handle = self._submit(request, owner)  # errors here are still plain HTTP errors
+        handle = await self.submit(request, owner)  # errors here are still plain HTTP errors
         return self._frames(request, handle)
 
-    def _frames(self, request: ChatRequest, handle: ChatHandle) -> Iterator[str]:
+    async def _frames(self, request: ChatRequest, handle: ChatHandle) -> AsyncIterator[str]:
         base = {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion.chunk",
@@ -203,7 +210,7 @@ class Inference:
         try:
             for index in range(request.n or 1):
                 yield chunk([_choice(index, {"role": "assistant", "content": ""})])
-            for delta in handle:
+            async for delta in handle.deltas():
                 if delta.text:
                     yield chunk([_choice(delta.index, {"content": delta.text})])
                 if delta.finish_reason:
