@@ -1,16 +1,23 @@
-"""Chat requests wait for their answers without holding one of the web server's threads.
+"""Chat requests wait for their answers without holding a web server thread, and leave the
+queue when their client gives up.
 
 FastAPI runs plain (non-async) endpoints in a pool of 40 worker threads. When each waiting
 chat held one, a class's chats filled the pool, and a job poll or an upload then queued
 behind them until answers came out (measured: 45 s for one poll with 64 chats in flight).
+In these tests decoding is held back until the test lets it start, so every chat is still
+waiting when the test looks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 
 import httpx
+import pytest
+import uvicorn
 
 from ftlab.models import DEFAULT_MODEL
 from ftlab.server.app import create_app
@@ -20,35 +27,57 @@ from ftlab.server.store import Store
 from ftlab.server.worker import Worker
 
 CHATS = 60  # more than the 40 worker threads
+HELLO = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
 
 
-def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(tmp_path):
-    store = Store(tmp_path)
-    inference = Inference(store)
-    decoding_may_start = threading.Event()
-    load = inference.batcher.load
+class HeldServer:
+    """The server's app with the real model, whose decoding starts when `release()` is called."""
 
-    def held_load(source: str):
-        """The real model, once the test lets decoding start: until then every chat waits."""
-        decoding_may_start.wait()
-        return load(source)
+    def __init__(self, data_dir) -> None:
+        self.store = Store(data_dir)
+        self.inference = Inference(self.store)
+        self._may_start = threading.Event()
+        load = self.inference.batcher.load
 
-    inference.batcher.load = held_load
-    app = create_app(
-        store,
-        auth=Authenticator(),
-        worker=Worker(store),
-        inference=inference,
-        max_upload_bytes=2**20,
-    )
-    hello = [{"role": "user", "content": "Hi"}]
-    chat = {"model": DEFAULT_MODEL, "messages": hello, "max_tokens": 1}
+        def held_load(source: str):
+            self._may_start.wait()
+            return load(source)
 
+        self.inference.batcher.load = held_load
+        self.handles = []  # every submitted request's handle, to see what the server did
+        submit = self.inference.batcher.submit
+
+        def recorded_submit(*args):
+            self.handles.append(submit(*args))
+            return self.handles[-1]
+
+        self.inference.batcher.submit = recorded_submit
+        self.app = create_app(
+            self.store,
+            auth=Authenticator(),
+            worker=Worker(self.store),
+            inference=self.inference,
+            max_upload_bytes=2**20,
+        )
+
+    def release(self) -> None:
+        self._may_start.set()
+
+
+@pytest.fixture
+def held(tmp_path):
+    server = HeldServer(tmp_path)
+    yield server
+    server.release()
+    server.store.close()
+
+
+def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(held):
     async def poll_while_chats_wait():
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=held.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ftlab") as http:
             chats = [
-                asyncio.create_task(http.post("/v1/chat/completions", json=chat))
+                asyncio.create_task(http.post("/v1/chat/completions", json=HELLO))
                 for _ in range(CHATS)
             ]
             await asyncio.sleep(0.5)  # every chat reaches the server and starts waiting
@@ -57,15 +86,39 @@ def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(tm
                 models = await asyncio.wait_for(http.get("/v1/models"), timeout=30)
                 waiting = sum(not c.done() for c in chats)
             finally:
-                decoding_may_start.set()
+                held.release()
             return models, waiting, await asyncio.gather(*chats)
 
-    try:
-        models, waiting, answers = asyncio.run(poll_while_chats_wait())
-    finally:
-        store.close()
+    models, waiting, answers = asyncio.run(poll_while_chats_wait())
     assert models.status_code == 200, models.text
     assert DEFAULT_MODEL in [m["id"] for m in models.json()["data"]]
     assert waiting == CHATS, "the poll was answered while every chat was still waiting"
     assert [a.status_code for a in answers] == [200] * CHATS
     assert all(a.json()["choices"][0]["finish_reason"] == "length" for a in answers)
+
+
+def test_a_chat_whose_client_gave_up_is_never_decoded(held):
+    """A real HTTP server (uvicorn on a thread): the client times out and hangs up."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1/chat/completions"
+    server = uvicorn.Server(uvicorn.Config(held.app, log_level="warning"))
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    serving.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with pytest.raises(httpx.ReadTimeout):  # decoding is held, so no answer can come
+            httpx.post(url, json=HELLO, timeout=httpx.Timeout(30, read=1))
+        deadline = time.monotonic() + 30
+        while not held.handles[0].cancelled:
+            assert time.monotonic() < deadline, "the server kept the abandoned request"
+            time.sleep(0.1)
+        held.release()
+        answer = httpx.post(url, json=HELLO, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert held.inference.batcher.batch_sizes == [1], "only the second request was decoded"
+    finally:
+        server.should_exit = True
+        serving.join(timeout=30)

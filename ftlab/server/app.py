@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -434,13 +434,14 @@ def create_app(
     # ---- chat -----------------------------------------------------------------------------
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, who: Owner):
-        if body.stream:
+    async def chat_completions(body: ChatRequest, who: Owner, http: Request):
+        if body.stream:  # a stream's reader is cancelled when its client goes away
             return StreamingResponse(
                 await inference.stream(body, who),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
-        return await inference.complete(body, who)
+        answer = await inference.complete(body, who, client_left=http.is_disconnected)
+        return Response(status_code=499) if answer is None else answer  # 499: nobody reads it
 
     return app

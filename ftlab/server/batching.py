@@ -202,6 +202,8 @@ class ChatBatcher:
         model, tokenizer = self.load(batch[0].source)
         requests = []
         for pending in batch:
+            if pending.handle.cancelled:  # its client left while the model was loading
+                continue
             handle, ids = pending.handle, prompt_ids(tokenizer, pending.messages)
             try:
                 room = answer_room(model, ids)

@@ -11,11 +11,12 @@ threads, so job polls and uploads are answered at once however many chats are wa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ BASE_MODELS = (DEFAULT_MODEL,)
 # OpenAI lets an answer run to the end of the context; a 135M model on a CPU that
 # has lost its way would take minutes, so an unset max_tokens means this many.
 DEFAULT_MAX_TOKENS = 512
+# How often a request waiting for its whole answer checks that its client is still there.
+CLIENT_CHECK_S = 0.5
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
@@ -159,18 +162,41 @@ class Inference:
         """Queue a request (the model lookup reads the store, so on a worker thread)."""
         return await run_in_threadpool(self._submit, request, owner)
 
-    async def complete(self, request: ChatRequest, owner: str) -> dict[str, Any]:
+    async def complete(
+        self,
+        request: ChatRequest,
+        owner: str,
+        client_left: Callable[[], Awaitable[bool]] | None = None,
+    ) -> dict[str, Any] | None:
+        """The whole answer, or None if `client_left()` turned true first.
+
+        A client that gives up (its timeout, a restarted kernel) takes its request out of
+        the queue, or its rows out of their batch: otherwise a busy server would go on
+        answering requests nobody reads, and the SDK's retries would add more.
+        """
         handle = await self.submit(request, owner)
         texts = [""] * (request.n or 1)
         reasons = ["stop"] * len(texts)
-        try:
+
+        async def read() -> None:
             async for delta in handle.deltas():
                 texts[delta.index] += delta.text
                 reasons[delta.index] = delta.finish_reason or reasons[delta.index]
+
+        reading = asyncio.ensure_future(read())
+        try:
+            while not reading.done():
+                await asyncio.wait({reading}, timeout=CLIENT_CHECK_S)
+                if not reading.done() and client_left is not None and await client_left():
+                    return None
+            reading.result()  # raises the request's error
         except ContextTooLong as error:
             raise APIError(
                 400, str(error), param="messages", code="context_length_exceeded"
             ) from error
+        finally:
+            reading.cancel()
+            handle.cancel()  # a no-op once answered
         return {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion",
