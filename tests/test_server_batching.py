@@ -7,13 +7,14 @@ agree to rounding on every CPU, so the comparison does not depend on the machine
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.batching import ChatBatcher, ChatHandle
-from ftlab.server.decoding import ContextTooLong, Sampling
+from ftlab.server.decoding import ContextTooLong, Delta, Sampling
 from ftlab.support import SYSTEM_PROMPT
 
 
@@ -51,10 +52,15 @@ def batcher(loaded, monkeypatch):
 
 
 def collect(handle: ChatHandle) -> tuple[list[str], list[str], tuple[int, int]]:
-    """Each choice's text and finish reason, and the usage, from a finished handle."""
+    """Each choice's text and finish reason, and the usage, read as the server reads them
+    (`handle.deltas()` on an event loop); returns when the request is answered."""
+
+    async def read() -> list[Delta]:
+        return [delta async for delta in handle.deltas()]
+
     texts: dict[int, str] = {}
     reasons: dict[int, str] = {}
-    for delta in handle:
+    for delta in asyncio.run(read()):
         texts[delta.index] = texts.get(delta.index, "") + delta.text
         if delta.finish_reason:
             assert delta.index not in reasons, "a choice finished twice"

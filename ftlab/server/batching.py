@@ -16,7 +16,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,8 @@ GATHER_S = 0.02
 
 
 class ChatHandle:
-    """One submitted request of `choices` choices: iterate it for its deltas (`for`, or
-    `async for` over `deltas()`); it raises the request's error."""
+    """One submitted request of `choices` choices: `async for` over `deltas()` reads its
+    deltas, and raises the request's error."""
 
     def __init__(self, choices: int = 1) -> None:
         self.usage = Usage()
@@ -49,12 +49,8 @@ class ChatHandle:
         self._unfinished = choices
         self._wake_reader: Callable[[], None] = lambda: None
 
-    def __iter__(self) -> Iterator[Delta]:
-        while (event := self._events.get()) is not _DONE:
-            yield _checked(event)
-
     async def deltas(self) -> AsyncIterator[Delta]:
-        """The same deltas, awaited on the event loop instead of a blocked thread.
+        """The deltas as they are generated, awaited on the event loop, not in a blocked thread.
 
         The web server's worker threads are few (40): a class's chat requests waiting
         in threads left none for job polls and uploads, which then waited behind every
@@ -79,7 +75,9 @@ class ChatHandle:
                 continue
             if event is _DONE:
                 return
-            yield _checked(event)
+            if isinstance(event, BaseException):
+                raise event
+            yield event
 
     def cancel(self) -> None:
         """The client went away: drop this request's rows from their batch."""
@@ -101,13 +99,6 @@ class ChatHandle:
             if self.answered:  # the reader is done now, not when the whole batch is
                 self._events.put(_DONE)
         self._wake_reader()
-
-
-def _checked(event: Any) -> Delta:
-    """A delivered delta, or the request's error raised."""
-    if isinstance(event, BaseException):
-        raise event
-    return event
 
 
 @dataclass(eq=False)
