@@ -10,6 +10,10 @@ between "ran 03 first" and "did not".
 
 from __future__ import annotations
 
+import base64
+import binascii
+import csv
+import io
 import json
 import time
 from collections.abc import Callable
@@ -107,6 +111,36 @@ def api_answers(
 
     with ThreadPoolExecutor(max_workers=max(1, at_once)) as pool:
         return list(pool.map(answer, conversations))
+
+
+def parse_results_csv(raw: bytes) -> list[dict[str, float]]:
+    """A fine-tuning job's result file as rows of numbers, one per logged step.
+
+    OpenAI serves this CSV base64-encoded, the local server as plain text; both are
+    read here. Empty cells (a step without a validation loss) are left out of the row.
+    """
+    text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+    if not text.startswith("step"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            text = ""
+    if not text.startswith("step"):
+        raise ValueError(
+            f"The result file is not the CSV a fine-tuning job writes (it starts {raw[:40]!r}).\n"
+            "Fix: pass the id from job.result_files of a job that succeeded."
+        )
+    return [
+        {key: float(value) for key, value in row.items() if value}
+        for row in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def job_results(client: Any, job: Any) -> list[dict[str, float]]:
+    """A finished job's metrics (`step`, `train_loss`, `valid_loss`, ...) from its result file."""
+    if not job.result_files:
+        raise ValueError(f"Job {job.id} has no result file yet (status {job.status!r}).")
+    return parse_results_csv(client.files.content(job.result_files[0]).content)
 
 
 def api_train_file() -> Path:

@@ -22,6 +22,7 @@ from server_helpers import (
     wait_for,
 )
 
+from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
 
 pytestmark = pytest.mark.slow
@@ -127,6 +128,9 @@ def test_checkpoints_results_file_and_models(ana, finished_job):
         "valid_loss",
         "valid_mean_token_accuracy",
     }
+    numbers = job_results(ana, job)  # what notebook 04 plots
+    assert [r["step"] for r in numbers] == [float(step) for step in range(1, 7)]
+    assert all(r["train_loss"] > 0 for r in numbers)
     assert job.fine_tuned_model in [m.id for m in ana.models.list()]
 
 
