@@ -122,7 +122,8 @@ def parse_results_csv(raw: bytes) -> list[dict[str, float]]:
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
     if not text.startswith("step"):
         try:
-            text = base64.b64decode(text, validate=True).decode("utf-8").strip()
+            packed = "".join(text.split())  # base64 may come wrapped in lines
+            text = base64.b64decode(packed, validate=True).decode("utf-8").strip()
         except (binascii.Error, UnicodeDecodeError):
             text = ""
     if not text.startswith("step"):

@@ -30,6 +30,8 @@ def test_plain_csv_becomes_rows_of_numbers_without_empty_cells():
 def test_base64_encoded_csv_as_openai_serves_it_gives_the_same_rows():
     assert parse_results_csv(base64.b64encode(CSV.encode())) == ROWS
     assert parse_results_csv(base64.b64encode(CSV.encode()) + b"\n") == ROWS
+    wrapped = base64.encodebytes(CSV.encode())  # MIME style: lines of 76 characters
+    assert wrapped.count(b"\n") > 1 and parse_results_csv(wrapped) == ROWS
 
 
 def test_anything_else_is_refused_with_what_it_starts_with():
