@@ -25,14 +25,19 @@ from ftlab.validation import normalise
 HERE = Path(__file__).resolve().parent
 SOURCES = {
     "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl", "train_e.jsonl"],
-    # Long e-mails and web-form messages; their writers already typed order numbers every way.
-    "train_long": ["train_f.jsonl"],
+    # Long e-mails and web-form messages (f), sarcasm and sincere praise (g): their writers
+    # already typed order numbers every way, so they are not respelled.
+    "train_as_typed": ["train_f.jsonl", "train_g.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
-    # Outside messages, in no split (see the datasheet): short ones, and long e-mails.
+    # Outside messages, in no split (see the datasheet): short ones, long e-mails, and
+    # messages written to trip a model up (sarcasm, instructions, pasted JSON, decoy numbers).
     "probe": ["probe.jsonl"],
     "probe_long": ["probe_long.jsonl"],
+    "probe_edge": ["probe_edge.jsonl"],
+    "probe_sarcasm": ["probe_sarcasm.jsonl"],
 }
+HELD_OUT = ("valid", "test", "probe", "probe_long", "probe_edge", "probe_sarcasm")
 SEED = 20261125
 # How customers type order numbers: AC-12345, ac-12345, "AC 12345" or AC12345.
 ANY_ORDER_ID = re.compile(r"\bac[- ]?(\d{5})\b", re.IGNORECASE)
@@ -127,7 +132,7 @@ def build() -> dict[str, str]:
         name: [r for f in files for r in read_source(HERE / "source" / f)]
         for name, files in SOURCES.items()
     }
-    splits["train"] = vary_order_id_spelling(splits["train"]) + splits.pop("train_long")
+    splits["train"] = vary_order_id_spelling(splits["train"]) + splits.pop("train_as_typed")
     seen: dict[str, str] = {}
     for name, records in splits.items():
         for record in records:
@@ -135,7 +140,7 @@ def build() -> dict[str, str]:
             if key in seen:
                 raise SystemExit(f"message repeated in {seen[key]} and {name}: {record['text']!r}")
             seen[key] = name
-    held_out = [r for name in ("valid", "test", "probe", "probe_long") for r in splits[name]]
+    held_out = [r for name in HELD_OUT for r in splits[name]]
     copies = near_copies(splits["train"], held_out)
     if copies:
         listing = "\n".join(f"  {score:.2f}  {a!r}\n        {b!r}" for a, b, score in copies)
