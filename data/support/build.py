@@ -26,9 +26,9 @@ HERE = Path(__file__).resolve().parent
 SOURCES = {
     "train": ["train_a.jsonl", "train_b.jsonl", "train_c.jsonl", "train_d.jsonl", "train_e.jsonl"],
     # Long e-mails and web-form messages: their writers already typed order numbers every way,
-    # so they are not respelled. (source/train_g.jsonl, the sarcasm round, is not used yet:
-    # see the datasheet.)
-    "train_as_typed": ["train_f.jsonl"],
+    # so they are not respelled. train_g.jsonl is the sarcasm round (see the datasheet): its
+    # order numbers are typed as a customer would, so it is kept as typed too.
+    "train_as_typed": ["train_f.jsonl", "train_g.jsonl"],
     "valid": ["valid.jsonl"],
     "test": ["test.jsonl"],
     # Outside messages, in no split (see the datasheet): short ones, long e-mails, and
