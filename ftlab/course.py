@@ -146,15 +146,11 @@ def job_results(client: Any, job: Any) -> list[dict[str, float]]:
 
 def api_train_file() -> Path:
     """The first API_TRAIN_SUBSET lines of the train split (already shuffled, so a fair sample)."""
+    from ftlab.jsonl import write_jsonl
     from ftlab.support import load_examples
 
     subset = load_examples(support_split("train"))[:API_TRAIN_SUBSET]
-    path = runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in subset), encoding="utf-8"
-    )
-    return path
+    return write_jsonl(runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl", subset)
 
 
 def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ftlab.generation import generate_batch
+from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import support_split
 from ftlab.prompting import PolicyRetriever, add_passages, few_shot_messages, pick_shots
@@ -142,7 +143,5 @@ def evaluate(
             {"user": _user_text(example), "gold": gold, "answer": answer, **score_one(answer, gold)}
         )
     if predictions_path is not None:
-        path = Path(predictions_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(p) + "\n" for p in predictions))
+        write_jsonl(predictions_path, predictions)
     return EvalResult(score(answers, golds), predictions)

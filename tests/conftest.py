@@ -42,8 +42,9 @@ def tokenizer():
 @pytest.fixture()
 def data(tmp_path) -> str:
     """The twelve messages of training_helpers as a chat JSONL training file."""
-    from training_helpers import MESSAGES, write_jsonl
+    from training_helpers import MESSAGES
 
+    from ftlab.jsonl import write_jsonl
     from ftlab.support import make_example
 
-    return write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES])
+    return str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))

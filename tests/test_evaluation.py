@@ -10,6 +10,7 @@ from conftest import run_ftlab
 
 from ftlab.evaluation import evaluate
 from ftlab.generation import generate_batch, padded_batch, shared_prefix_length
+from ftlab.jsonl import write_jsonl
 from ftlab.models import compute_dtype, load_model, prepare_for_inference
 from ftlab.support import METRIC_NAMES, make_example
 
@@ -20,11 +21,6 @@ EXAMPLES = [
         "Cancel AC-54321 please, I ordered it twice.", "cancel_order", "AC-54321", "neutral"
     ),
 ]
-
-
-def write_jsonl(path, examples) -> str:
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +121,7 @@ def test_evaluate_refuses_missing_or_empty_data(tmp_path):
 
 @pytest.mark.slow
 def test_eval_command_prints_one_json_object(tmp_path):
-    data = write_jsonl(tmp_path / "test.jsonl", EXAMPLES)
+    data = str(write_jsonl(tmp_path / "test.jsonl", EXAMPLES))
     done = run_ftlab(
         "eval", "--model", "smollm2-135m-instruct", "--data", data, "--limit", "1", "--json"
     )

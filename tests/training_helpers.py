@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from ftlab.training import TrainConfig
 
 MESSAGES = [
@@ -20,11 +18,6 @@ MESSAGES = [
     ("stop order AC-10007 right now", "cancel_order", "AC-10007", "negative"),
     ("great service, thanks", "other", None, "positive"),
 ]
-
-
-def write_jsonl(path, examples) -> str:
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return str(path)
 
 
 def tiny(data: str, out, **changes) -> TrainConfig:

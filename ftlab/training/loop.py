@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ftlab import __version__
+from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     is_adapter_dir,
     load_model,
@@ -220,7 +221,7 @@ class _MetricsLog:
             path.unlink(missing_ok=True)
         else:  # a resumed run drops rows written after its checkpoint
             rows = [r for r in read_metrics(path) if r["step"] <= keep_through_step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_jsonl(path, rows)
         self.rows = read_metrics(path)
 
     def write(self, row: dict) -> None:
