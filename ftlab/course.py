@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL
 from ftlab.paths import runs_dir, support_split
 from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
@@ -87,10 +88,7 @@ def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
             return record
         on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
     record = run_api_job(on_event)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    partial.replace(path)  # all or nothing: a crash never leaves half a record
+    write_text_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return record
 
 

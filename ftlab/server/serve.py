@@ -10,6 +10,7 @@ import os
 import socket
 from pathlib import Path
 
+from ftlab.files import write_text_atomically
 from ftlab.paths import ftlab_home
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
 
@@ -96,9 +97,9 @@ def serve(
             mode = f"{len(auth.keys)} API keys" if auth.keys else "single user, any API key"
             print(f"ftlab server ready at {base_url} (data in {data_dir}; {mode})", flush=True)
             if ready_file:
-                partial = Path(f"{ready_file}.partial")
-                partial.write_text(json.dumps({"base_url": base_url, "pid": os.getpid()}))
-                partial.rename(ready_file)
+                write_text_atomically(
+                    ready_file, json.dumps({"base_url": base_url, "pid": os.getpid()})
+                )
 
         app = create_app(
             store,

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ftlab import __version__
+from ftlab.files import write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     is_adapter_dir,
@@ -219,10 +220,10 @@ class _MetricsLog:
         self.path = path
         if keep_through_step is None:
             path.unlink(missing_ok=True)
+            self.rows: list[dict] = []
         else:  # a resumed run drops rows written after its checkpoint
-            rows = [r for r in read_metrics(path) if r["step"] <= keep_through_step]
-            write_jsonl(path, rows)
-        self.rows = read_metrics(path)
+            self.rows = [r for r in read_metrics(path) if r["step"] <= keep_through_step]
+            write_jsonl(path, self.rows)
 
     def write(self, row: dict) -> None:
         self.rows.append(row)
@@ -231,9 +232,9 @@ class _MetricsLog:
 
 
 def _write_config(config: TrainConfig, path: Path, resolved: dict) -> None:
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps({"config": config.to_dict(), "resolved": resolved}, indent=2))
-    partial.replace(path)
+    write_text_atomically(
+        path, json.dumps({"config": config.to_dict(), "resolved": resolved}, indent=2)
+    )
 
 
 class StaleRunError(ValueError):

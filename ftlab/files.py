@@ -1,0 +1,22 @@
+"""Writing a file all or nothing, so that a crash never leaves half of one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8, `\\n` line ends) to `path`, creating the folder if needed.
+
+    The text goes to a hidden file beside `path` that is then renamed over it: a
+    reader, or a crash, sees the old file or the new one, never half of either.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8", newline="\n")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
