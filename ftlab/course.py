@@ -73,6 +73,16 @@ def api_result_path() -> Path:
     return runs_dir() / API_RUN / "result.json"
 
 
+def save_api_result(record: dict[str, Any]) -> Path:
+    """Write notebook 04's record to `api_result_path()`, all or nothing, and return the path.
+
+    A crash part-way never leaves half a file for notebook 05 to trip over.
+    """
+    path = api_result_path()
+    write_text_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     """Notebook 04's API fine-tune: its record if saved, else the same job run on the local server.
 
@@ -88,7 +98,7 @@ def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
             return record
         on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
     record = run_api_job(on_event)
-    write_text_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    save_api_result(record)
     return record
 
 

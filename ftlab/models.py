@@ -21,6 +21,7 @@ import importlib.util
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,13 @@ MARKER = "ftlab-complete.json"
 ADAPTER_SIDECAR = "ftlab_adapter.json"
 # Bump when the conversion changes, so old caches are rebuilt.
 CONVERSION_VERSION = 1
+
+# peft 0.21 reads `model.is_gradient_checkpointing` whenever it wraps a model, and
+# transformers 5 has deprecated that property with a FutureWarning: a red box in the
+# notebooks and in `ftlab train` that no learner can act on. Only that message is hidden.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 
 class ModelNotFoundError(RuntimeError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -107,3 +109,21 @@ def test_damaged_cache_is_rebuilt_not_used(private_cache):
         max_new_tokens=12,
     )
     assert "Paris" in reply
+
+
+def test_wrapping_the_model_with_peft_shows_no_deprecation_warning():
+    """peft reads a property transformers has deprecated; learners must not see that warning."""
+    script = (
+        "from peft import LoraConfig, get_peft_model\n"
+        "from ftlab.models import load_model\n"
+        "model, _ = load_model()\n"
+        "get_peft_model(model, LoraConfig(r=4, target_modules=['q_proj'], task_type='CAUSAL_LM'))\n"
+    )
+    # -W error turns any FutureWarning that is not filtered out into a crash.
+    done = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
