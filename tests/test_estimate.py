@@ -44,7 +44,9 @@ def test_batch_tokens_count_the_shared_prefix_once_and_the_padding(tokenizer):
 
 
 @pytest.mark.parametrize("adapted_layers", [None, 4])
-def test_an_estimate_measures_the_run_and_writes_nothing(data, tmp_path, adapted_layers):
+def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
+    data, tmp_path, adapted_layers
+):
     config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
     estimate = estimate_time(config, timed_steps=2)
     assert not (tmp_path / "run").exists()
@@ -60,8 +62,33 @@ def test_an_estimate_measures_the_run_and_writes_nothing(data, tmp_path, adapted
     assert longer.total_steps == 18
     assert 1.8 < longer.computed_tokens / estimate.computed_tokens < 2.2
     assert longer.validation_s == 0  # no validation file
-    # The estimate counts the steps the real run takes.
-    assert train(config).total_steps == estimate.total_steps
+    # The estimate counts the steps the real run takes; resumed, only the ones left.
+    polls = []
+    cut = train(config, should_stop=lambda: len(polls.append(1) or polls) > 4)  # in epoch 2
+    assert cut.stopped and [step for step, _, _ in cut.checkpoints] == [3]
+    resumed = tiny(
+        data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers, resume=True
+    )
+    left = estimate_time(resumed, timed_steps=1)
+    assert (left.done_steps, left.total_steps) == (3, 6)
+    assert "6 steps (of 9, resumed)" in left.summary()
+    assert estimate_time(config, timed_steps=1).total_steps == 9  # not resumed: the whole run
+    with pytest.raises(ValueError, match=r"Cannot resume .*\(lr: 0.003 -> 0.01\)"):
+        estimate_time(
+            tiny(
+                data,
+                tmp_path / "run",
+                epochs=3,
+                valid=data,
+                lr=1e-2,
+                resume=True,
+                adapted_layers=adapted_layers,
+            )
+        )
+    assert cut.total_steps == train(resumed).total_steps == estimate.total_steps
+    finished = estimate_time(resumed)
+    assert (finished.done_steps, finished.total_steps, finished.total_s) == (9, 0, 0)
+    assert finished.summary() == "0 s: the run is finished (9 steps); resuming trains nothing."
 
 
 def test_the_command_line_estimates_without_an_output_folder(data, tmp_path, capsys):
@@ -69,6 +96,8 @@ def test_the_command_line_estimates_without_an_output_folder(data, tmp_path, cap
     printed = capsys.readouterr().out
     assert printed.startswith("estimated time: about ") and "2 steps" in printed
     assert cli.main(["train", "--data", data]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert cli.main(["train", "--data", data, "--estimate", "--resume"]) == 2  # resume what?
     assert "--out is required" in capsys.readouterr().err
     assert cli.main(["train", "--data", str(tmp_path / "missing.jsonl"), "--estimate"]) == 1
     assert "No data file at" in capsys.readouterr().err

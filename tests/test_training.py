@@ -17,7 +17,7 @@ from ftlab.models import (
     load_model,
     store_weights_for_autocast,
 )
-from ftlab.support import make_example
+from ftlab.support import load_examples, make_example
 from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
 from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches, tokenize_example
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
@@ -275,7 +275,7 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
 # With adapters on the top 4 layers only, the 26 below are frozen: their outputs are stored.
 @pytest.mark.parametrize("adapted_layers", [None, 4])
 def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(
-    data, tmp_path, adapted_layers
+    data, tmp_path, adapted_layers, tokenizer
 ):
     from peft import PeftModel
 
@@ -283,7 +283,11 @@ def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(
     config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
     result = train(config, callback=events.append)
     kinds = [e.kind for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "end"
+    # The frozen layers run once, before training starts, and report how far they are.
+    prepared = [(e.prepared, e.to_prepare) for e in events if e.kind == "prepare"]
+    tokens = sum(len(tokenize_example(tokenizer, e["messages"])) for e in load_examples(data))
+    assert prepared == ([(tokens, tokens)] if adapted_layers else [])
+    assert kinds[len(prepared)] == "start" and kinds[-1] == "end"
     assert kinds.count("step") == result.total_steps == 9
     assert kinds.count("eval") == kinds.count("checkpoint") == 3
     rows = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
@@ -354,7 +358,11 @@ def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path, adapted
 
 def test_live_loss_plot_draws_without_a_notebook(capsys):
     plot = LiveLossPlot(every_s=0)
+    for done in (320, 900):
+        plot(TrainEvent("prepare", step=0, total_steps=2, epoch=0.0, prepared=done, to_prepare=900))
+    assert (plot.bar.n, plot.bar.total) == (900, 900)
     plot(TrainEvent("start", step=0, total_steps=2, epoch=0.0))
+    assert (plot.bar.n, plot.bar.total) == (0, 2)  # the training bar replaced it
     for step, loss in ((1, 2.0), (2, 1.0)):
         plot(
             TrainEvent(
@@ -393,7 +401,7 @@ def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):
 
 def test_resume_follows_a_moved_course_folder_but_not_a_new_validation_file(data, tmp_path):
     from ftlab.training import StaleRunError
-    from ftlab.training.loop import _resume_point, _write_config, data_fingerprints
+    from ftlab.training.loop import _write_config, data_fingerprints, resume_point
 
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
@@ -403,9 +411,9 @@ def test_resume_follows_a_moved_course_folder_but_not_a_new_validation_file(data
     _write_config(config, old / "run" / "config.json", data_fingerprints(config))
     old.rename(new)  # the learner moved the course: every recorded path is now wrong
     moved = tiny(new / "train.jsonl", new / "run", resume=True)
-    assert _resume_point(moved, new / "run") is None  # accepted; no checkpoint saved yet
+    assert resume_point(moved, new / "run") is None  # accepted; no checkpoint saved yet
     with pytest.raises(StaleRunError, match="a validation file was added"):
-        _resume_point(tiny(new / "train.jsonl", new / "run", resume=True, valid=data), new / "run")
+        resume_point(tiny(new / "train.jsonl", new / "run", resume=True, valid=data), new / "run")
 
 
 def test_long_batches_are_split_evenly_and_short_ones_stay_whole():

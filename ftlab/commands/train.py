@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--estimate",
         action="store_true",
         help="do not train: time a few real steps of this run and print how long the whole "
-        "run would take on this machine (--out is not needed)",
+        "run would take on this machine (--out is not needed); with --resume and --out, how "
+        "long the rest of that run would take",
     )
     parser.set_defaults(handler=run)
 
@@ -85,7 +86,7 @@ class _StopOnInterrupt:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.out and not args.estimate:
+    if not args.out and (args.resume or not args.estimate):
         print(
             "error: --out is required (the folder for the adapter and checkpoints)", file=sys.stderr
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,7 @@ from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import (
     check_data,
     new_optimizer,
+    resume_point,
     run_length,
     stores_frozen_outputs,
     take_step,
@@ -61,7 +63,11 @@ def typical_batches(sizes: Sequence[int], count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class TimeEstimate:
-    """A run's expected time on this machine, from `timed_steps` real steps of it."""
+    """A run's expected time on this machine, from `timed_steps` real steps of it.
+
+    With `resume`, it is the time of what is left: `total_steps` and `computed_tokens`
+    count the steps after the last checkpoint only, and `done_steps` the ones before it.
+    """
 
     total_steps: int
     computed_tokens: int  # what every step of the run computes, added up
@@ -72,6 +78,7 @@ class TimeEstimate:
     device: str
     dtype: str
     threads: int | None
+    done_steps: int = 0  # steps a resumed run has behind it
 
     @property
     def steps_s(self) -> float:
@@ -86,7 +93,10 @@ class TimeEstimate:
         where = f"{self.device}, {self.dtype}" + (
             f", {self.threads} threads" if self.threads else ""
         )
-        parts = [f"{self.total_steps} steps {duration(self.steps_s)}"]
+        if self.done_steps and not self.total_steps:
+            return f"0 s: the run is finished ({self.done_steps} steps); resuming trains nothing."
+        left = f" (of {self.done_steps + self.total_steps}, resumed)" if self.done_steps else ""
+        parts = [f"{self.total_steps} steps{left} {duration(self.steps_s)}"]
         if self.frozen_pass_s:
             parts.append(f"frozen layers once {duration(self.frozen_pass_s)}")
         if self.validation_s:
@@ -108,17 +118,29 @@ def duration(seconds: float) -> str:
 
 def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     """Time `timed_steps` steps of the run `config` describes (after one warm-up step) and
-    scale them to the whole run. Takes about as long as `timed_steps + 1` steps, plus loading.
+    scale them to the whole run, or with `config.resume` to what is left of the run in
+    `config.out`. Takes about as long as `timed_steps + 1` steps, plus loading.
     """
     if timed_steps < 1:
         raise ValueError(f"timed_steps must be at least 1, got {timed_steps}")
     examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else []
+    resumed = resume_point(config, Path(config.out)) if config.out else None
     model, tokenizer = training_model(config)
     base = model.get_base_model()
     pad_id = tokenizer.pad_token_id
     rows = training_rows(tokenizer, examples, config)
-    batches = run_batches([len(r) for r in rows], config)
+    every_batch = run_batches([len(r) for r in rows], config)
+    done = resumed.step if resumed else 0
+    batches = every_batch[done:]
+    _, _, epochs = run_length(config, len(rows))
+    machine = {
+        "device": base.device.type,
+        "dtype": str(compute_dtype(base.device)).removeprefix("torch."),
+        "threads": torch.get_num_threads() if base.device.type == "cpu" else None,
+    }
+    if not batches:  # a finished run: resuming it trains nothing
+        return TimeEstimate(0, 0, 0, 0.0, 0.0, 0.0, done_steps=done, **machine)
     sizes = [batch_tokens([rows[i] for i in indices]) for indices in batches]
     # One warm-up step, then the timed ones.
     positions = typical_batches(sizes, 1) + typical_batches(sizes, timed_steps)
@@ -148,18 +170,17 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         if number:  # not the warm-up
             seconds += time.perf_counter() - start
 
-    _, _, epochs = run_length(config, len(rows))
     valid = tokenize_examples(tokenizer, valid_examples, config.max_length)
+    epochs_left = epochs - (resumed.epoch if resumed else 0)
     return TimeEstimate(
         total_steps=len(batches),
         computed_tokens=sum(sizes),
         timed_steps=timed_steps,
         seconds_per_token=seconds / sum(sizes[position] for position in positions[1:]),
         frozen_pass_s=frozen_pass_s,
-        validation_s=epochs * validation_time(model, valid, config.batch_size * 2, pad_id),
-        device=base.device.type,
-        dtype=str(compute_dtype(base.device)).removeprefix("torch."),
-        threads=torch.get_num_threads() if base.device.type == "cpu" else None,
+        validation_s=epochs_left * validation_time(model, valid, config.batch_size * 2, pad_id),
+        done_steps=done,
+        **machine,
     )
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-EventKind = Literal["start", "step", "eval", "checkpoint", "end"]
+EventKind = Literal["prepare", "start", "step", "eval", "checkpoint", "end"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class TrainEvent:
     checkpoint_dir: Path | None = None
     trained_tokens: int | None = None
     elapsed_s: float | None = None
+    # "prepare" events: tokens the frozen layers have run, of how many (see training.frozen).
+    prepared: int | None = None
+    to_prepare: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

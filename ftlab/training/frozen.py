@@ -15,7 +15,7 @@ models run whole, as before.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -107,16 +107,21 @@ def frozen_outputs(
     device,
     batch_size: int = 32,
     mixed_precision: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
     """Each row's hidden states (length, H) as they enter layer `first_adapted`.
 
     Computed in the same precision as training's forward pass (autocast), in
-    length-sorted batches that run the shared system prompt once.
+    length-sorted batches that run the shared system prompt once. `progress(done)`
+    is called after each batch with the rows' tokens done so far (tokens, not rows,
+    because the short rows come first): on a slow CPU the pass takes a minute or two,
+    which should not look like a hang.
     """
     decoder = causal_lm.get_decoder()
     below = slice(0, first_adapted)
     outputs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    done = 0
     precision = autocast(torch.device(device)) if mixed_precision else contextlib.nullcontext()
     with precision:
         for start in range(0, len(order), batch_size):
@@ -129,4 +134,7 @@ def frozen_outputs(
             for place, index in enumerate(chosen):
                 own = hidden[place, : len(rows[index]) - len(prefix)]
                 outputs[index] = torch.cat([prefix, own])  # a copy: the batch can be freed
+            done += sum(len(rows[i]) for i in chosen)
+            if progress is not None:
+                progress(done)
     return outputs

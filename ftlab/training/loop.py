@@ -259,7 +259,11 @@ def _file_change(key: str, before: str | None, now: str | None) -> str:
     return f"the contents of the {role} file changed"
 
 
-def _resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
+def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
+    """The checkpoint a run with `resume=True` continues from (None: it starts afresh).
+
+    Refuses, with the reasons, a run in `out` whose settings or data differ from `config`.
+    """
     if not config.resume:
         return None
     config_path = out / "config.json"
@@ -288,7 +292,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune `config.model` with LoRA on `config.data`; see TrainConfig for the settings.
 
-    `callback(event)` receives start/step/eval/checkpoint/end events;
+    `callback(event)` receives start/step/eval/checkpoint/end events, and before
+    "start", with adapters on the top layers only, "prepare" events while the
+    frozen layers' outputs are computed once;
     `should_stop()` is polled before every step, and when it returns True the
     run ends at once, saving nothing new (the last epoch checkpoint stays usable).
     """
@@ -303,7 +309,7 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
-    resume_from = _resume_point(config, out)
+    resume_from = resume_point(config, out)
     if not config.resume:
         clear_run(out)
 
@@ -370,7 +376,14 @@ def train(
 
     frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
     if step < total_steps and stores_frozen_outputs(base, rows, first_adapted):
-        frozen = frozen_outputs(base, rows, first_adapted, pad_id, device)
+        frozen = frozen_outputs(
+            base,
+            rows,
+            first_adapted,
+            pad_id,
+            device,
+            progress=lambda done: event("prepare", prepared=done, to_prepare=sum(lengths)),
+        )
 
     event("start")
     stopped = False

@@ -12,6 +12,9 @@ from ftlab.training.plots import loss_figure
 class ProgressBar:
     """A tqdm progress bar showing the loss; prints validation results and checkpoints.
 
+    With adapters on the top layers only, a first bar counts the tokens that the frozen
+    layers run once before training starts.
+
     Pass an instance as `train(config, callback=ProgressBar())`.
     """
 
@@ -31,7 +34,19 @@ class ProgressBar:
         (self.bar.write if self.bar is not None else print)(text)
 
     def __call__(self, event: TrainEvent) -> None:
-        if event.kind == "start":
+        if event.kind == "prepare":
+            if self.bar is None:
+                self.bar = self._tqdm()(
+                    total=event.to_prepare,
+                    unit="token",
+                    unit_scale=True,
+                    desc="frozen layers, once",
+                    dynamic_ncols=True,
+                )
+            self.bar.update(event.prepared - self.bar.n)
+        elif event.kind == "start":
+            if self.bar is not None:  # the frozen layers' bar
+                self.bar.close()
             self.bar = self._tqdm()(
                 total=event.total_steps,
                 initial=event.step,
