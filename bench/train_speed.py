@@ -17,6 +17,7 @@ course's faster option.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import resource
@@ -150,8 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also time ftlab with LoRA on the top N layers only (adapted_layers; 0: skip)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="train into DIR (new or empty) and keep it, to score the adapters later",
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ftlab-bench-") as scratch:
+    if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
+        parser.error(f"--keep {args.keep}: the folder is not empty; name a new one")
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    folder_for_runs = (
+        contextlib.nullcontext(args.keep)
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="ftlab-bench-")
+    )
+    with folder_for_runs as scratch:
         data = args.data
         if args.train_limit:
             lines = Path(data).read_text().splitlines(keepends=True)[: args.train_limit]

@@ -124,6 +124,18 @@ def test_stored_frozen_outputs_give_the_same_loss_and_gradients(tokenizer):
         cosine = torch.nn.functional.cosine_similarity(stored_grad, whole_grad, dim=0)
         assert float(cosine) > 1 - tolerance
         assert float(stored_grad.norm()) == pytest.approx(float(whole_grad.norm()), rel=tolerance)
+    # Progress after each batch of 4, in tokens; a stop between batches ends the pass.
+    reports, polls = [], []
+    frozen_outputs(base, rows, 20, pad, "cpu", 4, progress=lambda *r: reports.append(r))
+    tokens = sum(len(row) for row in rows)
+    assert len(reports) == 2 and reports[-1] == (tokens, tokens) and reports[0][0] < tokens
+
+    def second_poll() -> bool:
+        polls.append(1)
+        return len(polls) == 2
+
+    assert frozen_outputs(base, rows, 20, pad, "cpu", 4, should_stop=second_poll) is None
+    assert len(polls) == 2
 
 
 @pytest.mark.skipif(
@@ -342,6 +354,13 @@ def test_stop_then_resume_gives_the_uninterrupted_result(data, tmp_path, adapted
     assert stopped.adapter_dir == stopped.checkpoints[0][2]
     assert not (tmp_path / "cut" / "adapter").exists()
     load_model(stopped.adapter_dir)  # the checkpoint is a usable model
+
+    # A stop before the first step (during the frozen layers' pass, with top layers
+    # only) ends the run with nothing saved and nothing trained.
+    events = []
+    early = train(settings(data, tmp_path / "early"), events.append, should_stop=lambda: True)
+    assert early.stopped and early.checkpoints == [] and early.adapter_dir is None
+    assert [e.kind for e in events] == ["start", "end"] and early.trained_tokens == 0
 
     with pytest.raises(ValueError, match=r"settings or data differ \(lr: 0.003 -> 0.01\)"):
         train(settings(data, tmp_path / "cut", resume=True, lr=1e-2))

@@ -140,7 +140,16 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         "threads": torch.get_num_threads() if base.device.type == "cpu" else None,
     }
     if not batches:  # a finished run: resuming it trains nothing
-        return TimeEstimate(0, 0, 0, 0.0, 0.0, 0.0, done_steps=done, **machine)
+        return TimeEstimate(
+            total_steps=0,
+            computed_tokens=0,
+            timed_steps=0,
+            seconds_per_token=0.0,
+            frozen_pass_s=0.0,
+            validation_s=0.0,
+            done_steps=done,
+            **machine,
+        )
     sizes = [batch_tokens([rows[i] for i in indices]) for indices in batches]
     # One warm-up step, then the timed ones.
     positions = typical_batches(sizes, 1) + typical_batches(sizes, timed_steps)

@@ -107,24 +107,28 @@ def frozen_outputs(
     device,
     batch_size: int = 32,
     mixed_precision: bool = True,
-    progress: Callable[[int], None] | None = None,
-) -> list[torch.Tensor]:
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[torch.Tensor] | None:
     """Each row's hidden states (length, H) as they enter layer `first_adapted`.
 
     Computed in the same precision as training's forward pass (autocast), in
-    length-sorted batches that run the shared system prompt once. `progress(done)`
-    is called after each batch with the rows' tokens done so far (tokens, not rows,
-    because the short rows come first): on a slow CPU the pass takes a minute or two,
-    which should not look like a hang.
+    length-sorted batches that run the shared system prompt once. `progress(done, total)`
+    is called after each batch with the rows' tokens done so far and in all (tokens,
+    not rows, because the short rows come first): on a slow CPU the pass takes a minute
+    or two, which should not look like a hang. For the same reason `should_stop()` is
+    polled before each batch; when it returns True the pass ends and None is returned.
     """
     decoder = causal_lm.get_decoder()
     below = slice(0, first_adapted)
     outputs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    done = 0
+    done, total = 0, sum(len(row) for row in rows)
     precision = autocast(torch.device(device)) if mixed_precision else contextlib.nullcontext()
     with precision:
         for start in range(0, len(order), batch_size):
+            if should_stop is not None and should_stop():
+                return None
             chosen = order[start : start + batch_size]
             batch = collate([rows[i] for i in chosen], pad_id).to(device)
             embed = decoder.embed_tokens
@@ -136,5 +140,5 @@ def frozen_outputs(
                 outputs[index] = torch.cat([prefix, own])  # a copy: the batch can be freed
             done += sum(len(rows[i]) for i in chosen)
             if progress is not None:
-                progress(done)
+                progress(done, total)
     return outputs

@@ -295,8 +295,9 @@ def train(
     `callback(event)` receives start/step/eval/checkpoint/end events, and before
     "start", with adapters on the top layers only, "prepare" events while the
     frozen layers' outputs are computed once;
-    `should_stop()` is polled before every step, and when it returns True the
-    run ends at once, saving nothing new (the last epoch checkpoint stays usable).
+    `should_stop()` is polled before every step (and before every batch of that
+    one-off pass), and when it returns True the run ends at once, saving nothing
+    new (the last epoch checkpoint stays usable).
     """
     started = time.perf_counter()
     notify = callback or (lambda event: None)
@@ -375,6 +376,7 @@ def train(
         return made
 
     frozen = None  # the frozen layers' outputs, computed once (see training.frozen)
+    stopped = False
     if step < total_steps and stores_frozen_outputs(base, rows, first_adapted):
         frozen = frozen_outputs(
             base,
@@ -382,17 +384,18 @@ def train(
             first_adapted,
             pad_id,
             device,
-            progress=lambda done: event("prepare", prepared=done, to_prepare=sum(lengths)),
+            progress=lambda done, total: event("prepare", prepared=done, to_prepare=total),
+            should_stop=stop,
         )
+        stopped = frozen is None
 
     event("start")
-    stopped = False
     last_train = last_valid = None
     for epoch in range(first_epoch, epochs + 1):
         for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
             if step >= total_steps:
                 break
-            if stop():
+            if stopped or stop():
                 stopped = True
                 break
             lr = learning_rate(config, step, total_steps)
