@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 
 import pytest
+import torch
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.batching import ChatBatcher, ChatHandle
@@ -41,7 +42,10 @@ REQUESTS = [
 @pytest.fixture(scope="module")
 def loaded():
     model, tokenizer = load_model(DEFAULT_MODEL)
-    prepare_for_inference(model)
+    # As the server prepares it, but with the weights kept in float32 on bf16 CPUs too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("ftlab.models.compute_dtype", lambda device: torch.float32)
+        prepare_for_inference(model)
     return model, tokenizer
 
 
