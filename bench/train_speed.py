@@ -157,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         help="train into DIR (new or empty) and keep it, to score the adapters later",
     )
     args = parser.parse_args(argv)
-    if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty; name a new one")
     if args.keep:
-        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        keep = Path(args.keep)
+        if keep.exists() and not keep.is_dir():
+            parser.error(f"--keep {args.keep}: that is a file; name a new or empty folder")
+        if keep.exists() and any(keep.iterdir()):
+            parser.error(f"--keep {args.keep}: the folder is not empty; name a new one")
+        keep.mkdir(parents=True, exist_ok=True)
     folder_for_runs = (
         contextlib.nullcontext(args.keep)
         if args.keep
