@@ -20,9 +20,9 @@ RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size", "data", "valid", "o
 class TrainConfig:
     """Everything that defines a run; saved to `DIR/config.json` and checked on `--resume`.
 
-    Defaults (chosen on the support data's validation split and probes, see README.md):
-    LoRA on every linear layer, rank 16, alpha 32, lr 3e-3 with warm-up and linear
-    decay, batch 16, 2 epochs. Only assistant tokens are learned.
+    Defaults (chosen on the support data's validation split and probes; see
+    docs/measurements.md): LoRA on every linear layer, rank 16, alpha 32, lr 3e-3 with
+    warm-up and linear decay, batch 16, 2 epochs. Only assistant tokens are learned.
     """
 
     data: str
@@ -45,7 +45,7 @@ class TrainConfig:
     # LoRA on the top N decoder layers only (None: every layer). The layers below have
     # nothing to learn, so training runs them once and reuses their output every epoch:
     # 15 of 30 trained about 1.4x faster, and scored a little lower over three seeds
-    # (README, "How the defaults were chosen").
+    # (docs/measurements.md, "How the defaults were chosen").
     adapted_layers: int | None = None
     dropout: float = 0.0
     warmup_ratio: float = 0.1
