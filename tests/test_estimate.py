@@ -6,6 +6,7 @@ import pytest
 from training_helpers import MESSAGES, tiny
 
 from ftlab import cli
+from ftlab.training import estimate as estimate_module
 from ftlab.training import train
 from ftlab.training.data import collate, epoch_batches
 from ftlab.training.estimate import (
@@ -43,9 +44,13 @@ def test_batch_tokens_count_the_shared_prefix_once_and_the_padding(tokenizer):
     assert batch_tokens(rows) == prefix + 3 * (max(map(len, rows)) - prefix)
 
 
+def refuse_to_load(config):
+    raise AssertionError("the model was loaded to estimate a finished run")
+
+
 @pytest.mark.parametrize("adapted_layers", [None, 4])
 def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
-    data, tmp_path, adapted_layers
+    data, tmp_path, adapted_layers, monkeypatch
 ):
     config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
     estimate = estimate_time(config, timed_steps=2)
@@ -86,6 +91,8 @@ def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
             )
         )
     assert cut.total_steps == train(resumed).total_steps == estimate.total_steps
+    # A finished run is told so at once: the model is not even loaded.
+    monkeypatch.setattr(estimate_module, "training_model", refuse_to_load)
     finished = estimate_time(resumed)
     assert (finished.done_steps, finished.total_steps, finished.total_s) == (9, 0, 0)
     assert finished.summary() == "0 s: the run is finished (9 steps); resuming trains nothing."

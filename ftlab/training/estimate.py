@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab.models import compute_dtype
+from ftlab.models import compute_dtype, load_tokenizer, pick_device
 from ftlab.training.config import TrainConfig
 from ftlab.training.data import (
     TokenizedExample,
@@ -116,6 +116,15 @@ def duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
+def machine_fields(device: torch.device) -> dict:
+    """Where a run computes, for the summary: device, arithmetic and (on a CPU) threads."""
+    return {
+        "device": device.type,
+        "dtype": str(compute_dtype(device)).removeprefix("torch."),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
+
+
 def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     """Time `timed_steps` steps of the run `config` describes (after one warm-up step) and
     scale them to the whole run, or with `config.resume` to what is left of the run in
@@ -126,19 +135,12 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else []
     resumed = resume_point(config, Path(config.out)) if config.out else None
-    model, tokenizer = training_model(config)
-    base = model.get_base_model()
-    pad_id = tokenizer.pad_token_id
-    rows = training_rows(tokenizer, examples, config)
+    # The steps come from the tokenized rows alone, so a finished run is told so without
+    # loading the model.
+    rows = training_rows(load_tokenizer(config.model), examples, config)
     every_batch = run_batches([len(r) for r in rows], config)
     done = resumed.step if resumed else 0
     batches = every_batch[done:]
-    _, _, epochs = run_length(config, len(rows))
-    machine = {
-        "device": base.device.type,
-        "dtype": str(compute_dtype(base.device)).removeprefix("torch."),
-        "threads": torch.get_num_threads() if base.device.type == "cpu" else None,
-    }
     if not batches:  # a finished run: resuming it trains nothing
         return TimeEstimate(
             total_steps=0,
@@ -148,8 +150,12 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
             frozen_pass_s=0.0,
             validation_s=0.0,
             done_steps=done,
-            **machine,
+            **machine_fields(pick_device()),
         )
+    model, tokenizer = training_model(config)
+    base = model.get_base_model()
+    pad_id = tokenizer.pad_token_id
+    _, _, epochs = run_length(config, len(rows))
     sizes = [batch_tokens([rows[i] for i in indices]) for indices in batches]
     # One warm-up step, then the timed ones.
     positions = typical_batches(sizes, 1) + typical_batches(sizes, timed_steps)
@@ -189,7 +195,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         frozen_pass_s=frozen_pass_s,
         validation_s=epochs_left * validation_time(model, valid, config.batch_size * 2, pad_id),
         done_steps=done,
-        **machine,
+        **machine_fields(base.device),
     )
 
 
