@@ -4,12 +4,13 @@
     .venv/bin/python bench/chat_batching.py --limit 32 --at-once 8 16
 
 Notebook 04 scores its fine-tuned model by sending every test message to
-`chat.completions.create` (`ftlab.course.api_answers`). This starts a local server
-and answers the test split's prompts with the base model through the official SDK,
-in the same process: first one request at a time (each is answered alone, as a
-server without batching would), then with N requests in flight, which the server
-answers together in batches of up to `--chat-batch` rows. It prints the seconds,
-the ratio to one at a time, and how many answers are the same.
+`chat.completions.create` (`ftlab.course.api_answers`). This first times the server's
+decoding loop alone, in this process, with and without each batch's shared prompt
+beginning computed once. Then it starts a local server in the background and answers
+the test split's prompts with the base model through the official SDK: first one
+request at a time (each is answered alone, as a server without batching would), then
+with N requests in flight, which the server answers together in batches of up to
+`--chat-batch` rows. It prints the seconds, the ratios, and how many answers are the same.
 """
 
 from __future__ import annotations
@@ -27,12 +28,65 @@ from ftlab.server import start_server
 from ftlab.support import load_examples, prompt_messages
 
 
+def decoding_alone(conversations: list[list[dict]], batch: int) -> dict:
+    """The server's decoding loop in this process, on the server's one chat thread:
+    every `batch` prompts in turn, once computing their shared beginning (the system
+    prompt) once, as served, and once computing every row's whole prompt."""
+    from ftlab.generation import prompt_ids
+    from ftlab.models import load_model, prepare_for_inference
+    from ftlab.server.decoding import ChatRows, Sampling, Usage, decode_batch
+    from ftlab.server.lifecycle import serving_threads
+
+    serving_threads()
+    model, tokenizer = load_model(DEFAULT_MODEL)
+    prepare_for_inference(model)
+    prompts = [prompt_ids(tokenizer, c) for c in conversations]
+
+    def rows(first: int, into: list[list[str]]) -> list[ChatRows]:
+        return [
+            ChatRows(
+                prompts[i],
+                Sampling(max_tokens=60, temperature=0),
+                60,
+                Usage(),
+                lambda delta, piece=into[i]: piece.append(delta.text),
+            )
+            for i in range(first, min(first + batch, len(prompts)))
+        ]
+
+    decode_batch(model, tokenizer, rows(0, [[] for _ in prompts]))  # warm-up, not timed
+    figures = {}
+    texts: dict[bool, list[str]] = {}
+    for share in (True, False):
+        pieces: list[list[str]] = [[] for _ in prompts]
+        start = time.perf_counter()
+        for first in range(0, len(prompts), batch):
+            decode_batch(model, tokenizer, rows(first, pieces), share_prefix=share)
+        figures["shared" if share else "whole"] = round(time.perf_counter() - start, 1)
+        texts[share] = ["".join(p) for p in pieces]
+    same = sum(a == b for a, b in zip(texts[True], texts[False], strict=True))
+    print(
+        f"decoding alone, batches of {batch}: {figures['whole']:.1f} s computing every row's "
+        f"whole prompt, {figures['shared']:.1f} s computing the shared beginning once "
+        f"({figures['whole'] / figures['shared']:.2f}x); {same}/{len(prompts)} answers the same",
+        flush=True,
+    )
+    return {**figures, "same_answers": same}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(support_split("test")), help="JSONL of examples")
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
     parser.add_argument(
         "--at-once", type=int, nargs="+", default=[16], help="requests in flight to compare"
+    )
+    parser.add_argument(
+        "--prefix-batch",
+        type=int,
+        default=16,
+        help="first time the server's decoding loop alone on batches of this many prompts, "
+        "with and without their shared beginning computed once (0 skips it)",
     )
     parser.add_argument("--json", action="store_true", help="also print one JSON object")
     args = parser.parse_args()
@@ -42,6 +96,8 @@ def main() -> None:
     examples = load_examples(args.data)[: args.limit]
     conversations = [prompt_messages(example) for example in examples]
     results: dict[str, dict] = {}
+    if args.prefix_batch:
+        results["decoding alone"] = decoding_alone(conversations, args.prefix_batch)
     with tempfile.TemporaryDirectory() as folder:
         with start_server(Path(folder) / "data") as server:
             client = OpenAI(base_url=server.base_url, api_key="bench", timeout=600)

@@ -44,6 +44,13 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]], limit: int | None =
     return length
 
 
+def common_prefix(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """The leading tokens of `prompts` worth computing once for all of them: every
+    prompt's shared beginning, or none when there is one prompt or too little is shared."""
+    shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+    return list(prompts[0][:shared]) if shared >= MIN_SHARED_TOKENS else []
+
+
 def encode_prefix(model, prefix: Sequence[int]):
     """The KV cache of `prefix` (one row), to start every batch from."""
     inputs = torch.tensor([list(prefix)], device=model.device)
@@ -86,10 +93,8 @@ def generate_batch(
     every prompt starts with are computed once (see the module docstring).
     """
     prompts = [prompt_ids(tokenizer, c) for c in conversations]
-    shared = shared_prefix_length(prompts) if share_prefix and len(prompts) > 1 else 0
-    if shared < MIN_SHARED_TOKENS:
-        shared = 0
-    prefix = prompts[0][:shared] if prompts else []
+    prefix = common_prefix(prompts) if share_prefix else []
+    shared = len(prefix)
     prefix_cache = encode_prefix(model, prefix) if shared else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
+from ftlab.server import decoding
 from ftlab.server.batching import ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling
 from ftlab.support import SYSTEM_PROMPT
@@ -51,7 +52,8 @@ def loaded():
 
 @pytest.fixture
 def batcher(loaded, monkeypatch):
-    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
+        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
     return ChatBatcher(lambda source: loaded, threaded=False)
 
 
@@ -97,8 +99,36 @@ def test_requests_that_wait_together_are_one_batch_with_the_answers_they_get_alo
 
 
 @pytest.mark.slow
+def test_a_batch_computes_the_shared_system_prompt_once_and_answers_the_same(
+    batcher, loaded, monkeypatch
+):
+    prefixes: list[int] = []
+    encode = decoding.encode_prefix
+    monkeypatch.setattr(
+        decoding,
+        "encode_prefix",
+        lambda model, ids: prefixes.append(len(ids)) or encode(model, ids),
+    )
+    support = REQUESTS[:4]  # every one starts with the course's system prompt
+    alone = []
+    for messages, sampling in support:
+        handle = batcher.submit(DEFAULT_MODEL, messages, sampling)
+        batcher.run_pending()
+        alone.append(collect(handle))
+    assert prefixes == [], "a batch of one row has nothing to share"
+
+    handles = [batcher.submit(DEFAULT_MODEL, m, s) for m, s in support]
+    batcher.run_pending()
+    assert batcher.batch_sizes[-1] == 4
+    assert [collect(h) for h in handles] == alone
+    system_tokens = len(loaded[1](SYSTEM_PROMPT)["input_ids"])
+    assert len(prefixes) == 1 and prefixes[0] > system_tokens, prefixes
+
+
+@pytest.mark.slow
 def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded, monkeypatch):
-    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
+        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
     sources = []
 
     def load(source):
@@ -154,7 +184,8 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
 
 @pytest.mark.slow
 def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, monkeypatch):
-    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
+        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
     model, tokenizer = loaded
 
     class FailsOnFourthStep:
@@ -184,7 +215,8 @@ def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, m
 
 @pytest.mark.slow
 def test_a_short_answer_returns_before_the_batch_ends(loaded, monkeypatch):
-    monkeypatch.setattr("ftlab.server.decoding.autocast", lambda device: contextlib.nullcontext())
+    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
+        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
     batcher = ChatBatcher(lambda source: loaded)  # with its thread, as in the server
     story = [{"role": "user", "content": "Write a long story about a fox."}]
     long = batcher.submit(DEFAULT_MODEL, story, Sampling(max_tokens=60, temperature=0))

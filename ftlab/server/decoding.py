@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ftlab.generation import padded_batch
+from ftlab.generation import common_prefix, encode_prefix, padded_batch
 from ftlab.models import autocast
 
 
@@ -193,21 +193,30 @@ def _advance(row: _Row, token: int, ends: set[int], tokenizer) -> Delta | None:
 
 
 @torch.inference_mode()
-def decode_batch(model, tokenizer, requests: Sequence[ChatRows]) -> None:
+def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: bool = True) -> None:
     """Answer `requests` together: one row per choice, sent to each request's `emit`.
 
     Every choice ends with one delta whose `finish_reason` is "stop" (end of turn or a
     stop string) or "length" (`max_tokens` reached). Prompts are left-padded and
     positions are counted from the attention mask, so each row reads as if it were
-    alone; finished rows are dropped from the batch and its KV cache.
+    alone; finished rows are dropped from the batch and its KV cache. The tokens every
+    prompt starts with (a class's shared system prompt, or the prompt of a request with
+    several choices) are computed once, and each row starts from their KV cache
+    (`share_prefix=False` computes every row's whole prompt, for comparison).
     """
     rows = _rows(model, requests)
     ends = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = padded_batch([], [row.request.ids for row in rows], pad, model.device)
+    prompts = [row.request.ids for row in rows]
+    prefix = common_prefix(prompts) if share_prefix else []
+    batch = padded_batch(prefix, [p[len(prefix) :] for p in prompts], pad, model.device)
     inputs, mask = batch["input_ids"], batch["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     past = None
+    if prefix:  # computed once for every row, then each row's own tokens after it
+        past = encode_prefix(model, prefix)
+        past.batch_repeat_interleave(len(rows))
+        inputs, positions = inputs[:, len(prefix) :], positions[:, len(prefix) :]
     while True:
         with autocast(model.device):
             output = model(
