@@ -51,9 +51,14 @@ def loaded():
 
 
 @pytest.fixture
-def batcher(loaded, monkeypatch):
-    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
+def float32_decoding(monkeypatch):
+    """Decoding without bf16 autocast, the shared prompt prefix included."""
+    for module in ("ftlab.server.decoding", "ftlab.generation"):
         monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
+
+
+@pytest.fixture
+def batcher(loaded, float32_decoding):
     return ChatBatcher(lambda source: loaded, threaded=False)
 
 
@@ -126,9 +131,7 @@ def test_a_batch_computes_the_shared_system_prompt_once_and_answers_the_same(
 
 
 @pytest.mark.slow
-def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded, monkeypatch):
-    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
-        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
+def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded, float32_decoding):
     sources = []
 
     def load(source):
@@ -183,9 +186,7 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
 
 
 @pytest.mark.slow
-def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, monkeypatch):
-    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
-        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
+def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, float32_decoding):
     model, tokenizer = loaded
 
     class FailsOnFourthStep:
@@ -214,9 +215,7 @@ def test_a_failure_mid_batch_reaches_only_the_requests_still_answering(loaded, m
 
 
 @pytest.mark.slow
-def test_a_short_answer_returns_before_the_batch_ends(loaded, monkeypatch):
-    for module in ("ftlab.server.decoding", "ftlab.generation"):  # the shared prefix too
-        monkeypatch.setattr(f"{module}.autocast", lambda device: contextlib.nullcontext())
+def test_a_short_answer_returns_before_the_batch_ends(loaded, float32_decoding):
     batcher = ChatBatcher(lambda source: loaded)  # with its thread, as in the server
     story = [{"role": "user", "content": "Write a long story about a fox."}]
     long = batcher.submit(DEFAULT_MODEL, story, Sampling(max_tokens=60, temperature=0))
