@@ -108,9 +108,14 @@ def check_model_and_generation() -> Iterator[CheckResult]:
 
 
 def check_device() -> CheckResult:
-    from ftlab.models import compute_dtype, pick_device
+    from ftlab.models import compute_dtype, pick_device, thread_override
 
     device = pick_device()
+    try:
+        thread_override()
+    except ValueError as error:  # a typo in FTLAB_THREADS stops training and evaluation
+        problem, _, fix = str(error).partition("\nFix: ")
+        return CheckResult(FAIL, "device", problem, fix)
     return CheckResult(OK, "device", f"{device.type} (fast dtype {compute_dtype(device)})")
 
 

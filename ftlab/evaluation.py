@@ -25,6 +25,7 @@ from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import support_split
 from ftlab.prompting import PolicyRetriever, add_passages, few_shot_messages, pick_shots
 from ftlab.support import (
+    KEYS,
     METRIC_NAMES,
     Scores,
     gold_answer,
@@ -73,12 +74,46 @@ class EvalResult:
         return f"<table><tr>{head}</tr><tr>{cells}</tr></table>{misses}"
 
 
-def _examples(data: str | Path | Sequence[dict]) -> list[dict]:
+def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> list[dict]:
+    """The examples of a file or list, each checked to have a customer message and a gold answer."""
     if isinstance(data, str | Path):
         if not Path(data).is_file():
-            raise FileNotFoundError(f"No evaluation file at {data}. Fix: pass a chat JSONL file.")
-        return load_examples(data)
-    return list(data)
+            raise FileNotFoundError(f"No {role} file at {data}. Fix: pass a chat JSONL file.")
+        examples, source = load_examples(data), str(data)
+    else:
+        examples, source = list(data), f"the {role} examples"
+    problems = [
+        f"example {number}: {problem}"
+        for number, example in enumerate(examples, 1)
+        if (problem := _scoring_problem(example))
+    ]
+    if problems:
+        more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise ValueError(
+            f"{source} cannot be scored:\n  " + "\n  ".join(problems[:5]) + more + "\n"
+            "Fix: every example needs a user message and, last, an assistant answer that is "
+            "a JSON object with the support task's keys (`ftlab validate FILE` checks the format)."
+        )
+    return examples
+
+
+def _scoring_problem(example: object) -> str | None:
+    """Why one example cannot be scored, or None (examples count from 1 in file order)."""
+    messages = example.get("messages") if isinstance(example, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return 'it is not {"messages": [...]} with one object per message'
+    roles = [m.get("role") for m in messages]
+    if "user" not in roles:
+        return "it has no user message"
+    if "assistant" not in roles:
+        return "it has no assistant message (the gold answer)"
+    try:
+        gold = gold_answer(example)
+    except (TypeError, ValueError):
+        return "its last assistant message is not JSON"
+    if not isinstance(gold, dict) or set(gold) != set(KEYS):
+        return f"its last assistant message is not a JSON object with the keys {', '.join(KEYS)}"
+    return None
 
 
 def _user_text(example: dict) -> str:
@@ -121,7 +156,14 @@ def evaluate(
     customer message and adds them to the system message (the RAG baseline).
     `predictions_path` writes one JSON line per example.
     """
-    examples = _examples(data)[:limit] if limit is not None else _examples(data)
+    if batch_size < 1 or few_shot < 0 or (limit is not None and limit < 1):
+        raise ValueError(
+            f"batch_size and limit must be 1 or more and few_shot 0 or more; got "
+            f"batch_size={batch_size}, limit={limit}, few_shot={few_shot}"
+        )
+    if predictions_path is not None and Path(predictions_path).is_dir():
+        raise ValueError(f"{predictions_path} is a folder. Fix: pass a file path for predictions.")
+    examples = _examples(data)[:limit]
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
     if isinstance(model, tuple):
@@ -131,7 +173,7 @@ def evaluate(
         prepare_for_inference(loaded)
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
-    shots = pick_shots(_examples(train_data or support_split("train")), few_shot)
+    shots = pick_shots(_examples(train_data or support_split("train"), "few-shot"), few_shot)
     prompts = build_prompts(examples, shots, rag, rag_k)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size

@@ -331,7 +331,10 @@ def load_tokenizer(name: str | Path | None = None):
     if is_adapter_dir(name):
         name = adapter_base_model(name)
     resolved = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+    except (OSError, ValueError) as error:
+        raise _cannot_load(name, resolved, error) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -347,10 +350,14 @@ def adapter_base_model(folder: str | Path) -> str:
     """The base model an adapter folder was trained from (ftlab's sidecar, else PEFT's record)."""
     folder = Path(folder).expanduser()
     sidecar = folder / ADAPTER_SIDECAR
-    if sidecar.is_file():
-        return json.loads(sidecar.read_text())["base_model"]
-    config = json.loads((folder / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
+    record = sidecar if sidecar.is_file() else folder / "adapter_config.json"
+    try:
+        values = json.loads(record.read_text())
+        base = values["base_model"] if record == sidecar else values.get("base_model_name_or_path")
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ModelNotFoundError(
+            f"{record} is damaged ({error!r}).\nFix: copy the adapter folder again, or train again."
+        ) from error
     if not base:
         raise ModelNotFoundError(
             f"The adapter at {folder} does not say which base model it was trained from.\n"
@@ -383,22 +390,50 @@ def load_model(
     device = torch.device(device) if device is not None else pick_device()
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype)
-    except OSError as error:
-        raise ModelNotFoundError(
-            f"Could not load model {resolved.name!r} from {resolved.source}: {error}"
-        ) from error
+    except (OSError, ValueError) as error:
+        raise _cannot_load(name, resolved, error) from error
     model.to(device)
     model.eval()
     return model, load_tokenizer(name)
 
 
+def _cannot_load(name, resolved: ResolvedModel, error: Exception) -> ModelNotFoundError:
+    """The error for a model that resolved to a source but does not load from it."""
+    run_adapter = Path(str(name)).expanduser() / "adapter"
+    if name is not None and is_adapter_dir(run_adapter):
+        fix = f"this is a training run's folder; pass its adapter folder, {run_adapter}"
+    else:
+        fix = (
+            f"use {DEFAULT_MODEL!r} (the built-in model), a folder with a full model "
+            "(config.json and weights), an adapter folder, or a hub id (needs the network)"
+        )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelNotFoundError(
+        f"Could not load model {resolved.name!r} from {resolved.source}: {reason}\nFix: {fix}."
+    )
+
+
 def _load_merged_adapter(folder: Path, device, dtype: torch.dtype):
     from peft import PeftModel
+    from safetensors import SafetensorError
 
     base_name = adapter_base_model(folder)
     if is_adapter_dir(base_name):
         raise ModelNotFoundError(f"The adapter at {folder} names another adapter as its base.")
+    if not any((folder / f"adapter_model.{ext}").is_file() for ext in ("safetensors", "bin")):
+        raise ModelNotFoundError(
+            f"The adapter folder {folder} has no weights (adapter_model.safetensors).\n"
+            "Fix: copy the whole adapter folder again, or train again."
+        )
     model, tokenizer = load_model(base_name, device=device, dtype=dtype)
-    model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    try:
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+    except (OSError, RuntimeError, ValueError, SafetensorError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ModelNotFoundError(
+            f"Could not apply the adapter at {folder} to its base model {base_name!r}: {reason}\n"
+            "Fix: the adapter's files are damaged, or it was trained from another base model; "
+            "copy the folder again or train again."
+        ) from error
     model.eval()
     return model, tokenizer

@@ -65,9 +65,28 @@ def gold_answer(example: dict) -> dict:
 
 
 def load_examples(path: str | Path) -> list[dict]:
-    """Read a chat-format JSONL file (blank lines skipped). Untrusted files: ftlab.validation."""
-    with open(path, encoding="utf-8-sig") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Read a chat-format JSONL file (blank lines skipped). Untrusted files: ftlab.validation.
+
+    A line that is not JSON, or bytes that are not UTF-8, raise a ValueError that
+    names the file and the line.
+    """
+    fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason}).\n{fix}") from None
+    examples = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} line {number} is not valid JSON ({error.msg} at column {error.colno})."
+                f"\n{fix}"
+            ) from None
+    return examples
 
 
 def parse_answer(text: str) -> dict | None:

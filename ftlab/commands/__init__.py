@@ -3,12 +3,21 @@
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of 1 or more, with a plain error otherwise."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more, with a plain error otherwise."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more, with a plain error otherwise."""
+    return _whole_number(text, 0)

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
+from ftlab.commands import non_negative_int, positive_int
 from ftlab.evaluation import evaluate
+from ftlab.models import ModelNotFoundError
 from ftlab.support import METRIC_NAMES
 
 
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="chat JSONL file to score")
     parser.add_argument(
         "--few-shot",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="K",
         help="put K training examples before each question (prompting baseline)",
@@ -29,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--train-data", help="where few-shot examples come from (default: the course's train split)"
     )
-    parser.add_argument("--limit", type=int, help="score only the first N examples")
-    parser.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
     parser.add_argument("--predictions", metavar="PATH", help="write per-example JSONL here")
     parser.add_argument("--json", action="store_true", help="print one JSON object of scores")
     parser.set_defaults(handler=run)
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             train_data=args.train_data,
             predictions_path=args.predictions,
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     scores = result.scores.as_dict()

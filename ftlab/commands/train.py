@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from ftlab.commands import positive_int
-from ftlab.models import DEFAULT_MODEL
+from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
+from ftlab.training.checkpoints import list_checkpoints
 from ftlab.training.estimate import estimate_time
 
 DEFAULTS = TrainConfig(data="", out="")
@@ -49,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--adapted-layers",
         type=_layers,
         default=DEFAULTS.adapted_layers,
-        help="LoRA on the top N decoder layers only, or 'all' (default: %(default)s); the "
+        help="LoRA on the top N decoder layers only, or 'all' "
+        f"(default: {DEFAULTS.adapted_layers or 'all'}); the "
         "frozen layers below run once, not every step",
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
@@ -118,11 +121,22 @@ def run(args: argparse.Namespace) -> int:
             print("timing a few steps of this run (nothing is saved) ...", file=sys.stderr)
             print(f"estimated time: {estimate_time(config).summary()}")
             return 0
+        if args.resume and not list_checkpoints(Path(args.out)):
+            print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
         result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)
     except InvalidDataError as error:
         print(error, file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as error:
+    except KeyboardInterrupt:
+        if args.estimate:
+            raise
+        print(
+            "\naborted; the last epoch checkpoint, if one was saved, is still usable: "
+            "run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

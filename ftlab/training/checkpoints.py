@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError
 
 import torch
 
@@ -81,6 +82,49 @@ def save_checkpoint(model, optimizer, folder: Path, base_model: str, step: int, 
     return folder
 
 
+def damaged(path: Path, error: Exception) -> ValueError:
+    """The error for a checkpoint or run record that cannot be read back."""
+    return ValueError(
+        f"{path} is damaged, so the run cannot resume from it ({error}).\n"
+        "Fix: delete that checkpoint folder to resume from the one before it, or start the "
+        "run again without --resume (resume=False)."
+    )
+
+
+def is_training_run(out: Path) -> bool:
+    """True if `out` holds the config.json that `train` writes, or an adapter it saved."""
+    saved = [out / "adapter", *(out / "checkpoints").glob("epoch-*")]
+    if any((folder / ADAPTER_SIDECAR).is_file() for folder in saved):
+        return True
+    try:
+        record = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict) and isinstance(record.get("config"), dict) and "resolved" in record
+    )
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse an output path that is a file, or a folder holding things `train` did not write.
+
+    A new run replaces `adapter/` and `checkpoints/`, so pointing `out` at an
+    unrelated folder would silently delete someone's files.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"The output path {out} is a file. Fix: pass a folder for the run.")
+    if not out.is_dir() or is_training_run(out):
+        return
+    found = sorted(item.name for item in out.iterdir() if not item.name.startswith("."))
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ValueError(
+            f"The output folder {out} already holds files that were not written by a training "
+            f"run ({shown}); a run would replace adapter/ and checkpoints/ there.\n"
+            "Fix: choose a new or empty folder for the run's output."
+        )
+
+
 def list_checkpoints(out: Path) -> list[Checkpoint]:
     """Complete epoch checkpoints under `out/checkpoints`, oldest first."""
     found = []
@@ -91,13 +135,25 @@ def list_checkpoints(out: Path) -> list[Checkpoint]:
         match = CHECKPOINT_NAME.match(folder.name)
         if not match or not (folder / TRAINER_STATE).is_file():
             continue
-        sidecar = json.loads((folder / ADAPTER_SIDECAR).read_text())
-        found.append(Checkpoint(int(sidecar["step"]), int(match.group(1)), folder))
+        try:
+            step = int(json.loads((folder / ADAPTER_SIDECAR).read_text())["step"])
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise damaged(folder, error) from error
+        found.append(Checkpoint(step, int(match.group(1)), folder))
     return sorted(found, key=lambda c: c.epoch)
 
 
-def load_trainer_state(checkpoint: Checkpoint) -> dict:
-    return torch.load(checkpoint.path / TRAINER_STATE, map_location="cpu", weights_only=False)
+def load_trainer_state(checkpoint: Checkpoint) -> tuple[dict, dict]:
+    """A checkpoint's adapter weights and trainer state (step, optimiser, random state)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(checkpoint.path / "adapter_model.safetensors")
+        state = torch.load(checkpoint.path / TRAINER_STATE, map_location="cpu", weights_only=False)
+    except (EOFError, OSError, RuntimeError, ValueError, SafetensorError, UnpicklingError) as error:
+        raise damaged(checkpoint.path, error) from error
+    return weights, state
 
 
 def clear_run(out: Path) -> None:

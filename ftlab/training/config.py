@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,12 @@ class TrainConfig:
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"lr must be a positive number, got {self.lr}")
         if self.rank < 1:
             problems.append(f"rank must be at least 1, got {self.rank}")
-        if not self.alpha > 0:
-            problems.append(f"alpha must be positive, got {self.alpha}")
+        if not 0 < self.alpha < math.inf:
+            problems.append(f"alpha must be a positive number, got {self.alpha}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be at least 1, got {self.batch_size}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -75,7 +76,8 @@ class TrainConfig:
             )
         if self.adapted_layers is not None and self.adapted_layers < 1:
             problems.append(
-                f"adapted_layers must be at least 1 (or None for every layer), "
+                f"adapted_layers must be at least 1 (or None, 'all' on the command line, "
+                f"for every layer), "
                 f"got {self.adapted_layers}"
             )
         if self.max_steps is not None and self.max_steps < 1:
@@ -84,6 +86,8 @@ class TrainConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_length < 1:
+            problems.append(f"max_length must be at least 1, got {self.max_length}")
         if self.log_every < 1:
             problems.append(f"log_every must be at least 1, got {self.log_every}")
         if problems:

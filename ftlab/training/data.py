@@ -65,7 +65,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return text, spans
 
 
-def tokenize_example(tokenizer, messages: list[dict], max_length: int = 2048) -> TokenizedExample:
+def tokenize_example(tokenizer, messages: list[dict]) -> TokenizedExample:
     """Token ids and labels (-100 outside the learned answers) for one conversation."""
     text, spans = assistant_spans(tokenizer, messages)
     encoded = tokenizer(
@@ -76,14 +76,29 @@ def tokenize_example(tokenizer, messages: list[dict], max_length: int = 2048) ->
     for position, (start, end) in enumerate(encoded["offset_mapping"]):
         if end > start and any(s <= start < e for s, e in spans):
             labels[position] = ids[position]
-    return TokenizedExample(ids[:max_length], labels[:max_length])
+    return TokenizedExample(ids, labels)
 
 
 def tokenize_examples(
-    tokenizer, examples: Sequence[dict], max_length: int = 2048
+    tokenizer, examples: Sequence[dict], max_length: int = 2048, what: str = "training"
 ) -> list[TokenizedExample]:
-    """Tokenise every example, dropping those with nothing left to learn (e.g. all `weight: 0`)."""
-    tokenized = [tokenize_example(tokenizer, e["messages"], max_length) for e in examples]
+    """Tokenise every example, dropping those with nothing left to learn (e.g. all `weight: 0`).
+
+    Refuses examples longer than `max_length` rather than cutting them: the cut
+    would fall at the end, where the answer is, so the model would learn nothing
+    from them, or half an answer.
+    """
+    tokenized = [tokenize_example(tokenizer, e["messages"]) for e in examples]
+    too_long = [(n, len(t)) for n, t in enumerate(tokenized, 1) if len(t) > max_length]
+    if too_long:
+        listed = ", ".join(f"example {n} ({size:,} tokens)" for n, size in too_long[:5])
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        raise ValueError(
+            f"{len(too_long)} {what} example(s) are longer than max_length={max_length:,} "
+            f"tokens: {listed}{more} (counting examples from 1 in file order). Training would "
+            "cut off their ends, answers included.\n"
+            "Fix: shorten or split those examples, or raise max_length."
+        )
     return [t for t in tokenized if t.trained_tokens]
 
 

@@ -185,7 +185,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         if number:  # not the warm-up
             seconds += time.perf_counter() - start
 
-    valid = tokenize_examples(tokenizer, valid_examples, config.max_length)
+    valid = tokenize_examples(tokenizer, valid_examples, config.max_length, "validation")
     epochs_left = epochs - (resumed.epoch if resumed else 0)
     return TimeEstimate(
         total_steps=len(batches),

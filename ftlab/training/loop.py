@@ -22,7 +22,9 @@ from ftlab.models import (
 )
 from ftlab.training.checkpoints import (
     Checkpoint,
+    check_output_folder,
     clear_run,
+    damaged,
     list_checkpoints,
     load_trainer_state,
     remove_stale_staging,
@@ -268,9 +270,12 @@ def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
         return None
     config_path = out / "config.json"
     if config_path.is_file():
-        previous = TrainConfig.from_json(config_path)
+        try:
+            previous = TrainConfig.from_json(config_path)
+            recorded = json.loads(config_path.read_text()).get("resolved", {})
+        except (KeyError, TypeError, ValueError) as error:
+            raise damaged(config_path, error) from error
         changed = config.differences(previous)
-        recorded = json.loads(config_path.read_text()).get("resolved", {})
         for key, value in data_fingerprints(config).items():
             if key in recorded and recorded[key] != value:
                 changed.append(_file_change(key, recorded[key], value))
@@ -279,7 +284,7 @@ def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
             raise StaleRunError(
                 f"Cannot resume the run in {out}: its settings or data differ ({reasons}).\n"
                 "Fix: resume with the same settings and data, or start a new run "
-                "(resume=False, or another output folder)."
+                "(without --resume / resume=False, or in another output folder)."
             )
     checkpoints = list_checkpoints(out)
     return checkpoints[-1] if checkpoints else None
@@ -305,14 +310,13 @@ def train(
     out = Path(config.out)
     if is_adapter_dir(config.model):
         raise ValueError(f"{config.model} is an adapter; train from its base model instead.")
+    check_output_folder(out)
     train_examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else None
 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
     resume_from = resume_point(config, out)
-    if not config.resume:
-        clear_run(out)
 
     model, tokenizer = training_model(config)
     # Adapters record their base model; a local folder is recorded absolute, to work from anywhere.
@@ -321,8 +325,12 @@ def train(
     pad_id = tokenizer.pad_token_id
     rows = training_rows(tokenizer, train_examples, config)
     valid_rows = (
-        tokenize_examples(tokenizer, valid_examples, config.max_length) if valid_examples else []
+        tokenize_examples(tokenizer, valid_examples, config.max_length, "validation")
+        if valid_examples
+        else []
     )
+    if not config.resume:  # only now that every setting and example has been checked
+        clear_run(out)
     base = model.get_base_model()
     first_adapted = first_adapted_layer(base)
     lengths = [len(r) for r in rows]
@@ -332,10 +340,9 @@ def train(
     step, first_epoch, trained_tokens = 0, 1, 0
     if resume_from is not None:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(resume_from.path / "adapter_model.safetensors"))
-        state = load_trainer_state(resume_from)
+        weights, state = load_trainer_state(resume_from)
+        set_peft_model_state_dict(model, weights)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         step, first_epoch = state["step"], state["epoch"] + 1

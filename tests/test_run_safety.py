@@ -1,0 +1,149 @@
+"""Bad settings, folders and files around a training run: clear errors, and nothing lost."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import run_ftlab
+from training_helpers import MESSAGES, tiny
+
+from ftlab.check import FAIL, check_device
+from ftlab.evaluation import evaluate
+from ftlab.jsonl import write_jsonl
+from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model
+from ftlab.support import make_example
+from ftlab.training import train
+from ftlab.training.checkpoints import TRAINER_STATE
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch tiny run (adapter and one checkpoint), copied fresh per test."""
+    folder = tmp_path_factory.mktemp("finished")
+    data = str(write_jsonl(folder / "train.jsonl", [make_example(*m) for m in MESSAGES]))
+    train(tiny(data, folder / "run", epochs=1, batch_size=12))
+    return data, folder / "run"
+
+
+@pytest.fixture
+def run(finished_run, tmp_path):
+    data, original = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(original, copy)
+    return data, copy
+
+
+def _kept(run_dir) -> bool:
+    return (run_dir / "adapter" / "adapter_model.safetensors").is_file() and (
+        run_dir / "checkpoints" / "epoch-1" / TRAINER_STATE
+    ).is_file()
+
+
+@pytest.mark.slow
+def test_a_new_run_that_cannot_start_leaves_the_previous_one_alone(run):
+    data, run_dir = run
+    with pytest.raises(ModelNotFoundError, match="No model folder"):
+        train(tiny(data, run_dir, model="smollm2-135m-instruc"))
+    with pytest.raises(ValueError, match="has only 30 decoder layers"):
+        train(tiny(data, run_dir, adapted_layers=99))
+    # Too long for max_length: refused, not cut (the cut would remove the answer).
+    with pytest.raises(ValueError, match=r"12 training example\(s\) are longer than max_length"):
+        train(tiny(data, run_dir, max_length=20))
+    assert _kept(run_dir)
+
+
+def test_an_output_folder_with_other_files_is_refused(tmp_path):
+    data = str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))
+    mine = tmp_path / "mywork"
+    (mine / "adapter").mkdir(parents=True)
+    (mine / "adapter" / "important.txt").write_text("notes")
+    (mine / "config.json").write_text('{"my": "model config"}')
+    with pytest.raises(ValueError, match="not written by a training run"):
+        train(tiny(data, mine))
+    assert (mine / "adapter" / "important.txt").read_text() == "notes"
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        train(tiny(data, afile))
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_named_when_resuming(run):
+    data, run_dir = run
+    checkpoint = run_dir / "checkpoints" / "epoch-1"
+    (checkpoint / TRAINER_STATE).write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"epoch-1 is damaged.*\n.*delete that checkpoint"):
+        train(tiny(data, run_dir, epochs=1, batch_size=12, resume=True))
+    (checkpoint / ADAPTER_SIDECAR).unlink()
+    with pytest.raises(ValueError, match="epoch-1 is damaged"):
+        train(tiny(data, run_dir, epochs=1, batch_size=12, resume=True))
+    (run_dir / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="config.json is damaged"):
+        train(tiny(data, run_dir, epochs=1, batch_size=12, resume=True))
+
+
+@pytest.mark.slow
+def test_a_run_folder_or_damaged_adapter_gets_a_fix_not_a_traceback(run):
+    _, run_dir = run
+    with pytest.raises(ModelNotFoundError, match="pass its adapter folder"):
+        load_model(run_dir)
+    adapter = run_dir / "adapter"
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelNotFoundError, match="Could not apply the adapter"):
+        load_model(adapter)
+    weights.unlink()
+    with pytest.raises(ModelNotFoundError, match="has no weights"):
+        load_model(adapter)
+
+
+def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_path):
+    good = make_example("Where is AC-12345?", "order_status", "AC-12345", "neutral")
+    no_answer = {"messages": good["messages"][:2]}
+    human = {"messages": [{"role": "human", "content": "hi"}, good["messages"][2]]}
+    path = tmp_path / "eval.jsonl"
+    write_jsonl(path, [good, no_answer, human])
+    with pytest.raises(ValueError) as caught:
+        evaluate("no-such-model", path)
+    message = str(caught.value)
+    assert "example 2: it has no assistant message" in message
+    assert "example 3: it has no user message" in message
+    path.write_text(path.read_text().replace('"messages"', "'messages'", 1))
+    with pytest.raises(ValueError, match=r"eval.jsonl line 1 is not valid JSON"):
+        evaluate("no-such-model", path)
+    path.write_bytes(b'{"messages": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        evaluate("no-such-model", path)
+
+
+def test_eval_options_out_of_range_are_refused_by_the_command_line(tmp_path):
+    data = str(write_jsonl(tmp_path / "t.jsonl", [make_example(*MESSAGES[0])]))
+    for option, value in [("--batch-size", "0"), ("--limit", "-1"), ("--few-shot", "-3")]:
+        done = run_ftlab("eval", "--model", "x", "--data", data, option, value)
+        assert done.returncode == 2 and f"{option}: must be" in done.stderr, done.stderr
+    done = run_ftlab("eval", "--model", "nosuchmodel", "--data", data)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: No model folder at 'nosuchmodel'" in done.stderr
+
+
+def test_train_command_says_when_there_is_nothing_to_resume(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    done = run_ftlab("train", "--data", str(bad), "--out", str(tmp_path / "r"), "--resume")
+    assert "note: no checkpoint in" in done.stdout
+    assert done.returncode == 1 and "empty_messages" in done.stderr
+
+
+def test_an_infinite_learning_rate_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="lr must be a positive number, got inf"):
+        tiny("d.jsonl", tmp_path, lr=float("inf"))
+    with pytest.raises(ValueError, match="alpha must be a positive number"):
+        tiny("d.jsonl", tmp_path, alpha=float("nan"))
+
+
+def test_check_fails_on_a_thread_count_that_training_would_refuse(monkeypatch):
+    monkeypatch.setenv("FTLAB_THREADS", "two")
+    result = check_device()
+    assert result.status == FAIL and "FTLAB_THREADS='two'" in result.detail
+    assert "positive whole number" in result.fix
