@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from ftlab.quiz import BankError, ProgressStore, ProgressWarning, list_banks, load_bank, show_quiz
 from ftlab.quiz.bank import parse_number
+from ftlab.quiz.progress import RECORD_FIELDS
 
 NOTEBOOK_BANKS = [
+    "00_setup",
     "01_what_is_fine_tuning",
     "02_preparing_data",
     "03_local_lora",
@@ -52,6 +56,17 @@ MIXED_BANK = [
         ],
     },
 ]
+
+
+# One question record of MIXED_BANK as ProgressStore.record writes it.
+SAVED_NUMERIC = {
+    "question": "How many tokens?",
+    "attempts": 2,
+    "last_answer": 144000.0,
+    "correct": True,
+    "ever_correct": True,
+    "updated": "2026-11-25T20:50:00+00:00",
+}
 
 
 @pytest.fixture
@@ -182,10 +197,27 @@ def test_parse_number_accepts_the_ways_people_write_numbers(text: str, number: f
     assert parse_number(text) == number
 
 
-@pytest.mark.parametrize("text", ["", "twelve", "1/0", "nan"])
+@pytest.mark.parametrize(
+    "text", ["", "twelve", "1/0", "nan", "inf", "1e999", "nan/1", "1e999/1", "inf/inf"]
+)
 def test_parse_number_rejects_non_numbers(text: str) -> None:
     with pytest.raises(ValueError):
         parse_number(text)
+
+
+def test_non_finite_answers_are_neither_graded_nor_saved(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    question = load_bank(mixed_bank).questions[2]
+    with pytest.raises(ValueError, match="must be a finite number"):
+        question.grade(float("nan"))
+    store = ProgressStore()
+    store.record("mixed", 2, question.text, 144000.0, True)
+    before = progress_file.read_bytes()
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        store.record("mixed", 2, question.text, float("inf"), False)
+    assert progress_file.read_bytes() == before
+    assert not list(progress_file.parent.glob(".progress.json.*.tmp"))
 
 
 # -- the widget, driven like a learner ------------------------------------------------------------
@@ -279,6 +311,52 @@ def test_a_corrupt_progress_file_is_moved_aside_and_the_quiz_still_works(
     assert json.loads(progress_file.read_text())["banks"]["mixed"]["0"]["correct"] is True
 
 
+def test_a_progress_file_that_is_not_utf8_is_moved_aside(progress_file: Path) -> None:
+    progress_file.parent.mkdir(parents=True)
+    progress_file.write_bytes(b"\xff\xfe{}")
+    with pytest.warns(ProgressWarning, match=r"was unreadable \(UnicodeDecodeError: .*corrupt-"):
+        assert ProgressStore().summary() == []
+    [kept] = progress_file.parent.glob("progress.json.corrupt-*")
+    assert kept.read_bytes() == b"\xff\xfe{}"
+
+
+@pytest.mark.parametrize(
+    ("key", "damaged", "problem"),
+    [
+        ("0", {**SAVED_NUMERIC, "attempts": "2"}, "record '0': \"attempts\" is '2', not"),
+        ("0", {k: v for k, v in SAVED_NUMERIC.items() if k != "attempts"}, 'no "attempts"'),
+        ("x", SAVED_NUMERIC, "record 'x': the key is not a question number"),
+        ("0", {**SAVED_NUMERIC, "last_answer": float("nan")}, '"last_answer" is nan'),
+        ("0", {**SAVED_NUMERIC, "correct": "yes"}, "\"correct\" is 'yes', not true or false"),
+        ("0", {**SAVED_NUMERIC, "updated": None}, '"updated" is None, not a string'),
+        ("0", ["not", "a", "record"], "record '0': not an object"),
+    ],
+)
+def test_damaged_records_are_set_aside_and_the_valid_ones_kept(
+    progress_file: Path, key: str, damaged: object, problem: str
+) -> None:
+    progress_file.parent.mkdir(parents=True)
+    # json.dumps writes NaN as the old writer did, which is not JSON either.
+    original = json.dumps({"version": 1, "banks": {"mixed": {key: damaged, "2": SAVED_NUMERIC}}})
+    progress_file.write_text(original)
+    with pytest.warns(ProgressWarning, match="had 1 damaged record") as caught:
+        assert ProgressStore().bank("mixed") == {"2": SAVED_NUMERIC}
+    assert problem in str(caught[0].message)
+    assert re.search(
+        r"moved it to .*corrupt-.* and kept its 1 valid record", str(caught[0].message)
+    )
+    [kept] = progress_file.parent.glob("progress.json.corrupt-*")
+    assert kept.read_text() == original
+    assert json.loads(progress_file.read_text())["banks"] == {"mixed": {"2": SAVED_NUMERIC}}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: no second warning
+        entry = ProgressStore().record("mixed", 0, "Pick B.", 1, True)
+    assert entry["attempts"] == 1
+    assert set(RECORD_FIELDS) == set(entry)
+    assert sorted(ProgressStore().bank("mixed")) == ["0", "2"]
+
+
 def test_a_failed_write_leaves_the_old_file_whole_and_no_temp_files(
     mixed_bank: Path, progress_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,6 +429,57 @@ def test_terminal_quiz_unknown_bank_lists_the_available_ones(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "no quiz bank named 'quik_check'" in result.stderr
     assert "quick_check" in result.stderr.split("available:")[1]
+
+
+def test_terminal_quiz_moves_a_non_utf8_file_aside_and_saves_the_answer(
+    tmp_path: Path,
+) -> None:
+    progress = tmp_path / "p.json"
+    progress.write_bytes(b"\xff\xfe{}")
+    result = run_cli("quick_check", stdin="1\n", progress=progress)
+    assert result.returncode == 0, result.stderr
+    assert "Score: 1 / 1" in result.stdout
+    assert json.loads(progress.read_text())["banks"]["quick_check"]["0"]["correct"] is True
+    [kept] = tmp_path.glob("p.json.corrupt-*")
+    assert kept.read_bytes() == b"\xff\xfe{}"
+    assert result.stderr.startswith("warning: quiz progress file")
+    assert "UnicodeDecodeError" in result.stderr
+
+
+def test_progress_warnings_are_one_plain_line_on_stderr(tmp_path: Path) -> None:
+    progress = tmp_path / "p.json"
+    progress.write_text('{"banks": {"quick_check": {"0": {"attem')
+    result = run_cli("--progress", stdin="", progress=progress)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"warning: quiz progress file {progress} was unreadable (")
+    assert line.endswith("and started a fresh record")
+
+
+def test_progress_of_one_quiz_skips_a_record_with_a_bad_key(tmp_path: Path) -> None:
+    progress = tmp_path / "p.json"
+    good = {**SAVED_NUMERIC, "question": "What does fine-tuning do?", "last_answer": 0}
+    progress.write_text(json.dumps({"banks": {"quick_check": {"0": good, "x": good}}}))
+    result = run_cli("--progress", "quick_check", stdin="", progress=progress)
+    assert result.returncode == 0, result.stderr
+    assert "Q1: right after 2 attempt(s), last answer 0: What does fine-tuning do?" in (
+        result.stdout
+    )
+    assert "record 'x': the key is not a question number" in result.stderr
+
+
+def test_progress_of_an_unknown_quiz_lists_the_available_ones(tmp_path: Path) -> None:
+    progress = tmp_path / "p.json"
+    result = run_cli("--progress", "nosuch", stdin="", progress=progress)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "no quiz bank named 'nosuch'" in result.stderr
+    assert "quick_check" in result.stderr.split("available:")[1]
+
+    progress.write_text(json.dumps({"banks": {"retired_quiz": {"2": SAVED_NUMERIC}}}))
+    kept = run_cli("--progress", "retired_quiz", stdin="", progress=progress)
+    assert kept.returncode == 0, kept.stderr
+    assert "Q3: right after 2 attempt(s)" in kept.stdout
 
 
 def test_list_shows_every_bank_with_its_size(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from ftlab.quiz.progress import ProgressStore
@@ -31,6 +32,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning
+        return _run(args)
+
+
+def _plain_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """One line on stderr: the source line Python shows means nothing to a learner."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ftlab.quiz.bank import BankError, list_banks, load_bank, quiz_dir
     from ftlab.quiz.progress import ProgressStore
 
@@ -75,21 +94,36 @@ def _list(names: list[str], folder: Path) -> int:
 
 
 def _progress(store: ProgressStore, name: str | None) -> int:
+    from ftlab.quiz.bank import BankError, bank_path
+
+    if name:
+        try:
+            name = bank_path(name).stem  # a path to a bank file is recorded under its stem
+        except BankError as error:
+            if not store.bank(name):  # the records of a bank since removed are still shown
+                print(f"ftlab quiz: {error}", file=sys.stderr)
+                return 2
+    print(f"Quiz progress ({store.path})")
+    return _bank_progress(store, name) if name else _summary(store)
+
+
+def _bank_progress(store: ProgressStore, name: str) -> int:
+    records = store.bank(name)
+    if not records:
+        print(f"  nothing recorded for {name!r} yet")
+        return 0
+    for key, entry in sorted(records.items(), key=lambda item: int(item[0])):
+        mark = "right" if entry["correct"] else "wrong"
+        print(
+            f"  Q{int(key) + 1}: {mark:<5} after {entry['attempts']} attempt(s), "
+            f"last answer {entry['last_answer']!r}: {entry['question']}"
+        )
+    return 0
+
+
+def _summary(store: ProgressStore) -> int:
     from ftlab.quiz.bank import BankError, list_banks, load_bank
 
-    print(f"Quiz progress ({store.path})")
-    if name:
-        records = store.bank(name)
-        if not records:
-            print(f"  nothing recorded for {name!r} yet")
-            return 0
-        for key, entry in sorted(records.items(), key=lambda item: int(item[0])):
-            mark = "right" if entry.get("correct") else "wrong"
-            print(
-                f"  Q{int(key) + 1}: {mark:<5} after {entry.get('attempts', 0)} attempt(s), "
-                f"last answer {entry.get('last_answer')!r}: {entry.get('question')}"
-            )
-        return 0
     summaries = {row.bank: row for row in store.summary()}
     names = sorted(set(list_banks()) | set(summaries))
     print(f"  {'quiz':<28} {'right':>7} {'answered':>9} {'attempts':>9}  last activity")

@@ -126,8 +126,8 @@ class Question:
                     f"You have not ticked every right option yet: {missed} more to find."
                 )
             return Outcome(set(chosen) == right, tuple(feedback), chosen, partial=partial)
-        if not isinstance(answer, int | float) or isinstance(answer, bool):
-            raise ValueError(f"answer must be a number, got {answer!r}")
+        if not _is_number(answer) or not math.isfinite(answer):  # type: ignore[arg-type]
+            raise ValueError(f"answer must be a finite number, got {answer!r}")
         number = round_significant(float(answer), self.precision)
         for option in self.numeric:
             if option.matches(number, self.precision):
@@ -180,8 +180,9 @@ def parse_number(text: str) -> float:
     try:
         if cleaned.count("/") == 1:
             top, bottom = cleaned.split("/")
-            return float(top) / float(bottom)
-        number = float(cleaned)
+            number = float(top) / float(bottom)
+        else:
+            number = float(cleaned)
     except (ValueError, ZeroDivisionError):
         raise ValueError(
             f"{text.strip()!r} is not a number (write it like 1500, 1,500 or 3/4)"

@@ -9,20 +9,23 @@ elsewhere (a shared JupyterHub home, a test's temp folder). Layout:
 
 Every write goes to a temporary file in the same folder, is fsynced and then
 renamed over the old file, so a crash leaves either the old record or the new
-one, never half a file. A file that does not parse is renamed to
+one, never half a file. A damaged file is renamed to
 `progress.json.corrupt-<timestamp>` (kept for inspection), a warning says so,
-and the quiz starts a fresh record instead of failing in the learner's notebook.
+and the quiz carries on instead of failing in the learner's notebook (see
+`ProgressStore.load` for what is kept). NaN and Infinity are never written:
+they are not JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +34,27 @@ from typing import Any
 from ftlab.paths import ftlab_home
 
 FORMAT_VERSION = 1
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_answer(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_int(item) for item in value)
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+# What `record` writes in each question record: the meaning and the test of each field.
+RECORD_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "question": ("a string", lambda value: isinstance(value, str)),
+    "attempts": ("a whole number above 0", lambda value: _is_int(value) and value > 0),
+    "last_answer": ("an option index, a list of them or a finite number", _is_answer),
+    "correct": ("true or false", lambda value: isinstance(value, bool)),
+    "ever_correct": ("true or false", lambda value: isinstance(value, bool)),
+    "updated": ("a string", lambda value: isinstance(value, str)),
+}
 
 try:  # POSIX: serialise writers (two notebooks open at once); Windows simply skips it.
     import fcntl
@@ -62,27 +86,29 @@ class ProgressStore:
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else progress_path()
+        self._lock_held = False
 
     def load(self) -> dict[str, Any]:
-        """The whole record; a missing file is an empty record, a corrupt one is moved aside."""
+        """The whole record: empty when there is no file; a damaged file is repaired first.
+
+        A file that is not UTF-8 or not JSON, or whose top level is wrong, is moved aside
+        whole and a fresh record starts. A file in which only some question records are
+        damaged (a hand edit, a field of the wrong type) is moved aside too, but its valid
+        records are written back, so one bad entry does not wipe the learner's other
+        answers; the original stays in the `.corrupt-` file. The repair runs under the
+        writers' lock on a fresh read, so it cannot move aside an answer that another
+        notebook saved in the meantime.
+        """
+        data, problem = self._read()
+        if problem is None:
+            return data
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return _empty()
-        except OSError as error:  # e.g. no permission: carry on without the record
-            warnings.warn(
-                f"cannot read the quiz progress file {self.path} ({error}); "
-                "earlier answers are not shown",
-                ProgressWarning,
-                stacklevel=2,
-            )
-            return _empty()
-        try:
-            data = json.loads(text)
-            _check_shape(data)
-        except (ValueError, TypeError) as error:
-            self._set_aside(f"{type(error).__name__}: {error}")
-            return _empty()
+            with self._locked():
+                data, problem = self._read()
+                if problem is not None:
+                    self._repair(data, problem)
+        except OSError as error:  # cannot even take the lock (a read-only folder, say)
+            self._warn(f"{problem}; could not repair it ({error})")
         return data
 
     def bank(self, bank: str) -> dict[str, dict[str, Any]]:
@@ -118,12 +144,26 @@ class ProgressStore:
                 BankSummary(
                     bank=name,
                     answered=len(entries),
-                    correct=sum(bool(e.get("correct")) for e in entries),
-                    attempts=sum(int(e.get("attempts", 0)) for e in entries),
-                    updated=max((e.get("updated", "") for e in entries), default=""),
+                    correct=sum(e["correct"] for e in entries),
+                    attempts=sum(e["attempts"] for e in entries),
+                    updated=max((e["updated"] for e in entries), default=""),
                 )
             )
         return rows
+
+    def _read(self) -> tuple[dict[str, Any], str | None]:
+        """What is valid in the file, and what is wrong with it (None when nothing is)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return _empty(), None
+        except OSError as error:  # e.g. no permission: carry on without the record
+            self._warn(f"cannot be read ({error}); earlier answers are not shown")
+            return _empty(), None
+        try:
+            return _valid_records(json.loads(raw.decode("utf-8")))
+        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+            return _empty(), f"was unreadable ({type(error).__name__}: {error})"
 
     def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +172,7 @@ class ProgressStore:
         )
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True)
+                json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -143,7 +183,8 @@ class ProgressStore:
             raise
         _fsync_dir(self.path.parent)
 
-    def _set_aside(self, reason: str) -> None:
+    def _repair(self, data: dict[str, Any], problem: str) -> None:
+        """Move the damaged file aside and write back the valid records in `data`."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         counter = 1
@@ -152,27 +193,36 @@ class ProgressStore:
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
         try:
             os.replace(self.path, target)
-            where = f"moved it to {target}"
         except OSError as error:
-            where = f"could not move it aside ({error}); it will be overwritten"
-        warnings.warn(
-            f"quiz progress file {self.path} was unreadable ({reason}); {where} and "
-            "started a fresh record",
-            ProgressWarning,
-            stacklevel=3,
-        )
+            self._warn(f"{problem}; could not move it aside ({error}), so it will be overwritten")
+            return
+        kept = sum(len(questions) for questions in data["banks"].values())
+        outcome = f"kept its {kept} valid record(s)" if kept else "started a fresh record"
+        try:
+            if kept:
+                self._write(data)
+        except OSError as error:
+            outcome = f"could not write back its {kept} valid record(s) ({error})"
+        self._warn(f"{problem}; moved it to {target} and {outcome}")
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(f"quiz progress file {self.path} {message}", ProgressWarning, stacklevel=4)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        if fcntl is None:
+        # Re-entrant: `record` holds the lock while `load` repairs, and a second flock on
+        # the same file from this process would wait for itself.
+        if fcntl is None or self._lock_held:
             yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            self._lock_held = True
             try:
                 yield
             finally:
+                self._lock_held = False
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
@@ -180,14 +230,48 @@ def _empty() -> dict[str, Any]:
     return {"version": FORMAT_VERSION, "banks": {}}
 
 
-def _check_shape(data: Any) -> None:
+def _valid_records(data: Any) -> tuple[dict[str, Any], str | None]:
+    """The record rebuilt from its valid question records, and what the damaged ones were.
+
+    Only the fields `record` writes are kept, so nothing unchecked (a NaN under an unknown
+    key, say) can reach the writer. Raises ValueError when the top level is wrong: then
+    there is nothing to keep.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("banks"), dict):
         raise ValueError('expected a JSON object with a "banks" object')
+    banks: dict[str, dict[str, Any]] = {}
+    damaged = []
     for name, questions in data["banks"].items():
-        if not isinstance(questions, dict) or not all(
-            isinstance(entry, dict) for entry in questions.values()
-        ):
-            raise ValueError(f"bank {name!r} is not an object of question records")
+        if not isinstance(questions, dict):
+            damaged.append(f"bank {name!r} is not an object of question records")
+            continue
+        kept = {}
+        for key, entry in questions.items():
+            problem = _record_problem(key, entry)
+            if problem:
+                damaged.append(f"bank {name!r}, record {key!r}: {problem}")
+            else:
+                kept[key] = {field: entry[field] for field in RECORD_FIELDS}
+        if kept:
+            banks[name] = kept
+    record = {"version": FORMAT_VERSION, "banks": banks}
+    if not damaged:
+        return record, None
+    listed = "; ".join(damaged[:3]) + ("; ..." if len(damaged) > 3 else "")
+    return record, f"had {len(damaged)} damaged record(s) ({listed})"
+
+
+def _record_problem(key: str, entry: Any) -> str | None:
+    if not (key.isascii() and key.isdigit()):
+        return "the key is not a question number"
+    if not isinstance(entry, dict):
+        return "not an object"
+    for field, (meaning, valid) in RECORD_FIELDS.items():
+        if field not in entry:
+            return f'no "{field}"'
+        if not valid(entry[field]):
+            return f'"{field}" is {entry[field]!r}, not {meaning}'
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:

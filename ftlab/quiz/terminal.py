@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -116,14 +115,11 @@ def _report(question: Question, outcome: Outcome, say: Say) -> None:
 
 
 def _save(store: ProgressStore, bank: Bank, question: Question, outcome: Outcome, say: Say) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            store.record(bank.name, question.index, question.text, outcome.answer, outcome.correct)
-        except OSError as error:
-            say(f"  (could not save your answer to {store.path}: {error})")
-    for warning in caught:
-        say(f"  warning: {warning.message}")
+    """Record one answer; a ProgressWarning goes to `ftlab quiz`, which prints it on stderr."""
+    try:
+        store.record(bank.name, question.index, question.text, outcome.answer, outcome.correct)
+    except OSError as error:
+        say(f"  (could not save your answer to {store.path}: {error})")
 
 
 def _printer(out: TextIO) -> Say:

@@ -45,7 +45,7 @@ class TrainConfig:
     target_modules: str | list[str] = "all-linear"
     # LoRA on the top N decoder layers only (None: every layer). The layers below have
     # nothing to learn, so training runs them once and reuses their output every epoch:
-    # 15 of 30 trained about 1.4x faster, and scored a little lower over three seeds
+    # 15 of 30 trained about 1.5x faster, and scored a little lower over three seeds
     # (docs/measurements.md, "How the defaults were chosen").
     adapted_layers: int | None = None
     dropout: float = 0.0
