@@ -97,6 +97,16 @@ def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> li
     return examples
 
 
+def _unwritable(path: Path) -> bool:
+    """True if a file cannot be written at `path` (checked before the long evaluation)."""
+    if path.is_dir():
+        return True
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    return not parent.is_dir()
+
+
 def _scoring_problem(example: object) -> str | None:
     """Why one example cannot be scored, or None (examples count from 1 in file order)."""
     messages = example.get("messages") if isinstance(example, dict) else None
@@ -161,8 +171,11 @@ def evaluate(
             f"batch_size and limit must be 1 or more and few_shot 0 or more; got "
             f"batch_size={batch_size}, limit={limit}, few_shot={few_shot}"
         )
-    if predictions_path is not None and Path(predictions_path).is_dir():
-        raise ValueError(f"{predictions_path} is a folder. Fix: pass a file path for predictions.")
+    if predictions_path is not None and _unwritable(Path(predictions_path)):
+        raise ValueError(
+            f"Cannot write predictions to {predictions_path}: it is a folder, or inside a file."
+            "\nFix: pass the path of a file in a folder (the folder is created if missing)."
+        )
     examples = _examples(data)[:limit]
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")

@@ -112,6 +112,9 @@ def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_pat
     path.write_text(path.read_text().replace('"messages"', "'messages'", 1))
     with pytest.raises(ValueError, match=r"eval.jsonl line 1 is not valid JSON"):
         evaluate("no-such-model", path)
+    for where in (tmp_path, path / "predictions.jsonl"):  # a folder; inside a file
+        with pytest.raises(ValueError, match="Cannot write predictions"):
+            evaluate("no-such-model", [good], predictions_path=where)
     path.write_bytes(b'{"messages": "caf\xe9"}\n')
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         evaluate("no-such-model", path)
