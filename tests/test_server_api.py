@@ -1,6 +1,6 @@
 """The local server's files, jobs, models and error contract, driven by the official SDK.
 
-One single-user server (upload limit 1 MB) serves the whole module.
+One single-user server (upload limit 0.3 MB) serves the whole module.
 """
 
 from __future__ import annotations
@@ -10,18 +10,27 @@ import openai
 import pytest
 from server_helpers import BASE, client, jsonl, messages, start, tiny_examples, upload, wait_for
 
+from ftlab.server.app import BASE_MODEL_CREATED
+
 MB = 2**20
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with start(tmp_path_factory.mktemp("server"), max_upload_mb=1) as handle:
+    # 0.3 MB is no whole number of bytes: the limit is still shown as given.
+    with start(tmp_path_factory.mktemp("server"), max_upload_mb=0.3) as handle:
         yield handle
 
 
 @pytest.fixture(scope="module")
 def api(server):
     return client(server)
+
+
+@pytest.fixture(scope="module")
+def training_file(api):
+    """A valid training file, for requests that fail before any job exists."""
+    return upload(api, tiny_examples(10))
 
 
 def raw(server, method: str, path: str, **kwargs) -> httpx.Response:
@@ -87,7 +96,7 @@ def test_upload_over_the_limit_is_refused(api):
         api.files.create(file=("big.jsonl", b"x" * (MB + 1000)), purpose="fine-tune")
     assert caught.value.status_code == 413
     assert caught.value.body["code"] == "file_too_large"
-    assert "1 MB" in caught.value.body["message"]
+    assert "uploads up to 0.3 MB " in caught.value.body["message"]
 
 
 def test_bad_multipart_is_a_clear_400(server):
@@ -99,6 +108,13 @@ def test_bad_multipart_is_a_clear_400(server):
         headers={"Content-Type": "multipart/form-data; boundary=xyz"},
     )
     assert_error(broken, 400)
+    no_boundary = raw(
+        server, "POST", "/files", content=b"abc", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert assert_error(no_boundary, 400)["message"] == (
+        "Could not read the upload: Missing boundary in multipart. Send "
+        "multipart/form-data with the fields 'purpose' and 'file'."
+    )
     no_file = raw(server, "POST", "/files", data={"purpose": "fine-tune"})
     assert_error(no_file, 400, code="missing_required_parameter", param="file")
     no_purpose = raw(server, "POST", "/files", files={"file": ("a.jsonl", b"{}\n")})
@@ -107,6 +123,17 @@ def test_bad_multipart_is_a_clear_400(server):
         server, "POST", "/files", data={"purpose": "fun"}, files={"file": ("a.jsonl", b"{}\n")}
     )
     assert_error(bad_purpose, 400, param="purpose")
+
+
+def test_uploads_cut_off_by_a_killed_server_are_removed_at_the_next_start(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / ".file-cutoff.partial").write_bytes(b'{"messages": [')  # as a SIGKILL leaves it
+    with start(tmp_path) as server:
+        assert client(server).files.list().data == []
+    assert list(files.iterdir()) == []
+    log = server.log_path.read_text()
+    assert "Removed 1 unfinished upload(s) left by a stopped server: .file-cutoff.partial" in log
 
 
 # ---- the error contract ---------------------------------------------------------------------
@@ -140,6 +167,58 @@ def test_job_create_errors(api, server):
     assert caught.value.body["param"] == "suffix"
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("n_epochs", 0, "an integer from 1 to 50 (got 0)"),
+        ("n_epochs", -1, "an integer from 1 to 50 (got -1)"),
+        ("n_epochs", 51, "an integer from 1 to 50 (got 51)"),
+        ("n_epochs", True, "an integer from 1 to 50 (got true)"),  # not 1 epoch
+        ("n_epochs", "3", 'an integer from 1 to 50 (got "3")'),  # OpenAI: the wrong type
+        ("batch_size", 100000, "an integer from 1 to 256 (got 100000)"),
+        ("learning_rate_multiplier", -0.5, "a number greater than 0 and at most 10 (got -0.5)"),
+        ("learning_rate_multiplier", 0, "a number greater than 0 and at most 10 (got 0)"),
+        (
+            "learning_rate_multiplier",
+            1e9,
+            "a number greater than 0 and at most 10 (got 1000000000.0)",
+        ),
+        ("learning_rate_multiplier", "1.5", 'a number greater than 0 and at most 10 (got "1.5")'),
+    ],
+)
+def test_bad_hyperparameters_name_the_allowed_range(api, training_file, name, value, expected):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.fine_tuning.jobs.create(
+            model=BASE, training_file=training_file, hyperparameters={name: value}
+        )
+    param = f"hyperparameters.{name}"
+    assert caught.value.body["type"] == "invalid_request_error"
+    assert caught.value.body["param"] == param
+    assert (
+        caught.value.body["message"]
+        == f"Invalid value for '{param}': must be 'auto' or {expected}."
+    )
+
+
+def test_good_hyperparameters_are_taken_as_sent(api):
+    job = api.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=upload(api, tiny_examples(3)),  # fails validation: nothing trains
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {
+                    "n_epochs": 50,
+                    "batch_size": "auto",
+                    "learning_rate_multiplier": 2,
+                }
+            },
+        },
+    )
+    chosen = job.method.supervised.hyperparameters
+    assert (chosen.n_epochs, chosen.batch_size, chosen.learning_rate_multiplier) == (50, "auto", 2)
+
+
 def test_malformed_requests_get_openai_shaped_errors(server):
     not_json = raw(
         server,
@@ -149,6 +228,21 @@ def test_malformed_requests_get_openai_shaped_errors(server):
         headers={"Content-Type": "application/json"},
     )
     assert "JSON" in assert_error(not_json, 400)["message"]
+    bad_line_2 = raw(
+        server,
+        "POST",
+        "/fine_tuning/jobs",
+        content=b'{"model": "x",\n "training_file": nope}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert "at line 2, column 19" in assert_error(bad_line_2, 400)["message"]
+    empty = raw(server, "POST", "/fine_tuning/jobs")
+    error = assert_error(empty, 400, code="missing_required_parameter", param="model")
+    assert error["message"] == "Missing required parameter: 'model'."
+    not_a_message = raw(
+        server, "POST", "/chat/completions", json={"model": BASE, "messages": ["hi"]}
+    )
+    assert_error(not_a_message, 400, param="messages[0]")  # as in "messages[0].role"
     assert_error(raw(server, "GET", "/no/such/route"), 404, code="unknown_url")
     assert_error(raw(server, "PUT", "/files"), 405)
     assert_error(raw(server, "GET", "/fine_tuning/jobs", params={"limit": 0}), 400, param="limit")
@@ -227,7 +321,9 @@ def test_job_list_pagination(api):
 
 def test_models(api):
     assert BASE in [m.id for m in api.models.list()]
-    assert api.models.retrieve(BASE).id == BASE
+    base = api.models.retrieve(BASE)
+    assert base.id == BASE and base.created == BASE_MODEL_CREATED > 0
+    assert base in api.models.list().data
     with pytest.raises(openai.PermissionDeniedError):
         api.models.delete(BASE)
     ghost = f"ft:{BASE}:local:x:abcd1234"
@@ -308,6 +404,23 @@ def test_chat_request_errors(api):
     with pytest.raises(openai.BadRequestError) as caught:
         api.chat.completions.create(model=BASE, messages=[{"role": "robot", "content": "x"}])
     assert caught.value.body["param"] == "messages[0].role"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_longer_than_the_context_is_a_400_streamed_or_not(api, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": "word " * 9000}],
+            max_tokens=2,
+            stream=stream,
+        )
+    assert (caught.value.body["code"], caught.value.body["param"]) == (
+        "context_length_exceeded",
+        "messages",
+    )
+    assert "maximum context length" in caught.value.body["message"]
 
 
 @pytest.mark.slow

@@ -52,6 +52,27 @@ def test_a_bad_thread_count_is_refused_everywhere(monkeypatch, tmp_path, capsys,
     assert "positive whole number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--port", "-1", "must be a port from 1 to 65535"),
+        ("--port", "99999", "must be a port from 1 to 65535"),
+        ("--max-upload-mb", "-5", "must be a positive number of MB, not -5"),
+        ("--max-upload-mb", "0", "must be a positive number of MB, not 0"),
+        ("--max-upload-mb", "nan", "must be a positive number of MB, not nan"),
+        ("--max-upload-mb", "inf", "must be a positive number of MB, not inf"),
+    ],
+)
+def test_serve_refuses_impossible_ports_and_upload_limits(
+    monkeypatch, capsys, option, value, message
+):
+    monkeypatch.setattr("ftlab.server.serve.serve", lambda **options: pytest.fail("served"))
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main(["serve", option, value])
+    assert exit_code.value.code == 2
+    assert f"{option}: {message}" in capsys.readouterr().err
+
+
 def test_parallel_jobs_must_be_positive(tmp_path, capsys):
     with pytest.raises(ValueError, match="parallel_jobs must be at least 1"):
         Worker(Store(tmp_path), parallel_jobs=0)

@@ -57,7 +57,7 @@ class HeldServer:
             auth=Authenticator(),
             worker=Worker(self.store),
             inference=self.inference,
-            max_upload_bytes=2**20,
+            max_upload_mb=1,
         )
 
     def release(self) -> None:
@@ -97,7 +97,8 @@ def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(he
     assert all(a.json()["choices"][0]["finish_reason"] == "length" for a in answers)
 
 
-def test_a_chat_whose_client_gave_up_is_never_decoded(held):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_whose_client_gave_up_is_never_decoded(held, stream):
     """A real HTTP server (uvicorn on a thread): the client times out and hangs up."""
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
@@ -110,13 +111,13 @@ def test_a_chat_whose_client_gave_up_is_never_decoded(held):
         while not server.started:
             time.sleep(0.05)
         with pytest.raises(httpx.ReadTimeout):  # decoding is held, so no answer can come
-            httpx.post(url, json=HELLO, timeout=httpx.Timeout(30, read=1))
+            httpx.post(url, json={**HELLO, "stream": stream}, timeout=httpx.Timeout(30, read=1))
         deadline = time.monotonic() + 30
         while not held.handles[0].cancelled:
             assert time.monotonic() < deadline, "the server kept the abandoned request"
             time.sleep(0.1)
         held.release()
-        answer = httpx.post(url, json=HELLO, timeout=120)
+        answer = httpx.post(url, json={**HELLO, "stream": stream}, timeout=120)
         assert answer.status_code == 200, answer.text
         assert held.inference.batcher.batch_sizes == [1], "only the second request was decoded"
     finally:

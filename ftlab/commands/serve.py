@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ftlab.commands import positive_int
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
 from ftlab.server.serve import DataDirInUse, default_data_dir
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, or 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port from 1 to 65535 (or 0 for any free port), not {text}"
+        )
+    return value
+
+
+def megabytes(text: str) -> float:
+    """An argparse type: a positive, finite number of MB."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of MB, not {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument("--port", type=port, default=8000, help="port (0 picks a free one)")
     parser.add_argument(
         "--data-dir", help=f"where files, jobs and models live (default {default_data_dir()})"
     )
@@ -31,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=megabytes,
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB})",
     )

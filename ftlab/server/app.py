@@ -6,6 +6,7 @@ all responses and errors have OpenAI's shapes so the official SDK works unmodifi
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -14,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,14 +37,43 @@ UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "e
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_STEPS_KEY = "ftlab_max_steps"  # job metadata key: cap the number of training steps
 NO_ERROR = {"code": None, "message": None, "param": None}
+# `created` of the base model: the day Hugging Face released SmolLM2 (1 Nov 2024, 00:00
+# UTC). OpenAI's base models carry their release, the same on every machine, so the
+# time this machine downloaded or converted the model would say less.
+BASE_MODEL_CREATED = 1730419200
 Auto = Literal["auto"]
+
+
+def auto_or(kind: type[int] | type[float], low: float, high: float, above: bool = False) -> Any:
+    """A hyperparameter: "auto", or a `kind` from `low` (or just above it) to `high`.
+
+    Numbers are strictly typed, as OpenAI's are: true and "3" are refused, not read as
+    1 and 3. Any refusal names the whole range, not just the member of the union that
+    failed last.
+    """
+    limits = {"gt" if above else "ge": low, "le": high}
+    span = f"greater than {low:g} and at most {high:g}" if above else f"from {low:g} to {high:g}"
+    expected = f"{'an integer' if kind is int else 'a number'} {span}"
+
+    def check(value: Any, next_step: Any) -> Any:
+        try:
+            return next_step(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "auto_or_number",
+                "must be 'auto' or {expected} (got {got})",
+                {"expected": expected, "got": json.dumps(value)},
+            ) from None
+
+    number = Annotated[kind, Field(strict=True, **limits)]
+    return Annotated[Auto | number | None, WrapValidator(check)]
 
 
 class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] | None = None
-    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] | None = None
-    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] | None = None
+    n_epochs: auto_or(int, 1, 50) = None
+    batch_size: auto_or(int, 1, 256) = None
+    learning_rate_multiplier: auto_or(float, 0, 10, above=True) = None
 
 
 class Supervised(BaseModel):
@@ -55,7 +86,7 @@ class Method(BaseModel):
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)  # "5" is no seed (see auto_or)
     model: str
     training_file: str
     validation_file: str | None = None
@@ -192,7 +223,7 @@ def create_app(
     auth: Authenticator,
     worker: Worker,
     inference: Inference,
-    max_upload_bytes: int,
+    max_upload_mb: float,
     on_ready: Callable[[], None] = lambda: None,
 ) -> FastAPI:
     @asynccontextmanager
@@ -203,6 +234,7 @@ def create_app(
         worker.shutdown()
 
     app = FastAPI(title="ftlab local fine-tuning API", lifespan=lifespan)
+    max_upload_bytes = int(max_upload_mb * 2**20)
     app.state.auth = auth
     install_handlers(app)
 
@@ -220,10 +252,9 @@ def create_app(
 
     @app.post("/v1/files")
     async def upload_file(request: Request, who: Owner) -> dict[str, Any]:
-        limit_mb = max_upload_bytes / 2**20
         too_large = APIError(
             413,
-            f"File too large: this server accepts uploads up to {limit_mb:g} MB "
+            f"File too large: this server accepts uploads up to {max_upload_mb:g} MB "
             "(start it with a larger --max-upload-mb to allow more).",
             param="file",
             code="file_too_large",
@@ -238,7 +269,7 @@ def create_app(
         except StarletteHTTPException as error:
             raise APIError(
                 400,
-                f"Could not read the upload: {error.detail}. Send "
+                f"Could not read the upload: {str(error.detail).rstrip('.')}. Send "
                 "multipart/form-data with the fields 'purpose' and 'file'.",
             ) from error
         upload, purpose = form.get("file"), form.get("purpose")
@@ -401,18 +432,22 @@ def create_app(
 
     @app.get("/v1/models")
     def list_models(who: Owner) -> dict[str, Any]:
-        data = [model_object(name, 0, "ftlab") for name in BASE_MODELS]
+        data = [model_object(name, BASE_MODEL_CREATED, "ftlab") for name in BASE_MODELS]
         data += [model_object(m["id"], m["created_at"], m["org"]) for m in store.list_models(who)]
         return {"object": "list", "data": data, "has_more": False}
 
     @app.get("/v1/models/{model:path}")
     def get_model(model: str, who: Owner) -> dict[str, Any]:
         if model in BASE_MODELS:
-            return model_object(model, 0, "ftlab")
+            return model_object(model, BASE_MODEL_CREATED, "ftlab")
         found = store.get_model(who, model)
-        if found is None:
+        if found is not None:
+            return model_object(found["id"], found["created_at"], found["org"])
+        checkpoint = store.get_checkpoint_model(who, model)  # usable for chat too
+        if checkpoint is None:
             raise model_not_found(model)
-        return model_object(found["id"], found["created_at"], found["org"])
+        owner = store.get_job(checkpoint["job_id"])["org"]
+        return model_object(model, checkpoint["created_at"], owner)
 
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, who: Owner) -> dict[str, Any]:
@@ -436,10 +471,11 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, who: Owner, http: Request):
         if body.stream:  # a stream's reader is cancelled when its client goes away
+            frames = await inference.stream(body, who, client_left=http.is_disconnected)
+            if frames is None:  # the client went away before the answer started
+                return Response(status_code=499)
             return StreamingResponse(
-                await inference.stream(body, who),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
+                frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
         answer = await inference.complete(body, who, client_left=http.is_disconnected)
         return Response(status_code=499) if answer is None else answer  # 499: nobody reads it

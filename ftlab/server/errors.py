@@ -7,12 +7,16 @@ therefore use 4xx codes, and unexpected server errors say "do not retry".
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("ftlab.server")
@@ -76,31 +80,60 @@ def _response(error: APIError, retry: bool = False) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-# pydantic names the member of a union that failed: ("n_epochs", "literal['auto']")
-UNION_MEMBER = re.compile(r"^(int|float|str|bool|list|dict|none|.*\[.*\])$")
+# pydantic names the member of a union that failed: ("n_epochs", "literal['auto']"),
+# ("n_epochs", "constrained-int") for a number with limits.
+UNION_MEMBER = re.compile(r"^(int|float|str|bool|list|dict|none|constrained-\w+|.*\[.*\])$")
 
 
 def _param_name(location: tuple) -> str | None:
-    """`("body", "hyperparameters", "n_epochs", "int")` -> "hyperparameters.n_epochs"."""
-    parts = [str(p) for p in location[1:] if not UNION_MEMBER.match(str(p))]
+    """`("body", "hyperparameters", "n_epochs", "int")` -> "hyperparameters.n_epochs";
+    list positions as the server's own checks write them: `messages[0].role`."""
+    parts = list(location[1:])
     if location and location[0] not in ("body", "query", "path", "header"):
-        parts.insert(0, str(location[0]))
-    return ".".join(parts) or None
+        parts.insert(0, location[0])
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not UNION_MEMBER.match(str(part)):
+            name += f".{part}" if name else str(part)
+    return name or None
 
 
-def validation_error(error: RequestValidationError) -> APIError:
-    """The first problem of a request that failed FastAPI/pydantic validation, OpenAI-style."""
+def required_fields(request: Request) -> list[str]:
+    """The required fields of the endpoint's JSON body: what an empty body is missing."""
+    body = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body, "field_info", None), "annotation", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return []
+    return [name for name, field in model.model_fields.items() if field.is_required()]
+
+
+def _unparsable(problem: dict[str, Any], body: Any) -> APIError:
+    reason = problem.get("ctx", {}).get("error") or problem.get("msg", "")
+    position = problem.get("loc", ())[-1:]
+    if isinstance(body, str) and position and isinstance(position[0], int):
+        found = json.JSONDecodeError(reason, body, position[0])
+        reason += f" at line {found.lineno}, column {found.colno}"
+    return APIError(
+        400,
+        f"We could not parse the JSON body of your request ({reason}). "
+        "The body must be valid JSON.",
+    )
+
+
+def validation_error(error: RequestValidationError, required: Sequence[str] = ()) -> APIError:
+    """The first problem of a request that failed FastAPI/pydantic validation, OpenAI-style.
+
+    `required`: the body's required fields, named when the whole body is missing.
+    """
     problems = error.errors() or [{"type": "", "loc": (), "msg": "invalid"}]
     first = problems[0]
-    param = _param_name(tuple(first.get("loc", ())))
     if first.get("type") == "json_invalid":
-        return APIError(
-            400,
-            "We could not parse the JSON body of your request. The body must be valid JSON "
-            f"({first.get('msg', '')}).",
-        )
-    if first.get("type") == "missing" and param:
-        return missing_parameter(param)
+        return _unparsable(first, error.body)
+    param = _param_name(tuple(first.get("loc", ())))
+    if first.get("type") == "missing" and (param or required):
+        return missing_parameter(param or required[0])
     if param is None:
         return APIError(400, f"Invalid request: {first.get('msg', 'invalid body')}.")
     reasons = dict.fromkeys(
@@ -118,7 +151,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return _response(validation_error(error))
+        return _response(validation_error(error, required_fields(request)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

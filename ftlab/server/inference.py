@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server.batching import ChatBatcher, ChatHandle
-from ftlab.server.decoding import ContextTooLong, Sampling, Usage
+from ftlab.server.decoding import ContextTooLong, Delta, Sampling, Usage
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH
 from ftlab.server.errors import APIError, invalid_value, model_not_found
 from ftlab.server.store import Store, new_id
@@ -40,13 +40,17 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True)
     include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
-    """The fields of `POST /v1/chat/completions` that the local server honours."""
+    """The fields of `POST /v1/chat/completions` that the local server honours.
 
-    model_config = ConfigDict(extra="ignore")
+    Strictly typed, as OpenAI's are (and the job's hyperparameters): "0.5" is not a
+    temperature, nor "yes" a stream."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     messages: list[dict[str, Any]]
@@ -185,15 +189,9 @@ class Inference:
 
         reading = asyncio.ensure_future(read())
         try:
-            while not reading.done():
-                await asyncio.wait({reading}, timeout=CLIENT_CHECK_S)
-                if not reading.done() and client_left is not None and await client_left():
-                    return None
-            reading.result()  # raises the request's error
-        except ContextTooLong as error:
-            raise APIError(
-                400, str(error), param="messages", code="context_length_exceeded"
-            ) from error
+            if not await _finished(reading, client_left):
+                return None
+            _result(reading)
         finally:
             reading.cancel()
             handle.cancel()  # a no-op once answered
@@ -215,13 +213,37 @@ class Inference:
             "system_fingerprint": None,
         }
 
-    async def stream(self, request: ChatRequest, owner: str) -> AsyncIterator[str]:
+    async def stream(
+        self,
+        request: ChatRequest,
+        owner: str,
+        client_left: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[str] | None:
         """Server-sent events: a role chunk per choice, content chunks, a finish chunk per
-        choice, an optional usage chunk, then `[DONE]`. Errors become an `error` frame."""
-        handle = await self.submit(request, owner)  # errors here are still plain HTTP errors
-        return self._frames(request, handle)
+        choice, an optional usage chunk, then `[DONE]`; None if `client_left()` turned
+        true before the answer started.
 
-    async def _frames(self, request: ChatRequest, handle: ChatHandle) -> AsyncIterator[str]:
+        The response starts with the answer's first delta, so a request that fails before
+        (a prompt longer than the context, found when its batch starts) gets the same
+        HTTP error as without streaming. Later errors become an `error` frame.
+        """
+        handle = await self.submit(request, owner)
+        deltas = handle.deltas()
+        first = asyncio.ensure_future(anext(deltas, None))
+        try:
+            if await _finished(first, client_left):
+                return self._frames(request, handle, _prepend(_result(first), deltas))
+        except BaseException:
+            handle.cancel()
+            raise
+        finally:
+            first.cancel()  # a no-op once it has its delta
+        handle.cancel()
+        return None
+
+    async def _frames(
+        self, request: ChatRequest, handle: ChatHandle, deltas: AsyncIterator[Delta]
+    ) -> AsyncIterator[str]:
         base = {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion.chunk",
@@ -236,7 +258,7 @@ class Inference:
         try:
             for index in range(request.n or 1):
                 yield chunk([_choice(index, {"role": "assistant", "content": ""})])
-            async for delta in handle.deltas():
+            async for delta in deltas:
                 if delta.text:
                     yield chunk([_choice(delta.index, {"content": delta.text})])
                 if delta.finish_reason:
@@ -252,6 +274,32 @@ class Inference:
             yield f"data: {json.dumps(body)}\n\n"
         finally:
             handle.cancel()  # a no-op once finished; stops the rows of a client that left
+
+
+async def _finished(
+    task: asyncio.Future, client_left: Callable[[], Awaitable[bool]] | None
+) -> bool:
+    """Wait for `task`; False if `client_left()` turned true first."""
+    while not task.done():
+        await asyncio.wait({task}, timeout=CLIENT_CHECK_S)
+        if not task.done() and client_left is not None and await client_left():
+            return False
+    return True
+
+
+def _result(task: asyncio.Future) -> Any:
+    """The finished `task`'s result; a prompt too long for the model is the client's error."""
+    try:
+        return task.result()
+    except ContextTooLong as error:
+        raise APIError(400, str(error), param="messages", code="context_length_exceeded") from error
+
+
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    if first is not None:
+        yield first
+    async for delta in rest:
+        yield delta
 
 
 def _choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict:

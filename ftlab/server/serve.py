@@ -106,7 +106,7 @@ def serve(
             auth=auth,
             worker=Worker(store, parallel_jobs=parallel_jobs),
             inference=Inference(store, max_models=max_models, max_batch_rows=chat_batch),
-            max_upload_bytes=int(max_upload_mb * 2**20),
+            max_upload_mb=max_upload_mb,
             on_ready=ready,
         )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)

@@ -16,6 +16,7 @@ half-written file. Uploaded file names are only ever stored as text.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("ftlab.server")
 SCHEMA_VERSION = 1
 ALPHANUMERIC = string.ascii_lowercase + string.digits
 JSON_COLUMNS = {"hyperparameters", "metadata", "error", "result_files", "data", "metrics"}
@@ -101,6 +103,7 @@ class Store:
         self.models_dir = self.root / "models"
         for folder in (self.root, self.files_dir, self.jobs_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._remove_partial_uploads()
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             self.root / "ftlab.db", check_same_thread=False, isolation_level=None
@@ -117,6 +120,18 @@ class Store:
             )
         self._db.executescript(SCHEMA)  # idempotent; executescript commits by itself
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _remove_partial_uploads(self) -> None:
+        """Uploads a killed server was still writing: no row points at them, none ever will."""
+        partial = sorted(self.files_dir.glob(".*.partial"))
+        for path in partial:
+            path.unlink(missing_ok=True)
+        if partial:
+            log.info(
+                "Removed %d unfinished upload(s) left by a stopped server: %s",
+                len(partial),
+                ", ".join(p.name for p in partial),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -236,6 +251,13 @@ class Store:
     def get_file(self, owner: str, file_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM files WHERE id = ? AND owner = ?", (file_id, owner))
 
+    def find_file(self, owner: str, filename: str, purpose: str) -> dict[str, Any] | None:
+        """The oldest of this owner's files with that name and purpose."""
+        return self._one(
+            "SELECT * FROM files WHERE owner = ? AND filename = ? AND purpose = ? ORDER BY seq",
+            (owner, filename, purpose),
+        )
+
     def list_files(
         self, owner: str, purpose: str | None, after: str | None, limit: int, newest_first: bool
     ) -> Page:
@@ -325,6 +347,12 @@ class Store:
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
+
+    def has_event(self, job_id: str, message: str) -> bool:
+        return (
+            self._one("SELECT 1 FROM events WHERE job_id = ? AND message = ?", (job_id, message))
+            is not None
+        )
 
     def all_events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))

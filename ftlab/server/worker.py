@@ -486,19 +486,27 @@ class Worker:
         writer.writerows(rows[step] for step in sorted(rows))
         return buffer.getvalue().encode()
 
+    def _results_file(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job's results file: the one a crashed completion already added, or a new one."""
+        name, purpose = f"{job['id']}-results.csv", "fine-tune-results"
+        found = self.store.find_file(job["owner"], name, purpose)
+        if found is not None:
+            return found
+        return self.store.add_file(job["owner"], name, purpose, [self._results_csv(job["id"])])
+
     def _finish(self, job: dict[str, Any], result: dict[str, Any], done: dict[str, Any]) -> None:
         job_id = job["id"]
         if result.get("stopped"):
             self.store.update_job(job_id, **done)
             return self._fail(job_id, failure("server_error", "Training stopped early."))
+        # Each step below commits on its own: after a crash between two of them the result
+        # line is applied again, so every step first looks for what it would add.
         name = model_name(job)
         target = self.store.models_dir / job_id[-8:]
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(result["adapter_dir"], target)
-        results = self.store.add_file(
-            job["owner"], f"{job_id}-results.csv", "fine-tune-results", [self._results_csv(job_id)]
-        )
-        if self.store.get_model(job["owner"], name) is None:  # not when replayed after a crash
+        results = self._results_file(job)
+        if self.store.get_model(job["owner"], name) is None:
             self.store.add_model(
                 {
                     "id": name,
@@ -509,7 +517,9 @@ class Worker:
                     "path": str(target),
                 }
             )
-        self.store.add_event(job_id, f"New fine-tuned model created: {name}")
+        created = f"New fine-tuned model created: {name}"
+        if not self.store.has_event(job_id, created):
+            self.store.add_event(job_id, created)
         self.store.add_event(
             job_id,
             "The job has successfully completed",
