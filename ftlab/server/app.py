@@ -37,7 +37,7 @@ UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "e
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_STEPS_KEY = "ftlab_max_steps"  # job metadata key: cap the number of training steps
 NO_ERROR = {"code": None, "message": None, "param": None}
-# `created` of the base model: the day Hugging Face released SmolLM2 (1 Nov 2024, 00:00
+# `created` of the base model: about when Hugging Face released SmolLM2 (1 Nov 2024, 00:00
 # UTC). OpenAI's base models carry their release, the same on every machine, so the
 # time this machine downloaded or converted the model would say less.
 BASE_MODEL_CREATED = 1730419200
