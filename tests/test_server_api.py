@@ -136,6 +136,18 @@ def test_uploads_cut_off_by_a_killed_server_are_removed_at_the_next_start(tmp_pa
     assert "Removed 1 unfinished upload(s) left by a stopped server: .file-cutoff.partial" in log
 
 
+def test_file_contents_no_row_points_at_are_removed_at_the_next_start(tmp_path):
+    with start(tmp_path) as server:
+        api = client(server)
+        kept = upload(api, tiny_examples(3))
+    # A kill between the rename and the insert leaves bytes that no request can reach.
+    (tmp_path / "files" / "file-strayafterkill").write_bytes(b'{"messages": []}\n')
+    with start(tmp_path) as server:
+        assert [f.id for f in client(server).files.list().data] == [kept]
+    assert sorted(p.name for p in (tmp_path / "files").iterdir()) == [kept]
+    assert "Removed 1 file(s) that no upload or job recorded" in server.log_path.read_text()
+
+
 # ---- the error contract ---------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ Layout of the data directory:
 Every write is one committed transaction, so a SIGKILL at any moment leaves the
 database consistent. A file's bytes are written and fsynced under a temporary
 name, then renamed into place, before its row exists: a row never points at a
-half-written file. Uploaded file names are only ever stored as text.
+half-written file; bytes that a kill left without a row are removed at the next start.
+Uploaded file names are only ever stored as text.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Store:
             )
         self._db.executescript(SCHEMA)  # idempotent; executescript commits by itself
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._remove_unrecorded_files()
 
     def _remove_partial_uploads(self) -> None:
         """Uploads a killed server was still writing: no row points at them, none ever will."""
@@ -131,6 +133,25 @@ class Store:
                 "Removed %d unfinished upload(s) left by a stopped server: %s",
                 len(partial),
                 ", ".join(p.name for p in partial),
+            )
+
+    def _remove_unrecorded_files(self) -> None:
+        """File contents no row points at: a kill after the rename but before the insert, or
+        after a delete's row went but before its bytes did. No request can reach them."""
+        known = {row[0] for row in self._db.execute("SELECT id FROM files")}
+        stray = sorted(
+            path
+            for path in self.files_dir.glob("file-*")
+            if path.is_file() and path.name not in known
+        )
+        for path in stray:
+            path.unlink(missing_ok=True)
+        if stray:
+            log.info(
+                "Removed %d file(s) that no upload or job recorded (a stopped server's "
+                "unfinished write or delete): %s",
+                len(stray),
+                ", ".join(p.name for p in stray),
             )
 
     def close(self) -> None:
