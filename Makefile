@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml requirements.lock
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/00_setup.ipynb
 
+# The tests start their own servers, even where a workshop's shared one is configured.
+test: export FTLAB_SERVER_URL =
+test: export FTLAB_SERVER_KEY =
 test: setup
 	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
 	$(BIN)/ruff format --check ftlab tests bench data
@@ -55,5 +58,12 @@ profile: setup
 labs: setup
 	$(BIN)/python -m ftlab.labs solutions labs
 
+# Removes the converted base model only (quiz answers and server data stay). ftlab itself says
+# where its cache is ($FTLAB_HOME, else ~/.cache/ftlab on Linux, ~/Library/Caches/ftlab on macOS).
 clean-cache:
-	rm -rf "$${FTLAB_HOME:-$$HOME/.cache/ftlab}"/models
+	@home="$$($(BIN)/python -c 'from ftlab.paths import ftlab_home; print(ftlab_home())' 2>/dev/null)"; \
+	if [ -z "$$home" ]; then \
+	    echo "clean-cache: $(BIN)/python cannot say where ftlab's cache is (run make setup first); nothing removed" >&2; \
+	    exit 1; \
+	fi; \
+	echo "rm -rf $$home/models"; rm -rf "$$home/models"

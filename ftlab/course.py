@@ -19,17 +19,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL
 from ftlab.paths import runs_dir, support_split
 from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
 
+if TYPE_CHECKING:
+    from ftlab.course_server import CourseServer
+
 LORA_RUN = "03_lora"
 API_RUN = "04_api"
 API_SERVER = "04_server"
-API_KEY = "course-key"
 API_SUFFIX = "support"
 # Notebook 04's local job: the settings it sends, and how many training examples (a subset,
 # so that the job finishes in a few minutes on a laptop CPU).
@@ -87,7 +89,8 @@ def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     """Notebook 04's API fine-tune: its record if saved, else the same job run on the local server.
 
     The record's keys are documented in notebook 04; 05 uses `fine_tuned_model`,
-    `server_data_dir` (relative to `runs_dir()`, None for OpenAI) and `scores`
+    `provider`, `server_data_dir` (relative to `runs_dir()`, None for OpenAI),
+    `server_url` (a workshop's shared server, if the job ran there) and `scores`
     (the support metrics on the test split, scored through the API).
     """
     path = api_result_path()
@@ -100,6 +103,34 @@ def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     record = run_api_job(on_event)
     save_api_result(record)
     return record
+
+
+def api_model_server(record: dict[str, Any]) -> CourseServer | None:
+    """The server that holds the model of notebook 04's `record`: None when the job ran on
+    OpenAI itself, the workshop's shared server when it ran there, else its private server,
+    started again on the same data folder.
+    """
+    from ftlab.course_server import (
+        SERVER_URL_VARIABLE,
+        course_server,
+        private_server,
+        shared_server_url,
+    )
+
+    if record["server_data_dir"] is None:
+        return None
+    trained_on, now = record.get("server_url"), shared_server_url()
+    if trained_on is None:
+        return private_server(runs_dir() / record["server_data_dir"])
+    if trained_on != now:
+        raise RuntimeError(
+            f"Notebook 04 trained {record['fine_tuned_model']} on the shared server at "
+            f"{trained_on}, but {SERVER_URL_VARIABLE} is "
+            f"{'not set' if now is None else now} now. Set {SERVER_URL_VARIABLE} and "
+            f"FTLAB_SERVER_KEY as they were for notebook 04, or delete {api_result_path()} "
+            "to train the model again."
+        )
+    return course_server(runs_dir() / record["server_data_dir"])
 
 
 def api_answers(
@@ -165,12 +196,11 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
     """Notebook 04's local workflow, compactly: upload, fine-tune, wait, score the `ft:` model."""
     from openai import OpenAI
 
-    from ftlab.server import start_server
+    from ftlab.course_server import course_server
     from ftlab.support import gold_answer, load_examples, prompt_messages, score
 
-    data_dir = runs_dir() / API_SERVER
-    with start_server(data_dir=data_dir) as server:
-        client = OpenAI(base_url=server.base_url, api_key=API_KEY)
+    with course_server(runs_dir() / API_SERVER) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key)
         with open(api_train_file(), "rb") as handle:
             training = client.files.create(file=handle, purpose="fine-tune")
         with open(support_split("valid"), "rb") as handle:
@@ -183,7 +213,8 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
             hyperparameters=API_HYPERPARAMETERS,
             seed=0,
         )
-        on_event(f"Fine-tuning job {job.id} created on the local server; following its events.")
+        where = "the shared server" if server.shared else "a local server"
+        on_event(f"Fine-tuning job {job.id} created on {where}; following its events.")
         seen: set[str] = set()
         while True:
             job = client.fine_tuning.jobs.retrieve(job.id)
@@ -197,8 +228,7 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
             time.sleep(poll_s)
         if job.status != "succeeded":
             raise RuntimeError(
-                f"Fine-tuning job {job.id} ended {job.status}: {job.error}. "
-                f"See {server.log_path} for the server's log."
+                f"Fine-tuning job {job.id} ended {job.status}: {job.error}. {server.log_hint}"
             )
         examples = load_examples(support_split("test"))
         answers = api_answers(client, job.fine_tuned_model, [prompt_messages(e) for e in examples])
@@ -209,6 +239,7 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
         "fine_tuned_model": job.fine_tuned_model,
         "job_id": job.id,
         "server_data_dir": API_SERVER,
+        "server_url": server.base_url if server.shared else None,
         "hyperparameters": API_HYPERPARAMETERS,
         "train_examples": API_TRAIN_SUBSET,
         "scores": scores.as_dict(),

@@ -1,0 +1,86 @@
+"""Which server notebooks talk to: a private one, or a workshop's shared one (FTLAB_SERVER_URL)."""
+
+from __future__ import annotations
+
+import pytest
+from openai import OpenAI
+from server_helpers import BASE, start
+
+from ftlab.course import api_model_server
+from ftlab.course_server import course_server, shared_server_url
+
+
+@pytest.fixture
+def no_shared_server(monkeypatch):
+    monkeypatch.delenv("FTLAB_SERVER_URL", raising=False)
+    monkeypatch.delenv("FTLAB_SERVER_KEY", raising=False)
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A workshop server with two learners' keys, as `ftlab serve --keys` runs it."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana\nben sk-ben\n")
+    with start(tmp_path / "shared", keys=keys) as server:
+        yield server
+
+
+def test_without_a_shared_server_a_private_one_is_started_and_stopped(tmp_path, no_shared_server):
+    server = course_server(tmp_path / "private")
+    try:
+        assert not server.shared
+        assert server.data_dir == tmp_path / "private"
+        client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+        assert BASE in [m.id for m in client.models.list()]
+    finally:
+        said = server.stop()
+    assert not server.local.running
+    assert str(tmp_path / "private") in said
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "", "/"])
+def test_a_shared_server_is_used_with_the_learners_key(tmp_path, monkeypatch, shared, suffix):
+    root = shared.base_url.removesuffix("/v1")
+    monkeypatch.setenv("FTLAB_SERVER_URL", root + suffix)
+    monkeypatch.setenv("FTLAB_SERVER_KEY", "sk-ben")
+    server = course_server(tmp_path / "never-used")
+    assert server.shared and server.base_url == shared.base_url and server.api_key == "sk-ben"
+    client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
+    client.files.create(file=("mine.jsonl", b"{}\n"), purpose="fine-tune")
+    assert "keeps running" in server.stop()
+    assert shared.running  # a learner's notebook never stops the class's server
+    assert not (tmp_path / "never-used").exists()
+    other = OpenAI(base_url=shared.base_url, api_key="sk-ana", max_retries=0)
+    assert other.files.list().data == []  # each key sees only its own files
+
+
+def test_a_wrong_key_or_address_is_named_before_any_work(tmp_path, monkeypatch, shared):
+    monkeypatch.setenv("FTLAB_SERVER_URL", shared.base_url)
+    monkeypatch.setenv("FTLAB_SERVER_KEY", "sk-wrong")
+    with pytest.raises(RuntimeError, match="refused the key in FTLAB_SERVER_KEY"):
+        course_server(tmp_path)
+
+    monkeypatch.delenv("FTLAB_SERVER_KEY")
+    with pytest.raises(RuntimeError, match="FTLAB_SERVER_KEY is not"):
+        course_server(tmp_path)
+
+    monkeypatch.setenv("FTLAB_SERVER_KEY", "sk-ana")
+    monkeypatch.setenv("FTLAB_SERVER_URL", "http://127.0.0.1:9/v1")  # nothing listens on port 9
+    with pytest.raises(RuntimeError, match="No server answered at http://127.0.0.1:9/v1"):
+        course_server(tmp_path)
+
+    monkeypatch.setenv("FTLAB_SERVER_URL", "10.0.0.5:8000")
+    with pytest.raises(RuntimeError, match="not a web address"):
+        shared_server_url()
+
+
+def test_notebook_05_finds_the_model_where_notebook_04_trained_it(monkeypatch, no_shared_server):
+    on_openai = {"fine_tuned_model": "ft:gpt-4.1-nano:acme", "server_data_dir": None}
+    assert api_model_server(on_openai) is None
+    record = {
+        "fine_tuned_model": "ft:smollm2-135m-instruct:local:support:abc123",
+        "server_data_dir": "04_server",
+        "server_url": "http://10.0.0.5:8000/v1",
+    }
+    with pytest.raises(RuntimeError, match="on the shared server at http://10.0.0.5:8000/v1"):
+        api_model_server(record)  # trained on the class's server, which is not set now
