@@ -26,6 +26,7 @@ import httpx
 import nbformat
 import pytest
 
+from ftlab.check import OK, check_chromium
 from ftlab.paths import REPO_ROOT
 from ftlab.quiz import load_bank
 
@@ -179,13 +180,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def chromium_path() -> str:
     pytest.importorskip("playwright", reason="the playwright package is a dev dependency")
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip(
-            "Debian's chromium is not installed (apt-get install chromium); "
-            "only this browser test needs it"
-        )
-    return path
+    found = check_chromium()  # the same browsers `ftlab check` looks for
+    if found.status != OK:
+        pytest.skip(f"chromium: {found.detail}")
+    return found.detail
 
 
 def run_cell(page: Page, cell: Locator, tries: int = 3) -> None:
