@@ -16,6 +16,9 @@ setup: $(STAMP)
 
 # Re-install only when the pins change; pip itself is pinned so the resolver behaves the same everywhere.
 $(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	    echo "The course needs Python 3.11, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
+	    echo "Install python3.11, or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==26.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
