@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftlab.server.launcher import ServerHandle, start_server
+from ftlab.server.launcher import ServerHandle, running_server, start_server
 
 SERVER_URL_VARIABLE = "FTLAB_SERVER_URL"
 SERVER_KEY_VARIABLE = "FTLAB_SERVER_KEY"
@@ -101,8 +101,9 @@ def course_server(data_dir: str | Path) -> CourseServer:
 
 
 def private_server(data_dir: str | Path) -> CourseServer:
-    """A server of this notebook's own, started on `data_dir` on a free port."""
-    server = start_server(data_dir=data_dir, port=0)
+    """A server of this notebook's own on `data_dir`: the one this process already runs there
+    (a set-up cell run twice), or a new one on a free port."""
+    server = running_server(data_dir) or start_server(data_dir=data_dir, port=0)
     return CourseServer(server.base_url, PRIVATE_KEY, server)
 
 

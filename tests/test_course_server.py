@@ -32,10 +32,15 @@ def test_without_a_shared_server_a_private_one_is_started_and_stopped(tmp_path, 
         assert server.data_dir == tmp_path / "private"
         client = OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0)
         assert BASE in [m.id for m in client.models.list()]
+        again = course_server(tmp_path / "private")  # the set-up cell run a second time
+        assert again.local is server.local
     finally:
         said = server.stop()
     assert not server.local.running
     assert str(tmp_path / "private") in said
+    restarted = course_server(tmp_path / "private")  # after a stop, a new one starts
+    assert restarted.local is not server.local and restarted.local.running
+    restarted.stop()
 
 
 @pytest.mark.parametrize("suffix", ["/v1", "/v1/", "", "/"])

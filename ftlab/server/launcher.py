@@ -145,6 +145,19 @@ def start_server(
     return handle
 
 
+def running_server(data_dir: str | Path) -> ServerHandle | None:
+    """The server this process started on `data_dir` and has not stopped, if any.
+
+    Only one server may use a data folder (it holds a lock), so a notebook cell that is
+    run twice should reuse its server rather than start a second one.
+    """
+    wanted = Path(data_dir).resolve()
+    for handle in _running:
+        if handle.running and handle.data_dir.resolve() == wanted:
+            return handle
+    return None
+
+
 def stop_server(server: ServerHandle | None = None) -> None:
     """Stop `server`, or every server this process started."""
     for handle in [server] if server else list(_running):
