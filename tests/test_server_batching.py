@@ -226,3 +226,12 @@ def test_a_short_answer_returns_before_the_batch_ends(loaded, float32_decoding):
     texts, reasons, usage = collect(long)
     assert reasons == ["length"] and usage[1] == 60
     assert batcher.batch_sizes == [2]
+
+
+def test_an_answer_cut_by_max_tokens_inside_a_character_ends_before_it(tokenizer):
+    ids = tokenizer.encode("Happy trails! 🌲", add_special_tokens=False)
+    cut = next(k for k in range(1, len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    choice = decoding._Choice(tokens=ids[:cut])
+    assert choice.finish(tokenizer, 0, "length").text == "Happy trails! "
+    ended = decoding._Choice(tokens=ids[:cut]).finish(tokenizer, 0, "stop")
+    assert ended.text.endswith("\ufffd")  # the model itself ended there: its text is kept

@@ -109,6 +109,8 @@ class _Choice:
     def finish(self, tokenizer, index: int, reason: str) -> Delta:
         self.finished = True
         text = tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if reason == "length":  # max_tokens cut a character (an emoji, say) between its bytes
+            text = text.rstrip("\ufffd")
         rest = text[len(self.sent) :] if text.startswith(self.sent) else ""
         return Delta(index, rest, reason)
 
