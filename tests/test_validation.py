@@ -441,7 +441,8 @@ def test_cli_invalid_exits_1_and_unreadable_exits_2(tmp_path, capsys):
     assert "no such file" in out.err and out.out == ""
     assert cli.main(["validate", "--json", str(tmp_path)]) == 2
     out = capsys.readouterr()
-    assert "directory" in out.err and out.out == ""
+    assert "directory" in out.err
+    assert [e["code"] for e in json.loads(out.out)["errors"]] == ["unreadable_file"]
 
 
 def test_cli_unreadable_file(tmp_path):

@@ -7,6 +7,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 the file could not be read
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -19,6 +20,8 @@ from ftlab.validation import (
     resolve_price,
     validate_file,
 )
+
+UNREADABLE_FILE = "unreadable_file"  # the --json code for exit status 2: no report at all
 
 
 def _price(text: str) -> str:
@@ -96,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
             count_tokens=not args.no_tokens,
             max_tokens=args.max_tokens,
         )
-    except UnreadableFileError as error:
-        print(f"ftlab validate: {error}", file=sys.stderr)
-        return 2
+    except (UnreadableFileError, MemoryError) as error:
+        return _unreadable(args, str(error) or "there is not enough memory to check the file")
     except ModelNotFoundError as error:
         print(
             f"ftlab validate: cannot count tokens: {error}\n"
@@ -112,3 +114,13 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `ftlab validate big.jsonl | head`: the reader left early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return status
+
+
+def _unreadable(args: argparse.Namespace, message: str) -> int:
+    """Exit status 2; with --json, also the one JSON object on stdout that scripts parse."""
+    print(f"ftlab validate: {message}", file=sys.stderr)
+    if args.json:
+        error = {"line": None, "code": UNREADABLE_FILE, "message": message}
+        result = {"valid": False, "errors": [error], "warnings": [], "stats": {}}
+        print(json.dumps(result, indent=2), flush=True)
+    return 2

@@ -10,6 +10,8 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,36 +19,62 @@ from typing import Any
 from ftlab.validation.codes import MIN_EXAMPLES
 from ftlab.validation.prices import resolve_price
 from ftlab.validation.report import Problem, ValidationReport
-from ftlab.validation.rules import LineResult, check_line, normalise, show, user_texts
-from ftlab.validation.stats import cached_tokenizer, file_stats
+from ftlab.validation.rules import (
+    LineResult,
+    check_line,
+    has_messages,
+    normalise,
+    show,
+    user_texts,
+)
+from ftlab.validation.stats import cached_tokenizer, check_counts, file_stats
 
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 PathLike = str | os.PathLike[str]
+# Far above any real fine-tuning file (the course's are a few MB); the checker holds it in memory.
+MAX_FILE_BYTES = 1_000_000_000
+SPACE = re.compile(r"\s*")
 
 
 class UnreadableFileError(OSError):
     """The file could not be read at all (missing, a directory, no permission)."""
 
 
+def _refusal(path: Path) -> str | None:
+    """Why `path` cannot be read as a data file (None when it is a regular file of sane size)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return f"no such file (check the path; the current folder is {Path.cwd()})"
+    except OSError as error:
+        return str(error.strerror or error)
+    if stat.S_ISDIR(info.st_mode):
+        return "it is a directory; give the path of a .jsonl file inside it"
+    if not stat.S_ISREG(info.st_mode):
+        return (
+            "it is not a regular file (a device, a pipe or a socket); save the data to a "
+            ".jsonl file and check that"
+        )
+    if info.st_size > MAX_FILE_BYTES:
+        return (
+            f"it is {info.st_size / 1e9:,.1f} GB, more than the checker's limit of "
+            f"{MAX_FILE_BYTES / 1e9:.0f} GB; split it into smaller files"
+        )
+    return None
+
+
 def read_bytes(path: PathLike, what: str = "data file") -> bytes:
     """The file's bytes, or an `UnreadableFileError` that says what is wrong and how to fix it."""
     path = Path(path)
-    if path.is_dir():
-        raise UnreadableFileError(
-            f"cannot read the {what} {path}: it is a directory; give the "
-            "path of a .jsonl file inside it"
-        )
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UnreadableFileError(
-            f"cannot read the {what} {path}: no such file (check the "
-            f"path; the current folder is {Path.cwd()})"
-        ) from None
-    except OSError as error:
-        raise UnreadableFileError(
-            f"cannot read the {what} {path}: {error.strerror or error}"
-        ) from None
+    reason = _refusal(path)
+    if reason is None:
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            reason = str(error.strerror or error)
+        except MemoryError:
+            reason = "there is not enough memory to read it; split it into smaller files"
+    raise UnreadableFileError(f"cannot read the {what} {path}: {reason}")
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
@@ -81,7 +109,70 @@ def _lines(data: bytes) -> tuple[list[LineResult], list[Problem]]:
             )
         ]
     raw_lines, problems = split_lines(data)
+    whole = not_json_lines(raw_lines)
+    if whole is not None:
+        return [], [*problems, whole]
     return [check_line(number, raw) for number, raw in enumerate(raw_lines, start=1)], problems
+
+
+def not_json_lines(raw_lines: list[bytes]) -> Problem | None:
+    """One `invalid_json` for a file that is a JSON array or pretty-printed JSON, not JSON Lines.
+
+    Checked line by line, such a file gives an error on every line, each with a
+    misleading hint; the file as a whole says what happened.
+    """
+    first = next((line.strip() for line in raw_lines if line.strip()), b"")
+    if first.startswith(b"{") and first != b"{":
+        return None  # the usual JSON Lines start: not worth parsing the whole file again
+    try:
+        text = b"\n".join(raw_lines).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    try:
+        values = _json_values(text)
+    except json.JSONDecodeError as error:
+        if first not in (b"[", b"{"):
+            return None
+        return _pretty_problem(
+            f"pretty-printed JSON (with a JSON error at line {error.lineno}: {error.msg})"
+        )
+    except (ValueError, RecursionError):
+        return None
+    lines = sum(1 for line in raw_lines if line.strip())
+    if len(values) == 1 and isinstance(values[0], list) and any(map(_is_example, values[0])):
+        return _pretty_problem(f"one JSON array of {_count(values[0])}")
+    if len(values) < lines:
+        return _pretty_problem(f"{_count(values)} spread over {lines} lines")
+    return None  # one value per line: JSON Lines, checked line by line
+
+
+def _json_values(text: str) -> list[Any]:
+    """Every JSON value of a text that holds nothing else; raises `ValueError` otherwise."""
+    decoder, values = json.JSONDecoder(), []
+    position = SPACE.match(text).end()
+    while position < len(text):
+        value, position = decoder.raw_decode(text, position)
+        values.append(value)
+        position = SPACE.match(text, position).end()
+    return values
+
+
+def _is_example(value: Any) -> bool:
+    return isinstance(value, dict) and "messages" in value
+
+
+def _count(values: list[Any]) -> str:
+    return f"{len(values)} {'example' if all(map(_is_example, values)) else 'JSON value'}(s)"
+
+
+def _pretty_problem(shape: str) -> Problem:
+    return Problem(
+        "invalid_json",
+        f"the file is {shape}, not JSON Lines: a .jsonl file has one complete example "
+        "per line; write each example with json.dumps(example) (no indent), one per line, "
+        'e.g. f.write(json.dumps(example) + "\\n")',
+        line=1,
+    )
 
 
 def _duplicates(results: Iterable[LineResult]) -> tuple[list[tuple[int, int]], list[Problem]]:
@@ -111,20 +202,54 @@ def _duplicates(results: Iterable[LineResult]) -> tuple[list[tuple[int, int]], l
 
 def user_message_index(data: bytes) -> dict[str, int]:
     """Normalised user message -> first line it appears on, read leniently from any file."""
+    return _user_index(_lines(data)[0])
+
+
+def _user_index(results: Iterable[LineResult]) -> dict[str, int]:
     index: dict[str, int] = {}
-    results, _ = _lines(data)
     for result in results:
         for text in user_texts(result.value):
             index.setdefault(normalise(text), result.line)
     return index
 
 
+def read_split(path: PathLike) -> tuple[str, dict[str, int], list[Problem]]:
+    """An `--against` file: its name, its user message index, and a warning for unread lines.
+
+    Raises `UnreadableFileError` when nothing in it can be read: comparing with
+    nothing would wrongly report no overlap.
+    """
+    name = str(path)
+    results, problems = _lines(read_bytes(path, "--against file"))
+    unread = [r for r in results if not r.blank and not has_messages(r.value)]
+    file_errors = [p.message for p in problems if p.is_error]
+    if file_errors or (unread and not any(has_messages(r.value) for r in results)):
+        reason = file_errors[0] if file_errors else "none of its lines holds a readable example"
+        raise UnreadableFileError(
+            f"cannot compare with the --against file {name}: {reason}; "
+            f"run `ftlab validate {name}` to see its problems"
+        )
+    warnings = []
+    if unread:
+        lines = ", ".join(str(r.line) for r in unread[:5]) + (", ..." if len(unread) > 5 else "")
+        warnings.append(
+            Problem(
+                "overlap_with_split",
+                f"{len(unread)} line(s) of {name} (line {lines}) could not be read, so their "
+                "user messages were not compared with this file; fix them (run "
+                f"`ftlab validate {name}`) and check again",
+                line=None,
+            )
+        )
+    return name, _user_index(results), warnings
+
+
 def _overlaps(
-    results: Sequence[LineResult], against: Sequence[tuple[str, bytes]]
+    results: Sequence[LineResult], splits: Sequence[tuple[str, dict[str, int], list[Problem]]]
 ) -> tuple[list[dict[str, Any]], list[Problem]]:
     found, problems = [], []
-    for other_name, other_data in against:
-        other = user_message_index(other_data)
+    for other_name, other, warnings in splits:
+        problems.extend(warnings)
         for result in results:
             for text in user_texts(result.value):
                 other_line = other.get(normalise(text))
@@ -151,6 +276,30 @@ def _overlaps(
     return found, problems
 
 
+def _count_problem(attempted: int, accepted: int, has_errors: bool) -> Problem | None:
+    """`empty_file` or `too_few_examples`. Every example line counts, broken or not: fixing
+    a broken line, not deleting it, is what the report asks for."""
+    if not attempted:
+        if has_errors:
+            return None
+        return Problem(
+            "empty_file",
+            f"the file has no examples; add at least {MIN_EXAMPLES} lines, one JSON example each",
+            line=None,
+        )
+    if attempted >= MIN_EXAMPLES:
+        return None
+    have = f"the file has {attempted} example(s)"
+    if accepted < attempted:
+        have += f", {attempted - accepted} of them with errors"
+    return Problem(
+        "too_few_examples",
+        f"{have}; fine-tuning needs at least {MIN_EXAMPLES} (OpenAI refuses "
+        "fewer, and 50 to 100 good ones is a better start)",
+        line=None,
+    )
+
+
 def validate_bytes(
     data: bytes | str,
     *,
@@ -169,41 +318,27 @@ def validate_bytes(
     model, loaded once and cached); `count_tokens=False` skips token statistics
     and the `too_long` check, for fast structure-only checks.
     `price_per_million`: a number or a model name from `data/prices.json`.
-    Raises `UnreadableFileError` only when an `against` file cannot be read, and
-    `ValueError` for a bad `epochs` or price argument.
+    Raises `UnreadableFileError` only when an `against` file cannot be read (or
+    holds nothing readable), and `ValueError` for a bad `epochs`, `max_tokens` or
+    price argument.
     """
     if isinstance(data, str):  # text pasted in a notebook; lone surrogates stay visible as errors
         data = data.encode("utf-8", "surrogatepass")
+    check_counts(epochs=epochs, max_tokens=max_tokens)  # bad options fail before any work
     if price_per_million is not None:
-        resolve_price(price_per_million)  # a bad price fails before any work
-    others = [(str(p), read_bytes(p, "--against file")) for p in _as_paths(against)]
+        resolve_price(price_per_million)
+    splits = [read_split(path) for path in _as_paths(against)]
     results, problems = _lines(data)
     for result in results:
         problems.extend(result.problems)
     attempted = [r for r in results if not r.blank]
     accepted = [r for r in results if r.example is not None]
-    if not attempted and not any(p.is_error for p in problems):
-        problems.append(
-            Problem(
-                "empty_file",
-                "the file has no examples; add at least "
-                f"{MIN_EXAMPLES} lines, one JSON example each",
-                line=None,
-            )
-        )
-    elif 0 < len(attempted) < MIN_EXAMPLES:
-        problems.append(
-            Problem(
-                "too_few_examples",
-                f"the file has {len(attempted)} example(s); "
-                f"fine-tuning needs at least {MIN_EXAMPLES} (OpenAI refuses "
-                "fewer, and 50 to 100 good ones is a better start)",
-                line=None,
-            )
-        )
+    count = _count_problem(len(attempted), len(accepted), any(p.is_error for p in problems))
+    if count is not None:
+        problems.append(count)
     duplicates, found = _duplicates(accepted)
     problems.extend(found)
-    overlaps, found = _overlaps(results, others)
+    overlaps, found = _overlaps(results, splits)
     problems.extend(found)
     if count_tokens and (tokenizer is None or isinstance(tokenizer, str)):
         tokenizer = cached_tokenizer(tokenizer)

@@ -246,6 +246,10 @@ def format_stats_text(stats: dict[str, Any]) -> str:
             f"  {'estimated cost':<30}{shown:>9}  {currency} at "
             f"{stats['price_per_million']:g} per million tokens ({stats['price_source']})"
         )
+        lines.append(
+            f"  (tokens counted with {stats['tokenizer']}'s tokenizer; the provider's own "
+            "tokenizer counts a little differently, so the cost is an estimate)"
+        )
     elif stats.get("billed_tokens") is not None:
         lines.append(
             "  (no price given: give a price per million tokens, or a model name from "

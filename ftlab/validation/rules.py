@@ -6,8 +6,11 @@ bytes, the result is a list of `Problem`s.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +37,10 @@ ROLE_HINTS = {
     "function": "tool",
     "developer": "system",
 }
-TRAILING_COMMA = re.compile(r",\s*[}\]]")
-PYTHON_REPR = re.compile(r"""[{\[,]\s*'[^']*'\s*:""")  # {'role': ... written by str(dict)
+TOOL_CALLS_FORM = (
+    '[{"id": "call_1", "type": "function", "function": {"name": "lookup_order", '
+    '"arguments": "{\\"order_id\\": \\"AC-10001\\"}"}}]'
+)
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -57,14 +62,18 @@ class LineResult:
         return None
 
 
-def show(value: Any) -> str:
-    """A short, always-printable rendering of a value from the file, for messages."""
+def show(value: Any, escape: bool = False) -> str:
+    """A short, always-printable rendering of a value from the file, for messages.
+
+    `escape` writes every non-ASCII character as a \\u escape, to make look-alike
+    letters and invisible characters visible.
+    """
     if isinstance(value, str):
         cut = value if len(value) <= SHOW_LIMIT else value[:SHOW_LIMIT] + "..."
-        text = json.dumps(cut, ensure_ascii=False)
+        text = json.dumps(cut, ensure_ascii=escape)
     else:
         try:
-            text = json.dumps(value, ensure_ascii=False)
+            text = json.dumps(value, ensure_ascii=escape)
         except (TypeError, ValueError, RecursionError):
             text = repr(value)
         if len(text) > SHOW_LIMIT:
@@ -88,8 +97,37 @@ def type_name(value: Any) -> str:
     return "an object"
 
 
+class _UnreadableValue(ValueError):
+    """A value JSON text may hold but an example must not; the message is the whole explanation."""
+
+
 def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON (JSON has no NaN or Infinity)")
+    raise _UnreadableValue(
+        f"{name} is not a number JSON allows (JSON has no NaN or Infinity); replace it with a "
+        "real number or null (Python's json.dumps writes NaN and Infinity as they are: "
+        "call it with allow_nan=False to find where such values come from)"
+    )
+
+
+def _parse_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise _UnreadableValue(
+            f"a number with {len(digits):,} digits is too long to read; an example "
+            "holds text and small numbers: fix or remove that value"
+        ) from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        twice = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise _UnreadableValue(
+            f"the key {show(twice)} appears twice in the same object, and JSON readers "
+            "silently keep only the last one; delete or rename one of them"
+        )
+    return value
 
 
 def decode_line(number: int, raw: bytes) -> tuple[str | None, Problem | None]:
@@ -115,27 +153,51 @@ def decode_line(number: int, raw: bytes) -> tuple[str | None, Problem | None]:
 
 
 def _json_hint(text: str, error: json.JSONDecodeError) -> str:
+    """A likely fix, read from the text where the parser stopped (not from the whole line)."""
+    rest = text[error.pos :]
     if error.msg.startswith("Extra data"):
         return "there is more than one JSON value on the line: put each example on its own line"
-    if TRAILING_COMMA.search(text):
-        return "remove the trailing comma before the closing } or ]"
-    if PYTHON_REPR.search(text):
-        return (
-            "it looks like a Python dict (single quotes, None, True): write each line with "
-            "json.dumps(example), not str(example)"
-        )
-    if error.pos >= len(text.rstrip()) - 1 or error.msg.startswith("Unterminated"):
+    if error.msg.startswith("Unterminated") or not rest.strip():
         return (
             "the line ends before the JSON does: it was cut off, or one example was spread "
             "over several lines; each example must be complete on one line"
         )
-    return "fix the JSON so the line is one complete object (write it with json.dumps)"
+    if rest[0] in "}]" and text[: error.pos].rstrip().endswith(","):
+        return "remove the trailing comma before the closing } or ]"
+    if rest[0] == "'" or rest.startswith(("None", "True", "False")):
+        return (
+            "it looks like a Python dict (single quotes, None, True): write each line with "
+            "json.dumps(example), not str(example)"
+        )
+    if error.msg.startswith("Expecting ',' delimiter"):
+        return (
+            f"a comma is missing at column {error.colno}, between two items, or a quote "
+            'inside a text is not escaped (write \\" inside a string; json.dumps does it for you)'
+        )
+    return (
+        f"fix the JSON at column {error.colno} so the line is one complete object "
+        "(write it with json.dumps)"
+    )
 
 
 def parse_json(number: int, text: str) -> tuple[Any, Problem | None]:
     """The parsed value, or an `invalid_json` problem with the column and a likely fix."""
+    if text.startswith("\ufeff"):  # the first line's BOM is removed with the file's
+        return None, Problem(
+            "invalid_json",
+            "the line starts with a byte order mark (the invisible character U+FEFF) in "
+            "the middle of the file, probably where two files were joined together; "
+            "remove it (save each file as UTF-8 without BOM before joining them)",
+            line=number,
+        )
     try:
-        return json.loads(text, parse_constant=_reject_constant), None
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            object_pairs_hook=_unique_keys,
+        )
+        return value, None
     except json.JSONDecodeError as error:
         at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
         where = f"{error.msg}{at} column {error.colno}"
@@ -149,10 +211,8 @@ def parse_json(number: int, text: str) -> tuple[Any, Problem | None]:
             "an example is an object with a flat list of messages",
             line=number,
         )
-    except ValueError as error:  # NaN/Infinity, or an integer with thousands of digits
-        return None, Problem(
-            "invalid_json", f"not valid JSON ({error}); write the line with json.dumps", line=number
-        )
+    except _UnreadableValue as error:
+        return None, Problem("invalid_json", str(error), line=number)
 
 
 def check_line(number: int, raw: bytes) -> LineResult:
@@ -249,9 +309,46 @@ def _legacy_hint(value: dict) -> str:
     return ""
 
 
-def _has_tool_calls(message: dict) -> bool:
-    calls = message.get("tool_calls")
-    return isinstance(calls, list) and len(calls) > 0
+def _tool_calls_issue(calls: Any) -> str | None:
+    """What is wrong with a message's "tool_calls" (None for a non-empty list of named calls)."""
+    if not isinstance(calls, list):
+        return f'"tool_calls" is {type_name(calls)}, not a list of calls'
+    if not calls:
+        return '"tool_calls" is an empty list'
+    for i, call in enumerate(calls):
+        if not isinstance(call, dict):
+            return f"tool_calls[{i}] is {type_name(call)}, not a call object"
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f'tool_calls[{i}] has no "function" with a "name"'
+    return None
+
+
+def _meant_role(role: Any) -> str | None:
+    """The allowed role a wrong one most likely means (accents, look-alikes, case, synonyms)."""
+    if not isinstance(role, str):
+        return None
+    plain = unicodedata.normalize("NFKD", role).encode("ascii", "ignore").decode().strip().lower()
+    if plain in ALLOWED_ROLES:
+        return plain
+    if plain in ROLE_HINTS:
+        return ROLE_HINTS[plain]
+    close = difflib.get_close_matches(plain, ALLOWED_ROLES, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _unknown_role_text(role: Any) -> str:
+    meant = _meant_role(role)
+    hint = f' (here you probably mean "{meant}")' if meant else ""
+    allowed = ", ".join(ALLOWED_ROLES)
+    if isinstance(role, str) and not role.isascii():
+        return (
+            f"role {show(role, escape=True)} is not allowed: it contains invisible or "
+            "non-Latin characters (shown as \\u escapes: an accent, a letter from another "
+            "alphabet that looks Latin, or a zero-width space, often pasted from a web page); "
+            f"type it again in plain letters as one of {allowed}{hint}"
+        )
+    return f"role {show(role)} is not allowed; use one of {allowed}{hint}"
 
 
 def check_message(number: int, index: int, message: Any) -> list[Problem]:
@@ -291,29 +388,19 @@ def check_message(number: int, index: int, message: Any) -> list[Problem]:
             )
         )
     elif role not in ALLOWED_ROLES:
-        meant = ROLE_HINTS.get(role.strip().lower()) if isinstance(role, str) else None
-        if isinstance(role, str) and role.strip().lower() in ALLOWED_ROLES:
-            meant = role.strip().lower()
-        hint = f' (here you probably mean "{meant}")' if meant else ""
-        problems.append(
-            problem(
-                "unknown_role",
-                f"role {show(role)} is not allowed; use one of {', '.join(ALLOWED_ROLES)}{hint}",
-            )
-        )
-    tool_calls = role == "assistant" and _has_tool_calls(message)
-    if "content" not in message:
-        if not tool_calls:
-            problems.append(
-                problem(
-                    "missing_content",
-                    'the message has no "content"; add the '
-                    'text as "content" (only an assistant message with '
-                    '"tool_calls" may leave it out)',
-                )
-            )
+        problems.append(problem("unknown_role", _unknown_role_text(role)))
+    calls_issue = _tool_calls_issue(message["tool_calls"]) if "tool_calls" in message else None
+    if message.get("content") is None:
+        if role != "assistant" or "tool_calls" not in message:
+            problems.append(_no_content(problem, "content" in message, None))
+        elif calls_issue:
+            problems.append(_no_content(problem, "content" in message, calls_issue))
     else:
-        problems.extend(_content_problems(message["content"], tool_calls, problem))
+        problems.extend(_content_problems(message["content"], problem))
+        if calls_issue:
+            problems.append(
+                problem("invalid_content", f"{calls_issue}; write it as {TOOL_CALLS_FORM}")
+            )
     if "weight" in message:
         weight = message["weight"]
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight not in (0, 1):
@@ -335,7 +422,31 @@ def check_message(number: int, index: int, message: Any) -> list[Problem]:
     return problems
 
 
-def _content_problems(content: Any, tool_calls: bool, problem) -> list[Problem]:
+def _no_content(problem, present: bool, calls_issue: str | None) -> Problem:
+    """The problem of a message whose content is missing or null (and no sound tool_calls)."""
+    code = "invalid_content" if present else "missing_content"
+    if calls_issue:
+        what = "content is null" if present else 'the message has no "content"'
+        return problem(
+            code,
+            f'{what}, and "tool_calls" cannot stand in for it: {calls_issue}; write it as '
+            f'{TOOL_CALLS_FORM}, or give the reply as "content"',
+        )
+    if present:
+        return problem(
+            code,
+            'content is null; give the text as a string ("" if empty), null is only '
+            'allowed on an assistant message with "tool_calls"',
+        )
+    return problem(
+        code,
+        'the message has no "content"; add the text as "content" (only an assistant '
+        'message with "tool_calls" may leave it out)',
+    )
+
+
+def _content_problems(content: Any, problem) -> list[Problem]:
+    """The problems of a content that is given and not null."""
     if isinstance(content, str):
         bad = LONE_SURROGATE.search(content)
         if bad:
@@ -349,16 +460,6 @@ def _content_problems(content: Any, tool_calls: bool, problem) -> list[Problem]:
                 )
             ]
         return []
-    if content is None:
-        if tool_calls:
-            return []
-        return [
-            problem(
-                "invalid_content",
-                'content is null; give the text as a string ("" if '
-                'empty), null is only allowed on an assistant message with "tool_calls"',
-            )
-        ]
     hint = ""
     if isinstance(content, list):
         hint = ' (a list of content parts is not supported here: join their "text" into one string)'
@@ -401,13 +502,17 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
             )
         )
     if messages[-1]["role"] != "assistant":
+        ending = f"the example ends with a {messages[-1]['role']} message"
+        why = (
+            "; what comes after the last assistant message is not learned, so end with "
+            "the assistant's reply"
+            if replies
+            else " and has no assistant reply at all; end it with the reply to learn"
+        )
         problems.append(
             Problem(
                 "last_not_assistant",
-                f"the example ends with a "
-                f"{messages[-1]['role']} message; what comes after the last "
-                "assistant message is not learned, so end with the assistant's "
-                "reply",
+                ending + why,
                 line=number,
                 message_index=len(messages) - 1,
             )
@@ -415,9 +520,14 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
     return problems
 
 
+def has_messages(value: Any) -> bool:
+    """True for a parsed line with a list of messages to look into."""
+    return isinstance(value, dict) and isinstance(value.get("messages"), list)
+
+
 def user_texts(value: Any) -> list[str]:
     """The user messages' text of a parsed line, however malformed the rest is."""
-    if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
+    if not has_messages(value):
         return []
     return [
         m["content"]

@@ -25,6 +25,7 @@ MAX_AUTO_EPOCHS = 25
 MIN_AUTO_EPOCHS = 1
 # A tokenizer's model_max_length above this is transformers' "unknown" placeholder.
 UNSET_CONTEXT = 10_000_000
+TOKENIZE_BATCH = 1_000  # texts per tokenizer call: fast, and memory stays flat
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -132,9 +133,16 @@ class _Renderer:
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Token counts of many texts in one batched call (fast tokenizers run it in Rust)."""
-    if not texts:
-        return []
+    """Token counts of many texts, in batches: one call for all 50,000 would hold every encoding."""
+    return [
+        length
+        for start in range(0, len(texts), TOKENIZE_BATCH)
+        for length in _batch_lengths(tokenizer, texts[start : start + TOKENIZE_BATCH])
+    ]
+
+
+def _batch_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts of a batch of texts in one call (fast tokenizers run it in Rust)."""
     try:
         ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return [len(row) for row in ids]
@@ -179,6 +187,15 @@ def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], l
     return totals, replies, render.fallbacks
 
 
+def check_counts(**counts: int | None) -> None:
+    """Raise `ValueError` for an option (epochs, max_tokens) given but not a whole number >= 1."""
+    for name, value in counts.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+
+
 def file_stats(
     examples: Sequence[dict],
     n_lines: int,
@@ -193,10 +210,7 @@ def file_stats(
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
     context are truncated by training, so they are left out of the totals.
     """
-    if epochs is not None and (
-        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-    ):
-        raise ValueError(f"epochs must be a whole number >= 1, not {epochs!r}")
+    check_counts(epochs=epochs, max_tokens=max_tokens)
     n = len(examples)
     stats: dict[str, Any] = {
         "n_lines": n_lines,

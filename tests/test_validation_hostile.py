@@ -1,0 +1,278 @@
+"""The data checker on hostile input: whole-file JSON, look-alikes, devices, odd options."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_ftlab
+from test_validation import check, edited, good, jsonl, with_bad
+
+from ftlab import cli
+from ftlab.validation import (
+    UnreadableFileError,
+    checker,
+    count_tokens,
+    stats,
+    validate_bytes,
+    validate_file,
+)
+
+
+def only_error(report) -> tuple[int | None, str, str]:
+    [error] = report.errors
+    return error.line, error.code, error.message
+
+
+# --- 1. a JSON array or pretty-printed JSON instead of JSON Lines -------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, shape",
+    [
+        (json.dumps([good(i) for i in range(12)], indent=2), "one JSON array of 12 example(s)"),
+        (json.dumps([good(i) for i in range(12)]), "one JSON array of 12 example(s)"),
+        ("\n".join(json.dumps(good(i), indent=2) for i in range(12)), "12 example(s) spread"),
+        (json.dumps([good(i) for i in range(12)], indent=2)[:-40], "pretty-printed JSON"),
+    ],
+    ids=["array", "one-line array", "pretty objects", "pretty and broken"],
+)
+def test_whole_file_json_is_one_error_at_line_1(text, shape):
+    line, code, message = only_error(check(text.encode()))
+    assert (line, code) == (1, "invalid_json")
+    assert shape in message and "not JSON Lines" in message and "json.dumps(example)" in message
+
+
+def test_a_jsonl_line_holding_a_list_of_messages_is_still_not_an_object():
+    report = check(with_bad(good(50)["messages"], at=1))
+    assert [(p.line, p.code) for p in report.errors] == [(1, "not_an_object")]
+
+
+# --- 2. invalid_json hints come from where the parser stopped ---------------------------------
+
+
+def test_json_hint_reads_the_error_position_not_the_strings():
+    missing_comma = '{"messages": [{"role": "user" "content": "list [a, ]"}]}'
+    cut_off = '{"messages": [{"role": "user", "content": "a Python dict {\'a\': 1} is'
+    comma = check(with_bad(missing_comma)).errors[0].message
+    assert "comma is missing at column 31" in comma and "trailing" not in comma
+    cut = check(with_bad(cut_off)).errors[0].message
+    assert "cut off" in cut and "Python dict" not in cut
+
+
+# --- 3. --against files that cannot be read ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        jsonl([good(i) for i in range(10)]).decode().encode("utf-16"),
+        json.dumps([good(i) for i in range(10)], indent=2).encode(),
+        "\n".join(json.dumps(good(i), ensure_ascii=False) + " é" for i in range(3)).encode(
+            "cp1252"
+        ),
+    ],
+    ids=["utf-16", "json array", "latin-1 lines"],
+)
+def test_an_unreadable_against_file_is_an_error_not_a_clean_bill(tmp_path, content, capsys):
+    other = tmp_path / "valid.jsonl"
+    other.write_bytes(content)
+    with pytest.raises(UnreadableFileError, match="cannot compare with the --against file"):
+        check(jsonl([good(i) for i in range(10)]), against=other)
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(jsonl([good(i) for i in range(10)]))
+    assert cli.main(["validate", "--no-tokens", str(train), "--against", str(other)]) == 2
+    assert "valid.jsonl" in capsys.readouterr().err
+
+
+def test_against_lines_that_cannot_be_read_are_counted_in_a_warning(tmp_path):
+    other = tmp_path / "valid.jsonl"
+    other.write_bytes(jsonl([good(50), b'{"messages": "caf\xe9"}', "{broken"]))
+    report = check(jsonl([good(i) for i in range(10)]), against=other)
+    assert report.valid
+    [warning] = report.warnings
+    assert (warning.line, warning.code) == (None, "overlap_with_split")
+    assert "2 line(s)" in warning.message and "line 2, 3" in warning.message
+    assert "not compared" in warning.message
+
+
+# --- 4. tool_calls ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply, code, says",
+    [
+        ({"content": "ok", "tool_calls": [1, "x"]}, "invalid_content", "tool_calls[0] is a number"),
+        ({"tool_calls": "lookup()"}, "missing_content", '"tool_calls" is a string'),
+        ({"content": None, "tool_calls": []}, "invalid_content", "is an empty list"),
+        ({"tool_calls": [{"type": "function"}]}, "missing_content", 'no "function" with a "name"'),
+    ],
+)
+def test_malformed_tool_calls_are_reported(reply, code, says):
+    example = edited(lambda e: e["messages"][2].update(reply))
+    if "content" not in reply:
+        del example["messages"][2]["content"]
+    line, found, message = only_error(check(with_bad(example)))
+    assert (line, found) == (3, code)
+    assert says in message and '"function": {"name"' in message
+    assert "may leave it out" not in message
+
+
+# --- 5. duplicate keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('{"messages": [], "messages": [{"role": "user", "content": "hi"}]}', '"messages"'),
+        ('{"messages": [{"role": "user", "role": "assistant", "content": "hi"}]}', '"role"'),
+    ],
+)
+def test_a_key_twice_in_one_object_is_invalid_json(text, key):
+    line, code, message = only_error(check(with_bad(text)))
+    assert (line, code) == (3, "invalid_json")
+    assert f"the key {key} appears twice" in message
+
+
+# --- 6. too few examples counts the sound ones ------------------------------------------------
+
+
+def test_too_few_examples_counts_every_example_line():
+    report = check(jsonl([good(i) for i in range(9)] + ["{broken"]))  # ten lines: enough
+    assert {(p.line, p.code) for p in report.errors} == {(10, "invalid_json")}
+    report = check(jsonl([good(i) for i in range(8)] + ["{broken"]))
+    assert {(p.line, p.code) for p in report.errors} == {
+        (9, "invalid_json"),
+        (None, "too_few_examples"),
+    }
+    message = next(p.message for p in report.errors if p.code == "too_few_examples")
+    assert "the file has 9 example(s), 1 of them with errors" in message
+
+
+# --- 7. look-alike characters in roles --------------------------------------------------------
+
+
+@pytest.mark.parametrize("role, escaped", [("user\u200b", "\\u200b"), ("us\u0435r", "\\u0435")])
+def test_a_look_alike_role_is_shown_escaped(role, escaped):
+    report = check(with_bad(edited(lambda e: e["messages"][1].update(role=role))))
+    line, code, message = only_error(report)
+    assert (line, code, report.errors[0].message_index) == (3, "unknown_role", 1)
+    assert escaped in message and "invisible or non-Latin" in message
+    assert 'probably mean "user"' in message
+
+
+# --- 8. messages a newcomer can act on --------------------------------------------------------
+
+
+def test_nan_big_numbers_and_a_bom_mid_file_are_explained():
+    nan = check(with_bad('{"messages": [], "weight": NaN}')).errors[0].message
+    assert "allow_nan=False" in nan and "write the line with json.dumps" not in nan
+    big = check(with_bad('{"messages": [], "weight": ' + "1" * 5000 + "}")).errors[0].message
+    assert "5,000 digits is too long" in big and "sys." not in big
+    joined = jsonl([good(i) for i in range(5)]) + b"\xef\xbb\xbf" + jsonl([good(5)])
+    line, code, message = only_error(check(joined + jsonl([good(i) for i in range(6, 11)])))
+    assert (line, code) == (6, "invalid_json")
+    assert "byte order mark" in message and "joined" in message and "utf-8-sig" not in message
+
+
+def test_last_not_assistant_without_any_reply_says_so():
+    report = check(with_bad({"messages": [{"role": "system", "content": "be brief"}]}))
+    assert {p.code for p in report.problems} == {"no_assistant_message", "last_not_assistant"}
+    message = next(p.message for p in report.warnings if p.code == "last_not_assistant")
+    assert "no assistant reply at all" in message
+    assert "after the last assistant message" not in message
+
+
+# --- 9. devices, pipes, huge files ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path(os.devnull).exists() or sys.platform == "win32", reason="POSIX")
+def test_a_device_is_refused():
+    with pytest.raises(UnreadableFileError, match="not a regular file"):
+        validate_file(os.devnull, count_tokens=False)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    result = run_ftlab("validate", "--no-tokens", str(fifo), timeout=60)
+    assert result.returncode == 2 and "not a regular file" in result.stderr
+
+
+def test_a_file_over_the_size_limit_or_memory_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(jsonl([good(i) for i in range(10)]))
+    monkeypatch.setattr(checker, "MAX_FILE_BYTES", 100)
+    with pytest.raises(UnreadableFileError, match="more than the checker's limit"):
+        validate_file(path, count_tokens=False)
+    monkeypatch.setattr(checker, "MAX_FILE_BYTES", 10**9)
+
+    def no_memory(self):
+        raise MemoryError
+
+    monkeypatch.setattr(Path, "read_bytes", no_memory)
+    with pytest.raises(UnreadableFileError, match="not enough memory"):
+        validate_file(path, count_tokens=False)
+
+
+# --- 10. --json when the file cannot be read --------------------------------------------------
+
+
+def test_json_output_when_the_file_cannot_be_read(tmp_path, capsys):
+    assert cli.main(["validate", "--json", str(tmp_path / "nope.jsonl")]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert data["valid"] is False and data["warnings"] == []
+    [error] = data["errors"]
+    assert error["line"] is None and error["code"] == "unreadable_file"
+    assert "no such file" in error["message"]
+
+
+# --- 11. cost caveat, batched token counts, max_tokens=0 --------------------------------------
+
+
+def test_cost_line_says_whose_tokenizer_counted(tokenizer):
+    data = jsonl([good(i) for i in range(10)])
+    report = validate_bytes(data, tokenizer=tokenizer, price_per_million=1.0)
+    text = report.format_text()
+    cost_at = text.index("estimated cost")
+    assert "the provider's own tokenizer counts a little differently" in text[cost_at:]
+
+
+class CountingTokenizer:
+    """One token per word; records the size of every batch it is given."""
+
+    name_or_path = "words"
+    model_max_length = 1_000
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        return " ".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def __call__(self, texts, **_):
+        self.batches.append(len(texts))
+        return {"input_ids": [t.split() for t in texts]}
+
+
+def test_tokens_are_counted_in_batches():
+    examples = [
+        {"messages": [{"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": "a"}]}
+        for i in range(1_500)
+    ]
+    counter = CountingTokenizer()
+    totals, replies, _ = count_tokens(examples, counter)
+    assert max(counter.batches) <= stats.TOKENIZE_BATCH < sum(counter.batches)
+    assert totals == [5] * 1_500 and replies == [2] * 1_500
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5])
+def test_max_tokens_below_1_is_refused(value):
+    with pytest.raises(ValueError, match="max_tokens must be a whole number >= 1"):
+        validate_bytes(
+            jsonl([good(i) for i in range(10)]), tokenizer=CountingTokenizer(), max_tokens=value
+        )
