@@ -6,9 +6,10 @@ command line, the benchmark and the server's evaluations.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ INTENTS = (
 SENTIMENTS = ("positive", "neutral", "negative")
 KEYS = ("intent", "order_id", "sentiment")
 ORDER_ID = re.compile(r"^AC-\d{5}$")
+# Messages at least this alike (difflib's ratio, case and spacing ignored) count as copies:
+# writers working apart still converge on sentences like "Happy holidays to the whole Acme team"
+# or "Are you hiring for the warehouse in Reno?". data/support/build.py refuses such pairs across
+# splits, and the labs check learners' new messages with the same rule.
+NEAR_COPY = 0.8
 METRIC_NAMES = (
     "json_valid",
     "schema_valid",
@@ -62,6 +68,31 @@ def gold_answer(example: dict) -> dict:
     """The labelled answer of an example (its last assistant message, parsed)."""
     last = [m for m in example["messages"] if m["role"] == "assistant"][-1]
     return json.loads(last["content"])
+
+
+def near_copies(
+    texts: Iterable[str], others: Iterable[str], key: Callable[[str], str] | None = None
+) -> list[tuple[str, str, float]]:
+    """(text, other, similarity) for every pair of a text and an other at least NEAR_COPY alike.
+
+    Messages are compared in their `key` form, by default `ftlab.validation.normalise`
+    (case and spacing ignored); the similarity is difflib's ratio of those forms.
+    """
+    if key is None:
+        from ftlab.validation import normalise as key  # imported here: it loads numpy
+    found = []
+    keyed = [(key(text), text) for text in others]
+    for text in texts:
+        matcher = difflib.SequenceMatcher(None, b=key(text), autojunk=False)
+        for other_key, other in keyed:
+            matcher.set_seq1(other_key)
+            if (
+                matcher.real_quick_ratio() >= NEAR_COPY
+                and matcher.quick_ratio() >= NEAR_COPY
+                and matcher.ratio() >= NEAR_COPY
+            ):
+                found.append((text, other, matcher.ratio()))
+    return found
 
 
 def load_examples(path: str | Path) -> list[dict]:

@@ -20,6 +20,7 @@ from ftlab.labs.generate import (
     SOLUTION_WORDS,
     STUB,
     generate,
+    marker_of,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,12 +32,12 @@ SELF_CHECK = "self-check"
 TRIVIAL = {"pass", "else:", "try:", "return", "continue", "break", ")", "]", "}", "),", "],", "},"}
 
 
-def region_lines(source: str) -> tuple[list[str], list[str]]:
+def region_lines(source: str, markdown: bool = False) -> tuple[list[str], list[str]]:
     """(lines inside solution or hidden-test regions, except stubs; lines outside any region)."""
     inside, outside = [], []
     in_region = False
     for line in source.split("\n"):
-        marker = line.strip()
+        marker = marker_of(line, markdown)
         if marker in (BEGIN_SOLUTION, BEGIN_HIDDEN):
             in_region = True
         elif marker in (END_SOLUTION, END_HIDDEN):
@@ -52,7 +53,7 @@ def secret_lines(solution: nbformat.NotebookNode) -> set[str]:
     """The answer lines of a solved notebook, less those that also appear outside any region."""
     inside, outside = set(), set()
     for cell in solution.cells:
-        cell_inside, cell_outside = region_lines(cell.source)
+        cell_inside, cell_outside = region_lines(cell.source, cell.cell_type == "markdown")
         inside.update(cell_inside)
         outside.update(cell_outside)
     return {line for line in inside - outside if len(line) > 3 and line not in TRIVIAL}

@@ -35,6 +35,10 @@ def test_region_without_stub_gets_a_todo_that_runs():
 def test_markdown_answer_is_replaced_by_an_invitation():
     lab = strip_regions("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", markdown=True)
     assert lab == "Why?\n*Write your answer here.*"
+    hidden = "Why?\n<!-- ### BEGIN SOLUTION -->\nBecause.\n<!-- ### END SOLUTION -->"
+    assert strip_regions(hidden, markdown=True) == lab  # markers a solved notebook hides
+    code = "<!-- ### BEGIN SOLUTION -->\nx = 1"
+    assert strip_regions(code) == code  # only markdown unwraps HTML comments
 
 
 @pytest.mark.parametrize(

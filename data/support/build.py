@@ -12,14 +12,14 @@ It is deterministic: the same sources always give byte-identical files.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import random
 import re
 import sys
 from pathlib import Path
 
-from ftlab.support import INTENTS, ORDER_ID, SENTIMENTS, make_example
+from ftlab.support import INTENTS, NEAR_COPY, ORDER_ID, SENTIMENTS, make_example
+from ftlab.support import near_copies as similar_texts
 from ftlab.validation import normalise
 
 HERE = Path(__file__).resolve().parent
@@ -103,27 +103,13 @@ def vary_order_id_spelling(records: list[dict], share: float = 0.2) -> list[dict
     return varied
 
 
-# Training messages this similar to a held-out one (difflib ratio, case and spacing ignored)
-# count as copies: writers working apart still converge on sentences like "Happy holidays to
-# the whole Acme team" or "Are you hiring for the warehouse in Reno?".
-NEAR_COPY = 0.8
-
-
 def near_copies(train: list[dict], held_out: list[dict]) -> list[tuple[str, str, float]]:
-    """(training text, held-out text, similarity) for every pair at least NEAR_COPY alike."""
-    found = []
-    others = [(normalise(r["text"]), r["text"]) for r in held_out]
-    for record in train:
-        matcher = difflib.SequenceMatcher(None, b=normalise(record["text"]), autojunk=False)
-        for key, text in others:
-            matcher.set_seq1(key)
-            if (
-                matcher.real_quick_ratio() >= NEAR_COPY
-                and matcher.quick_ratio() >= NEAR_COPY
-                and matcher.ratio() >= NEAR_COPY
-            ):
-                found.append((record["text"], text, matcher.ratio()))
-    return found
+    """(training text, held-out text, similarity) for every pair at least NEAR_COPY alike.
+
+    The rule (difflib's ratio, case and spacing ignored) lives in ftlab.support, so the data
+    lab checks learners' new examples the same way.
+    """
+    return similar_texts([r["text"] for r in train], [r["text"] for r in held_out])
 
 
 def build() -> dict[str, str]:

@@ -11,7 +11,17 @@ delimit what the learner must write:
 In the lab, the region becomes its `### STUB` lines (without the marker) or, if
 it has none, a `# TODO` comment, so a stub never raises when run. Regions between
 `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` are removed. Markdown
-regions become an invitation to write an answer. Outputs and execution counts
+regions become an invitation to write an answer; in a markdown cell, write each
+marker inside an HTML comment, so that the solved notebook does not show it as a
+heading:
+
+    **Your answer:** why?
+
+    <!-- ### BEGIN SOLUTION -->
+    Because.
+    <!-- ### END SOLUTION -->
+
+Outputs and execution counts
 are stripped; everything else is copied unchanged, so the result is
 byte-for-byte reproducible.
 """
@@ -45,6 +55,14 @@ def _stub_for(region: list[str], indent: str, markdown: bool) -> list[str]:
     return lines
 
 
+def marker_of(line: str, markdown: bool) -> str:
+    """The line as a possible marker: stripped, and in markdown unwrapped from `<!-- -->`."""
+    marker = line.strip()
+    if markdown and marker.startswith("<!--") and marker.endswith("-->"):
+        return marker[4:-3].strip()
+    return marker
+
+
 def strip_regions(source: str, markdown: bool = False, where: str = "") -> str:
     """Replace solution regions by stubs and drop hidden-test regions in one cell's source."""
     out: list[str] = []
@@ -52,7 +70,7 @@ def strip_regions(source: str, markdown: bool = False, where: str = "") -> str:
     kind = ""
     indent = ""
     for number, line in enumerate(source.split("\n"), start=1):
-        marker = line.strip()
+        marker = marker_of(line, markdown)
         if marker in (BEGIN_SOLUTION, BEGIN_HIDDEN):
             if region is not None:
                 raise MarkerError(f"{where} line {number}: {marker} inside another region")
