@@ -47,9 +47,13 @@ class EvalResult:
     predictions: list[dict[str, Any]] = field(repr=False)
 
     def to_frame(self):
+        """One row per example; `gold` written as JSON, like the answers it sits next to."""
         import pandas as pd
 
-        return pd.DataFrame(self.predictions)
+        frame = pd.DataFrame(self.predictions)
+        if "gold" in frame:
+            frame["gold"] = frame["gold"].map(lambda gold: json.dumps(gold, ensure_ascii=False))
+        return frame
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{name}</th>" for name in ("n", *METRIC_NAMES))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from training_helpers import MESSAGES, tiny
 
 from ftlab import cli
@@ -118,3 +119,19 @@ def test_durations_read_naturally():
         "1.5 h",
         "2.5 h",
     ]
+
+
+@pytest.mark.parametrize("load, warned", [(0.3, False), (3.9, True), (None, False)])
+def test_an_estimate_measured_on_a_busy_cpu_says_so(monkeypatch, load, warned):
+    monkeypatch.setattr(estimate_module, "available_cores", lambda: 2)
+    fields = estimate_module.machine_fields(torch.device("cpu"), load)
+    estimate = estimate_module.TimeEstimate(
+        total_steps=10,
+        computed_tokens=1000,
+        timed_steps=3,
+        seconds_per_token=0.01,
+        frozen_pass_s=0.0,
+        validation_s=0.0,
+        **fields,
+    )
+    assert ("load average 3.9 on 2 cores" in estimate.summary()) == warned

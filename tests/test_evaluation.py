@@ -44,7 +44,10 @@ def test_evaluate_scores_every_example_and_writes_predictions(base, tmp_path):
         assert isinstance(row["answer"], str)
     exact = sum(r["exact"] for r in rows) / 2
     assert result.scores.exact == exact
-    assert list(result.to_frame().columns)[:3] == ["user", "gold", "answer"]
+    frame = result.to_frame()
+    assert list(frame.columns)[:3] == ["user", "gold", "answer"]
+    assert [json.loads(gold) for gold in frame["gold"]] == [row["gold"] for row in rows]
+    assert any("null" in gold for gold in frame["gold"])  # JSON, not a Python dict with None
     assert "<table>" in result._repr_html_() and "exact" in result._repr_html_()
 
 

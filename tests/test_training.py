@@ -23,6 +23,7 @@ from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import learning_rate, lora_model, training_model
 from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
+from ftlab.training.plots import loss_image
 
 
 def test_only_assistant_tokens_are_learned(tokenizer):
@@ -400,8 +401,13 @@ def test_live_loss_plot_draws_without_a_notebook(capsys):
     )
     plot(TrainEvent("end", step=2, total_steps=2, epoch=1.0))
     assert plot.rows[-1] == {"step": 2, "valid_loss": 1.5}
-    assert plot._png()[:4] == b"\x89PNG"
-    assert "validation loss 1.5000" in capsys.readouterr().out
+    shown = loss_image(plot.rows)  # what the notebooks display, a PNG (not a Figure's repr)
+    assert shown.format == "png" and shown.data[:4] == b"\x89PNG"
+    out = capsys.readouterr().out
+    assert "validation loss 1.5000" in out and "Resumed" not in out
+    resumed = LiveLossPlot(every_s=0)
+    resumed(TrainEvent("start", step=67, total_steps=134, epoch=1.0))
+    assert "Resumed from the checkpoint at step 67 of 134 (epoch 1)" in capsys.readouterr().out
 
 
 def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):

@@ -11,6 +11,7 @@ copy of the adapters.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab.models import compute_dtype, load_tokenizer, pick_device
+from ftlab.models import available_cores, compute_dtype, load_tokenizer, pick_device
 from ftlab.training.config import TrainConfig
 from ftlab.training.data import (
     TokenizedExample,
@@ -79,6 +80,8 @@ class TimeEstimate:
     dtype: str
     threads: int | None
     done_steps: int = 0  # steps a resumed run has behind it
+    busy_load: float | None = None  # the load average before timing, when others used the CPU
+    cores: int | None = None
 
     @property
     def steps_s(self) -> float:
@@ -101,11 +104,18 @@ class TimeEstimate:
             parts.append(f"frozen layers once {duration(self.frozen_pass_s)}")
         if self.validation_s:
             parts.append(f"validation {duration(self.validation_s)}")
+        busy = ""
+        if self.busy_load is not None:
+            busy = (
+                f"\nOther programs kept the CPU busy while this measured (load average "
+                f"{self.busy_load:.1f} on {self.cores} cores), so the timed steps ran slower than "
+                "they will on a quiet machine: close them and estimate again for a truer figure."
+            )
         return (
             f"about {duration(self.total_s)} on this machine ({where}): {'; '.join(parts)}.\n"
             f"Measured on {self.timed_steps} real steps at "
             f"{1000 * self.seconds_per_token:.1f} ms per token; the run computes "
-            f"{self.computed_tokens:,} tokens."
+            f"{self.computed_tokens:,} tokens.{busy}"
         )
 
 
@@ -116,13 +126,23 @@ def duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def machine_fields(device: torch.device) -> dict:
-    """Where a run computes, for the summary: device, arithmetic and (on a CPU) threads."""
+def machine_fields(device: torch.device, load: float | None = None) -> dict:
+    """Where a run computes, for the summary: device, arithmetic and (on a CPU) threads, and
+    the load average `load` measured before timing when it says other programs were busy."""
+    cores = available_cores()
+    on_cpu = device.type == "cpu"
     return {
         "device": device.type,
         "dtype": str(compute_dtype(device)).removeprefix("torch."),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "threads": torch.get_num_threads() if on_cpu else None,
+        "busy_load": load if on_cpu and load is not None and load > cores / 2 else None,
+        "cores": cores,
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the system does not report one)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
@@ -132,6 +152,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     """
     if timed_steps < 1:
         raise ValueError(f"timed_steps must be at least 1, got {timed_steps}")
+    load = load_average()  # before this process adds its own threads to it
     examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else []
     resumed = resume_point(config, Path(config.out)) if config.out else None
@@ -195,7 +216,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         frozen_pass_s=frozen_pass_s,
         validation_s=epochs_left * validation_time(model, valid, config.batch_size * 2, pad_id),
         done_steps=done,
-        **machine_fields(base.device),
+        **machine_fields(base.device, load),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -45,6 +47,21 @@ def loss_figure(rows: Iterable[dict], title: str = "LoRA training") -> Figure:
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def loss_png(rows: Iterable[dict], title: str = "LoRA training") -> bytes:
+    """The loss plot as PNG bytes."""
+    buffer = io.BytesIO()
+    loss_figure(rows, title).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def loss_image(rows: Iterable[dict], title: str = "LoRA training") -> Any:
+    """The loss plot as an image a notebook shows with `display` (a bare `Figure` shows only
+    as text, since it is not attached to pyplot)."""
+    from IPython.display import Image
+
+    return Image(data=loss_png(rows, title), format="png")
 
 
 def save_loss_plot(rows: Iterable[dict], path: str | Path) -> Path:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 from ftlab.training.events import TrainEvent
-from ftlab.training.plots import loss_figure
+from ftlab.training.plots import loss_image
 
 
 class ProgressBar:
@@ -54,6 +53,12 @@ class ProgressBar:
                 desc="training",
                 dynamic_ncols=True,
             )
+            if 0 < event.step < event.total_steps:
+                self.message(
+                    f"Resumed from the checkpoint at step {event.step} of {event.total_steps} "
+                    f"(epoch {event.epoch:.0f}); the losses of the earlier steps are in the run's "
+                    "metrics.jsonl, so the plot starts here."
+                )
         elif event.kind == "step" and self.bar is not None:
             self.rows.append({"step": event.step, "train_loss": event.train_loss})
             self.bar.update(event.step - self.bar.n)
@@ -85,15 +90,10 @@ class LiveLossPlot(ProgressBar):
         self.handle = None
         self.drawn_at = 0.0
 
-    def _png(self) -> bytes:
-        buffer = io.BytesIO()
-        loss_figure(self.rows).savefig(buffer, format="png")
-        return buffer.getvalue()
-
     def draw(self) -> None:
-        from IPython.display import Image, display
+        from IPython.display import display
 
-        image = Image(data=self._png(), format="png")
+        image = loss_image(self.rows)
         if self.handle is None:
             self.handle = display(image, display_id=True)
         else:
