@@ -54,21 +54,22 @@ def check_python() -> CheckResult:
 
 def check_packages() -> Iterator[CheckResult]:
     for requirement in pinned_requirements():
+        # The dev extra (pytest, ruff, the browser test's playwright...) only runs the tests.
+        for_tests = bool(requirement.marker) and not requirement.marker.evaluate({"extra": ""})
+        name = f"package {requirement.name}" + (" (for the tests)" if for_tests else "")
         try:
             installed = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:
             if requirement.marker and not requirement.marker.evaluate({"extra": "dev"}):
                 continue
-            yield CheckResult(
-                FAIL, f"package {requirement.name}", "not installed", "run `make setup`"
-            )
+            yield CheckResult(FAIL, name, "not installed", "run `make setup`")
             continue
         if requirement.specifier.contains(installed, prereleases=True):
-            yield CheckResult(OK, f"package {requirement.name}", installed)
+            yield CheckResult(OK, name, installed)
         else:
             yield CheckResult(
                 FAIL,
-                f"package {requirement.name}",
+                name,
                 f"{installed} installed, {requirement.specifier} pinned",
                 "run `make setup` (it reinstalls the pinned versions)",
             )
