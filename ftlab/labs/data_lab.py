@@ -108,11 +108,11 @@ def answer_problems(example: Any) -> list[str]:
     if "sentiment" in answer and answer["sentiment"] not in SENTIMENTS:
         problems.append(f"sentiment {answer['sentiment']!r} is not one of {', '.join(SENTIMENTS)}")
     if "order_id" in answer:
-        problems.extend(_order_id_problems(answer["order_id"], _user_text(example), ORDER_ID))
+        problems.extend(_order_id_problems(answer["order_id"], _user_text(example)))
     return problems
 
 
-def _order_id_problems(order_id: object, text: str, canonical: re.Pattern) -> list[str]:
+def _order_id_problems(order_id: object, text: str) -> list[str]:
     typed = sorted(order_ids_in(text))
     if order_id is None:
         if typed:
@@ -121,7 +121,7 @@ def _order_id_problems(order_id: object, text: str, canonical: re.Pattern) -> li
                 "label it (canonical form, e.g. 'AC-12345')"
             ]
         return []
-    if not isinstance(order_id, str) or not canonical.match(order_id):
+    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
         return [
             f"order_id {order_id!r} is not in the canonical form: 'AC-' and exactly five digits, "
             "in capitals, e.g. 'AC-12345', whatever way the customer typed it"

@@ -13,7 +13,6 @@ and `ftlab.validation.codes`.
 from ftlab.validation.checker import (
     UnreadableFileError,
     read_bytes,
-    user_message_index,
     validate_bytes,
     validate_file,
 )
@@ -41,7 +40,6 @@ __all__ = [
     "price_table",
     "read_bytes",
     "resolve_price",
-    "user_message_index",
     "validate_bytes",
     "validate_file",
 ]

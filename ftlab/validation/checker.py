@@ -200,12 +200,8 @@ def _duplicates(results: Iterable[LineResult]) -> tuple[list[tuple[int, int]], l
     return pairs, problems
 
 
-def user_message_index(data: bytes) -> dict[str, int]:
-    """Normalised user message -> first line it appears on, read leniently from any file."""
-    return _user_index(_lines(data)[0])
-
-
 def _user_index(results: Iterable[LineResult]) -> dict[str, int]:
+    """Normalised user message -> first line it appears on."""
     index: dict[str, int] = {}
     for result in results:
         for text in user_texts(result.value):
