@@ -23,7 +23,13 @@ from ftlab.generation import generate_batch
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import support_split
-from ftlab.prompting import PolicyRetriever, add_passages, few_shot_messages, pick_shots
+from ftlab.prompting import (
+    PolicyRetriever,
+    add_passages,
+    few_shot_messages,
+    pick_shots,
+    with_label_guide,
+)
 from ftlab.support import (
     KEYS,
     METRIC_NAMES,
@@ -140,9 +146,13 @@ def build_prompts(
     shots: Sequence[dict] = (),
     rag: PolicyRetriever | None = None,
     rag_k: int = 2,
+    label_guide: bool = False,
 ) -> list[list[dict]]:
-    """What the model is shown for each example: its prompt, with few-shot turns and policies."""
+    """What the model is shown for each example: its prompt, with the label guide, few-shot
+    turns and policies as asked."""
     prompts = [few_shot_messages(e, shots) if shots else prompt_messages(e) for e in examples]
+    if label_guide:
+        prompts = [with_label_guide(p) for p in prompts]
     if rag is None:
         return prompts
     return [
@@ -161,6 +171,7 @@ def evaluate(
     train_data: str | Path | Sequence[dict] | None = None,
     rag: PolicyRetriever | None = None,
     rag_k: int = 2,
+    label_guide: bool = False,
     predictions_path: str | Path | None = None,
 ) -> EvalResult:
     """Answer every example's [system, user] prompt greedily and score the answers.
@@ -168,6 +179,8 @@ def evaluate(
     `train_data` is where few-shot examples come from (default: the course's
     train split). `rag` retrieves the `rag_k` best policy sections for each
     customer message and adds them to the system message (the RAG baseline).
+    `label_guide` spells out the allowed values and the answer format in the
+    system message (the detailed-prompt baseline; `ftlab.prompting.LABEL_GUIDE`).
     `predictions_path` writes one JSON line per example.
     """
     if batch_size < 1 or few_shot < 0 or (limit is not None and limit < 1):
@@ -191,7 +204,7 @@ def evaluate(
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
     shots = pick_shots(_examples(train_data or support_split("train"), "few-shot"), few_shot)
-    prompts = build_prompts(examples, shots, rag, rag_k)
+    prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
     )

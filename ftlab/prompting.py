@@ -1,8 +1,9 @@
-"""Prompting baselines for the support task: few-shot prompts and retrieval (RAG).
+"""Prompting baselines for the support task: a detailed prompt, few-shot prompts and RAG.
 
 These are what fine-tuning is compared against in notebook 01: the same
-[system, user] task, with either K solved examples as earlier turns of the
-conversation, or the most relevant store-policy sections in the system message.
+[system, user] task, with the label guide spelled out in the system message,
+K solved examples as earlier turns of the conversation, or the most relevant
+store-policy sections in the system message.
 """
 
 from __future__ import annotations
@@ -16,6 +17,41 @@ from pathlib import Path
 
 from ftlab.paths import data_dir
 from ftlab.support import INTENTS, gold_answer, prompt_messages
+
+# The labelling guide, written for the model: the task's own system prompt names the keys but
+# not the values, so this is what "write a clearer prompt" means for the support task.
+LABEL_GUIDE = "\n".join(
+    [
+        "Allowed values:",
+        '- "intent" is what the customer wants done, exactly one of:',
+        '  - "order_status": where an order is, when it arrives, tracking, whether it shipped '
+        "(also when the customer is angry that it is late)",
+        '  - "return_request": send an item back, exchange it or get a replacement',
+        '  - "refund_status": the refund for an item already returned has not arrived, '
+        "or when it will",
+        '  - "cancel_order": stop or cancel an order',
+        '  - "change_address": change where an order is delivered',
+        '  - "product_question": a question before or about buying: features, sizes, materials, '
+        "stock, colours, care, shipping options and times, store policies",
+        '  - "complaint": a problem with a product or the service, without asking for a return, '
+        "refund, cancellation or address change",
+        '  - "other": anything else: thanks or praise with no request, jobs, sponsorship, '
+        "greetings, unrelated messages",
+        '- "order_id" is the order number written as "AC-" and five digits in capitals (the '
+        'customer may type "ac 12345"; answer "AC-12345"), or null if the message has none.',
+        '- "sentiment" is the customer\'s tone: "positive" (thanks, praise, delight), "negative" '
+        '(anger, frustration, disappointment), otherwise "neutral".',
+        "",
+        "Answer with the JSON object alone, on one line, for example:",
+        '{"intent": "order_status", "order_id": "AC-12345", "sentiment": "negative"}',
+    ]
+)
+
+
+def with_label_guide(messages: Sequence[dict]) -> list[dict]:
+    """A copy of a prompt with `LABEL_GUIDE` appended to its (first) system message."""
+    system, *rest = messages
+    return [{"role": "system", "content": f"{system['content']}\n\n{LABEL_GUIDE}"}, *rest]
 
 
 def _message(example: dict, role: str) -> dict:

@@ -140,3 +140,18 @@ def test_train_command_refuses_an_invalid_file_with_the_report(tmp_path):
     assert done.returncode == 1
     assert "empty_messages" in done.stderr
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+@pytest.mark.slow
+def test_eval_command_label_guide_changes_what_the_model_is_asked(tmp_path):
+    """--label-guide reaches the prompt: the same message gets another greedy answer."""
+    data = str(write_jsonl(tmp_path / "test.jsonl", EXAMPLES[:1]))
+    answers = {}
+    for name, extra in (("plain", []), ("guided", ["--label-guide"])):
+        out = tmp_path / f"{name}.jsonl"
+        args = ["eval", "--model", "smollm2-135m-instruct", "--data", data, "--predictions"]
+        done = run_ftlab(*args, str(out), *extra)
+        assert done.returncode == 0, done.stderr
+        assert ("label guide" in done.stdout) == bool(extra)
+        answers[name] = json.loads(out.read_text())["answer"]
+    assert answers["plain"] != answers["guided"]

@@ -121,3 +121,38 @@ def test_evaluation_prompts_combine_few_shot_turns_and_policies():
     assert "Return unworn items within 60 days." in both[0]["content"]
     assert [m["role"] for m in both] == ["system", "user", "assistant", "user"]
     assert both[-1]["content"] == "can I return unworn boots?"
+
+
+def test_label_guide_names_exactly_the_task_labels():
+    """The detailed prompt must offer every allowed value and no invented one."""
+    import re
+
+    from ftlab.prompting import LABEL_GUIDE
+    from ftlab.support import INTENTS, SENTIMENTS, parse_answer
+
+    intents = re.findall(r'^  - "([a-z_]+)":', LABEL_GUIDE, flags=re.MULTILINE)
+    assert intents == list(INTENTS)
+    for sentiment in SENTIMENTS:
+        assert f'"{sentiment}"' in LABEL_GUIDE
+    example_answer = parse_answer(LABEL_GUIDE.splitlines()[-1])
+    assert example_answer == {
+        "intent": "order_status",
+        "order_id": "AC-12345",
+        "sentiment": "negative",
+    }
+
+
+def test_label_guide_goes_into_the_system_message_before_policies():
+    from ftlab.evaluation import build_prompts
+    from ftlab.prompting import LABEL_GUIDE
+
+    retriever = PolicyRetriever([Passage("Returns", "Return unworn items within 60 days.")])
+    shot = make_example("cancel AC-11223 please", "cancel_order", "AC-11223", "neutral")
+    example = make_example("can I return unworn boots?", "product_question", None, "neutral")
+    (guided,) = build_prompts([example], label_guide=True)
+    assert guided[0]["content"] == f"{SYSTEM_PROMPT}\n\n{LABEL_GUIDE}"
+    assert guided[1:] == example["messages"][1:2]
+    (everything,) = build_prompts([example], [shot], retriever, rag_k=1, label_guide=True)
+    system = everything[0]["content"]
+    assert system.index(LABEL_GUIDE) < system.index("Return unworn items")
+    assert [m["role"] for m in everything] == ["system", "user", "assistant", "user"]

@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="put K training examples before each question (prompting baseline)",
     )
     parser.add_argument(
+        "--label-guide",
+        action="store_true",
+        help="spell out the allowed labels and the answer format in the system message "
+        "(the detailed-prompt baseline)",
+    )
+    parser.add_argument(
         "--train-data", help="where few-shot examples come from (default: the course's train split)"
     )
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             args.model,
             args.data,
             few_shot=args.few_shot,
+            label_guide=args.label_guide,
             limit=args.limit,
             batch_size=args.batch_size,
             train_data=args.train_data,
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores))
         return 0
-    print(f"{args.model} on {args.data} (n={scores['n']}, few-shot {args.few_shot})")
+    guide = ", label guide" if args.label_guide else ""
+    print(f"{args.model} on {args.data} (n={scores['n']}, few-shot {args.few_shot}{guide})")
     for name in METRIC_NAMES:
         print(f"  {name:<14} {scores[name]:.3f}")
     wrong = [p for p in result.predictions if not p["exact"]]
