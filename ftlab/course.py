@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL
 from ftlab.paths import runs_dir, support_split
@@ -60,12 +61,17 @@ def lora_config(**overrides: Any) -> TrainConfig:
 
 def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     """The adapter of the course's LoRA run (notebook 03), training it first if it is missing."""
+    folder = runs_dir() / LORA_RUN
+    if not (folder / "adapter").is_dir():
+        print(
+            f"Notebook 03's adapter is not in {folder} yet: training it now with notebook 03's "
+            "settings. On a 2-core CPU that takes several minutes."
+        )
     try:  # resume=True: a finished run with the same settings and data returns at once
         result = train(lora_config(), callback=callback)
     except StaleRunError:  # the data or settings changed since: train afresh
         result = train(lora_config(resume=False), callback=callback)
     if result.adapter_dir is None:
-        folder = runs_dir() / LORA_RUN
         raise RuntimeError(f"The LoRA run in {folder} stopped before finishing an epoch.")
     return result.adapter_dir
 
@@ -136,7 +142,8 @@ def api_model_server(record: dict[str, Any]) -> CourseServer | None:
 def api_answers(
     client: Any, model: str, conversations: list[list[dict]], at_once: int = API_CONCURRENCY
 ) -> list[str]:
-    """Greedy answers from an OpenAI-compatible endpoint, in the order of `conversations`.
+    """Greedy answers from an OpenAI-compatible endpoint, in the order of `conversations`,
+    with the same answer-length cap as `ftlab.evaluation.evaluate`.
 
     One request per conversation, `at_once` of them in flight: the local server answers
     requests that arrive together in one batch, and a hosted API runs them side by side.
@@ -144,7 +151,7 @@ def api_answers(
 
     def answer(messages: list[dict]) -> str:
         response = client.chat.completions.create(
-            model=model, messages=messages, temperature=0, max_tokens=60
+            model=model, messages=messages, temperature=0, max_tokens=MAX_ANSWER_TOKENS
         )
         return response.choices[0].message.content or ""
 
