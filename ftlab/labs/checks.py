@@ -6,9 +6,9 @@ In Jupyter the failure shows as its ✗ lines only, without a traceback: the
 learner needs to know what to fix in their cell, not where in this module the
 check was raised.
 
-The rules each lab applies to a learner's work live in `data_lab` (lab 1) and
-`voice_lab` (lab 3), each returning plain-English problems that say what is wrong,
-where, and how to fix it.
+The rules each lab applies to a learner's work live in `data_lab` (lab 1),
+`sweep_lab` (lab 2) and `voice_lab` (lab 3), each returning plain-English problems
+that say what is wrong, where, and how to fix it.
 """
 
 from __future__ import annotations
