@@ -68,6 +68,6 @@ def save_loss_plot(rows: Iterable[dict], path: str | Path) -> Path:
     """Write the loss plot PNG atomically (a crash never leaves half an image)."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.tmp")
-    loss_figure(rows).savefig(partial, format="png")
+    partial.write_bytes(loss_png(rows))
     partial.replace(path)
     return path
