@@ -328,6 +328,7 @@ def load_tokenizer(name: str | Path | None = None):
     """The tokenizer (and chat template) of a base model or adapter folder, left-padded."""
     from transformers import AutoTokenizer
 
+    name = run_adapter(name)
     if is_adapter_dir(name):
         name = adapter_base_model(name)
     resolved = resolve_model(name)
@@ -339,6 +340,18 @@ def load_tokenizer(name: str | Path | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def run_adapter(name: str | Path | None) -> str | Path | None:
+    """`name`, or the adapter inside it when `name` is a training run's folder.
+
+    A run's folder (what `ftlab train --out` wrote) holds its adapter in `adapter/`,
+    so `ftlab eval --model runs/03_lora` means `runs/03_lora/adapter`.
+    """
+    if name is None or is_adapter_dir(name):
+        return name
+    inner = Path(name).expanduser() / "adapter"
+    return inner if is_adapter_dir(inner) else name
 
 
 def is_adapter_dir(name: str | Path | None) -> bool:
@@ -373,13 +386,15 @@ def load_model(
 ):
     """Load a model and its tokenizer: `model, tokenizer = load_model()`.
 
-    `name` is a base model (see `resolve_model`) or a LoRA adapter folder; an
-    adapter is applied to the base model it was trained from and merged into
-    it, so inference runs at the base model's speed.
+    `name` is a base model (see `resolve_model`), a LoRA adapter folder or a
+    training run's folder (its adapter); an adapter is applied to the base
+    model it was trained from and merged into it, so inference runs at the base
+    model's speed.
     Weights load in float32 on every device; training and evaluation then store
     the frozen matrix weights in bf16 where the device multiplies bf16 fast
     (`store_weights_for_autocast`, `prepare_for_inference`).
     """
+    name = run_adapter(name)
     if is_adapter_dir(name):
         return _load_merged_adapter(Path(name).expanduser(), device, dtype)
     from transformers import AutoModelForCausalLM
@@ -399,14 +414,11 @@ def load_model(
 
 def _cannot_load(name, resolved: ResolvedModel, error: Exception) -> ModelNotFoundError:
     """The error for a model that resolved to a source but does not load from it."""
-    run_adapter = Path(str(name)).expanduser() / "adapter"
-    if name is not None and is_adapter_dir(run_adapter):
-        fix = f"this is a training run's folder; pass its adapter folder, {run_adapter}"
-    else:
-        fix = (
-            f"use {DEFAULT_MODEL!r} (the built-in model), a folder with a full model "
-            "(config.json and weights), an adapter folder, or a hub id (needs the network)"
-        )
+    fix = (
+        f"use {DEFAULT_MODEL!r} (the built-in model), a folder with a full model "
+        "(config.json and weights), an adapter folder, a training run's folder, "
+        "or a hub id (needs the network)"
+    )
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelNotFoundError(
         f"Could not load model {resolved.name!r} from {resolved.source}: {reason}\nFix: {fix}."

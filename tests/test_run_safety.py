@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from conftest import run_ftlab
 from training_helpers import MESSAGES, tiny
 
@@ -84,11 +85,17 @@ def test_a_damaged_checkpoint_is_named_when_resuming(run):
 
 
 @pytest.mark.slow
-def test_a_run_folder_or_damaged_adapter_gets_a_fix_not_a_traceback(run):
-    _, run_dir = run
-    with pytest.raises(ModelNotFoundError, match="pass its adapter folder"):
-        load_model(run_dir)
+def test_a_run_folder_stands_for_its_adapter_and_a_damaged_adapter_gets_a_fix(run, tmp_path):
+    data, run_dir = run
     adapter = run_dir / "adapter"
+    via_run, _ = load_model(run_dir, device="cpu")
+    via_adapter, _ = load_model(adapter, device="cpu")
+    for (name, value), (_, expected) in zip(
+        via_run.state_dict().items(), via_adapter.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    with pytest.raises(ValueError, match="train from its base model"):
+        train(tiny(data, tmp_path / "again", model=str(run_dir)))
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelNotFoundError, match="Could not apply the adapter"):

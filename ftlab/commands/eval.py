@@ -15,11 +15,13 @@ from ftlab.support import METRIC_NAMES
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="score a model (base name or adapter folder) on a support-task file",
+        help="score a model (base name, adapter or training run folder) on a support-task file",
         description="Greedy answers for every example's [system, user] messages, scored with "
         "the support-task metrics.",
     )
-    parser.add_argument("--model", required=True, help="base model name or adapter folder")
+    parser.add_argument(
+        "--model", required=True, help="base model name, adapter folder or training run folder"
+    )
     parser.add_argument("--data", required=True, help="chat JSONL file to score")
     parser.add_argument(
         "--few-shot",

@@ -17,6 +17,7 @@ from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     is_adapter_dir,
     load_model,
+    run_adapter,
     sensible_threads,
     store_weights_for_autocast,
 )
@@ -308,8 +309,11 @@ def train(
     notify = callback or (lambda event: None)
     stop = should_stop or (lambda: False)
     out = Path(config.out)
-    if is_adapter_dir(config.model):
-        raise ValueError(f"{config.model} is an adapter; train from its base model instead.")
+    if is_adapter_dir(run_adapter(config.model)):
+        raise ValueError(
+            f"{config.model} is a fine-tuned adapter (or a training run's folder); "
+            "train from its base model instead."
+        )
     check_output_folder(out)
     train_examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else None
