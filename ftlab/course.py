@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
-from ftlab.models import DEFAULT_MODEL
+from ftlab.models import DEFAULT_MODEL, is_adapter_dir
 from ftlab.paths import runs_dir, support_split
 from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
 
@@ -60,17 +60,34 @@ def lora_config(**overrides: Any) -> TrainConfig:
 
 
 def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
-    """The adapter of the course's LoRA run (notebook 03), training it first if it is missing."""
+    """The adapter of the course's LoRA run (notebook 03), training it first if it is missing.
+
+    A run that notebook 03 finished with other settings (a learner who chose
+    `adapted_layers=15` to save time) is used as it is, with a note: it is never
+    deleted to train the default one. An unfinished run with other settings stops
+    with an error that says how to go on.
+    """
     folder = runs_dir() / LORA_RUN
-    if not (folder / "adapter").is_dir():
+    adapter = folder / "adapter"
+    if not adapter.is_dir():
         print(
             f"Notebook 03's adapter is not in {folder} yet: training it now with notebook 03's "
             "settings. On a 2-core CPU that takes several minutes."
         )
     try:  # resume=True: a finished run with the same settings and data returns at once
         result = train(lora_config(), callback=callback)
-    except StaleRunError:  # the data or settings changed since: train afresh
-        result = train(lora_config(resume=False), callback=callback)
+    except StaleRunError as error:  # the learner's own settings, or the data changed since
+        reason = str(error).splitlines()[0]
+        if is_adapter_dir(adapter):
+            print(
+                f"{reason}\nUsing that finished run's adapter as it is. To use the course's "
+                f"default run instead, delete {folder} and run this cell again."
+            )
+            return adapter
+        raise RuntimeError(
+            f"{reason}\nFix: finish that run in notebook 03 (run its training cell again), "
+            f"or delete {folder} to train the course's default run here."
+        ) from error
     if result.adapter_dir is None:
         raise RuntimeError(f"The LoRA run in {folder} stopped before finishing an epoch.")
     return result.adapter_dir

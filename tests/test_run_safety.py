@@ -10,6 +10,7 @@ from conftest import run_ftlab
 from training_helpers import MESSAGES, tiny
 
 from ftlab.check import FAIL, check_device
+from ftlab.course import LORA_RUN, lora_adapter
 from ftlab.evaluation import evaluate
 from ftlab.jsonl import write_jsonl
 from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model
@@ -103,6 +104,22 @@ def test_a_run_folder_stands_for_its_adapter_and_a_damaged_adapter_gets_a_fix(ru
     weights.unlink()
     with pytest.raises(ModelNotFoundError, match="has no weights"):
         load_model(adapter)
+
+
+@pytest.mark.slow
+def test_notebook_05_uses_a_finished_run_with_other_settings_and_never_deletes_it(
+    finished_run, tmp_path, monkeypatch, capsys
+):
+    _, original = finished_run
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    shutil.copytree(original, tmp_path / LORA_RUN)  # a learner's run with its own settings
+    assert lora_adapter() == tmp_path / LORA_RUN / "adapter"
+    assert "Using that finished run's adapter as it is" in capsys.readouterr().out
+    assert _kept(tmp_path / LORA_RUN)
+    shutil.rmtree(tmp_path / LORA_RUN / "adapter")  # stopped after epoch 1 of 2, say
+    with pytest.raises(RuntimeError, match=r"settings or data differ.*\n.*finish that run"):
+        lora_adapter()
+    assert (tmp_path / LORA_RUN / "checkpoints" / "epoch-1" / TRAINER_STATE).is_file()
 
 
 def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_path):

@@ -18,7 +18,14 @@ from ftlab.models import (
     store_weights_for_autocast,
 )
 from ftlab.support import load_examples, make_example
-from ftlab.training import InvalidDataError, LiveLossPlot, TrainConfig, TrainEvent, train
+from ftlab.training import (
+    InvalidDataError,
+    LiveLossPlot,
+    ProgressBar,
+    TrainConfig,
+    TrainEvent,
+    train,
+)
 from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches, tokenize_example
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import learning_rate, lora_model, training_model
@@ -408,6 +415,18 @@ def test_live_loss_plot_draws_without_a_notebook(capsys):
     resumed = LiveLossPlot(every_s=0)
     resumed(TrainEvent("start", step=67, total_steps=134, epoch=1.0))
     assert "Resumed from the checkpoint at step 67 of 134 (epoch 1)" in capsys.readouterr().out
+
+
+def test_a_bar_without_per_epoch_lines_shows_the_validation_loss_on_the_bar(capsys):
+    bar = ProgressBar(per_epoch_lines=False)
+    bar(TrainEvent("start", step=0, total_steps=2, epoch=0.0))
+    bar(TrainEvent("step", step=1, total_steps=2, epoch=1.0, train_loss=2.0, learning_rate=1e-3))
+    bar(TrainEvent("eval", step=1, total_steps=2, epoch=1.0, valid_loss=1.25))
+    bar(TrainEvent("checkpoint", step=1, total_steps=2, epoch=1.0, checkpoint_dir=Path("c")))
+    bar(TrainEvent("step", step=2, total_steps=2, epoch=2.0, train_loss=0.5, learning_rate=0.0))
+    assert bar.bar.postfix == "loss=0.5000, lr=0.0e+00, valid_loss=1.2500"
+    bar(TrainEvent("end", step=2, total_steps=2, epoch=2.0))
+    assert capsys.readouterr().out == ""  # the bar itself is drawn on stderr
 
 
 def test_resume_refuses_a_run_whose_data_changed(data, tmp_path):

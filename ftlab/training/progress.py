@@ -14,13 +14,17 @@ class ProgressBar:
     With adapters on the top layers only, a first bar counts the tokens that the frozen
     layers run once before training starts.
 
-    Pass an instance as `train(config, callback=ProgressBar())`.
+    Pass an instance as `train(config, callback=ProgressBar())`. With
+    `per_epoch_lines=False` the bar is all it shows: the last validation loss joins the
+    bar's loss, so a sweep of many short epochs does not print two lines per epoch.
     """
 
-    def __init__(self, notebook: bool = False) -> None:
+    def __init__(self, notebook: bool = False, per_epoch_lines: bool = True) -> None:
         self.notebook = notebook
+        self.per_epoch_lines = per_epoch_lines
         self.bar = None
         self.rows: list[dict] = []
+        self.postfix: dict[str, str] = {}
 
     def _tqdm(self):
         if self.notebook:
@@ -46,6 +50,7 @@ class ProgressBar:
         elif event.kind == "start":
             if self.bar is not None:  # the frozen layers' bar
                 self.bar.close()
+            self.postfix = {}
             self.bar = self._tqdm()(
                 total=event.total_steps,
                 initial=event.step,
@@ -62,14 +67,19 @@ class ProgressBar:
         elif event.kind == "step" and self.bar is not None:
             self.rows.append({"step": event.step, "train_loss": event.train_loss})
             self.bar.update(event.step - self.bar.n)
-            self.bar.set_postfix(loss=f"{event.train_loss:.4f}", lr=f"{event.learning_rate:.1e}")
+            self.postfix.update(loss=f"{event.train_loss:.4f}", lr=f"{event.learning_rate:.1e}")
+            self.bar.set_postfix(self.postfix)
         elif event.kind == "eval":
             self.rows.append({"step": event.step, "valid_loss": event.valid_loss})
-            self.message(
-                f"epoch {event.epoch:.2f}: validation loss {event.valid_loss:.4f}, "
-                f"token accuracy {event.valid_mean_token_accuracy:.3f}"
-            )
-        elif event.kind == "checkpoint":
+            if self.per_epoch_lines:
+                self.message(
+                    f"epoch {event.epoch:.2f}: validation loss {event.valid_loss:.4f}, "
+                    f"token accuracy {event.valid_mean_token_accuracy:.3f}"
+                )
+            elif self.bar is not None:
+                self.postfix["valid_loss"] = f"{event.valid_loss:.4f}"
+                self.bar.set_postfix(self.postfix)
+        elif event.kind == "checkpoint" and self.per_epoch_lines:
             self.message(f"checkpoint saved: {event.checkpoint_dir}")
         elif event.kind == "end" and self.bar is not None:
             self.bar.close()
