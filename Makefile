@@ -30,14 +30,19 @@ $(STAMP): pyproject.toml requirements.lock
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS) notebooks/00_setup.ipynb
 
-# The tests start their own servers, even where a workshop's shared one is configured.
+# The tests start their own servers, even where a workshop's shared one is configured,
+# and train from scratch in test-output/runs (kept only when a test fails), leaving runs/
+# as learners will find it.
 test: export FTLAB_SERVER_URL =
 test: export FTLAB_SERVER_KEY =
+test: export FTLAB_RUNS = $(CURDIR)/test-output/runs
 test: setup
 	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
 	$(BIN)/ruff format --check ftlab tests bench data
+	rm -rf test-output/runs
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(wildcard notebooks solutions)
+	rm -rf test-output/runs
 
 lint: setup
 	$(BIN)/ruff check ftlab tests bench data notebooks labs solutions
