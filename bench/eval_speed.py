@@ -1,7 +1,7 @@
 """Evaluation speed: prompts batched as they are, against batches that share their prefix.
 
     .venv/bin/python bench/eval_speed.py                  # the base model on the test split
-    .venv/bin/python bench/eval_speed.py --model runs/03_local_lora/adapter --limit 32
+    .venv/bin/python bench/eval_speed.py --model runs/03_lora/adapter --limit 32
 
 For the three prompt styles of the course (plain, few-shot with 4 examples, RAG
 with 2 policy sections) it answers the same test messages twice with

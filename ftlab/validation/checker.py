@@ -353,8 +353,9 @@ def validate_bytes(
             Problem(
                 "too_long",
                 f"the example is {tokens:,} tokens, more than the "
-                f"model's context of {context:,}; training cuts off the rest, "
-                "so shorten it or split the conversation",
+                f"model's context of {context:,}; OpenAI's training cuts off the rest "
+                "and `ftlab train` refuses it (above its max_length), so shorten it or "
+                "split the conversation",
                 line=accepted[i].line,
             )
         )

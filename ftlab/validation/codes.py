@@ -33,7 +33,7 @@ WARNING_CODES: dict[str, str] = {
     "bom": "the file starts with a UTF-8 byte order mark",
     "no_system_message": "the example has no system message",
     "last_not_assistant": "the example does not end with an assistant message",
-    "too_long": "the example is longer than the model's context and will be truncated",
+    "too_long": "longer than the model's context: OpenAI truncates it, `ftlab train` refuses it",
     "duplicate_example": "the same example appears on an earlier line",
     "overlap_with_split": "the same user message is in the other split (leakage)",
 }

@@ -174,9 +174,8 @@ class InvalidDataError(ValueError):
 
     def __init__(self, report: ValidationReport):
         self.report = report
-        super().__init__(
-            f"{report.summary()}; fix the errors below before training.\n\n{report.format_text()}"
-        )
+        summary, _, details = report.format_text().partition("\n")  # the summary once
+        super().__init__(f"{summary}; fix the errors below before training.\n{details}")
 
 
 def _count(n: int, word: str) -> str:

@@ -208,7 +208,8 @@ def file_stats(
     """The report's statistics, and (index, tokens) of the examples longer than the context.
 
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
-    context are truncated by training, so they are left out of the totals.
+    context are cut off by OpenAI's training (and refused by `ftlab train`), so they are left
+    out of the totals.
     """
     check_counts(epochs=epochs, max_tokens=max_tokens)
     n = len(examples)
