@@ -108,7 +108,22 @@ def test_quick_check_asks_what_fine_tuning_does() -> None:
     assert question.text == "What does fine-tuning do?"
     assert question.type == "multiple_choice" and len(question.choices) == 4
     right = question.choices[question.correct_choices[0]]
-    assert "extra training" in right.text and "your own examples" in right.text
+    assert "already-trained" in right.text and "your own examples" in right.text
+
+
+def test_the_right_option_cannot_be_guessed_from_its_place_or_length() -> None:
+    """Across the banks the right option is not always first, nor usually the longest."""
+    singles = [q for name in list_banks() for q in load_bank(name).questions]
+    singles = [q for q in singles if q.type == "multiple_choice"]
+    places = [q.correct_choices[0] for q in singles]
+    assert max(places.count(place) for place in set(places)) <= len(singles) / 2, places
+    assert len(set(places)) >= 3, places
+    longest = [
+        q.index
+        for q in singles
+        if len(q.choices[q.correct_choices[0]].text) == max(len(c.text) for c in q.choices)
+    ]
+    assert len(longest) <= len(singles) / 3, f"the right option is the longest in {longest}"
 
 
 def test_worked_numbers_in_the_banks_are_right() -> None:
@@ -398,7 +413,8 @@ def run_cli(*args: str, stdin: str, progress: Path) -> subprocess.CompletedProce
 
 def test_terminal_quiz_reads_piped_answers_and_records_them(tmp_path: Path) -> None:
     progress = tmp_path / "progress.json"
-    result = run_cli("quick_check", stdin="seven\n5\n1\n", progress=progress)
+    right = load_bank("quick_check").questions[0].correct_choices[0]
+    result = run_cli("quick_check", stdin=f"seven\n5\n{right + 1}\n", progress=progress)
     assert result.returncode == 0, result.stderr
     assert "Question 1 of 1. What does fine-tuning do?" in result.stdout
     assert "'seven' is not an option number; try again." in result.stdout
@@ -406,7 +422,7 @@ def test_terminal_quiz_reads_piped_answers_and_records_them(tmp_path: Path) -> N
     assert "Correct! Yes. Fine-tuning starts from a pretrained" in result.stdout
     assert result.stdout.rstrip().endswith("Score: 1 / 1")
     record = json.loads(progress.read_text())["banks"]["quick_check"]["0"]
-    assert record["last_answer"] == 0 and record["correct"] is True
+    assert record["last_answer"] == right and record["correct"] is True
 
     shown = run_cli("--progress", stdin="", progress=progress)
     assert shown.returncode == 0
@@ -416,11 +432,14 @@ def test_terminal_quiz_reads_piped_answers_and_records_them(tmp_path: Path) -> N
 
 
 def test_terminal_quiz_explains_a_wrong_answer_and_stops_at_end_of_input(tmp_path: Path) -> None:
-    result = run_cli("02_preparing_data", stdin="2\n", progress=tmp_path / "p.json")
+    first = load_bank("02_preparing_data").questions[0]
+    wrong = next(i for i, c in enumerate(first.choices) if c.text.startswith("One message"))
+    right = first.correct_choices[0]
+    result = run_cli("02_preparing_data", stdin=f"{wrong + 1}\n", progress=tmp_path / "p.json")
     assert result.returncode == 1
-    assert "Not quite. One whole training example" not in result.stdout
+    assert "Not quite. Yes. JSONL means" not in result.stdout
     assert "Not quite. The turns of one conversation stay together" in result.stdout
-    assert "The right answer: 1. One whole training example" in result.stdout
+    assert f"The right answer: {right + 1}. One whole example" in result.stdout
     assert "stopped after 1 of 5 questions" in result.stdout
 
 
@@ -436,7 +455,8 @@ def test_terminal_quiz_moves_a_non_utf8_file_aside_and_saves_the_answer(
 ) -> None:
     progress = tmp_path / "p.json"
     progress.write_bytes(b"\xff\xfe{}")
-    result = run_cli("quick_check", stdin="1\n", progress=progress)
+    right = load_bank("quick_check").questions[0].correct_choices[0]
+    result = run_cli("quick_check", stdin=f"{right + 1}\n", progress=progress)
     assert result.returncode == 0, result.stderr
     assert "Score: 1 / 1" in result.stdout
     assert json.loads(progress.read_text())["banks"]["quick_check"]["0"]["correct"] is True
