@@ -15,7 +15,7 @@ from ftlab.evaluation import evaluate
 from ftlab.jsonl import write_jsonl
 from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model
 from ftlab.support import make_example
-from ftlab.training import train
+from ftlab.training import LiveLossPlot, train
 from ftlab.training.checkpoints import TRAINER_STATE
 
 
@@ -104,6 +104,21 @@ def test_a_run_folder_stands_for_its_adapter_and_a_damaged_adapter_gets_a_fix(ru
     weights.unlink()
     with pytest.raises(ModelNotFoundError, match="has no weights"):
         load_model(adapter)
+
+
+@pytest.mark.slow
+def test_a_finished_run_trained_again_reports_its_logged_losses(tmp_path, capsys):
+    data = str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))
+    config = tiny(data, tmp_path / "run", epochs=1, batch_size=12, valid=data, resume=True)
+    first = train(config)
+    plot = LiveLossPlot(every_s=0)
+    again = train(config, callback=plot)
+    assert (again.final_train_loss, again.final_valid_loss) == (
+        first.final_train_loss,
+        first.final_valid_loss,
+    )
+    assert plot.rows == [] and plot.handle is None  # no empty plot drawn
+    assert "This run had already finished all its steps" in capsys.readouterr().out
 
 
 @pytest.mark.slow

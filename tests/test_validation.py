@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -14,6 +13,7 @@ import pytest
 from conftest import REPO, run_ftlab
 
 from ftlab import cli
+from ftlab.labs.data_lab import broken_files_source
 from ftlab.paths import support_split
 from ftlab.support import SYSTEM_PROMPT, make_example
 from ftlab.validation import (
@@ -500,11 +500,7 @@ def test_cli_json_is_one_object(capsys, tmp_path):
 @functools.cache
 def _make_broken():
     """data/broken/make_broken.py, the generator of the broken files and their expected codes."""
-    spec = importlib.util.spec_from_file_location("make_broken", BROKEN / "make_broken.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
-    spec.loader.exec_module(module)
-    return module
+    return broken_files_source(BROKEN)
 
 
 def test_broken_files_are_up_to_date():

@@ -267,12 +267,19 @@ class Broken:
     encoding: str = "utf-8"
     bom: bool = False
     newline: str = "\n"
+    # What a careful repair keeps: how many examples, and the labels of those whose answer
+    # is missing (by user message), which the learner must write from the guide.
+    savable: int = 0
+    hand_labels: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
 
     def good(self, i: int, value: dict | None = None) -> None:
         self.lines.append(line(value if value is not None else example(i)))
+        self.savable += 1
 
-    def bad(self, text: str, codes: list[str], what: str, fix: str) -> None:
+    def bad(self, text: str, codes: list[str], what: str, fix: str, savable: int = 1) -> None:
+        """A broken line; `savable` is how many examples a careful repair gets from it."""
         self.lines.append(text)
+        self.savable += savable
         number = len(self.lines)
         self.expected += [(number, code) for code in codes]
         self.notes.append((f"line {number}", what, fix))
@@ -313,6 +320,7 @@ def bad_json() -> Broken:
         ["invalid_json"],
         "the line is cut off in the middle of a string (a copy-paste that lost the end)",
         "restore the rest of the example, or delete the line",
+        savable=0,
     )
     f.good(10)
     f.bad(
@@ -320,6 +328,7 @@ def bad_json() -> Broken:
         ["invalid_json"],
         "two examples pasted onto one line",
         "put the second object on its own line",
+        savable=2,
     )
     f.good(13)
     return f
@@ -378,6 +387,7 @@ def missing_assistant() -> Broken:
         f.good(i)
     e = example(2)
     del e["messages"][2]
+    f.hand_labels[MESSAGES[2][0]] = MESSAGES[2][1:]
     f.bad(
         line(e),
         ["no_assistant_message", "last_not_assistant"],
@@ -519,7 +529,7 @@ def mixed_problems() -> Broken:
     )
     f.good(0)
     f.good(1)
-    f.bad("", ["blank_line"], "an empty line (a warning: it is skipped)", "delete it")
+    f.bad("", ["blank_line"], "an empty line (a warning: it is skipped)", "delete it", savable=0)
     f.good(2)
     f.bad(
         line({"prompt": MESSAGES[3][0], "completion": answer(3)}),
@@ -539,6 +549,7 @@ def mixed_problems() -> Broken:
         ["empty_messages"],
         "an example with no messages",
         "fill it in or delete the line",
+        savable=0,
     )
     e = example(6)
     e["messages"][1] = e["messages"][1]["content"]
@@ -558,6 +569,7 @@ def mixed_problems() -> Broken:
     )
     e = example(9)
     e["messages"][2]["content"] = None
+    f.hand_labels[MESSAGES[9][0]] = MESSAGES[9][1:]
     f.bad(
         line(e),
         ["invalid_content"],
@@ -577,6 +589,7 @@ def mixed_problems() -> Broken:
         ["duplicate_example"],
         f"the same example as line {first} (a warning)",
         "delete one copy",
+        savable=0,
     )
     e = example(11)
     del e["messages"][0]

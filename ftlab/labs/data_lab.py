@@ -4,10 +4,13 @@ evaluation splits. Each returns the problems a self-check cell lists (empty when
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ftlab.labs.checks import plural, short
@@ -235,6 +238,62 @@ def repaired_content_problems(fixed_reports: Mapping[str, Any], broken_dir: Path
                     f"{name}: the characters {' '.join(sorted(missing))} of the original file "
                     f"are missing from your repaired copy (lines lost or wrongly decoded). Fix: "
                     f"{ENCODING_FIX}"
+                )
+    return problems
+
+
+def broken_files_source(broken_dir: Path) -> ModuleType:
+    """`make_broken.py` next to the broken files: what each file should give back when repaired."""
+    spec = importlib.util.spec_from_file_location("make_broken", broken_dir / "make_broken.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{broken_dir / 'make_broken.py'} is missing")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def kept_and_labelled_problems(fixed_reports: Mapping[str, Any], broken_dir: Path) -> list[str]:
+    """Lab 1: every example a careful repair can save is there, and the answers the learner
+    wrote for messages that arrived without one follow the labelling guide.
+
+    The messages are named, the right labels are not: the learner looks them up in the guide.
+    """
+    problems = []
+    for name, broken in broken_files_source(broken_dir).build().items():
+        report = fixed_reports.get(name)
+        if report is None:
+            continue
+        if len(report.examples) < broken.savable:
+            problems.append(
+                f"{name}: {plural(len(report.examples), 'example')} repaired, but "
+                f"{broken.savable} can be saved. Read the lines repair_file printed as dropped "
+                "and recover those that hold a whole example (only a line cut off in the middle, "
+                "an empty example or a duplicate is lost)"
+            )
+        answers = {_user_text(e): e["messages"][-1].get("content") for e in report.examples}
+        for text, (intent, order_id, sentiment) in broken.hand_labels.items():
+            if text not in answers:
+                problems.append(
+                    f"{name}: the message {short(text)} arrived without an answer and is "
+                    "missing from your copy. Label it yourself with make_example(...) (or in "
+                    "repair_file) instead of dropping it"
+                )
+                continue
+            try:
+                given = json.loads(answers[text])
+            except (TypeError, ValueError):
+                continue  # answer_problems names a malformed answer already
+            wrong = [
+                key
+                for key, value in zip(KEYS, (intent, order_id, sentiment), strict=True)
+                if isinstance(given, dict) and given.get(key) != value
+            ]
+            if wrong:
+                problems.append(
+                    f"{name}: your label for {short(text)} has the wrong "
+                    f"{' and '.join(wrong)}. Read the intents, the tones and the borderline "
+                    "calls in data/support/README.md again, and label it as the guide says"
                 )
     return problems
 

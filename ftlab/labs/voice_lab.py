@@ -31,7 +31,8 @@ def voice_problems(reply: str, greeting: str, sign_off: str, max_words: int) -> 
 
 
 def held_out_problems(held_out: Any, trained: Iterable[str], min_count: int = 5) -> list[str]:
-    """Lab 3: a list of new messages, none a copy or near copy of a training message."""
+    """Lab 3: a list of new messages, none a copy or near copy of a training message or of
+    another held-out message."""
 
     if not isinstance(held_out, list):
         return [
@@ -50,6 +51,12 @@ def held_out_problems(held_out: Any, trained: Iterable[str], min_count: int = 5)
         problems.append(
             f"You wrote {plural(len(messages), 'held-out message')}; write at least {min_count}"
         )
+    for i, message in enumerate(messages):  # each one different from the ones before it
+        for _, earlier, similarity in near_copies([message], messages[:i])[:1]:
+            problems.append(
+                f"{message!r} is {similarity:.0%} like {earlier!r}, another of your held-out "
+                "messages: copies test the same thing twice. Make every message different"
+            )
     for message, trained_message, similarity in near_copies(messages, list(trained)):
         problems.append(
             f"{message!r} is {similarity:.0%} like the training message {trained_message!r} "

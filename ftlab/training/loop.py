@@ -240,6 +240,11 @@ def _write_config(config: TrainConfig, path: Path, resolved: dict) -> None:
     )
 
 
+def _last_logged(rows: list[dict], key: str) -> float | None:
+    """The last value of `key` in a run's metrics rows, or None if none has it."""
+    return next((r[key] for r in reversed(rows) if r.get(key) is not None), None)
+
+
 class StaleRunError(ValueError):
     """A run cannot be resumed: its settings or its data files changed since it started."""
 
@@ -476,9 +481,8 @@ def train(
         adapter_dir = save_adapter(model, out / "adapter", base_name, {"step": step})
     plot_path = save_loss_plot(log.rows, out / "loss.png")
     if last_train is None:  # resumed a finished run: report its logged losses
-        last_train = next(
-            (r["train_loss"] for r in reversed(log.rows) if r.get("train_loss") is not None), None
-        )
+        last_train = _last_logged(log.rows, "train_loss")
+        last_valid = _last_logged(log.rows, "valid_loss")
     event("end", train_loss=last_train, valid_loss=last_valid)
     return TrainResult(
         adapter_dir=adapter_dir,

@@ -58,7 +58,12 @@ class ProgressBar:
                 desc="training",
                 dynamic_ncols=True,
             )
-            if 0 < event.step < event.total_steps:
+            if 0 < event.step == event.total_steps:
+                self.message(
+                    "This run had already finished all its steps: nothing to train. Its "
+                    "losses are in the run's metrics.jsonl and loss.png."
+                )
+            elif 0 < event.step < event.total_steps:
                 self.message(
                     f"Resumed from the checkpoint at step {event.step} of {event.total_steps} "
                     f"(epoch {event.epoch:.0f}); the losses of the earlier steps are in the run's "
@@ -114,4 +119,5 @@ class LiveLossPlot(ProgressBar):
         super().__call__(event)
         due = time.monotonic() - self.drawn_at >= self.every_s
         if event.kind in ("eval", "end") or (event.kind == "step" and due):
-            self.draw()
+            if self.rows:  # a finished run, reported again, has nothing new to plot
+                self.draw()
