@@ -130,8 +130,8 @@ def test_worked_numbers_in_the_banks_are_right() -> None:
     data_q = next(q for q in load_bank("02_preparing_data").questions if q.type == "numeric")
     assert data_q.grade(400 * 120 * 3).correct
     lora_q = next(q for q in load_bank("03_local_lora").questions if q.type == "numeric")
-    assert lora_q.grade(16 * (576 + 576)).correct
-    assert not lora_q.grade(576 * 576).correct
+    assert lora_q.grade(8 * (1024 + 4096)).correct
+    assert not lora_q.grade(1024 * 4096).correct
 
 
 # -- validation ----------------------------------------------------------------------------------
