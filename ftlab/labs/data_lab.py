@@ -24,6 +24,7 @@ from ftlab.support import (
     gold_answer,
     load_examples,
     near_copies,
+    parse_answer,
 )
 from ftlab.validation import MIN_EXAMPLES, normalise, validate_file
 
@@ -280,14 +281,13 @@ def kept_and_labelled_problems(fixed_reports: Mapping[str, Any], broken_dir: Pat
                     "repair_file) instead of dropping it"
                 )
                 continue
-            try:
-                given = json.loads(answers[text])
-            except (TypeError, ValueError):
+            given = parse_answer(answers[text]) if isinstance(answers[text], str) else None
+            if given is None:
                 continue  # answer_problems names a malformed answer already
             wrong = [
                 key
                 for key, value in zip(KEYS, (intent, order_id, sentiment), strict=True)
-                if isinstance(given, dict) and given.get(key) != value
+                if given.get(key) != value
             ]
             if wrong:
                 problems.append(
