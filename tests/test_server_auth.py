@@ -10,7 +10,9 @@ import openai
 import pytest
 from server_helpers import client, start, tiny_examples, upload
 
+from ftlab import cli
 from ftlab.server.auth import KeysFileError, load_keys
+from ftlab.server.serve import is_loopback
 
 
 def test_keys_file_is_read_with_comments(tmp_path):
@@ -95,3 +97,47 @@ def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
         [*command, "--keys", str(bad_keys)], capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 1 and "line 1" in refused.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_this_machine_only_hosts_are_loopback(host):
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
+def test_hosts_other_machines_reach_are_not_loopback(host):
+    assert not is_loopback(host)
+
+
+@pytest.fixture
+def served(monkeypatch) -> list[str]:
+    """`ftlab serve` runs up to the point where it would answer requests, then returns."""
+    hosts = []
+
+    def run(server, sockets):
+        hosts.append(sockets[0].getsockname()[0])
+        sockets[0].close()
+
+    monkeypatch.setattr("uvicorn.Server.run", run)
+    # It would also set this test process's torch threads, which later tests would inherit.
+    monkeypatch.setattr("ftlab.server.lifecycle.serving_threads", lambda: 1)
+    return hosts
+
+
+def test_a_server_other_machines_reach_needs_keys(tmp_path, capsys, served):
+    command = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
+    assert cli.main(command) == 1
+    error = capsys.readouterr().err
+    assert "--host 0.0.0.0 lets other machines reach this server" in error
+    assert "see, download and delete each other's files, jobs and models" in error
+    assert "--keys KEYS_FILE" in error and "--no-keys" in error
+    assert served == []
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana\n")
+    assert cli.main([*command, "--keys", str(keys)]) == 0  # the README's workshop command
+    assert cli.main([*command, "--no-keys"]) == 0  # one shared space, on purpose
+    assert served == ["0.0.0.0", "0.0.0.0"]
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--keys", str(keys), "--no-keys"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """The job queue on a shared server: several jobs side by side, sharing the cores, and
-a learner's second job waiting behind another learner's first."""
+learners taking turns, so a learner's second job waits behind another learner's first."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from server_helpers import BASE, client, start, support_examples, upload, wait_f
 from ftlab import cli
 from ftlab.models import available_cores, sensible_threads
 from ftlab.server import job_runner
-from ftlab.server.store import Store
-from ftlab.server.worker import Worker, next_job, threads_per_job
+from ftlab.server.store import Store, now
+from ftlab.server.worker import RunningJob, Worker, next_job, threads_per_job
 
 
 def test_next_job_prefers_learners_with_nothing_running():
@@ -24,11 +24,63 @@ def test_next_job_prefers_learners_with_nothing_running():
         {"id": "ftjob-3", "owner": "ben"},
         {"id": "ftjob-4", "owner": "cy"},
     ]
+    # Nobody has started a job yet: the oldest job.
     assert next_job(queued, running_owners=[])["id"] == "ftjob-1"
     assert next_job(queued, running_owners=["ana"])["id"] == "ftjob-3"
     assert next_job(queued, running_owners=["ana", "ben"])["id"] == "ftjob-4"
-    # Everyone has one running: first come, first served again.
-    assert next_job(queued, running_owners=["ana", "ben", "cy"])["id"] == "ftjob-1"
+    # Everyone has one running: the learner whose last job started longest ago.
+    started = {"ana": 300, "ben": 200, "cy": 100}
+    assert next_job(queued, ["ana", "ben", "cy"], started)["id"] == "ftjob-4"
+    assert next_job(queued, ["ana", "ben", "cy", "cy"], started)["id"] == "ftjob-3"
+
+
+def test_next_job_takes_turns_by_learner_when_nothing_runs():
+    queued = [
+        {"id": "ftjob-1", "owner": "ana"},
+        {"id": "ftjob-2", "owner": "ben"},
+        {"id": "ftjob-3", "owner": "cy"},
+    ]
+    # A learner who never started a job goes first; among them, the oldest job.
+    assert next_job(queued, [], {"ana": 100})["id"] == "ftjob-2"
+    assert next_job(queued, [], {"ana": 100, "ben": 50})["id"] == "ftjob-3"
+    # Everyone has started one: the learner whose last job started longest ago.
+    assert next_job(queued, [], {"ana": 100, "ben": 50, "cy": 70})["id"] == "ftjob-2"
+    assert next_job(queued, [], {"ana": 10, "ben": 50, "cy": 50})["id"] == "ftjob-1"
+
+
+def test_one_slot_takes_turns_so_a_learners_second_job_waits(tmp_path, monkeypatch):
+    """The default, one job at a time: ana queues two jobs, then ben one. ben's runs
+    between ana's two, not after both."""
+    store = Store(tmp_path)
+    for job_id, owner in (("ftjob-ana1", "ana"), ("ftjob-ana2", "ana"), ("ftjob-ben1", "ben")):
+        store.add_job(
+            {
+                "id": job_id,
+                "owner": owner,
+                "org": owner,
+                "created_at": 1,
+                "model": BASE,
+                "status": "queued",
+                "training_file": "file-x",
+                "seed": 0,
+                "hyperparameters": {},
+            }
+        )
+    worker = Worker(store)
+    started = []
+
+    def start(job: dict) -> None:  # what `Worker._start` records, without a training child
+        store.update_job(job["id"], status="running", started_at=now())
+        worker._running[job["id"]] = RunningJob(process=None, owner=job["owner"])
+        started.append(job["id"])
+
+    monkeypatch.setattr(worker, "_start", start)
+    for _ in range(3):
+        worker._start_queued()
+        (running,) = worker._running  # one slot: one job at a time
+        store.update_job(running, status="succeeded", finished_at=now())
+        del worker._running[running]
+    assert started == ["ftjob-ana1", "ftjob-ben1", "ftjob-ana2"]
 
 
 def test_threads_are_shared_out_only_between_parallel_jobs(monkeypatch):

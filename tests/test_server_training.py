@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import time
 
@@ -24,9 +23,6 @@ from server_helpers import (
 )
 
 from ftlab.course import job_results
-from ftlab.server import job_runner
-from ftlab.server.store import Store
-from ftlab.server.worker import Worker, model_name
 from ftlab.support import parse_answer, prompt_messages
 
 pytestmark = pytest.mark.slow
@@ -234,54 +230,3 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path):
             model=done.fine_tuned_model, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices[0].message.content is not None
-
-
-def test_a_completion_replayed_after_a_crash_adds_nothing_twice(tmp_path):
-    """A SIGKILL between the completion's commits (results file, model, "New fine-tuned
-    model created") and its last ("successfully completed") leaves the job running with
-    its result line unapplied: the next start applies that line again."""
-    store = Store(tmp_path / "data")
-    job = {
-        "id": "ftjob-replayed0000000000000",
-        "owner": "ana",
-        "org": "ana",
-        "created_at": 1,
-        "model": BASE,
-        "status": "running",
-        "training_file": "file-x",
-        "seed": 0,
-        "hyperparameters": SMALL,
-    }
-    store.add_job(job)
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    step = {"kind": "step", "step": 1, "total_steps": 1, "train_loss": 0.5}
-    result = {"kind": "result", "adapter_dir": str(adapter), "trained_tokens": 10}
-    progress = store.job_dir(job["id"]) / job_runner.PROGRESS
-    progress.parent.mkdir(parents=True)
-    progress.write_text(f"{json.dumps(step)}\n{json.dumps(result)}\n")
-    Worker(store).recover()  # the first start after the child finished: completes the job
-    done = store.get_job(job["id"])
-    assert done["status"] == "succeeded"
-
-    with store.transaction() as db:  # undo the last commit only
-        db.execute("DELETE FROM events WHERE message = 'The job has successfully completed'")
-    store.update_job(
-        job["id"],
-        status="running",
-        progress_offset=len(json.dumps(step)) + 1,
-        fine_tuned_model=None,
-        result_files=[],
-        finished_at=None,
-    )
-    Worker(store).recover()
-    replayed = store.get_job(job["id"])
-    assert replayed["status"] == "succeeded"
-    assert replayed["result_files"] == done["result_files"]
-    results = store.list_files("ana", "fine-tune-results", None, 10, newest_first=True)
-    assert [f["id"] for f in results.rows] == done["result_files"]
-    events = [e["message"] for e in store.all_events(job["id"])]
-    assert events.count(f"New fine-tuned model created: {model_name(done)}") == 1
-    assert events.count("The job has successfully completed") == 1
-    assert len(store.list_models("ana")) == 1

@@ -1,5 +1,5 @@
 """Chat requests wait for their answers without holding a web server thread, and leave the
-queue when their client gives up.
+queue when their client gives up; uploads are written off the event loop the chats need.
 
 FastAPI runs plain (non-async) endpoints in a pool of 40 worker threads. When each waiting
 chat held one, a class's chats filled the pool, and a job poll or an upload then queued
@@ -123,3 +123,42 @@ def test_a_chat_whose_client_gave_up_is_never_decoded(held, stream):
     finally:
         server.should_exit = True
         serving.join(timeout=30)
+
+
+def test_a_poll_is_answered_while_an_upload_is_being_written(held, monkeypatch):
+    """Writing and fsyncing a large upload takes seconds; the event loop, which every chat
+    stream and waiting chat needs, must not wait for it."""
+    writing, may_finish = threading.Event(), threading.Event()
+    add_file = held.store.add_file
+
+    def slow_add_file(*args, **kwargs):
+        writing.set()
+        may_finish.wait(timeout=10)
+        return add_file(*args, **kwargs)
+
+    monkeypatch.setattr(held.store, "add_file", slow_add_file)
+
+    async def poll_while_uploading():
+        transport = httpx.ASGITransport(app=held.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ftlab") as http:
+            upload = asyncio.create_task(
+                http.post(
+                    "/v1/files",
+                    files={"file": ("train.jsonl", b"{}\n")},
+                    data={"purpose": "fine-tune"},
+                )
+            )
+            while not writing.is_set():
+                await asyncio.sleep(0.01)
+            try:
+                models = await asyncio.wait_for(http.get("/v1/models"), timeout=30)
+                still_writing = not upload.done()
+            finally:
+                may_finish.set()
+            return models, still_writing, await upload
+
+    models, still_writing, uploaded = asyncio.run(poll_while_uploading())
+    assert models.status_code == 200, models.text
+    assert still_writing, "the poll was only answered once the upload was written"
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["bytes"] == 3

@@ -48,11 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data-dir", help=f"where files, jobs and models live (default {default_data_dir()})"
     )
-    parser.add_argument(
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument(
         "--keys",
         metavar="KEYS_FILE",
         help="workshop mode: a file of `name key` lines; each key sees only "
-        "its own files, jobs and models (default: any key works)",
+        "its own files, jobs and models (default: any key works; required with a --host "
+        "that other machines can reach, unless --no-keys)",
+    )
+    keys.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="serve other machines without --keys on purpose: any key works and everyone "
+        "sees, and can delete, everyone's files, jobs and models",
     )
     parser.add_argument(
         "--max-upload-mb",
@@ -106,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             parallel_jobs=args.parallel_jobs,
             chat_batch=args.chat_batch,
             ready_file=args.ready_file,
+            no_keys=args.no_keys,
         )
     except (KeysFileError, DataDirInUse, OSError, ValueError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)

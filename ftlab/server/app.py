@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -282,8 +283,9 @@ def create_app(
                 "purpose", f"{purpose!r} is not one of {', '.join(UPLOAD_PURPOSES)}."
             )
         chunks = iter(lambda: upload.file.read(1 << 20), b"")
-        try:
-            row = store.add_file(
+        try:  # on a worker thread: writing and fsyncing 512 MB must not stall streamed chats
+            row = await run_in_threadpool(
+                store.add_file,
                 who,
                 (upload.filename or "upload")[:255],
                 str(purpose),

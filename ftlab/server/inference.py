@@ -142,9 +142,26 @@ class Inference:
         """What `load_model` loads for a model name this owner may use."""
         if name in BASE_MODELS:
             return name
-        found = self.store.get_model(owner, name) or self.store.get_checkpoint_model(owner, name)
-        if found is None or not Path(found["path"]).is_dir():
+        model = self.store.get_model(owner, name)
+        found = model or self.store.get_checkpoint_model(owner, name)
+        if found is None:
             raise model_not_found(name)
+        if not Path(found["path"]).is_dir():
+            redo = (
+                "delete it (client.models.delete) and fine-tune it again"
+                if model
+                else "fine-tune again"
+            )
+            raise APIError(
+                500,
+                f"The model `{name}` exists, but its files are missing: there is no folder "
+                f"{found['path']}. If the server's data folder ({self.store.root}) was copied "
+                "from elsewhere, copy its models/ and jobs/ folders too, next to ftlab.db; if "
+                f"the files were deleted, {redo}.",
+                type="server_error",
+                param="model",
+                code="model_files_missing",
+            )
         return found["path"]
 
     def forget(self, source: str) -> None:

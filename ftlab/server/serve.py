@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -17,6 +18,37 @@ from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
 
 class DataDirInUse(RuntimeError):
     """Another server already uses this data directory."""
+
+
+class SharedWithoutKeys(ValueError):
+    """A server that other machines can reach would run without a keys file."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server bound to `host` can only be reached from this machine."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False  # binding will fail and say so
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def check_sharing(host: str, keys_file: str | Path | None, no_keys: bool) -> None:
+    """Refuse to serve other machines without keys, unless `no_keys` says it is meant."""
+    if keys_file or no_keys or is_loopback(host):
+        return
+    raise SharedWithoutKeys(
+        f"--host {host} lets other machines reach this server, but no --keys file was given: "
+        "every learner would share one space and could see, download and delete each "
+        "other's files, jobs and models. Give each learner a key with --keys KEYS_FILE (a "
+        "text file with one `name key` line per learner, for example `ana sk-workshop-3f9a`; "
+        "see 'Running a workshop' in README.md), or serve this machine only with --host "
+        "127.0.0.1. If one shared space is really what you want, add --no-keys."
+    )
 
 
 def default_data_dir() -> Path:
@@ -70,8 +102,12 @@ def serve(
     parallel_jobs: int = 1,
     chat_batch: int = DEFAULT_CHAT_BATCH,
     ready_file: str | Path | None = None,
+    no_keys: bool = False,
 ) -> None:
-    """Serve until interrupted. Prints the base URL once it accepts connections."""
+    """Serve until interrupted. Prints the base URL once it accepts connections.
+
+    Raises SharedWithoutKeys for a `host` other machines can reach without a `keys_file`,
+    unless `no_keys` is true."""
     import uvicorn
 
     from ftlab.models import thread_override
@@ -82,6 +118,7 @@ def serve(
     from ftlab.server.store import Store
     from ftlab.server.worker import Worker
 
+    check_sharing(host, keys_file, no_keys)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     thread_override()  # a bad FTLAB_THREADS is refused now, not when the first job starts

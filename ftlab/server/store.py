@@ -7,6 +7,9 @@ Layout of the data directory:
     jobs/{ftjob-id}/    one folder per job: its training data, checkpoints, logs
     models/{key}/       the final adapter of each fine-tuned model (a copy, deletable alone)
 
+Folders are recorded relative to the data directory, so a server started from another
+working directory, or on a data directory that was moved, still finds them.
+
 Every write is one committed transaction, so a SIGKILL at any moment leaves the
 database consistent. A file's bytes are written and fsynced under a temporary
 name, then renamed into place, before its row exists: a row never points at a
@@ -80,6 +83,15 @@ def new_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
 
 
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 class FileTooLarge(ValueError):
     """An upload went over the size limit (raised while streaming it to disk)."""
 
@@ -98,7 +110,7 @@ class Store:
     """Thread-safe access to the server's data directory (one connection, one lock)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.files_dir = self.root / "files"
         self.jobs_dir = self.root / "jobs"
         self.models_dir = self.root / "models"
@@ -111,7 +123,9 @@ class Store:
         )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk once acknowledged, even after a power cut (NORMAL could
+        # roll back an answered upload, whose bytes the next start would then remove).
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -169,6 +183,44 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    # ---- recorded folders --------------------------------------------------------------
+
+    def stored_path(self, path: str | Path) -> str:
+        """How a folder is recorded: relative to the data directory when it is inside it."""
+        path = Path(path).absolute()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def located(self, stored: str | Path) -> Path:
+        """Where a recorded folder is now (where it belongs, when it is missing).
+
+        Paths are recorded relative to the data directory. Older versions recorded them as
+        the server was given them: relative to its working directory then, or absolute
+        where the data directory was then. Such a path is looked up in this data directory
+        by its tail from `models/{key}` or `jobs/{ftjob-id}` on.
+        """
+        path = Path(stored)
+        parts = path.parts
+        tails = [
+            self.root.joinpath(*parts[i:])
+            for i in range(len(parts) - 1, -1, -1)
+            if (parts[i] == "models" and i == len(parts) - 2)
+            or (parts[i] == "jobs" and i + 1 < len(parts) and parts[i + 1].startswith("ftjob-"))
+        ]
+        own = [] if path.is_absolute() else [self.root / path]
+        # The path as it stands is tried last: where an older server's data folder was
+        # copied from, the copy in this data folder is the one to use.
+        candidates = [*tails, *own, path.absolute()]
+        return next((c for c in candidates if c.exists()), candidates[0])
+
+    def _with_location(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A model or checkpoint row whose `path` is where its folder is now (absolute)."""
+        if row is not None:
+            row["path"] = str(self.located(row["path"]))
+        return row
+
     # ---- generic helpers -------------------------------------------------------------
 
     @staticmethod
@@ -189,11 +241,18 @@ class Store:
         }
 
     def _insert(self, table: str, values: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            self._insert_into(db, table, values)
+
+    def _insert_into(
+        self, db: sqlite3.Connection, table: str, values: dict[str, Any], *, or_ignore: bool = False
+    ) -> bool:
+        """Insert a row inside a caller's transaction; False if `or_ignore` skipped it."""
         values = self._encode(values)
         names = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
-        with self.transaction() as db:
-            db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+        verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
+        return db.execute(f"{verb} INTO {table} ({names}) VALUES ({marks})", values).rowcount > 0
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> dict[str, Any] | None:
         with self._lock:
@@ -256,6 +315,7 @@ class Store:
                 handle.flush()
                 os.fsync(handle.fileno())
             partial.rename(self.file_path(file_id))
+            fsync_folder(self.files_dir)  # the rename itself survives a power cut
         finally:
             partial.unlink(missing_ok=True)
         row = {
@@ -318,8 +378,28 @@ class Store:
         marks = ", ".join("?" for _ in statuses)
         return self._all(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
 
+    def last_started(self) -> dict[str, int]:
+        """When each owner's most recently started job started (owners who never started
+        one are left out): whose turn it is in the queue."""
+        rows = self._all(
+            "SELECT owner, MAX(started_at) AS started FROM jobs "
+            "WHERE started_at IS NOT NULL GROUP BY owner"
+        )
+        return {row["owner"]: row["started"] for row in rows}
+
     def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields: Any) -> bool:
         """Set fields on a job; with `only_if_status`, only while it has one of those statuses."""
+        with self.transaction() as db:
+            return self._set_job(db, job_id, fields, only_if_status)
+
+    def _set_job(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        fields: dict[str, Any],
+        only_if_status: tuple[str, ...] = (),
+    ) -> bool:
+        """`update_job` inside a caller's transaction."""
         values = self._encode(fields)
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         sql = f"UPDATE jobs SET {assignments} WHERE id = :job_id"
@@ -327,8 +407,7 @@ class Store:
             names = [f":status_{i}" for i in range(len(only_if_status))]
             sql += f" AND status IN ({', '.join(names)})"
             values.update({n[1:]: s for n, s in zip(names, only_if_status, strict=True)})
-        with self.transaction() as db:
-            return db.execute(sql, {**values, "job_id": job_id}).rowcount > 0
+        return db.execute(sql, {**values, "job_id": job_id}).rowcount > 0
 
     def add_event(
         self,
@@ -341,39 +420,35 @@ class Store:
         job_updates: dict[str, Any] | None = None,
     ) -> None:
         """Record an event, and (in the same transaction) any job fields that go with it."""
-        event = self._encode(
-            {
-                "id": new_id("ftevent-"),
-                "job_id": job_id,
-                "created_at": now(),
-                "level": level,
-                "message": message,
-                "type": type,
-                "data": data,
-            }
-        )
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO events (id, job_id, created_at, level, message, type, data) "
-                "VALUES (:id, :job_id, :created_at, :level, :message, :type, :data)",
-                event,
-            )
+            self._insert_event(db, job_id, message, level=level, type=type, data=data)
             if job_updates:
-                values = self._encode(job_updates)
-                assignments = ", ".join(f"{k} = :{k}" for k in values)
-                db.execute(
-                    f"UPDATE jobs SET {assignments} WHERE id = :job_id",
-                    {**values, "job_id": job_id},
-                )
+                self._set_job(db, job_id, job_updates)
+
+    def _insert_event(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`add_event` inside a caller's transaction."""
+        event = {
+            "id": new_id("ftevent-"),
+            "job_id": job_id,
+            "created_at": now(),
+            "level": level,
+            "message": message,
+            "type": type,
+            "data": data,
+        }
+        self._insert_into(db, "events", event)
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
-
-    def has_event(self, job_id: str, message: str) -> bool:
-        return (
-            self._one("SELECT 1 FROM events WHERE job_id = ? AND message = ?", (job_id, message))
-            is not None
-        )
 
     def all_events(self, job_id: str) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM events WHERE job_id = ? ORDER BY seq", (job_id,))
@@ -382,16 +457,9 @@ class Store:
 
     def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
         """Record a checkpoint; False if the job already has one at that step."""
-        values = self._encode(checkpoint)
-        names = ", ".join(values)
-        marks = ", ".join(f":{k}" for k in values)
+        row = {**checkpoint, "path": self.stored_path(checkpoint["path"])}
         with self.transaction() as db:
-            return (
-                db.execute(
-                    f"INSERT OR IGNORE INTO checkpoints ({names}) VALUES ({marks})", values
-                ).rowcount
-                > 0
-            )
+            return self._insert_into(db, "checkpoints", row, or_ignore=True)
 
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("checkpoints", "job_id = ?", (job_id,), after=after, limit=limit)
@@ -402,18 +470,44 @@ class Store:
         )
         return int(row["step"] or 0) if row else 0
 
-    def add_model(self, model: dict[str, Any]) -> None:
-        self._insert("models", model)
+    def complete_job(
+        self,
+        job_id: str,
+        model: dict[str, Any],
+        messages: list[str],
+        job_updates: dict[str, Any],
+    ) -> bool:
+        """Mark a running job succeeded, record its model and add `messages` as events, all in
+        one transaction. False, changing nothing, when the job is no longer running (a
+        cancel arrived while it was finishing): cancelled must stay cancelled.
+
+        A model or message that a crashed older version already recorded is not added twice.
+        """
+        row = {**model, "path": self.stored_path(model["path"])}
+        with self.transaction() as db:
+            if not self._set_job(db, job_id, {**job_updates, "status": "succeeded"}, ("running",)):
+                return False
+            self._insert_into(db, "models", row, or_ignore=True)
+            for message in messages:
+                seen = db.execute(
+                    "SELECT 1 FROM events WHERE job_id = ? AND message = ?", (job_id, message)
+                ).fetchone()
+                if not seen:
+                    self._insert_event(db, job_id, message)
+        return True
 
     def list_models(self, owner: str) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM models WHERE owner = ? ORDER BY seq", (owner,))
+        rows = self._all("SELECT * FROM models WHERE owner = ? ORDER BY seq", (owner,))
+        return [self._with_location(row) for row in rows]
 
     def get_model(self, owner: str, name: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM models WHERE id = ? AND owner = ?", (name, owner))
+        return self._with_location(
+            self._one("SELECT * FROM models WHERE id = ? AND owner = ?", (name, owner))
+        )
 
     def get_checkpoint_model(self, owner: str, name: str) -> dict[str, Any] | None:
-        return self._one(
-            "SELECT * FROM checkpoints WHERE model_name = ? AND owner = ?", (name, owner)
+        return self._with_location(
+            self._one("SELECT * FROM checkpoints WHERE model_name = ? AND owner = ?", (name, owner))
         )
 
     def delete_model(self, owner: str, name: str) -> bool:
@@ -423,5 +517,7 @@ class Store:
             return False
         with self.transaction() as db:
             db.execute("DELETE FROM models WHERE id = ?", (name,))
-        shutil.rmtree(model["path"], ignore_errors=True)
+        folder = Path(model["path"])
+        if folder.is_relative_to(self.root):  # an old row's folder elsewhere is not ours
+            shutil.rmtree(folder, ignore_errors=True)
         return True

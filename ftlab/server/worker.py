@@ -11,9 +11,10 @@ transaction as the event, so that after a crash every line is applied exactly on
 On start, jobs left `running` by a killed server are queued again and resume from
 their last checkpoint; jobs left `validating_files` are simply validated again.
 
-When a slot frees up, the next job comes from the learner with the fewest jobs
-running (first come, first served among equals), so one learner's five jobs do
-not hold up the rest of a class.
+When a slot frees up, learners take turns: the next job comes from the learner with
+the fewest jobs running, then from the one whose last job started longest ago (or who
+never started one), then the oldest job. So one learner's five jobs do not hold up
+the rest of a class, even with a single slot.
 """
 
 from __future__ import annotations
@@ -84,9 +85,18 @@ def threads_per_job(parallel_jobs: int) -> int | None:
     return max(1, available_cores() // parallel_jobs)
 
 
-def next_job(queued: list[dict[str, Any]], running_owners: list[str]) -> dict[str, Any]:
-    """The queued job to start: its owner has the fewest running jobs; ties in queue order."""
-    return min(queued, key=lambda job: running_owners.count(job["owner"]))
+def next_job(
+    queued: list[dict[str, Any]],
+    running_owners: list[str],
+    last_started: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The queued job to start, taking turns by owner: the owner with the fewest running
+    jobs, then the one whose latest job started longest ago (never is longest), then the
+    oldest job (`queued` is in queue order). `last_started`: see `Store.last_started`."""
+    started = last_started or {}
+    return min(
+        queued, key=lambda job: (running_owners.count(job["owner"]), started.get(job["owner"], -1))
+    )
 
 
 @dataclasses.dataclass
@@ -197,7 +207,8 @@ class Worker:
             queued = self.store.jobs_with_status("queued")
             if not queued:
                 return
-            job = next_job(queued, [r.owner for r in self._running.values()])
+            running_owners = [r.owner for r in self._running.values()]
+            job = next_job(queued, running_owners, self.store.last_started())
             self._guarded(job["id"], self._start, job)
             if job["id"] not in self._running:
                 return  # it did not start (failed, or cancelled meanwhile); try on the next poll
@@ -436,7 +447,7 @@ class Worker:
                     "model_name": name,
                     "step_number": record["step"],
                     "metrics": metrics,
-                    "path": str(record["checkpoint_dir"]),
+                    "path": self.store.located(record["checkpoint_dir"]),
                 }
             ):
                 self.store.add_event(
@@ -499,36 +510,37 @@ class Worker:
         if result.get("stopped"):
             self.store.update_job(job_id, **done)
             return self._fail(job_id, failure("server_error", "Training stopped early."))
-        # Each step below commits on its own: after a crash between two of them the result
-        # line is applied again, so every step first looks for what it would add.
+        # When a crash makes this line be applied twice, the adapter is copied again and
+        # the results file found again. The model, its events and "succeeded" are then one
+        # transaction, which does nothing if a cancel arrived meanwhile.
         name = model_name(job)
         target = self.store.models_dir / job_id[-8:]
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(result["adapter_dir"], target)
+        shutil.copytree(self.store.located(result["adapter_dir"]), target)
         results = self._results_file(job)
-        if self.store.get_model(job["owner"], name) is None:
-            self.store.add_model(
-                {
-                    "id": name,
-                    "owner": job["owner"],
-                    "org": job["org"],
-                    "job_id": job_id,
-                    "created_at": now(),
-                    "path": str(target),
-                }
-            )
-        created = f"New fine-tuned model created: {name}"
-        if not self.store.has_event(job_id, created):
-            self.store.add_event(job_id, created)
-        self.store.add_event(
+        completed = self.store.complete_job(
             job_id,
-            "The job has successfully completed",
+            model={
+                "id": name,
+                "owner": job["owner"],
+                "org": job["org"],
+                "job_id": job_id,
+                "created_at": now(),
+                "path": target,
+            },
+            messages=[
+                f"New fine-tuned model created: {name}",
+                "The job has successfully completed",
+            ],
             job_updates={
                 **done,
-                "status": "succeeded",
                 "finished_at": now(),
                 "fine_tuned_model": name,
                 "trained_tokens": result.get("trained_tokens"),
                 "result_files": [results["id"]],
             },
         )
+        if not completed:  # cancelled while finishing: keep nothing of the result
+            shutil.rmtree(target, ignore_errors=True)
+            self.store.delete_file(job["owner"], results["id"])
+            self.store.update_job(job_id, **done)
