@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ftlab.course import API_HYPERPARAMETERS, API_TRAIN_SUBSET
+from ftlab.course import API_HYPERPARAMETERS, API_METHOD, API_TRAIN_SUBSET
 from ftlab.models import DEFAULT_MODEL, available_cores
 from ftlab.paths import support_split
 from ftlab.server import start_server
@@ -51,7 +51,9 @@ def run_class(jobs: int, parallel: int, training: bytes) -> dict:
             start = time.monotonic()
             pending = {
                 api.fine_tuning.jobs.create(
-                    model=DEFAULT_MODEL, training_file=file.id, hyperparameters=API_HYPERPARAMETERS
+                    model=DEFAULT_MODEL,
+                    training_file=file.id,
+                    method=API_METHOD,
                 ).id: api
                 for api, file in zip(learners, files, strict=True)
             }

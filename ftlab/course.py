@@ -37,6 +37,7 @@ API_SUFFIX = "support"
 # Notebook 04's local job: the settings it sends, and how many training examples (a subset,
 # so that the job finishes in a few minutes on a laptop CPU).
 API_HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
+API_METHOD = {"type": "supervised", "supervised": {"hyperparameters": API_HYPERPARAMETERS}}
 API_TRAIN_SUBSET = 160
 # Chat requests in flight while scoring through an API: one local server batch
 # (`ftlab serve --chat-batch`), and well inside a hosted API's rate limits.
@@ -72,7 +73,8 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     if not adapter.is_dir():
         print(
             f"Notebook 03's adapter is not in {folder} yet: training it now with notebook 03's "
-            "settings. On a 2-core CPU that takes several minutes."
+            "settings. On a 2-core CPU that takes about 8 minutes with bf16 and up to about 25 "
+            "without (the last cell of notebook 00 estimates it for this machine)."
         )
     try:  # resume=True: a finished run with the same settings and data returns at once
         result = train(lora_config(), callback=callback)
@@ -168,7 +170,7 @@ def api_answers(
 
     def answer(messages: list[dict]) -> str:
         response = client.chat.completions.create(
-            model=model, messages=messages, temperature=0, max_tokens=MAX_ANSWER_TOKENS
+            model=model, messages=messages, temperature=0, max_completion_tokens=MAX_ANSWER_TOKENS
         )
         return response.choices[0].message.content or ""
 
@@ -234,7 +236,7 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
             training_file=training.id,
             validation_file=validation.id,
             suffix=API_SUFFIX,
-            hyperparameters=API_HYPERPARAMETERS,
+            method=API_METHOD,
             seed=0,
         )
         where = "the shared server" if server.shared else "a local server"
