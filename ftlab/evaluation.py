@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from ftlab.generation import generate_batch
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
-from ftlab.paths import support_split
+from ftlab.paths import cannot_write, support_split
 from ftlab.prompting import (
     PolicyRetriever,
     add_passages,
@@ -107,14 +108,11 @@ def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> li
     return examples
 
 
-def _unwritable(path: Path) -> bool:
-    """True if a file cannot be written at `path` (checked before the long evaluation)."""
-    if path.is_dir():
-        return True
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    return not parent.is_dir()
+def _same_file(path: Path, other: object) -> bool:
+    """True if `other` (a path, or examples in memory) names the file at `path`."""
+    if not isinstance(other, str | Path) or not path.exists() or not Path(other).exists():
+        return False
+    return os.path.samefile(path, other)
 
 
 def _scoring_problem(example: object) -> str | None:
@@ -188,11 +186,21 @@ def evaluate(
             f"batch_size and limit must be 1 or more and few_shot 0 or more; got "
             f"batch_size={batch_size}, limit={limit}, few_shot={few_shot}"
         )
-    if predictions_path is not None and _unwritable(Path(predictions_path)):
-        raise ValueError(
-            f"Cannot write predictions to {predictions_path}: it is a folder, or inside a file."
-            "\nFix: pass the path of a file in a folder (the folder is created if missing)."
-        )
+    if predictions_path is not None:
+        path = Path(predictions_path)
+        why = "it is a folder" if path.is_dir() else cannot_write(path)
+        if why:
+            raise ValueError(
+                f"Cannot write predictions to {predictions_path}: {why}.\nFix: pass the path of "
+                "a file in a folder you can write to (the folder is created if missing)."
+            )
+    for name, source in (("--data", data), ("--train-data", train_data)):
+        if predictions_path is not None and _same_file(Path(predictions_path), source):
+            raise ValueError(
+                f"The predictions path {predictions_path} is the {name} file: writing the "
+                "predictions would replace your examples.\nFix: pass a new file, for example "
+                "predictions.jsonl."
+            )
     examples = _examples(data)[:limit]
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")

@@ -39,3 +39,24 @@ def runs_dir() -> Path:
     path = Path(override).expanduser() if override else REPO_ROOT / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cannot_write(path: str | Path) -> str | None:
+    """Why a file or folder could not be written at `path`, or None if it could.
+
+    Checked before long work (an evaluation, a training run) so that it fails at once,
+    not after minutes: the nearest existing folder on the way must be writable.
+    """
+    path = Path(path)
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return "you may not write there"
+        return None
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK):
+        return f"you may not write in {parent}"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -189,3 +190,42 @@ def test_check_fails_on_a_thread_count_that_training_would_refuse(monkeypatch):
     result = check_device()
     assert result.status == FAIL and "FTLAB_THREADS='two'" in result.detail
     assert "positive whole number" in result.fix
+
+
+def test_predictions_never_overwrite_the_data_and_unwritable_places_are_refused(tmp_path):
+    data = write_jsonl(tmp_path / "mydata.jsonl", [make_example(*MESSAGES[0])])
+    before = data.read_bytes()
+    done = run_ftlab("eval", "--model", "x", "--data", str(data), "--predictions", str(data))
+    assert done.returncode == 1 and "is the --data file" in done.stderr, done.stderr
+    other = tmp_path / "shots.jsonl"
+    other.write_bytes(before)
+    with pytest.raises(ValueError, match="is the --train-data file"):
+        evaluate("no-such-model", data, train_data=other, predictions_path=other)
+    assert data.read_bytes() == before and other.read_bytes() == before
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere: nothing to refuse then
+            with pytest.raises(ValueError, match="you may not write in"):
+                evaluate("no-such-model", data, predictions_path=locked / "p.jsonl")
+    finally:
+        locked.chmod(0o700)
+    inside_a_file = data / "run"  # cannot be made, by anyone
+    done = run_ftlab("train", "--data", str(data), "--out", str(inside_a_file))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"Cannot write the run to {inside_a_file}: {data} is a file" in done.stderr
+
+
+def test_a_folder_given_as_training_data_is_named_a_folder(tmp_path):
+    done = run_ftlab("train", "--data", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert done.returncode == 1 and f"{tmp_path} is a folder" in done.stderr, done.stderr
+
+
+def test_too_long_examples_are_refused_with_the_command_that_finds_them(tmp_path):
+    data = str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))
+    done = run_ftlab("train", "--data", data, "--out", str(tmp_path / "r"), "--max-length", "20")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "longer than max_length=20 tokens" in done.stderr
+    assert "`ftlab validate FILE --max-tokens 20` lists them" in done.stderr
+    assert "`--max-length` for `ftlab train`" in done.stderr

@@ -141,3 +141,14 @@ def test_a_server_other_machines_reach_needs_keys(tmp_path, capsys, served):
     with pytest.raises(SystemExit):
         cli.main([*command, "--keys", str(keys), "--no-keys"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_data_dir_that_is_a_file_or_a_host_that_does_not_resolve_is_named(tmp_path, capsys):
+    not_a_folder = tmp_path / "data.jsonl"
+    not_a_folder.write_text("{}\n")
+    assert cli.main(["serve", "--port", "0", "--data-dir", str(not_a_folder)]) == 1
+    assert f"--data-dir {not_a_folder} is a file" in capsys.readouterr().err
+    nowhere = ["serve", "--host", "nosuchhost.invalid", "--port", "0", "--no-keys"]
+    assert cli.main([*nowhere, "--data-dir", str(tmp_path / "d")]) == 1
+    error = capsys.readouterr().err
+    assert "no address for 'nosuchhost.invalid'" in error and "--port" not in error

@@ -61,6 +61,8 @@ def test_json_hint_reads_the_error_position_not_the_strings():
     assert "comma is missing at column 31" in comma and "trailing" not in comma
     cut = check(with_bad(cut_off)).errors[0].message
     assert "cut off" in cut and "Python dict" not in cut
+    ended_with_comma = check(with_bad(json.dumps(good(0)) + ",")).errors[0].message
+    assert "remove the comma at the end of the line" in ended_with_comma
 
 
 # --- 3. --against files that cannot be read ---------------------------------------------------
@@ -229,6 +231,16 @@ def test_json_output_when_the_file_cannot_be_read(tmp_path, capsys):
     [error] = data["errors"]
     assert error["line"] is None and error["code"] == "unreadable_file"
     assert "no such file" in error["message"]
+
+
+def test_json_output_when_the_tokenizer_cannot_be_loaded(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_bytes(jsonl([good(i) for i in range(10)]))
+    assert cli.main(["validate", "--json", "--model", str(tmp_path / "nomodel"), str(data)]) == 2
+    out = capsys.readouterr()
+    [error] = json.loads(out.out)["errors"]
+    assert error["line"] is None and error["code"] == "model_not_found"
+    assert "--no-tokens" in error["message"] and "cannot count tokens" in out.err
 
 
 # --- 11. cost caveat, batched token counts, max_tokens=0 --------------------------------------

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-models",
-        type=int,
+        type=positive_int,
         default=3,
         help="models kept loaded in memory for chat (default 3)",
     )

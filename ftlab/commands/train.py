@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"(default: {DEFAULTS.adapted_layers or 'all'}); the "
         "frozen layers below run once, not every step",
     )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=DEFAULTS.max_length,
+        help="longest example in tokens; longer ones are refused, not cut (default: %(default)s)",
+    )
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             micro_batch_size=args.micro_batch_size,
             adapted_layers=args.adapted_layers,
             max_steps=args.max_steps,
+            max_length=args.max_length,
             seed=args.seed,
             resume=args.resume,
         )
@@ -138,6 +145,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the output folder cannot be made or written (permissions, disk)
+        print(
+            f"error: cannot write the run to {args.out}: {error.strerror or error}"
+            f"{f' ({error.filename})' if error.filename else ''}.\n"
+            "Fix: choose a folder you can write to, on a disk with free space (--out).",
+            file=sys.stderr,
+        )
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -22,6 +22,7 @@ from ftlab.validation import (
 )
 
 UNREADABLE_FILE = "unreadable_file"  # the --json code for exit status 2: no report at all
+MODEL_NOT_FOUND = "model_not_found"  # exit status 2 with --json: no tokenizer to count with
 
 
 def _price(text: str) -> str:
@@ -102,12 +103,12 @@ def run(args: argparse.Namespace) -> int:
     except (UnreadableFileError, MemoryError) as error:
         return _unreadable(args, str(error) or "there is not enough memory to check the file")
     except ModelNotFoundError as error:
-        print(
-            f"ftlab validate: cannot count tokens: {error}\n"
-            "(or add --no-tokens to check the file's structure only)",
-            file=sys.stderr,
+        return _unreadable(
+            args,
+            f"cannot count tokens: {error}\n(or add --no-tokens to check the file's structure "
+            "only)",
+            code=MODEL_NOT_FOUND,
         )
-        return 2
     status = 0 if report.valid else 1
     try:
         print(report.to_json(indent=2) if args.json else report.format_text(), flush=True)
@@ -116,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _unreadable(args: argparse.Namespace, message: str) -> int:
+def _unreadable(args: argparse.Namespace, message: str, code: str = UNREADABLE_FILE) -> int:
     """Exit status 2; with --json, also the one JSON object on stdout that scripts parse."""
     print(f"ftlab validate: {message}", file=sys.stderr)
     if args.json:
-        error = {"line": None, "code": UNREADABLE_FILE, "message": message}
+        error = {"line": None, "code": code, "message": message}
         result = {"valid": False, "errors": [error], "warnings": [], "stats": {}}
         print(json.dumps(result, indent=2), flush=True)
     return 2

@@ -58,6 +58,10 @@ def default_data_dir() -> Path:
 @contextlib.contextmanager
 def exclusive(data_dir: Path):
     """Hold a lock on the data directory: two servers writing one database would corrupt jobs."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(
+            f"--data-dir {data_dir} is a file. Fix: pass a folder (new or the server's)."
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "server.lock", "a+") as lock:
         try:
@@ -82,6 +86,13 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as error:  # the name does not resolve: the host is the problem
+        sock.close()
+        raise OSError(
+            f"Cannot listen on {host}:{port}: no address for {host!r} ({error.strerror}). Fix: "
+            "pass an address of this machine as --host (127.0.0.1 for this machine only, "
+            "0.0.0.0 for every network)."
+        ) from error
     except OSError as error:
         sock.close()
         raise OSError(

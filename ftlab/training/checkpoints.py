@@ -18,6 +18,7 @@ from pickle import UnpicklingError
 import torch
 
 from ftlab.models import ADAPTER_SIDECAR
+from ftlab.paths import cannot_write
 
 TRAINER_STATE = "trainer_state.pt"
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
@@ -113,6 +114,11 @@ def check_output_folder(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ValueError(f"The output path {out} is a file. Fix: pass a folder for the run.")
+    why = cannot_write(out)
+    if why:
+        raise ValueError(
+            f"Cannot write the run to {out}: {why}.\nFix: choose a folder you can write to."
+        )
     if not out.is_dir() or is_training_run(out):
         return
     found = sorted(item.name for item in out.iterdir() if not item.name.startswith("."))

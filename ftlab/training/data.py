@@ -97,7 +97,9 @@ def tokenize_examples(
             f"{len(too_long)} {what} example(s) are longer than max_length={max_length:,} "
             f"tokens: {listed}{more} (counting examples from 1 in file order). Training would "
             "cut off their ends, answers included.\n"
-            "Fix: shorten or split those examples, or raise max_length."
+            f"Fix: shorten or split those examples (`ftlab validate FILE --max-tokens "
+            f"{max_length}` lists them by line), or raise the limit: `--max-length` for "
+            "`ftlab train`, `max_length=` in TrainConfig (longer examples need more memory)."
         )
     return [t for t in tokenized if t.trained_tokens]
 

@@ -57,6 +57,8 @@ Callback = Callable[[TrainEvent], None]
 
 def check_data(path: str) -> list[dict]:
     """Run the course's data checker on `path`; return its examples or raise InvalidDataError."""
+    if Path(path).is_dir():
+        raise FileNotFoundError(f"{path} is a folder. Fix: pass the path of a chat JSONL file.")
     if not Path(path).is_file():
         raise FileNotFoundError(f"No data file at {path}. Fix: pass the path of a chat JSONL file.")
     report = validate_file(path, count_tokens=False)

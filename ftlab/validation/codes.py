@@ -2,8 +2,9 @@
 
 Errors make a file invalid; warnings are worth reading but do not stop training.
 The codes never change meaning: notebooks, tests and instructors' scripts match on them.
-One more code lives outside this table: `ftlab validate --json` reports `unreadable_file`
-(exit status 2, `line: null`) when the file cannot be read at all, so there is no report.
+Two more codes live outside this table: `ftlab validate --json` reports `unreadable_file`
+(exit status 2, `line: null`) when the file cannot be read at all, and `model_not_found` when
+the tokenizer of `--model` cannot be loaded to count tokens; either way there is no report.
 """
 
 from __future__ import annotations

@@ -224,10 +224,10 @@ def format_stats_text(stats: dict[str, Any]) -> str:
     ]
     columns = ("min", "mean", "median", "p95", "max")
     if any(summary for _, summary in rows):
-        lines.append(f"  {'':<30}" + "".join(f"{c:>9}" for c in columns))
+        lines.append(f"  {'':<30}" + "".join(f" {c:>9}" for c in columns))
         for label, summary in rows:
-            if summary:
-                cells = "".join(f"{_fmt_number(summary[c]):>9}" for c in columns)
+            if summary:  # a space before each cell: 100,000 and up fill all 9 characters
+                cells = "".join(f" {_fmt_number(summary[c]):>9}" for c in columns)
                 lines.append(f"  {label:<30}{cells}")
     if stats.get("total_tokens") is not None:
         lines.append(f"  {'total training tokens':<30}{stats['total_tokens']:>9,}")

@@ -156,6 +156,8 @@ def _json_hint(text: str, error: json.JSONDecodeError) -> str:
     """A likely fix, read from the text where the parser stopped (not from the whole line)."""
     rest = text[error.pos :]
     if error.msg.startswith("Extra data"):
+        if rest.strip() == ",":
+            return "remove the comma at the end of the line: JSONL separates examples by lines"
         return "there is more than one JSON value on the line: put each example on its own line"
     if error.msg.startswith("Unterminated") or not rest.strip():
         return (
