@@ -107,6 +107,11 @@ def test_the_command_line_estimates_without_an_output_folder(data, tmp_path, cap
     assert "--out is required" in capsys.readouterr().err
     assert cli.main(["train", "--data", data, "--estimate", "--resume"]) == 2  # resume what?
     assert "--out is required" in capsys.readouterr().err
+    missing_run = ["--out", str(tmp_path / "no-run"), "--resume", "--max-steps", "2"]
+    assert cli.main(["train", "--data", data, *missing_run, "--estimate"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"note: no checkpoint in {tmp_path / 'no-run'}: estimating a whole")
+    assert "2 steps" in printed and not (tmp_path / "no-run").exists()
     assert cli.main(["train", "--data", str(tmp_path / "missing.jsonl"), "--estimate"]) == 1
     assert "No data file at" in capsys.readouterr().err
 

@@ -229,3 +229,13 @@ def test_too_long_examples_are_refused_with_the_command_that_finds_them(tmp_path
     assert "longer than max_length=20 tokens" in done.stderr
     assert "`ftlab validate FILE --max-tokens 20` lists them" in done.stderr
     assert "`--max-length` for `ftlab train`" in done.stderr
+    assert not (tmp_path / "r").exists()  # refused after loading the model: no empty folder
+
+
+def test_starting_over_in_a_run_folder_says_what_it_replaces(run, tmp_path):
+    _, run_dir = run
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": []}\n')
+    done = run_ftlab("train", "--data", str(bad), "--out", str(run_dir))
+    assert f"note: {run_dir} holds an earlier run: starting over replaces" in done.stderr
+    assert done.returncode == 1 and _kept(run_dir)  # refused data: nothing was replaced

@@ -162,6 +162,11 @@ def test_keys_keep_learners_apart(ana, ben, workshop, finished_job):
             ben.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.NotFoundError):
         ben.models.delete(job.fine_tuned_model)
+    with pytest.raises(openai.NotFoundError):
+        ben.fine_tuning.jobs.checkpoints.list(job.id)
+    (results,) = job.result_files
+    with pytest.raises(openai.NotFoundError):
+        ben.files.content(results)
 
 
 def test_cancel_stops_training_promptly(ana, workshop):
@@ -186,12 +191,17 @@ def test_cancel_stops_training_promptly(ana, workshop):
     assert "Fine-tuning job cancelled" in messages(ana, job.id)
 
 
-def test_deleted_model_is_gone(ana, finished_job):
+def test_deleted_model_is_gone_but_its_checkpoints_still_answer(ana, finished_job):
     name = finished_job.fine_tuned_model
     assert ana.models.delete(name).deleted
     with pytest.raises(openai.NotFoundError):
         ana.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}])
     assert name not in [m.id for m in ana.models.list()]
+    checkpoint = f"{name}:ckpt-step-3"
+    reply = ana.chat.completions.create(
+        model=checkpoint, max_tokens=3, messages=[{"role": "user", "content": "x"}]
+    )
+    assert reply.model == checkpoint and reply.choices[0].message.content is not None
 
 
 def test_sigkill_mid_job_then_restart_resumes(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 from ftlab.commands import positive_int
 from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
-from ftlab.training.checkpoints import list_checkpoints
+from ftlab.training.checkpoints import is_training_run, list_checkpoints
 from ftlab.training.estimate import estimate_time
 
 DEFAULTS = TrainConfig(data="", out="")
@@ -124,12 +124,21 @@ def run(args: argparse.Namespace) -> int:
     stop = _StopOnInterrupt()  # an estimate has nothing to save: Ctrl-C ends it at once
     previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
     try:
+        nothing_to_resume = args.resume and not list_checkpoints(Path(args.out))
         if args.estimate:
+            if nothing_to_resume:
+                print(f"note: no checkpoint in {args.out}: estimating a whole new run")
             print("timing a few steps of this run (nothing is saved) ...", file=sys.stderr)
             print(f"estimated time: {estimate_time(config).summary()}")
             return 0
-        if args.resume and not list_checkpoints(Path(args.out)):
+        if nothing_to_resume:
             print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
+        elif not args.resume and is_training_run(Path(args.out)):
+            print(
+                f"note: {args.out} holds an earlier run: starting over replaces its adapter and "
+                "checkpoints (add --resume to continue it, or pass another --out to keep it)",
+                file=sys.stderr,
+            )
         result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)
     except InvalidDataError as error:
         print(error, file=sys.stderr)

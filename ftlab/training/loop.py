@@ -325,7 +325,6 @@ def train(
     train_examples = check_data(config.data)
     valid_examples = check_data(config.valid) if config.valid else None
 
-    out.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
     resume_from = resume_point(config, out)
 
@@ -340,6 +339,7 @@ def train(
         if valid_examples
         else []
     )
+    out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
     if not config.resume:  # only now that every setting and example has been checked
         clear_run(out)
     base = model.get_base_model()
