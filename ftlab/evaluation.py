@@ -23,7 +23,7 @@ import torch
 from ftlab.generation import generate_batch
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
-from ftlab.paths import cannot_write, support_split
+from ftlab.paths import cannot_write_in, support_split
 from ftlab.prompting import (
     PolicyRetriever,
     add_passages,
@@ -188,13 +188,13 @@ def evaluate(
         )
     if predictions_path is not None:
         path = Path(predictions_path)
-        why = "it is a folder" if path.is_dir() else cannot_write(path)
+        why = "it is a folder" if path.is_dir() else cannot_write_in(path.parent)
         if why:
             raise ValueError(
                 f"Cannot write predictions to {predictions_path}: {why}.\nFix: pass the path of "
                 "a file in a folder you can write to (the folder is created if missing)."
             )
-    for name, source in (("--data", data), ("--train-data", train_data)):
+    for name, source in (("--data", data), ("--train-data", train_data or support_split("train"))):
         if predictions_path is not None and _same_file(Path(predictions_path), source):
             raise ValueError(
                 f"The predictions path {predictions_path} is the {name} file: writing the "

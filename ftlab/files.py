@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Make a rename into `folder` survive a power cut (POSIX); skipped where unsupported
+    (some network and FUSE file systems refuse to sync a folder)."""
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

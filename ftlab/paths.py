@@ -41,22 +41,19 @@ def runs_dir() -> Path:
     return path
 
 
-def cannot_write(path: str | Path) -> str | None:
-    """Why a file or folder could not be written at `path`, or None if it could.
+def cannot_write_in(folder: str | Path) -> str | None:
+    """Why files could not be created in `folder` (made if missing), or None if they could.
 
     Checked before long work (an evaluation, a training run) so that it fails at once,
-    not after minutes: the nearest existing folder on the way must be writable.
+    not after minutes. Files are written beside their target and renamed over it, so it
+    is the folder that must be writable, or, if it is missing, the nearest existing one.
     """
-    path = Path(path)
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            return "you may not write there"
-        return None
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is a file, not a folder"
-    if not os.access(parent, os.W_OK):
-        return f"you may not write in {parent}"
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"you may not write in {existing}"
     return None

@@ -15,6 +15,7 @@ from ftlab.course import LORA_RUN, lora_adapter
 from ftlab.evaluation import evaluate
 from ftlab.jsonl import write_jsonl
 from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model
+from ftlab.paths import support_split
 from ftlab.support import make_example
 from ftlab.training import LiveLossPlot, train
 from ftlab.training.checkpoints import TRAINER_STATE
@@ -201,6 +202,8 @@ def test_predictions_never_overwrite_the_data_and_unwritable_places_are_refused(
     other.write_bytes(before)
     with pytest.raises(ValueError, match="is the --train-data file"):
         evaluate("no-such-model", data, train_data=other, predictions_path=other)
+    with pytest.raises(ValueError, match="is the --train-data file"):  # the default shots' file
+        evaluate("no-such-model", data, predictions_path=support_split("train"))
     assert data.read_bytes() == before and other.read_bytes() == before
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -239,3 +242,18 @@ def test_starting_over_in_a_run_folder_says_what_it_replaces(run, tmp_path):
     done = run_ftlab("train", "--data", str(bad), "--out", str(run_dir))
     assert f"note: {run_dir} holds an earlier run: starting over replaces" in done.stderr
     assert done.returncode == 1 and _kept(run_dir)  # refused data: nothing was replaced
+
+
+def test_a_data_file_that_cannot_be_read_is_not_blamed_on_the_output_folder(
+    tmp_path, monkeypatch, capsys
+):
+    from ftlab import cli
+    from ftlab.validation.checker import UnreadableFileError
+
+    def unreadable(*args, **kwargs):
+        raise UnreadableFileError("cannot read the data file x.jsonl: Permission denied")
+
+    monkeypatch.setattr("ftlab.commands.train.train", unreadable)
+    assert cli.main(["train", "--data", "x.jsonl", "--out", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err
+    assert "error: cannot read the data file x.jsonl" in error and "cannot write" not in error

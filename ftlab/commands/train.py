@@ -12,6 +12,7 @@ from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
 from ftlab.training.checkpoints import is_training_run, list_checkpoints
 from ftlab.training.estimate import estimate_time
+from ftlab.validation.checker import UnreadableFileError
 
 DEFAULTS = TrainConfig(data="", out="")
 
@@ -72,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "long the rest of that run would take",
     )
     parser.set_defaults(handler=run)
+
+
+def _inside(filename: object, folder: str) -> bool:
+    """True if an OSError's `filename` lies in the run's output `folder`."""
+    if not isinstance(filename, str | Path):
+        return False
+    return Path(filename).resolve().is_relative_to(Path(folder).resolve())
 
 
 def _layers(text: str) -> int | None:
@@ -155,11 +163,14 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # the output folder cannot be made or written (permissions, disk)
+    except OSError as error:  # a file that cannot be read, or the run that cannot be written
+        if isinstance(error, UnreadableFileError) or not _inside(error.filename, args.out):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         print(
-            f"error: cannot write the run to {args.out}: {error.strerror or error}"
-            f"{f' ({error.filename})' if error.filename else ''}.\n"
-            "Fix: choose a folder you can write to, on a disk with free space (--out).",
+            f"error: cannot write the run to {args.out}: {error.strerror or error} "
+            f"({error.filename}).\nFix: choose a folder you can write to, on a disk with free "
+            "space (--out).",
             file=sys.stderr,
         )
         return 1

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ftlab.files import fsync_folder
 from ftlab.paths import ftlab_home
 
 FORMAT_VERSION = 1
@@ -181,7 +182,7 @@ class ProgressStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(self.path.parent)
+        fsync_folder(self.path.parent)
 
     def _repair(self, data: dict[str, Any], problem: str) -> None:
         """Move the damaged file aside and write back the valid records in `data`."""
@@ -272,13 +273,3 @@ def _record_problem(key: str, entry: Any) -> str | None:
         if not valid(entry[field]):
             return f'"{field}" is {entry[field]!r}, not {meaning}'
     return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless to skip where unsupported."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

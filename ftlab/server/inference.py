@@ -152,8 +152,8 @@ class Inference:
                 if model
                 else "fine-tune again"
             )
-            raise APIError(
-                500,
+            raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
+                404,
                 f"The model `{name}` exists, but its files are missing: there is no folder "
                 f"{found['path']}. If the server's data folder ({self.store.root}) was copied "
                 "from elsewhere, copy its models/ and jobs/ folders too, next to ftlab.db; if "

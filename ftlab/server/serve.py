@@ -41,6 +41,10 @@ def check_sharing(host: str, keys_file: str | Path | None, no_keys: bool) -> Non
     """Refuse to serve other machines without keys, unless `no_keys` says it is meant."""
     if keys_file or no_keys or is_loopback(host):
         return
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return  # no such host: binding fails next and names the host as the problem
     raise SharedWithoutKeys(
         f"--host {host} lets other machines reach this server, but no --keys file was given: "
         "every learner would share one space and could see, download and delete each "

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.files import fsync_folder
+
 log = logging.getLogger("ftlab.server")
 SCHEMA_VERSION = 1
 ALPHANUMERIC = string.ascii_lowercase + string.digits
@@ -81,15 +83,6 @@ def now() -> int:
 def new_id(prefix: str, length: int = 24) -> str:
     """A random id like `file-abc123...` (OpenAI's prefixes: file-, ftjob-, ftevent-, ftckpt_)."""
     return prefix + "".join(secrets.choice(ALPHANUMERIC) for _ in range(length))
-
-
-def fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 class FileTooLarge(ValueError):
@@ -209,10 +202,11 @@ class Store:
             if (parts[i] == "models" and i == len(parts) - 2)
             or (parts[i] == "jobs" and i + 1 < len(parts) and parts[i + 1].startswith("ftjob-"))
         ]
-        own = [] if path.is_absolute() else [self.root / path]
-        # The path as it stands is tried last: where an older server's data folder was
-        # copied from, the copy in this data folder is the one to use.
-        candidates = [*tails, *own, path.absolute()]
+        # An absolute path as it stands is tried last: where an older server's data folder
+        # was copied from, the copy in this data folder is the one to use. A relative one is
+        # only ever read inside this data folder, never against the working directory.
+        own = [path] if path.is_absolute() else [self.root / path]
+        candidates = [*tails, *own]
         return next((c for c in candidates if c.exists()), candidates[0])
 
     def _with_location(self, row: dict[str, Any] | None) -> dict[str, Any] | None:

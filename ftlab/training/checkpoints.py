@@ -18,7 +18,7 @@ from pickle import UnpicklingError
 import torch
 
 from ftlab.models import ADAPTER_SIDECAR
-from ftlab.paths import cannot_write
+from ftlab.paths import cannot_write_in
 
 TRAINER_STATE = "trainer_state.pt"
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
@@ -114,7 +114,7 @@ def check_output_folder(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise ValueError(f"The output path {out} is a file. Fix: pass a folder for the run.")
-    why = cannot_write(out)
+    why = cannot_write_in(out)
     if why:
         raise ValueError(
             f"Cannot write the run to {out}: {why}.\nFix: choose a folder you can write to."
