@@ -186,6 +186,7 @@ def evaluate(
             f"batch_size and limit must be 1 or more and few_shot 0 or more; got "
             f"batch_size={batch_size}, limit={limit}, few_shot={few_shot}"
         )
+    shots_source = train_data or support_split("train")
     if predictions_path is not None:
         path = Path(predictions_path)
         why = "it is a folder" if path.is_dir() else cannot_write_in(path.parent)
@@ -194,13 +195,13 @@ def evaluate(
                 f"Cannot write predictions to {predictions_path}: {why}.\nFix: pass the path of "
                 "a file in a folder you can write to (the folder is created if missing)."
             )
-    for name, source in (("--data", data), ("--train-data", train_data or support_split("train"))):
-        if predictions_path is not None and _same_file(Path(predictions_path), source):
-            raise ValueError(
-                f"The predictions path {predictions_path} is the {name} file: writing the "
-                "predictions would replace your examples.\nFix: pass a new file, for example "
-                "predictions.jsonl."
-            )
+        for name, source in (("--data", data), ("--train-data", shots_source)):
+            if _same_file(path, source):
+                raise ValueError(
+                    f"The predictions path {predictions_path} is the {name} file: writing the "
+                    "predictions would replace your examples.\nFix: pass a new file, for "
+                    "example predictions.jsonl."
+                )
     examples = _examples(data)[:limit]
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
@@ -211,7 +212,7 @@ def evaluate(
         prepare_for_inference(loaded)
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
-    shots = pick_shots(_examples(train_data or support_split("train"), "few-shot"), few_shot)
+    shots = pick_shots(_examples(shots_source, "few-shot"), few_shot)
     prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size

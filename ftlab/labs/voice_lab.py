@@ -211,13 +211,14 @@ def comparison_problems(
             f"least {MIN_MEAN_SCORE}. Check that every training reply follows the voice and "
             "that the job ran 5 to 10 epochs"
         )
-    in_voice = replies_in_voice(tuned_replies, greeting, sign_off, max_words)
+    off_voice = [
+        (text, broken)
+        for text in tuned_replies
+        if (broken := voice_problems(text, greeting, sign_off, max_words))
+    ]
+    in_voice = len(tuned_replies) - len(off_voice)
     if 2 * in_voice < len(tuned_replies):
-        text, broken = next(
-            (text, broken)
-            for text in tuned_replies
-            if (broken := voice_problems(text, greeting, sign_off, max_words))
-        )
+        text, broken = off_voice[0]
         problems.append(
             f"Only {in_voice} of {len(tuned_replies)} fine-tuned replies follow every voice "
             f"rule; at least half should. The first that does not, {text!r}, "
