@@ -1,10 +1,13 @@
-"""ftlab.files.write_text_atomically: the old file or the new one, never half of either."""
+"""ftlab.files: the old file or the new one, never half of either; folders flushed to disk."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from ftlab.files import write_text_atomically
+from ftlab.files import fsync_tree, write_text_atomically
 
 
 def test_text_lands_in_a_new_folder_with_nothing_beside_it(tmp_path):
@@ -19,3 +22,27 @@ def test_a_write_that_fails_part_way_keeps_the_old_file_and_leaves_no_partial(tm
         write_text_atomically(path, "x" * 100_000 + "\ud800")
     assert path.read_text(encoding="utf-8") == '{"kept": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_fsync_tree_flushes_every_file_and_folder(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "a1b2c3d4"
+    (model / "nested").mkdir(parents=True)
+    (model / "adapter_model.safetensors").write_bytes(b"weights")
+    (model / "nested" / "config.json").write_text("{}")
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    fsync_tree(model)
+    assert set(synced) >= {
+        model / "adapter_model.safetensors",
+        model / "nested" / "config.json",
+        model / "nested",
+        model,
+        model.parent,  # the folder's own entry
+    }
+    assert synced.index(model / "nested" / "config.json") < synced.index(model / "nested")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 
@@ -11,7 +13,8 @@ import pytest
 from server_helpers import client, start, tiny_examples, upload
 
 from ftlab import cli
-from ftlab.server.auth import KeysFileError, load_keys
+from ftlab.server.auth import Authenticator, KeysFileError, load_keys
+from ftlab.server.errors import APIError
 from ftlab.server.serve import is_loopback
 
 
@@ -36,6 +39,34 @@ def test_bad_keys_files_say_what_and_where(tmp_path, text, problem):
     path.write_text(text)
     with pytest.raises(KeysFileError, match=problem.replace("(", r"\(")):
         load_keys(path)
+
+
+def rewrite(path, text: str) -> None:
+    """Change a file so that its modification time differs even on coarse clocks."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
+
+
+def test_keys_file_changes_apply_without_a_restart(tmp_path, caplog):
+    path = tmp_path / "keys.txt"
+    path.write_text("ana sk-a\n")
+    auth = Authenticator.from_file(path)
+    assert auth.owner("Bearer sk-a") == "ana"
+
+    rewrite(path, "ana sk-a\ncleo sk-c\n")  # a learner joins
+    assert auth.owner("Bearer sk-c") == "cleo"
+
+    rewrite(path, "ana sk-a\ncleo\n")  # a typo: the keys in force stay
+    with caplog.at_level(logging.WARNING, logger="ftlab.server"):
+        assert auth.owner("Bearer sk-c") == "cleo"
+    assert "line 2: expected `name key`" in caplog.text and "2 keys read before" in caplog.text
+
+    rewrite(path, "cleo sk-c\n")  # fixed, and ana's key withdrawn
+    assert auth.owner("Bearer sk-c") == "cleo"
+    with pytest.raises(APIError) as refused:
+        auth.owner("Bearer sk-a")
+    assert refused.value.status == 401
 
 
 def test_workshop_keys_isolate_files(tmp_path):
@@ -66,6 +97,9 @@ def test_workshop_keys_isolate_files(tmp_path):
                 call(job.id)
         assert list(ben.fine_tuning.jobs.list()) == []
         assert ana.fine_tuning.jobs.retrieve(job.id).id == job.id
+
+        rewrite(keys, "ana sk-ana\nben sk-ben\ncleo sk-cleo\n")  # joins late: no restart
+        assert list(client(server, "sk-cleo").files.list()) == []
 
 
 def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
@@ -99,12 +133,12 @@ def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
     assert refused.returncode == 1 and "line 1" in refused.stderr
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2", "::ffff:127.0.0.1"])
 def test_this_machine_only_hosts_are_loopback(host):
     assert is_loopback(host)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "::ffff:192.168.1.20"])
 def test_hosts_other_machines_reach_are_not_loopback(host):
     assert not is_loopback(host)
 

@@ -38,6 +38,15 @@ def voice_problems(reply: str, greeting: str, sign_off: str, max_words: int) -> 
     return problems
 
 
+def _near_copies_among(messages: list[str]) -> list[tuple[str, str, float]]:
+    """(message, an earlier one it nearly copies, similarity): at most one per message."""
+    return [
+        found
+        for i, message in enumerate(messages)
+        for found in near_copies([message], messages[:i])[:1]
+    ]
+
+
 def held_out_problems(held_out: Any, trained: Iterable[str], min_count: int = 5) -> list[str]:
     """Lab 3: a list of new messages, none a copy or near copy of a training message or of
     another held-out message."""
@@ -59,12 +68,11 @@ def held_out_problems(held_out: Any, trained: Iterable[str], min_count: int = 5)
         problems.append(
             f"You wrote {plural(len(messages), 'held-out message')}; write at least {min_count}"
         )
-    for i, message in enumerate(messages):  # each one different from the ones before it
-        for _, earlier, similarity in near_copies([message], messages[:i])[:1]:
-            problems.append(
-                f"{message!r} is {similarity:.0%} like {earlier!r}, another of your held-out "
-                "messages: copies test the same thing twice. Make every message different"
-            )
+    for message, earlier, similarity in _near_copies_among(messages):
+        problems.append(
+            f"{message!r} is {similarity:.0%} like {earlier!r}, another of your held-out "
+            "messages: copies test the same thing twice. Make every message different"
+        )
     for message, trained_message, similarity in near_copies(messages, list(trained)):
         problems.append(
             f"{message!r} is {similarity:.0%} like the training message {trained_message!r} "
@@ -93,14 +101,11 @@ def pairs_problems(
         problems.append("The checker found errors (listed above): fix them in `pairs`")
     if len(pairs) < MIN_PAIRS:
         problems.append(f"You wrote {plural(len(pairs), 'example')}; write at least {MIN_PAIRS}")
-    customers = [customer for customer, _ in pairs]
-    for i, customer in enumerate(customers):  # each one different from the ones before it
-        for _, earlier, similarity in near_copies([customer], customers[:i])[:1]:
-            problems.append(
-                f"The customer message {short(customer)} is {similarity:.0%} like "
-                f"{short(earlier)}: near copies teach one answer twice. Make every example "
-                "different"
-            )
+    for customer, earlier, similarity in _near_copies_among([c for c, _ in pairs]):
+        problems.append(
+            f"The customer message {short(customer)} is {similarity:.0%} like "
+            f"{short(earlier)}: near copies teach one answer twice. Make every example different"
+        )
     off_voice = [
         (customer, broken)
         for customer, reply in pairs

@@ -9,14 +9,21 @@ Keys file format, one learner per line, `#` starts a comment:
 The name becomes the owner of everything the key creates and the `org` slot of
 its model names (`ft:smollm2-135m-instruct:ana:...`), so it may only contain
 letters, digits, `_` and `-`.
+
+The server re-reads the file when it changes, so an instructor can add or remove a learner
+during a workshop without a restart; a change that breaks the file is logged and ignored
+(the keys read before stay in force) until the file is fixed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 from ftlab.server.errors import APIError
+
+log = logging.getLogger("ftlab.server")
 
 SINGLE_USER = "local"
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -63,14 +70,56 @@ def load_keys(path: str | Path) -> dict[str, str]:
 class Authenticator:
     """Turns an `Authorization: Bearer KEY` header into the owner name."""
 
-    def __init__(self, keys: dict[str, str] | None = None) -> None:
+    def __init__(self, keys: dict[str, str] | None = None, path: str | Path | None = None) -> None:
         self.keys = keys
+        self.path = Path(path) if path is not None else None
+        self._seen = self._signature()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Authenticator:
+        """Read `path` now (raising KeysFileError) and again whenever it changes."""
+        return cls(load_keys(path), path)
 
     @property
     def multi_user(self) -> bool:
         return self.keys is not None
 
+    def _signature(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def refresh(self) -> None:
+        """Re-read the keys file if it changed since it was last read.
+
+        A file that became unreadable or invalid is reported once and the keys in force stay,
+        so one typo does not lock the whole class out."""
+        signature = self._signature()
+        if self.path is None or signature == self._seen:
+            return
+        self._seen = signature
+        try:
+            keys = load_keys(self.path)
+        except KeysFileError as error:
+            log.warning("%s The %d keys read before stay in force.", error, len(self.keys or {}))
+            return
+        added = set(keys.values()) - set((self.keys or {}).values())
+        removed = set((self.keys or {}).values()) - set(keys.values())
+        self.keys = keys
+        log.info(
+            "keys file %s re-read: %d keys (added: %s; removed: %s)",
+            self.path,
+            len(keys),
+            ", ".join(sorted(added)) or "none",
+            ", ".join(sorted(removed)) or "none",
+        )
+
     def owner(self, authorization: str | None) -> str:
+        self.refresh()
         if self.keys is None:
             return SINGLE_USER
         key = ""

@@ -27,14 +27,20 @@ class SharedWithoutKeys(ValueError):
 def is_loopback(host: str) -> bool:
     """True when a server bound to `host` can only be reached from this machine."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return _loopback_address(host)
     except ValueError:
         pass
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (socket.gaierror, UnicodeError):
         return False  # binding will fail and say so
-    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    return bool(addresses) and all(_loopback_address(a) for a in addresses)
+
+
+def _loopback_address(text: str) -> bool:
+    address = ipaddress.ip_address(text)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return (mapped or address).is_loopback
 
 
 def check_sharing(host: str, keys_file: str | Path | None, no_keys: bool) -> None:
@@ -127,7 +133,7 @@ def serve(
 
     from ftlab.models import thread_override
     from ftlab.server.app import create_app
-    from ftlab.server.auth import Authenticator, load_keys
+    from ftlab.server.auth import Authenticator
     from ftlab.server.inference import Inference
     from ftlab.server.lifecycle import serving_threads
     from ftlab.server.store import Store
@@ -138,7 +144,7 @@ def serve(
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     thread_override()  # a bad FTLAB_THREADS is refused now, not when the first job starts
     serving_threads()
-    auth = Authenticator(load_keys(keys_file) if keys_file else None)
+    auth = Authenticator.from_file(keys_file) if keys_file else Authenticator()
     with exclusive(data_dir):
         store = Store(data_dir)
         sock = _bind(host, port)

@@ -32,6 +32,7 @@ import threading
 import time
 from typing import Any
 
+from ftlab.files import fsync_tree
 from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
@@ -438,6 +439,7 @@ class Worker:
         elif kind == "checkpoint":
             name = f"{model_name(job)}:ckpt-step-{record['step']}"
             metrics = {"step": record["step"], **latest}
+            fsync_tree(self.store.located(record["checkpoint_dir"]))
             if self.store.add_checkpoint(
                 {
                     "id": new_id("ftckpt_"),
@@ -517,6 +519,7 @@ class Worker:
         target = self.store.models_dir / job_id[-8:]
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(self.store.located(result["adapter_dir"]), target)
+        fsync_tree(target)  # the model row below must not outlive its files in a power cut
         results = self._results_file(job)
         completed = self.store.complete_job(
             job_id,

@@ -85,6 +85,14 @@ def save_checkpoint(model, optimizer, folder: Path, base_model: str, step: int, 
 
 def damaged(path: Path, error: Exception) -> ValueError:
     """The error for a checkpoint or run record that cannot be read back."""
+    if path.name == "config.json":  # the run's record of its settings, not a checkpoint
+        return ValueError(
+            f"{path}, the record of the run's settings, is damaged ({error}), so --resume "
+            "cannot check that it continues the same run.\n"
+            "Fix: start the run again without --resume (resume=False); or, if you are sure "
+            "the settings and data are the ones this run used, delete that file and resume "
+            "from the last checkpoint."
+        )
     return ValueError(
         f"{path} is damaged, so the run cannot resume from it ({error}).\n"
         "Fix: delete that checkpoint folder to resume from the one before it, or start the "
