@@ -16,6 +16,8 @@ from ftlab import cli
 from ftlab.labs.data_lab import broken_files_source
 from ftlab.paths import support_split
 from ftlab.support import SYSTEM_PROMPT, make_example
+from ftlab.training.config import TrainConfig
+from ftlab.training.data import IGNORE, tokenize_example
 from ftlab.validation import (
     ERROR_CODES,
     WARNING_CODES,
@@ -243,14 +245,66 @@ def test_too_long_uses_the_token_count(tokenizer):
     )
     report = validate_bytes(with_bad(long, at=7), tokenizer=tokenizer, max_tokens=150)
     assert [(p.line, p.code) for p in report.problems] == [(7, "too_long")]
-    assert "context of 150" in report.problems[0].message
-    assert report.stats["context_tokens"] == 150
+    assert "more than --max-tokens of 150" in report.problems[0].message
+    assert report.stats["context_tokens"] == 150 and report.stats["context_source"] == "given"
+    text = report.format_text()
+    assert "token limit (--max-tokens)" in text and "only up to that limit" in text
     assert report.stats["total_tokens"] == sum(min(t, 150) for t in _lengths(report, tokenizer))
 
 
 def test_default_context_is_the_models(tokenizer):
     report = validate_bytes(jsonl([good(i) for i in range(10)]), tokenizer=tokenizer)
-    assert report.stats["context_tokens"] == 8192
+    assert report.stats["context_tokens"] == 8192 and report.stats["context_source"] == "model"
+    assert report.stats["over_train_max_length"] == 0
+    assert "model context (tokens)" in report.format_text()
+
+
+def test_examples_ftlab_train_would_refuse_are_counted(tokenizer):
+    """Within the model's context but over `ftlab train`'s default --max-length: valid for
+    OpenAI, refused by local training, so the report says so before training does."""
+    long = make_example("please help " * 1200, "other", None, "neutral")
+    report = validate_bytes(with_bad(long), tokenizer=tokenizer)
+    assert report.valid and not report.problems
+    assert report.stats["over_train_max_length"] == 1
+    assert report.stats["train_max_length"] == TrainConfig(data="x", out="y").max_length
+    assert "1 example(s) are longer than 2,048 tokens" in report.format_text()
+
+
+def test_what_the_checker_counts_is_what_training_learns(tokenizer):
+    """A tool call, and a reply that opens the conversation (the template puts its default
+    system prompt before it): training reads both, and learns the tokens the stats count."""
+    tool_turn = edited(
+        lambda e: e["messages"][2:2].extend(
+            [
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "shipped"},
+            ]
+        )
+    )
+    opening = {
+        "messages": [
+            {"role": "assistant", "content": "Hi! How can I help?"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
+    for example in (tool_turn, opening):
+        report = validate_bytes(jsonl([example] * 10), tokenizer=tokenizer)
+        assert report.valid, report.format_text()
+        row = tokenize_example(tokenizer, example["messages"])
+        assert report.stats["tokens_per_example"]["max"] == len(row)
+        assert report.stats["assistant_tokens_per_example"]["max"] == row.trained_tokens
+    learned = tokenizer.decode([t for t in row.labels if t != IGNORE])
+    assert learned.startswith("Hi! How can I help?") and "SmolLM" not in learned
 
 
 def test_overlap_with_another_split(tmp_path):
@@ -263,6 +317,7 @@ def test_overlap_with_another_split(tmp_path):
     assert [(p.line, p.code, p.related_line) for p in report.warnings] == [
         (5, "overlap_with_split", 2)
     ]
+    assert report.warnings[0].to_dict()["related_file"] == str(other)
     assert report.overlaps == [
         {"line": 5, "file": str(other), "other_line": 2, "text": good(4)["messages"][1]["content"]}
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -76,8 +77,10 @@ def test_json_hint_reads_the_error_position_not_the_strings():
         "\n".join(json.dumps(good(i), ensure_ascii=False) + " é" for i in range(3)).encode(
             "cp1252"
         ),
+        b"",
+        b"\n\n  \n",
     ],
-    ids=["utf-16", "json array", "latin-1 lines"],
+    ids=["utf-16", "json array", "latin-1 lines", "empty", "blank lines only"],
 )
 def test_an_unreadable_against_file_is_an_error_not_a_clean_bill(tmp_path, content, capsys):
     other = tmp_path / "valid.jsonl"
@@ -288,3 +291,53 @@ def test_max_tokens_below_1_is_refused(value):
         validate_bytes(
             jsonl([good(i) for i in range(10)]), tokenizer=CountingTokenizer(), max_tokens=value
         )
+
+
+# --- small things a learner's editor or hand can do -------------------------------------------
+
+
+def test_weight_false_is_one_error_not_two():
+    example = good(5)
+    example["messages"][2]["weight"] = False
+    report = check(jsonl([example] + [good(i) for i in range(10)]))
+    assert [(p.line, p.code) for p in report.problems] == [(1, "invalid_weight")]
+
+
+def test_old_mac_line_ends_are_lines():
+    data = jsonl([good(i) for i in range(10)]).replace(b"\n", b"\r")
+    report = check(data)
+    assert report.valid and len(report.examples) == 10 and report.problems == []
+    broken = data.replace(b"AC-10003", b'AC-10003"', 1)  # line 4's JSON is now broken
+    assert [(p.line, p.code) for p in check(broken).problems] == [(4, "invalid_json")]
+
+
+def test_the_problem_table_header_lines_up_with_short_codes():
+    report = check(codecs.BOM_UTF8 + jsonl([good(i) for i in range(10)]))
+    table = [
+        line for line in report.format_text().splitlines() if "code" in line or " bom " in line
+    ]
+    assert table[0].index("code") == table[1].index("bom")
+
+
+@pytest.mark.parametrize(
+    ("line", "phrase"),
+    [
+        ("\u200b" + json.dumps(good(1)), "U+200B (zero width space)"),
+        ("\u00a0" + json.dumps(good(1)), "U+00A0 (no-break space)"),
+        ("\x0c" + json.dumps(good(1)), "U+000C (a control character)"),
+        ("{\u201cmessages\u201d: []}", "curly quote"),
+    ],
+    ids=["zero-width space", "no-break space", "form feed", "curly quotes"],
+)
+def test_invisible_and_look_alike_characters_are_named(line, phrase):
+    report = check(with_bad(line))
+    assert [(p.line, p.code) for p in report.problems] == [(3, "invalid_json")]
+    assert phrase in report.problems[0].message
+
+
+def test_an_encoding_error_gives_the_character_column():
+    line = '{"messages": [{"role": "user", "content": "ééé'.encode() + b'\xe9"}]}'
+    problem = check(with_bad(line)).problems[0]
+    assert problem.code == "invalid_encoding"
+    assert "column 47 " in problem.message  # 46 characters before it; 49 bytes
+    assert "éééé" in problem.message  # the sound é as é, the bad byte read as Windows-1252

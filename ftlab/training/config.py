@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.models import DEFAULT_MODEL
+from ftlab.validation.stats import TRAIN_MAX_LENGTH
 
 # Settings a resumed run may change; any other difference would mix two runs in one folder.
 # micro_batch_size only changes how much memory a step takes, not the update. The data and
@@ -51,7 +52,7 @@ class TrainConfig:
     dropout: float = 0.0
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
-    max_length: int = 2048
+    max_length: int = TRAIN_MAX_LENGTH
     log_every: int = 1
 
     def __post_init__(self) -> None:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ftlab.chat_template import opening_prompt, render
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
+from ftlab.validation.stats import TRAIN_MAX_LENGTH
 
 IGNORE = -100
 
@@ -35,12 +37,6 @@ class TokenizedExample:
         return sum(label != IGNORE for label in self.labels)
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=generation_prompt
-    )
-
-
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of the answers to learn.
 
@@ -48,13 +44,16 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     message to the end of that message in the template (so the end-of-turn
     token is learned too: it is what makes the model stop).
     """
-    text = _render(tokenizer, messages)
+    text = render(tokenizer, messages)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        before = _render(tokenizer, messages[:index], generation_prompt=True) if index else ""
-        through = _render(tokenizer, messages[: index + 1])
+        through = render(tokenizer, messages[: index + 1])
+        if index:
+            before = render(tokenizer, messages[:index], generation_prompt=True)
+        else:  # a reply that opens the conversation: skip what the template puts before it
+            before = opening_prompt(tokenizer, through)
         if not (text.startswith(through) and through.startswith(before)):
             raise TemplateError(
                 "The chat template does not render conversations as one message after another, "
@@ -80,7 +79,10 @@ def tokenize_example(tokenizer, messages: list[dict]) -> TokenizedExample:
 
 
 def tokenize_examples(
-    tokenizer, examples: Sequence[dict], max_length: int = 2048, what: str = "training"
+    tokenizer,
+    examples: Sequence[dict],
+    max_length: int = TRAIN_MAX_LENGTH,
+    what: str = "training",
 ) -> list[TokenizedExample]:
     """Tokenise every example, dropping those with nothing left to learn (e.g. all `weight: 0`).
 

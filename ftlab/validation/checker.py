@@ -78,7 +78,8 @@ def read_bytes(path: PathLike, what: str = "data file") -> bytes:
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
-    """The file's lines (LF or CRLF ends, BOM removed) and any file-level encoding problems."""
+    """The file's lines (LF, CRLF or, in a file with no LF, CR ends; BOM removed) and any
+    file-level encoding problems."""
     problems = []
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
@@ -91,6 +92,8 @@ def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
                 line=1,
             )
         )
+    if b"\r" in data and b"\n" not in data:  # old Mac line ends: a raw CR is never valid JSON
+        data = data.replace(b"\r", b"\n")
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline at the end of the last line does not start a new one
@@ -219,8 +222,14 @@ def read_split(path: PathLike) -> tuple[str, dict[str, int], list[Problem]]:
     results, problems = _lines(read_bytes(path, "--against file"))
     unread = [r for r in results if not r.blank and not has_messages(r.value)]
     file_errors = [p.message for p in problems if p.is_error]
-    if file_errors or (unread and not any(has_messages(r.value) for r in results)):
-        reason = file_errors[0] if file_errors else "none of its lines holds a readable example"
+    if file_errors or not any(has_messages(r.value) for r in results):
+        reason = (
+            file_errors[0]
+            if file_errors
+            else (
+                "none of its lines holds a readable example" if unread else "it holds no examples"
+            )
+        )
         raise UnreadableFileError(
             f"cannot compare with the --against file {name}: {reason}; "
             f"run `ftlab validate {name}` to see its problems"
@@ -267,6 +276,7 @@ def _overlaps(
                         "evaluation measures memory instead of skill",
                         line=result.line,
                         related_line=other_line,
+                        related_file=other_name,
                     )
                 )
     return found, problems
@@ -348,12 +358,13 @@ def validate_bytes(
         price_per_million=price_per_million,
     )
     context = stats["context_tokens"]
+    limit = "the model's context" if stats["context_source"] == "model" else "--max-tokens"
     for i, tokens in too_long:
         problems.append(
             Problem(
                 "too_long",
-                f"the example is {tokens:,} tokens, more than the "
-                f"model's context of {context:,}; OpenAI's training cuts off the rest "
+                f"the example is {tokens:,} tokens, more than "
+                f"{limit} of {context:,}; OpenAI's training cuts off the rest "
                 "and `ftlab train` refuses it (above its max_length), so shorten it or "
                 "split the conversation",
                 line=accepted[i].line,

@@ -24,7 +24,7 @@ class Problem:
     `line` is 1-based (None for file-level problems such as too few examples);
     `message_index` is the position in the example's `messages` list (0-based,
     as in `example["messages"][2]`); `related_line` is the other line a
-    duplicate or overlap refers to.
+    duplicate or overlap refers to, in `related_file` when that is another file.
     """
 
     code: str
@@ -32,6 +32,7 @@ class Problem:
     line: int | None = None
     message_index: int | None = None
     related_line: int | None = None
+    related_file: str | None = None
 
     @property
     def is_error(self) -> bool:
@@ -49,6 +50,8 @@ class Problem:
             data["message_index"] = self.message_index
         if self.related_line is not None:
             data["related_line"] = self.related_line
+        if self.related_file is not None:
+            data["related_file"] = self.related_file
         return data
 
     def __str__(self) -> str:
@@ -193,7 +196,7 @@ def _message_cell(problem: Problem) -> str:
 
 
 def _text_table(problems: list[Problem]) -> str:
-    code_width = max(len(p.code) for p in problems)
+    code_width = max(4, *(len(p.code) for p in problems))
     line_width = max(4, *(len(_line_cell(p)) for p in problems))
     rows = [f"  {'line':>{line_width}}  {'code':<{code_width}}  message"]
     for p in problems:
@@ -232,7 +235,18 @@ def format_stats_text(stats: dict[str, Any]) -> str:
     if stats.get("total_tokens") is not None:
         lines.append(f"  {'total training tokens':<30}{stats['total_tokens']:>9,}")
     if stats.get("context_tokens"):
-        lines.append(f"  {'model context (tokens)':<30}{stats['context_tokens']:>9,}")
+        given = stats.get("context_source") == "given"
+        label = "token limit (--max-tokens)" if given else "model context (tokens)"
+        lines.append(f"  {label:<30}{stats['context_tokens']:>9,}")
+        longest = (stats.get("tokens_per_example") or {}).get("max", 0)
+        if longest > stats["context_tokens"]:
+            lines.append("  (the total counts each too_long example only up to that limit)")
+    if stats.get("over_train_max_length"):
+        count, limit = stats["over_train_max_length"], stats["train_max_length"]
+        lines.append(
+            f"  ({count:,} example(s) are longer than {limit:,} tokens: `ftlab train` refuses "
+            f"them unless given --max-length; `--max-tokens {limit}` lists them by line)"
+        )
     if stats.get("epochs") is not None:
         lines.append(f"  {'epochs':<30}{stats['epochs']:>9}  ({stats['epochs_rule']})")
     if stats.get("billed_tokens") is not None:

@@ -136,20 +136,24 @@ def decode_line(number: int, raw: bytes) -> tuple[str | None, Problem | None]:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as error:
         bad = raw[error.start : error.start + 1].hex()
-        # Show the text around the bad byte as Windows-1252 would read it: usually the intent.
-        window = raw[max(0, error.start - 25) : error.start + 25]
+        before = raw[: error.start].decode("utf-8")  # sound: the error is at the first bad byte
+        # Show the text from the bad byte on as Windows-1252 would read it: usually the intent.
+        window = raw[error.start : error.start + 25]
         try:
-            guess = window.decode("cp1252")
+            after = window.decode("cp1252")
         except UnicodeDecodeError:
-            guess = window.decode("latin-1")
-        guess = f" (read as Windows-1252 the text there is {show(guess)})"
+            after = window.decode("latin-1")
+        guess = f" (read as Windows-1252 the text there is {show(before[-25:] + after)})"
         return None, Problem(
             "invalid_encoding",
-            f"byte 0x{bad} at column {error.start + 1} is not valid UTF-8{guess}; the file was "
+            f"byte 0x{bad} at column {len(before) + 1} is not valid UTF-8{guess}; the file was "
             "probably saved as Latin-1 or Windows-1252: save it as UTF-8 (in Python, "
             "open(path, 'w', encoding='utf-8'); in Excel, 'CSV UTF-8')",
             line=number,
         )
+
+
+CURLY_QUOTES = "\u201c\u201d\u2018\u2019"
 
 
 def _json_hint(text: str, error: json.JSONDecodeError) -> str:
@@ -175,6 +179,19 @@ def _json_hint(text: str, error: json.JSONDecodeError) -> str:
         return (
             f"a comma is missing at column {error.colno}, between two items, or a quote "
             'inside a text is not escaped (write \\" inside a string; json.dumps does it for you)'
+        )
+    if rest[0] in CURLY_QUOTES:
+        return (
+            f"the character at column {error.colno} is a curly quote {show(rest[0])}, as word "
+            'processors type them: JSON needs straight double quotes ("); retype the quotes in '
+            "a plain-text editor, or write each line with json.dumps"
+        )
+    if not (rest[0].isascii() and rest[0].isprintable()):
+        name = unicodedata.name(rest[0], "a control character").lower()
+        return (
+            f"the character at column {error.colno} is the invisible or unusual character "
+            f"U+{ord(rest[0]):04X} ({name}), which JSON does not allow there; delete it, and "
+            "write each line with json.dumps"
         )
     return (
         f"fix the JSON at column {error.colno} so the line is one complete object "
@@ -437,8 +454,8 @@ def _no_content(problem, present: bool, calls_issue: str | None) -> Problem:
     if present:
         return problem(
             code,
-            'content is null; give the text as a string ("" if empty), null is only '
-            'allowed on an assistant message with "tool_calls"',
+            "content is null; give the text as a string (for a reply: the answer the "
+            'model should learn), null is only allowed on an assistant message with "tool_calls"',
         )
     return problem(
         code,
@@ -484,7 +501,7 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
                 line=number,
             )
         )
-    elif all(m.get("weight") == 0 for m in replies):
+    elif all(m.get("weight") == 0 and not isinstance(m.get("weight"), bool) for m in replies):
         problems.append(
             Problem(
                 "no_assistant_message",

@@ -8,13 +8,13 @@ reply, the tokens its rendering adds after the prompt that precedes it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from ftlab.chat_template import opening_prompt, template_message
 from ftlab.validation.prices import resolve_price
 
 # OpenAI's "auto" epochs rule (also used by the course's local server).
@@ -26,6 +26,8 @@ MIN_AUTO_EPOCHS = 1
 # A tokenizer's model_max_length above this is transformers' "unknown" placeholder.
 UNSET_CONTEXT = 10_000_000
 TOKENIZE_BATCH = 1_000  # texts per tokenizer call: fast, and memory stays flat
+# `ftlab train` refuses longer examples unless given --max-length (longer rows need more memory).
+TRAIN_MAX_LENGTH = 2048
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -101,15 +103,6 @@ def context_length(tokenizer: Any) -> int | None:
     return _config_context(str(getattr(tokenizer, "name_or_path", "") or ""))
 
 
-def _template_message(message: dict) -> dict[str, str]:
-    # Only role and text reach the template: `weight` and `name` are not part of
-    # what the model reads, and tool calls are counted as their JSON text.
-    text = message.get("content") if isinstance(message.get("content"), str) else ""
-    if message.get("tool_calls"):
-        text += json.dumps(message["tool_calls"])
-    return {"role": message["role"], "content": text}
-
-
 class _Renderer:
     """Renders conversations with the chat template, falling back to plain text if it fails."""
 
@@ -118,7 +111,7 @@ class _Renderer:
         self.fallbacks = 0
 
     def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
-        conversation = [_template_message(m) for m in messages]
+        conversation = [template_message(m) for m in messages]
         try:
             text = self.tokenizer.apply_chat_template(
                 conversation, tokenize=False, add_generation_prompt=generation_prompt
@@ -130,6 +123,13 @@ class _Renderer:
         self.fallbacks += 1
         text = "".join(f"{m['role']}: {m['content']}\n" for m in conversation)
         return text + ("assistant: " if generation_prompt else "")
+
+    def opening(self, rendered_reply: str) -> str:
+        """What the template puts before a reply that opens a conversation ("" if unknown)."""
+        try:
+            return opening_prompt(self.tokenizer, rendered_reply)
+        except Exception:  # noqa: BLE001 - as above: count the whole rendering as the reply
+            return ""
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
@@ -172,9 +172,12 @@ def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], l
         pairs = []
         for index, message in enumerate(messages):
             if message["role"] == "assistant" and message.get("weight", 1) != 0:
-                before = slot(render(messages[:index], generation_prompt=True)) if index else None
-                upto = slot(render(messages[: index + 1]))
-                pairs.append((upto, before if before is not None else -1))
+                through = render(messages[: index + 1])
+                if index:
+                    before = slot(render(messages[:index], generation_prompt=True))
+                else:  # an opening reply: not the text the template puts before it
+                    before = slot(render.opening(through))
+                pairs.append((slot(through), before))
         plan.append((full, pairs))
     lengths = _token_lengths(tokenizer, list(texts))
     totals, replies = [], []
@@ -182,7 +185,7 @@ def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], l
         totals.append(lengths[full])
         learned = 0
         for upto, before in pairs:
-            learned += max(0, lengths[upto] - (lengths[before] if before >= 0 else 0))
+            learned += max(0, lengths[upto] - lengths[before])
         replies.append(learned)
     return totals, replies, render.fallbacks
 
@@ -209,7 +212,8 @@ def file_stats(
 
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
     context are cut off by OpenAI's training (and refused by `ftlab train`), so they are left
-    out of the totals.
+    out of the total. `over_train_max_length` counts the examples within the context that
+    `ftlab train` still refuses at its default `--max-length`.
     """
     check_counts(epochs=epochs, max_tokens=max_tokens)
     n = len(examples)
@@ -222,6 +226,9 @@ def file_stats(
         "assistant_tokens_per_example": None,
         "total_tokens": None,
         "context_tokens": None,
+        "context_source": None,
+        "over_train_max_length": None,
+        "train_max_length": TRAIN_MAX_LENGTH,
         "epochs": epochs if epochs is not None else (auto_epochs(n) if n else None),
         "epochs_rule": "given" if epochs is not None else f"auto: OpenAI's rule for {n} examples",
         "billed_tokens": None,
@@ -243,6 +250,8 @@ def file_stats(
             assistant_tokens_per_example=summarize(replies),
             total_tokens=sum(trained),
             context_tokens=context,
+            context_source=None if context is None else ("given" if max_tokens else "model"),
+            over_train_max_length=sum(TRAIN_MAX_LENGTH < t <= (context or t) for t in totals),
         )
         if fallbacks:
             stats["template_fallbacks"] = fallbacks

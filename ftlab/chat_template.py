@@ -1,0 +1,43 @@
+"""Rendering chat examples with a model's chat template, the same way for counting and training.
+
+The checker counts tokens and `ftlab train` learns them from the same rendering, so an example
+the checker accepts is one training can read: only role and text reach the template (`weight`
+and `name` are not part of what the model reads), and tool calls become their JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def template_message(message: dict) -> dict[str, str]:
+    """The {role, content} a chat template reads for one message of a chat-format example."""
+    text = message.get("content") if isinstance(message.get("content"), str) else ""
+    if message.get("tool_calls"):
+        text += json.dumps(message["tool_calls"])
+    return {"role": message["role"], "content": text}
+
+
+def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
+    """The conversation as the model reads it (the template's own text, not yet tokens)."""
+    return tokenizer.apply_chat_template(
+        [template_message(m) for m in messages],
+        tokenize=False,
+        add_generation_prompt=generation_prompt,
+    )
+
+
+def opening_prompt(tokenizer: Any, rendered_reply: str) -> str:
+    """What comes before the text of a reply that opens a conversation.
+
+    `rendered_reply` is the rendering of that one assistant message. Templates may put
+    text of their own before it (SmolLM2 adds a default system prompt), which is not
+    part of the reply and must not be learned: the reply starts after the template's
+    generation prompt (`<|im_start|>assistant\\n`)."""
+    probe = [{"role": "user", "content": "x"}]
+    without = render(tokenizer, probe)
+    with_prompt = render(tokenizer, probe, generation_prompt=True)
+    cue = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+    at = rendered_reply.find(cue) if cue else -1
+    return rendered_reply[: at + len(cue)] if at >= 0 else ""
