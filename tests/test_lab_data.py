@@ -1,13 +1,20 @@
-"""Lab 1's rule that repaired files keep every savable example and get right hand labels."""
+"""Lab 1's rules: repaired files keep every savable example, get right hand labels and hold no
+copies; new examples vary the spelling and the place of the order number."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 
-from ftlab.labs.data_lab import broken_files_source, kept_and_labelled_problems
-from ftlab.paths import data_dir
-from ftlab.support import make_example
+from ftlab.labs.data_lab import (
+    broken_files_source,
+    copied_examples_problems,
+    kept_and_labelled_problems,
+    new_example_problems,
+)
+from ftlab.paths import data_dir, support_split
+from ftlab.support import load_examples, make_example
+from ftlab.validation import validate_bytes
 
 BROKEN = data_dir() / "broken"
 SOURCE = broken_files_source(BROKEN)
@@ -37,3 +44,69 @@ def test_a_dropped_or_mislabelled_hand_label_is_named_without_giving_the_label_a
     [problem] = kept_and_labelled_problems(fixed, BROKEN)
     assert "has the wrong intent and sentiment" in problem
     assert intent not in problem and json.dumps(intent) not in problem
+
+
+def checked(examples: list[dict]):
+    data = "".join(json.dumps(e) + "\n" for e in examples).encode()
+    return validate_bytes(data, name=NAME, count_tokens=False)
+
+
+def test_repeats_and_copied_extra_examples_are_refused():
+    own = [make_example(*m) for m in SOURCE.MESSAGES[:13]]
+    clean = [
+        make_example(
+            "Bought a stove from you, does it work above 3000 m?",
+            "product_question",
+            None,
+            "neutral",
+        )
+    ]
+    held_out = [support_split("valid"), support_split("test")]
+    assert copied_examples_problems({NAME: checked(own + clean)}, {NAME: clean}, held_out) == []
+
+    [repeat] = copied_examples_problems({NAME: checked(own + own[:1])}, {}, held_out)
+    assert "line 14 repeats line 1" in repeat
+
+    test_example = load_examples(support_split("test"))[5]
+    variant = make_example(*SOURCE.MESSAGES[0])
+    variant["messages"][1]["content"] += "!"
+    extras = [test_example, variant]
+    problems = copied_examples_problems({NAME: checked(own + extras)}, {NAME: extras}, held_out)
+    assert len(problems) == 2
+    assert "test.jsonl line 6" in problems[0] and "leaks it into the score" in problems[0]
+    assert "in the same file" in problems[1]
+
+
+def ten_new(texts: list[str]) -> list[dict]:
+    intents = ["order_status", "cancel_order", "return_request"]
+    return [
+        make_example(text, intents[i % 3], "AC-" + str(30000 + i), ["neutral", "negative"][i % 2])
+        for i, text in enumerate(texts)
+    ]
+
+
+OPENINGS = [
+    "{} still has not shipped, what is going on?",
+    "{} - can I cancel it please",
+    "{}: the boots are too small, how do I send them back?",
+    "{} was due on Monday and nothing came.",
+    "{} please stop it, I ordered the wrong size",
+    "{} arrived with a broken zip, I want to return it",
+    "{} where is it?? tracking shows nothing",
+    "{}. Cancel before it ships, thanks.",
+    "{} returning the jacket, it's the wrong colour",
+    "{} has been in transit for two weeks",
+]
+
+
+def test_spaced_out_known_spellings_are_not_new_and_the_place_must_vary():
+    spelled = ["AC  {}", "ac\t{}", "Ac   {}"]  # AC 12345 with more or other spaces
+    texts = [o.format(spelled[i % 3].format(30000 + i)) for i, o in enumerate(OPENINGS)]
+    problems = new_example_problems(ten_new(texts))
+    assert sum("a form the data set already has" in p for p in problems) == 10
+    assert any("sits at the start of the message" in p for p in problems)
+
+    texts = [o.format(f"ac/{30000 + i}") for i, o in enumerate(OPENINGS)]
+    texts[3] = f"Hello, my order was due on Monday and nothing came. It is ac/{30003}"
+    texts[6] = f"Hi there, about the parcel ac/{30006}, tracking shows nothing at all"
+    assert new_example_problems(ten_new(texts)) == []

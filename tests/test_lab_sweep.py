@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ftlab.labs.sweep_lab import (
     choice_problems,
     diagnosis_problems,
+    diverged,
     observed,
     picked_loss,
     run_name,
@@ -90,6 +93,25 @@ def test_a_diverged_run_is_named_with_the_fix():
     problems = diagnosis_problems({**RIGHT, "r16-lr0.1-3ep": "underfit"}, curves)
     assert len(problems) == 1 and "r16-lr0.1-3ep diverged" in problems[0]
     assert "Lower it" in problems[0]
+
+
+def test_a_run_that_learns_nothing_is_under_fit_not_diverged():
+    """With no learning an epoch's mean loss still moves a few percent (1.046 to 1.084 was
+    measured on lab 2's data with the base model): that is under-fitting, not a too-high rate."""
+    flat = {"train": [1.046, 1.046, 1.084], "valid": [1.05, 1.05, 1.05]}
+    curves = {**CURVES, "r4-lr1e-06-3ep": flat}
+    assert not diverged(flat)
+    problems = diagnosis_problems({**RIGHT, "r4-lr1e-06-3ep": "underfit"}, curves)
+    assert problems == []
+
+
+def test_a_loss_that_is_not_a_number_is_divergence():
+    broken = {"train": [6.8, math.nan], "valid": [24.1, math.nan]}
+    assert diverged(broken)
+    problems = diagnosis_problems(
+        {**RIGHT, "r16-lr1-2ep": "underfit"}, {**CURVES, "r16-lr1-2ep": broken}
+    )
+    assert len(problems) == 1 and "r16-lr1-2ep diverged" in problems[0]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,8 @@ from ftlab.validation import MIN_EXAMPLES, normalise, validate_file
 # An order number however a customer types it: the letters AC, up to three characters that are
 # neither letters nor digits (-, –, /, ., _, #, spaces...), then five digits.
 TYPED_ORDER_ID = re.compile(r"(?<![a-z0-9])ac[^a-z0-9]{0,3}(\d{5})(?![0-9])", re.IGNORECASE)
-# The spellings the support data set already has: AC-12345, AC 12345 and AC12345, in any case.
+# The spellings the support data set already has: AC-12345, AC 12345 and AC12345, in any case
+# (more spaces, or a tab, in place of the one space count as the same).
 COVERED_SPELLING = re.compile(r"ac[- ]?\d{5}", re.IGNORECASE)
 HIDDEN_ORDER_ID = "AC-#####"
 C1_CONTROLS = re.compile("[\x80-\x9f]")
@@ -298,6 +299,55 @@ def kept_and_labelled_problems(fixed_reports: Mapping[str, Any], broken_dir: Pat
     return problems
 
 
+def copied_examples_problems(
+    fixed_reports: Mapping[str, Any], extra_examples: Any, held_out: Sequence[Path]
+) -> list[str]:
+    """Lab 1: no repaired file repeats an example, and the examples written for a file are new:
+    not near copies of its other messages, nor of a validation or test message (which would
+    leak the held-out splits into training)."""
+    problems = []
+    for name, report in fixed_reports.items():
+        for line, earlier in report.duplicates:
+            problems.append(
+                f"{name} line {line} repeats line {earlier}: a duplicate teaches one answer "
+                "twice. Drop the repeat (in repair_file, or from extra_examples)"
+            )
+    if not isinstance(extra_examples, dict):
+        return problems
+    held_out_texts = _messages_in(held_out)
+    for name, extras in extra_examples.items():
+        report = fixed_reports.get(name)
+        if report is None or not isinstance(extras, list):
+            continue
+        written = [_user_text(e) for e in extras if isinstance(e, dict) and _user_text(e)]
+        repaired = [_user_text(e) for e in report.examples]
+        repaired = repaired[: max(0, len(repaired) - len(written))]  # the extras come last
+        for index, text in enumerate(written):
+            found = _similar_pairs([text], repaired + written[:index])[:1]
+            for _, other, similarity in found:
+                problems.append(
+                    f"extra_examples[{name!r}]: {short(text, 50)} is {similarity:.0%} like "
+                    f"{short(other, 50)} in the same file, once order numbers are hidden: "
+                    "write a new message, not a variant of one the file has"
+                )
+            for _, other, similarity in _similar_pairs([text], list(held_out_texts))[:1]:
+                problems.append(
+                    f"extra_examples[{name!r}]: {short(text, 50)} is {similarity:.0%} like "
+                    f"{held_out_texts[other]} {short(other, 50)}: training on a held-out "
+                    "message leaks it into the score. Write your own message"
+                )
+    return problems
+
+
+def _messages_in(splits: Sequence[Path]) -> dict[str, str]:
+    """Each customer message of the splits -> where it first appears (`test.jsonl line 4`)."""
+    where: dict[str, str] = {}
+    for split in splits:
+        for line, example in enumerate(load_examples(split), start=1):
+            where.setdefault(_user_text(example), f"{split.name} line {line}")
+    return where
+
+
 def _similar_pairs(texts: Sequence[str], others: Sequence[str]) -> list[tuple[str, str, float]]:
     """Pairs at least NEAR_COPY alike (ftlab.support's rule), order numbers hidden."""
 
@@ -333,7 +383,7 @@ def new_example_problems(examples: Any, min_count: int = 10) -> list[str]:
             )
             continue
         typed = spellings_of(answer["order_id"], text)
-        if all(COVERED_SPELLING.fullmatch(spelling) for spelling in typed):
+        if all(COVERED_SPELLING.fullmatch(" ".join(spelling.split())) for spelling in typed):
             problems.append(
                 f"{where}: the order number is typed {' and '.join(map(repr, typed))}, a form the "
                 "data set already has (AC-12345, AC 12345, AC12345 in any case): type it another "
@@ -374,7 +424,23 @@ def new_example_problems(examples: Any, min_count: int = 10) -> list[str]:
                 f"every example has the sentiment {''.join(tones)}: vary the tone (at least 2 "
                 "different sentiments)"
             )
+        places = {_place_of_number(text, answer["order_id"]) for _, text, answer in labelled}
+        if len(places - {None}) == 1:
+            problems.append(
+                f"in every example the order number sits at the {next(iter(places - {None}))} "
+                "of the message: put it elsewhere in some (start, middle or end), as customers do"
+            )
     return problems
+
+
+def _place_of_number(text: str, order_id: str | None) -> str | None:
+    """Where in `text` the order number is typed: "start", "middle" or "end" (by thirds)."""
+    digits = (order_id or "")[-5:]
+    found = [m for m in TYPED_ORDER_ID.finditer(text) if m.group(1) == digits]
+    if not found or not text:
+        return None
+    middle = (found[0].start() + found[0].end()) / 2 / len(text)
+    return "start" if middle < 1 / 3 else "end" if middle > 2 / 3 else "middle"
 
 
 def leak_problems(path: Path, split_paths: Sequence[Path], min_count: int = 10) -> list[str]:
@@ -400,10 +466,7 @@ def leak_problems(path: Path, split_paths: Sequence[Path], min_count: int = 10) 
         for p in report.warnings
         if p.code in ("overlap_with_split", "duplicate_example")
     )
-    where_in_splits: dict[str, str] = {}
-    for split in split_paths:
-        for line, example in enumerate(load_examples(split), start=1):
-            where_in_splits.setdefault(_user_text(example), f"{split.name} line {line}")
+    where_in_splits = _messages_in(split_paths)
     ours = {
         _user_text(example): line
         for example, line in zip(report.examples, report.example_lines, strict=False)

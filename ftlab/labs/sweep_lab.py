@@ -17,6 +17,7 @@ LABELS = ("underfit", "overfit", "good")
 EPOCH_BUDGET = 40  # the text asks for about 35 epochs in all; more makes the sweep slow on a CPU
 OVERFIT_RISE = 1.05  # final validation loss more than 5 % above the run's own lowest
 UNDERFIT_FACTOR = 2.0  # ... or more than twice the lowest validation loss of the whole sweep
+DIVERGED_RISE = 1.2  # final training loss more than a fifth above the first epoch's
 NEAR_BEST = 1.1  # a chosen checkpoint within 10 % of the sweep's lowest validation loss
 
 Curves = dict[str, dict[str, list[float]]]  # run name -> {"train": [...], "valid": [...]}
@@ -86,13 +87,18 @@ def sweep_problems(sweep: object) -> list[str]:
 
 def lowest_loss(curves: Curves) -> float:
     """The lowest validation loss of the whole sweep, at any epoch of any run."""
-    return min((min(c["valid"]) for c in curves.values() if c["valid"]), default=math.inf)
+    finite = [loss for c in curves.values() for loss in c["valid"] if math.isfinite(loss)]
+    return min(finite, default=math.inf)
 
 
 def diverged(curve: dict[str, list[float]]) -> bool:
-    """The training loss ended higher than in the first epoch: the learning rate is too high."""
+    """The training loss ended clearly higher than in the first epoch, or is not a number: the
+    learning rate is too high. A few percent is not enough: an epoch's loss moves that much
+    with the batches alone, even in a run that learns nothing."""
     train = curve["train"]
-    return len(train) >= 2 and train[-1] > train[0]
+    if any(not math.isfinite(loss) for loss in train):
+        return True
+    return len(train) >= 2 and train[-1] > DIVERGED_RISE * train[0]
 
 
 def observed(curve: dict[str, list[float]], lowest_any: float) -> str:
