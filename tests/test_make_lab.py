@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,3 +59,31 @@ def test_make_lab_serves_the_course(repo, tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_make_setup_registers_a_missing_kernel_again(repo):
+    """The README's fix for "a notebook cannot find the kernel" is `make setup`: it must
+    register the kernel even when the installed packages are up to date."""
+    kernel = repo / ".venv" / "share" / "jupyter" / "kernels" / "ftlab"
+    if not (kernel / "kernel.json").is_file():
+        pytest.skip("this checkout's .venv was not made by `make setup`")
+    saved = kernel.with_name("ftlab.saved-by-test")
+    shutil.rmtree(saved, ignore_errors=True)
+    kernel.rename(saved)
+    try:
+        done = subprocess.run(
+            ["make", "--no-print-directory", "setup"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        spec = json.loads((kernel / "kernel.json").read_text())
+        assert spec["display_name"] == "Python 3 (ftlab)"
+    finally:
+        if kernel.exists():
+            shutil.rmtree(saved, ignore_errors=True)
+        else:
+            saved.rename(kernel)
