@@ -136,10 +136,14 @@ class ProgressStore:
             self._write(data)
         return entry
 
-    def summary(self) -> list[BankSummary]:
-        """One line per bank the learner has touched, sorted by bank name."""
+    def summary(self, repair: bool = True) -> list[BankSummary]:
+        """One line per bank the learner has touched, sorted by bank name.
+
+        `repair=False` reads without changing the file, even a damaged one (its valid records
+        count): for reading other people's records, such as a class's."""
+        data = self.load() if repair else self._read()[0]
         rows = []
-        for name, questions in sorted(self.load()["banks"].items()):
+        for name, questions in sorted(data["banks"].items()):
             entries = list(questions.values())
             rows.append(
                 BankSummary(

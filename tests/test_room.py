@@ -1,0 +1,55 @@
+"""`ftlab room`: the instructor's view of a workshop, read from a real shared server."""
+
+from __future__ import annotations
+
+import json
+
+from server_helpers import client, start, tiny_examples, upload, wait_for
+
+from ftlab import cli
+from ftlab.quiz.progress import ProgressStore
+from ftlab.room import format_room, room_report
+
+
+def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana\nben sk-ben\n")
+    homes = tmp_path / "home"
+    progress = ProgressStore(homes / "ana" / "progress.json")
+    progress.record("01_what_is_fine_tuning", 0, "Q1", 0, correct=True)
+    progress.record("01_what_is_fine_tuning", 1, "Q2", 1, correct=False)
+    damaged = homes / "ben" / "progress.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text("{not json")
+    with start(tmp_path / "data", keys=keys) as server:
+        ana = client(server, "sk-ana")
+        file_id = upload(ana, tiny_examples(3))  # too few examples: the job fails at once
+        job = ana.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file_id)
+        wait_for(ana, job.id)
+
+        pattern = str(homes / "{name}" / "progress.json")
+        rows = room_report(server.base_url, keys, pattern)
+        assert [row.name for row in rows] == ["ana", "ben"]
+        ana_row, ben_row = rows
+        assert ana_row.files == 1 and ana_row.jobs == {"failed": 1}
+        assert ana_row.last_job.startswith("failed") and ana_row.models == []
+        assert (ana_row.quiz_right, ana_row.quiz_answered) == (1, 2)
+        assert ben_row.files == 0 and ben_row.jobs == {} and ben_row.quiz_answered == 0
+        assert damaged.read_text() == "{not json"  # another person's file is never changed
+        table = format_room(rows)
+        assert "1 failed" in table and "1/2" in table and "0 of 2 learners" in table
+
+        command = ["room", "--url", server.base_url, "--keys", str(keys), "--json"]
+        assert cli.main([*command, "--progress", pattern]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed[0]["name"] == "ana" and printed[0]["jobs"] == {"failed": 1}
+        assert cli.main([*command, "--progress", str(homes / "progress.json")]) == 2
+        assert "has no {name}" in capsys.readouterr().err
+
+        newer = tmp_path / "newer-keys.txt"  # cleo is in a keys file the server was not given
+        newer.write_text("ana sk-ana\nben sk-ben\ncleo sk-cleo\n")
+        cleo = room_report(server.base_url, newer)[2]
+        assert cleo.problem == "the server refused this learner's key (401)"
+        assert "refused this learner's key" in format_room([cleo])
+    assert cli.main(["room", "--url", server.base_url, "--keys", str(keys)]) == 2
+    assert "cannot reach the server" in capsys.readouterr().err
