@@ -514,11 +514,14 @@ def test_cli_unreadable_file(tmp_path):
 
 
 def test_cli_rejects_a_bad_price_or_epochs(capsys):
-    for args in (["--price-per-million", "gpt-9"], ["--epochs", "0"]):
-        with pytest.raises(SystemExit) as stop:
-            cli.main(["validate", str(BROKEN / "too_few.jsonl"), *args])
-        assert stop.value.code == 2
+    for args in (["--price-per-million", "gpt-9"], ["--epochs", "0"], ["--max-tokens", "x"]):
+        assert cli.main(["validate", str(BROKEN / "too_few.jsonl"), *args]) == 2
     assert "gpt-4.1-mini-2025-04-14" in capsys.readouterr().err
+    assert cli.main(["validate", str(BROKEN / "too_few.jsonl"), "--epochs", "0", "--json"]) == 2
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)  # still the one JSON object a script parses
+    assert result["valid"] is False and result["errors"][0]["code"] == "invalid_argument"
+    assert "argument --epochs: must be 1 or more, not 0" in result["errors"][0]["message"]
 
 
 def test_cli_json_is_one_object(capsys, tmp_path):

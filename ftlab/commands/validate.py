@@ -23,14 +23,25 @@ from ftlab.validation import (
 
 UNREADABLE_FILE = "unreadable_file"  # the --json code for exit status 2: no report at all
 MODEL_NOT_FOUND = "model_not_found"  # exit status 2 with --json: no tokenizer to count with
+INVALID_ARGUMENT = "invalid_argument"  # exit status 2 with --json: an option's value is wrong
 
 
-def _price(text: str) -> str:
-    try:
-        resolve_price(text)
-    except PriceError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+def _option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options' values, checked here rather than by argparse so that
+    `--json` still gets its one JSON object."""
+    for option, value in (("--epochs", args.epochs), ("--max-tokens", args.max_tokens)):
+        if value is None:
+            continue
+        try:
+            setattr(args, option[2:].replace("-", "_"), positive_int(value))
+        except argparse.ArgumentTypeError as error:
+            return f"argument {option}: {error}"
+    if args.price_per_million is not None:
+        try:
+            resolve_price(args.price_per_million)
+        except PriceError as error:
+            return f"argument --price-per-million: {error}"
+    return None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,13 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=positive_int,
         metavar="N",
         help="epochs for the cost estimate (default: OpenAI's 'auto' rule)",
     )
     parser.add_argument(
         "--price-per-million",
-        type=_price,
         metavar="P",
         help=f"training price per million tokens: a number, or a model ({models})",
     )
@@ -74,7 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-tokens",
-        type=positive_int,
         metavar="N",
         help="context length for the too_long check (default: the model's)",
     )
@@ -90,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     # Data can hold characters the terminal cannot show; never die printing them.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
+    problem = _option_problem(args)
+    if problem:
+        return _no_report(args, problem, code=INVALID_ARGUMENT)
     try:
         report = validate_file(
             args.file,
@@ -101,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
         )
     except (UnreadableFileError, MemoryError) as error:
-        return _unreadable(args, str(error) or "there is not enough memory to check the file")
+        return _no_report(args, str(error) or "there is not enough memory to check the file")
     except ModelNotFoundError as error:
-        return _unreadable(
+        return _no_report(
             args,
             f"cannot count tokens: {error}\n(or add --no-tokens to check the file's structure "
             "only)",
@@ -117,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _unreadable(args: argparse.Namespace, message: str, code: str = UNREADABLE_FILE) -> int:
-    """Exit status 2; with --json, also the one JSON object on stdout that scripts parse."""
+def _no_report(args: argparse.Namespace, message: str, code: str = UNREADABLE_FILE) -> int:
+    """Exit status 2 (no report); with --json, also the one JSON object on stdout that scripts
+    parse."""
     print(f"ftlab validate: {message}", file=sys.stderr)
     if args.json:
         error = {"line": None, "code": code, "message": message}

@@ -2,9 +2,10 @@
 
 Errors make a file invalid; warnings are worth reading but do not stop training.
 The codes never change meaning: notebooks, tests and instructors' scripts match on them.
-Two more codes live outside this table: `ftlab validate --json` reports `unreadable_file`
-(exit status 2, `line: null`) when the file cannot be read at all, and `model_not_found` when
-the tokenizer of `--model` cannot be loaded to count tokens; either way there is no report.
+Three more codes live outside this table: `ftlab validate --json` reports `unreadable_file`
+(exit status 2, `line: null`) when the file cannot be read at all, `model_not_found` when the
+tokenizer of `--model` cannot be loaded to count tokens, and `invalid_argument` when an option's
+value is wrong (`--epochs 0`); each time there is no report.
 """
 
 from __future__ import annotations
