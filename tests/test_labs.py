@@ -33,7 +33,8 @@ TRIVIAL = {"pass", "else:", "try:", "return", "continue", "break", ")", "]", "}"
 
 
 def region_lines(source: str, markdown: bool = False) -> tuple[list[str], list[str]]:
-    """(lines inside solution or hidden-test regions, except stubs; lines outside any region)."""
+    """(lines inside solution or hidden-test regions; lines the lab shows: outside any region,
+    or a stub's, such as a function's signature that the solution repeats)."""
     inside, outside = [], []
     in_region = False
     for line in source.split("\n"):
@@ -42,9 +43,11 @@ def region_lines(source: str, markdown: bool = False) -> tuple[list[str], list[s
             in_region = True
         elif marker in (END_SOLUTION, END_HIDDEN):
             in_region = False
-        elif in_region and not marker.startswith(STUB):
+        elif in_region and marker.startswith(STUB):  # shown on purpose: the lab keeps it
+            outside.append(marker[len(STUB) :].strip())
+        elif in_region:
             inside.append(marker)
-        elif not in_region:
+        else:
             outside.append(marker)
     return inside, outside
 

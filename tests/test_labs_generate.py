@@ -32,6 +32,24 @@ def test_region_without_stub_gets_a_todo_that_runs():
     assert namespace["f"](3) is None
 
 
+def test_a_stub_keeps_its_own_indentation_so_it_can_be_a_function():
+    source = (
+        "### BEGIN SOLUTION\n"
+        "### STUB def double(x):\n"
+        '### STUB     """TODO: twice x."""\n'
+        "### STUB\n"
+        "### STUB     return x  # TODO\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "### END SOLUTION\n"
+        "print(double(3))"
+    )
+    lab = strip_regions(source)
+    expected = 'def double(x):\n    """TODO: twice x."""\n\n    return x  # TODO\nprint(double(3))'
+    assert lab == expected
+    exec(lab, {})
+
+
 def test_markdown_answer_is_replaced_by_an_invitation():
     lab = strip_regions("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", markdown=True)
     assert lab == "Why?\n*Write your answer here.*"

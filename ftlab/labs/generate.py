@@ -8,8 +8,9 @@ delimit what the learner must write:
     rank = 8
     ### END SOLUTION
 
-In the lab, the region becomes its `### STUB` lines (without the marker) or, if
-it has none, a `# TODO` comment, so a stub never raises when run. Regions between
+In the lab, the region becomes its `### STUB` lines (without the marker and the one
+space after it, so that indentation after that space is kept) or, if it has none, a
+`# TODO` comment, so a stub never raises when run. Regions between
 `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` are removed. Markdown
 regions become an invitation to write an answer; in a markdown cell, write each
 marker inside an HTML comment, so that the solved notebook does not show it as a
@@ -48,8 +49,13 @@ class MarkerError(ValueError):
 def _stub_for(region: list[str], indent: str, markdown: bool) -> list[str]:
     if markdown:
         return [indent + MARKDOWN_STUB]
-    stubs = [line.strip()[len(STUB) :].strip() for line in region if line.strip().startswith(STUB)]
-    lines = [indent + stub for stub in stubs] or [indent + DEFAULT_CODE_STUB]
+    # What follows "### STUB " keeps its own indentation, so a stub can be a whole function.
+    stubs = [
+        line.strip()[len(STUB) :].removeprefix(" ").rstrip()
+        for line in region
+        if line.strip().startswith(STUB)
+    ]
+    lines = [indent + stub if stub else "" for stub in stubs] or [indent + DEFAULT_CODE_STUB]
     if indent and not stubs:
         lines.append(indent + "pass")
     return lines
