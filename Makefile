@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ftlab-installed
-VENV_OK := test -x $(BIN)/python && $(BIN)/python -m pip --version >/dev/null 2>&1
+VENV_OK := test -x $(BIN)/python && $(BIN)/python -c 'import pip' >/dev/null 2>&1
 KERNEL_INSTALL := $(BIN)/python -m ipykernel install --sys-prefix --name ftlab --display-name "Python 3 (ftlab)" >/dev/null
 LAB_PORT ?= 8888
 # Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
@@ -17,13 +17,13 @@ setup: $(STAMP)
 	@test -f $(VENV)/share/jupyter/kernels/ftlab/kernel.json || $(KERNEL_INSTALL)
 	@$(BIN)/ftlab prepare
 
-# Everything again, even when the pins have not changed: for a .venv that was damaged by hand.
+# Install again any package that is missing or at another version than its pin.
 reinstall:
 	rm -f $(STAMP)
 	$(MAKE) setup
 
 # Re-install only when the pins change; pip itself is pinned so the resolver behaves the same everywhere.
-# A .venv without a working pip (a `python -m venv` that failed half-way) is made again.
+# A .venv without pip (a `python -m venv` that failed half-way) is made again; nothing else is.
 $(STAMP): pyproject.toml requirements.lock
 	@$(VENV_OK) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || { \
 	    echo "The course needs Python 3.11, but '$(PYTHON)' is $$($(PYTHON) --version 2>/dev/null || echo missing)." >&2; \

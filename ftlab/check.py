@@ -71,7 +71,7 @@ def check_packages() -> Iterator[CheckResult]:
                 FAIL,
                 name,
                 f"{installed} installed, {requirement.specifier} pinned",
-                "run `make reinstall` (it installs the pinned versions again)",
+                "run `make reinstall` (it installs the pinned version)",
             )
 
 

@@ -18,8 +18,9 @@ def fsync_folder(folder: str | Path) -> None:
             os.close(handle)
 
 
-def fsync_tree(folder: str | Path) -> None:
-    """Flush every file under `folder`, then the folders themselves, to disk.
+def fsync_tree(folder: str | Path, up_to: str | Path | None = None) -> None:
+    """Flush every file under `folder`, then the folders themselves, to disk, and the
+    folders above it up to `up_to` (which may have been made new for it too).
 
     For folders that a database row will point to (a fine-tuned model, a checkpoint): after a
     power cut the row must not find empty or missing files."""
@@ -32,6 +33,11 @@ def fsync_tree(folder: str | Path) -> None:
             fsync_folder(path)
     fsync_folder(folder)
     fsync_folder(folder.parent)
+    if up_to is not None and folder.is_relative_to(up_to):
+        for parent in folder.parents:
+            fsync_folder(parent)
+            if parent == Path(up_to):
+                break
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

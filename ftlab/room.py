@@ -17,7 +17,8 @@ from typing import Any
 from ftlab.quiz.progress import ProgressStore
 from ftlab.server.auth import load_keys
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class LearnerRow:
     models: list[str] = field(default_factory=list)
     quiz_right: int | None = None
     quiz_answered: int | None = None
+    quiz_problem: str | None = None  # why the quiz record could not be read (all or part)
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,19 +45,29 @@ def _ago(seconds: float) -> str:
 
 
 def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> None:
-    from openai import APIConnectionError, APIStatusError, OpenAI
+    from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI
 
     api = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
     try:
         row.files = sum(1 for _ in api.files.list(purpose="fine-tune"))
         jobs = list(api.fine_tuning.jobs.list(limit=100))  # newest first; the SDK pages on
+        models = [m.id for m in api.models.list() if m.id.startswith("ft:")]
+    except APITimeoutError:
+        row.problem = f"no answer within {timeout:g} s (a busy server: try --timeout 120)"
+        return
     except APIConnectionError as error:
         raise ConnectionError(
             f"cannot reach the server at {base_url} ({error}). Fix: check the address (the "
             "one `ftlab serve` printed, ending in /v1) and that the server is running."
         ) from error
     except APIStatusError as error:
-        row.problem = f"the server refused this learner's key ({error.status_code})"
+        if error.status_code in (401, 403):
+            row.problem = f"the server refused this learner's key ({error.status_code})"
+        else:
+            row.problem = (
+                f"the server answered {error.status_code}: is --url the address `ftlab serve` "
+                "printed, ending in /v1?"
+            )
         return
     counts = Counter(job.status for job in jobs)
     row.jobs = {status: counts[status] for status in STATUSES if counts[status]}
@@ -64,16 +76,24 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
         finished = last.finished_at or last.created_at
         row.last_job = (
             f"{last.status} {_ago(time.time() - finished)}"
-            if last.status in ("succeeded", "failed", "cancelled")
+            if last.status in FINISHED
             else last.status
         )
-    row.models = [job.fine_tuned_model for job in jobs if job.fine_tuned_model]
+    row.models = models  # the learner's fine-tuned models still on the server
 
 
 def _quiz_part(row: LearnerRow, progress: Path) -> None:
-    if not progress.is_file():
+    try:
+        if not progress.is_file():  # the learner has answered nothing yet
+            return
+        with open(progress, "rb"):
+            pass
+    except OSError as error:  # a private home folder, say
+        row.quiz_problem = f"cannot read {progress} ({error.strerror or error})"
         return
-    summary = ProgressStore(progress).summary(repair=False)
+    store = ProgressStore(progress)
+    row.quiz_problem = store.problem()
+    summary = store.summary(repair=False)
     row.quiz_right = sum(bank.correct for bank in summary)
     row.quiz_answered = sum(bank.answered for bank in summary)
 
@@ -103,6 +123,8 @@ def format_room(rows: list[LearnerRow]) -> str:
     for row in rows:
         jobs = ", ".join(f"{n} {status}" for status, n in row.jobs.items()) or "-"
         quiz = "-" if row.quiz_answered is None else f"{row.quiz_right}/{row.quiz_answered}"
+        if row.quiz_problem:
+            quiz = "unreadable" if row.quiz_answered is None else f"{quiz} (damaged file)"
         cells = (
             row.name,
             "-" if row.files is None else str(row.files),
@@ -117,4 +139,5 @@ def format_room(rows: list[LearnerRow]) -> str:
     out = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) for cells in table]
     done = sum(1 for row in rows if row.models)
     out.append(f"\n{done} of {len(rows)} learners have a fine-tuned model.")
+    out += [f"{row.name}'s quiz record: {row.quiz_problem}" for row in rows if row.quiz_problem]
     return "\n".join(line.rstrip() for line in out)

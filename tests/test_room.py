@@ -35,9 +35,11 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         assert ana_row.last_job.startswith("failed") and ana_row.models == []
         assert (ana_row.quiz_right, ana_row.quiz_answered) == (1, 2)
         assert ben_row.files == 0 and ben_row.jobs == {} and ben_row.quiz_answered == 0
+        assert ben_row.quiz_problem.startswith("was unreadable")
         assert damaged.read_text() == "{not json"  # another person's file is never changed
         table = format_room(rows)
         assert "1 failed" in table and "1/2" in table and "0 of 2 learners" in table
+        assert "0/0 (damaged file)" in table and "ben's quiz record: was unreadable" in table
 
         command = ["room", "--url", server.base_url, "--keys", str(keys), "--json"]
         assert cli.main([*command, "--progress", pattern]) == 0
@@ -50,6 +52,8 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         newer.write_text("ana sk-ana\nben sk-ben\ncleo sk-cleo\n")
         cleo = room_report(server.base_url, newer)[2]
         assert cleo.problem == "the server refused this learner's key (401)"
+        wrong_url = room_report(server.base_url.removesuffix("/v1"), keys)[0]
+        assert wrong_url.problem.startswith("the server answered 404: is --url")
         assert "refused this learner's key" in format_room([cleo])
     assert cli.main(["room", "--url", server.base_url, "--keys", str(keys)]) == 2
     assert "cannot reach the server" in capsys.readouterr().err

@@ -341,3 +341,15 @@ def test_an_encoding_error_gives_the_character_column():
     assert problem.code == "invalid_encoding"
     assert "column 47 " in problem.message  # 46 characters before it; 49 bytes
     assert "éééé" in problem.message  # the sound é as é, the bad byte read as Windows-1252
+
+
+def test_carriage_returns_between_tokens_are_json_whitespace_not_line_ends():
+    line = json.dumps(good(1), separators=(",\r", ":")).encode()  # no LF anywhere
+    report = check(line)
+    assert [p.code for p in report.problems] == ["too_few_examples"] and len(report.examples) == 1
+
+
+def test_a_raw_tab_in_a_text_is_to_be_escaped_not_deleted():
+    line = json.dumps(good(1)).replace("Where is", "Where\tis")
+    [problem] = check(with_bad(line)).problems
+    assert problem.code == "invalid_json" and "written as \\t" in problem.message

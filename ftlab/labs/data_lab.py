@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -320,8 +321,8 @@ def copied_examples_problems(
         if report is None or not isinstance(extras, list):
             continue
         written = [_user_text(e) for e in extras if isinstance(e, dict) and _user_text(e)]
-        repaired = [_user_text(e) for e in report.examples]
-        repaired = repaired[: max(0, len(repaired) - len(written))]  # the extras come last
+        others = Counter(_user_text(e) for e in report.examples) - Counter(written)
+        repaired = list(others.elements())  # the file's own messages, the extras taken out
         for index, text in enumerate(written):
             found = _similar_pairs([text], repaired + written[:index])[:1]
             for _, other, similarity in found:

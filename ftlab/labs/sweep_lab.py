@@ -133,9 +133,15 @@ def diagnosis_problems(diagnosis: object, curves: Curves) -> list[str]:
     problems = []
     for name, curve in runs.items():
         if diverged(curve):
+            train = curve["train"]
+            went = (
+                f"rose from {train[0]:.3f} to {train[-1]:.3f}"
+                if all(math.isfinite(loss) for loss in train)
+                else "stopped being a number (NaN)"
+            )
             problems.append(
-                f"{name} diverged: its training loss rose from {curve['train'][0]:.3f} to "
-                f"{curve['train'][-1]:.3f}, so its learning rate is far too high for this data. "
+                f"{name} diverged: its training loss {went}, so its learning rate is far too "
+                "high for this data. "
                 "Lower it (or remove the run) in section 1 and run sections 1 to 4 again."
             )
     for name, label in diagnosis.items():
@@ -180,6 +186,11 @@ def choice_problems(chosen: object, curves: Curves) -> list[str]:
             "a whole epoch number from 1 to that run's number of epochs."
         ]
     lowest_any = lowest_loss(curves)
+    if not math.isfinite(picked):
+        return [
+            f"{chosen['run']} at epoch {chosen['epoch']} has no usable validation loss (not a "
+            "number: that run diverged): choose a checkpoint of a run that learned."
+        ]
     if picked > NEAR_BEST * lowest_any:
         return [
             f"{chosen['run']} at epoch {chosen['epoch']} has validation loss {picked:.3f}, more "

@@ -112,6 +112,10 @@ class ProgressStore:
             self._warn(f"{problem}; could not repair it ({error})")
         return data
 
+    def problem(self) -> str | None:
+        """What is wrong with the file, without changing it (None when nothing is)."""
+        return self._read()[1]
+
     def bank(self, bank: str) -> dict[str, dict[str, Any]]:
         """Per-question records of one bank, keyed by question index as a string."""
         return self.load()["banks"].get(bank, {})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 
 from ftlab.server.errors import APIError
@@ -74,6 +75,7 @@ class Authenticator:
         self.keys = keys
         self.path = Path(path) if path is not None else None
         self._seen = self._signature()
+        self._reading = threading.Lock()  # requests run on several threads
 
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
@@ -98,10 +100,17 @@ class Authenticator:
 
         A file that became unreadable or invalid is reported once and the keys in force stay,
         so one typo does not lock the whole class out."""
-        signature = self._signature()
-        if self.path is None or signature == self._seen:
+        if self.path is None or self._signature() == self._seen:
             return
-        self._seen = signature
+        with self._reading:  # one reader at a time, so an older read never lands last
+            signature = self._signature()
+            if signature == self._seen:
+                return  # another request read this version meanwhile
+            self._seen = signature
+            self._read_again()
+
+    def _read_again(self) -> None:
+        assert self.path is not None
         try:
             keys = load_keys(self.path)
         except KeysFileError as error:

@@ -439,7 +439,7 @@ class Worker:
         elif kind == "checkpoint":
             name = f"{model_name(job)}:ckpt-step-{record['step']}"
             metrics = {"step": record["step"], **latest}
-            fsync_tree(self.store.located(record["checkpoint_dir"]))
+            fsync_tree(self.store.located(record["checkpoint_dir"]), up_to=self.store.jobs_dir)
             if self.store.add_checkpoint(
                 {
                     "id": new_id("ftckpt_"),

@@ -77,6 +77,15 @@ def read_bytes(path: PathLike, what: str = "data file") -> bytes:
     raise UnreadableFileError(f"cannot read the {what} {path}: {reason}")
 
 
+def _one_json_value(data: bytes) -> bool:
+    """True when `data` parses as one JSON value (CR is also JSON's whitespace)."""
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
     """The file's lines (LF, CRLF or, in a file with no LF, CR ends; BOM removed) and any
     file-level encoding problems."""
@@ -92,8 +101,8 @@ def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
                 line=1,
             )
         )
-    if b"\r" in data and b"\n" not in data:  # old Mac line ends: a raw CR is never valid JSON
-        data = data.replace(b"\r", b"\n")
+    if b"\r" in data and b"\n" not in data and not _one_json_value(data):
+        data = data.replace(b"\r", b"\n")  # old Mac line ends (CR alone ends a line there)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline at the end of the last line does not start a new one
@@ -358,15 +367,18 @@ def validate_bytes(
         price_per_million=price_per_million,
     )
     context = stats["context_tokens"]
-    limit = "the model's context" if stats["context_source"] == "model" else "--max-tokens"
     for i, tokens in too_long:
+        if stats["context_source"] == "given":
+            why = f"more than your --max-tokens limit of {context:,}"
+        else:
+            why = (
+                f"more than the model's context of {context:,}; OpenAI's training cuts off "
+                "the rest and `ftlab train` refuses it (above its max_length)"
+            )
         problems.append(
             Problem(
                 "too_long",
-                f"the example is {tokens:,} tokens, more than "
-                f"{limit} of {context:,}; OpenAI's training cuts off the rest "
-                "and `ftlab train` refuses it (above its max_length), so shorten it or "
-                "split the conversation",
+                f"the example is {tokens:,} tokens, {why}, so shorten it or split the conversation",
                 line=accepted[i].line,
             )
         )

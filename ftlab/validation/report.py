@@ -239,7 +239,7 @@ def format_stats_text(stats: dict[str, Any]) -> str:
         label = "token limit (--max-tokens)" if given else "model context (tokens)"
         lines.append(f"  {label:<30}{stats['context_tokens']:>9,}")
         longest = (stats.get("tokens_per_example") or {}).get("max", 0)
-        if longest > stats["context_tokens"]:
+        if longest > stats["context_tokens"] and not given:
             lines.append("  (the total counts each too_long example only up to that limit)")
     if stats.get("over_train_max_length"):
         count, limit = stats["over_train_max_length"], stats["train_max_length"]

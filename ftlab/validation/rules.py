@@ -186,6 +186,13 @@ def _json_hint(text: str, error: json.JSONDecodeError) -> str:
             'processors type them: JSON needs straight double quotes ("); retype the quotes in '
             "a plain-text editor, or write each line with json.dumps"
         )
+    if error.msg.startswith("Invalid control character"):
+        escape = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(rest[0], f"\\u{ord(rest[0]):04x}")
+        return (
+            f"the text holds a raw control character (U+{ord(rest[0]):04X}) at column "
+            f"{error.colno}; inside a string JSON needs it written as {escape} (json.dumps does "
+            "that for you)"
+        )
     if not (rest[0].isascii() and rest[0].isprintable()):
         name = unicodedata.name(rest[0], "a control character").lower()
         return (

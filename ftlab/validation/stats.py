@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ftlab.chat_template import opening_prompt, template_message
+from ftlab.chat_template import opening_prompt, render, template_message
 from ftlab.validation.prices import resolve_price
 
 # OpenAI's "auto" epochs rule (also used by the course's local server).
@@ -111,17 +111,14 @@ class _Renderer:
         self.fallbacks = 0
 
     def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
-        conversation = [template_message(m) for m in messages]
         try:
-            text = self.tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=generation_prompt
-            )
+            text = render(self.tokenizer, messages, generation_prompt)
             if isinstance(text, str):
                 return text
         except Exception:  # noqa: BLE001 - a model's template may reject any conversation
             pass
         self.fallbacks += 1
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in conversation)
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in map(template_message, messages))
         return text + ("assistant: " if generation_prompt else "")
 
     def opening(self, rendered_reply: str) -> str:
@@ -211,9 +208,10 @@ def file_stats(
     """The report's statistics, and (index, tokens) of the examples longer than the context.
 
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
-    context are cut off by OpenAI's training (and refused by `ftlab train`), so they are left
-    out of the total. `over_train_max_length` counts the examples within the context that
-    `ftlab train` still refuses at its default `--max-length`.
+    model's context are cut off by OpenAI's training (and refused by `ftlab train`), so they are
+    left out of the total; `max_tokens` replaces the context for the `too_long` check only.
+    `over_train_max_length` counts the examples within the context that `ftlab train` still
+    refuses at its default `--max-length`.
     """
     check_counts(epochs=epochs, max_tokens=max_tokens)
     n = len(examples)
@@ -240,10 +238,12 @@ def file_stats(
     too_long: list[tuple[int, int]] = []
     if tokenizer is not None:
         totals, replies, fallbacks = count_tokens(examples, tokenizer)
-        context = max_tokens if max_tokens is not None else context_length(tokenizer)
+        model_context = context_length(tokenizer)
+        context = max_tokens if max_tokens is not None else model_context
         if context is not None:
             too_long = [(i, t) for i, t in enumerate(totals) if t > context]
-        trained = [min(t, context) if context else t for t in totals]
+        # Only the model's context cuts what is trained (and billed); a given limit only flags.
+        trained = [min(t, model_context) if model_context else t for t in totals]
         stats.update(
             tokenizer=tokenizer_label(tokenizer),
             tokens_per_example=summarize(totals),
