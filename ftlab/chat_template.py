@@ -7,7 +7,9 @@ and `name` are not part of what the model reads), and tool calls become their JS
 
 from __future__ import annotations
 
+import contextlib
 import json
+import weakref
 from typing import Any
 
 
@@ -28,16 +30,54 @@ def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False
     )
 
 
+def generation_cue(tokenizer: Any) -> str:
+    """The text the template adds to ask for a reply (`<|im_start|>assistant\\n` for SmolLM2),
+    or "" when its generation prompt is not simply appended. Computed once per tokenizer."""
+    try:
+        return _cues[tokenizer]
+    except (KeyError, TypeError):  # TypeError: a tokenizer that cannot be weakly referenced
+        pass
+    probe = [{"role": "user", "content": "x"}]
+    without = render(tokenizer, probe)
+    with_prompt = render(tokenizer, probe, generation_prompt=True)
+    cue = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+    with contextlib.suppress(TypeError):
+        _cues[tokenizer] = cue
+    return cue
+
+
+_cues: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def opening_prompt(tokenizer: Any, rendered_reply: str) -> str:
     """What comes before the text of a reply that opens a conversation.
 
     `rendered_reply` is the rendering of that one assistant message. Templates may put
     text of their own before it (SmolLM2 adds a default system prompt), which is not
     part of the reply and must not be learned: the reply starts after the template's
-    generation prompt (`<|im_start|>assistant\\n`)."""
-    probe = [{"role": "user", "content": "x"}]
-    without = render(tokenizer, probe)
-    with_prompt = render(tokenizer, probe, generation_prompt=True)
-    cue = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+    generation prompt (`generation_cue`). Returns "" when the cue is not found: the whole
+    rendering then counts as the reply (training warns; see `training.data`)."""
+    cue = generation_cue(tokenizer)
     at = rendered_reply.find(cue) if cue else -1
     return rendered_reply[: at + len(cue)] if at >= 0 else ""
+
+
+class ChatRenderer:
+    """A tokenizer's chat template as the checker and training both use it."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
+        return render(self.tokenizer, messages, generation_prompt)
+
+    def opening(self, rendered_reply: str) -> str:
+        return opening_prompt(self.tokenizer, rendered_reply)
+
+    def reply_bounds(self, messages: list[dict], index: int) -> tuple[str, str]:
+        """(the rendering up to where assistant message `index`'s own text starts, the
+        rendering through its end): the learned part of the reply lies between the two."""
+        through = self(messages[: index + 1])
+        if index:
+            return self(messages[:index], generation_prompt=True), through
+        return self.opening(through), through  # an opening reply: skip the template's preamble

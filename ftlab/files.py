@@ -32,12 +32,10 @@ def fsync_tree(folder: str | Path, up_to: str | Path | None = None) -> None:
         elif path.is_dir():
             fsync_folder(path)
     fsync_folder(folder)
-    fsync_folder(folder.parent)
-    if up_to is not None and folder.is_relative_to(up_to):
-        for parent in folder.parents:
-            fsync_folder(parent)
-            if parent == Path(up_to):
-                break
+    for parent in folder.parents:  # the folder's own entry, then any new folders above it
+        fsync_folder(parent)
+        if up_to is None or parent == Path(up_to) or not folder.is_relative_to(up_to):
+            break
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

@@ -83,19 +83,10 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
 
 
 def _quiz_part(row: LearnerRow, progress: Path) -> None:
-    try:
-        if not progress.is_file():  # the learner has answered nothing yet
-            return
-        with open(progress, "rb"):
-            pass
-    except OSError as error:  # a private home folder, say
-        row.quiz_problem = f"cannot read {progress} ({error.strerror or error})"
-        return
-    store = ProgressStore(progress)
-    row.quiz_problem = store.problem()
-    summary = store.summary(repair=False)
-    row.quiz_right = sum(bank.correct for bank in summary)
-    row.quiz_answered = sum(bank.answered for bank in summary)
+    summary, row.quiz_problem = ProgressStore(progress).inspect()
+    if summary is not None:
+        row.quiz_right = sum(bank.correct for bank in summary)
+        row.quiz_answered = sum(bank.answered for bank in summary)
 
 
 def room_report(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import copy
 import functools
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from conftest import REPO, run_ftlab
 
 from ftlab import cli
+from ftlab.chat_template import generation_cue
 from ftlab.labs.data_lab import broken_files_source
 from ftlab.paths import support_split
 from ftlab.support import SYSTEM_PROMPT, make_example
@@ -305,6 +307,16 @@ def test_what_the_checker_counts_is_what_training_learns(tokenizer):
         assert report.stats["assistant_tokens_per_example"]["max"] == row.trained_tokens
     learned = tokenizer.decode([t for t in row.labels if t != IGNORE])
     assert learned.startswith("Hi! How can I help?") and "SmolLM" not in learned
+
+
+def test_an_opening_reply_the_template_cannot_locate_is_learned_whole_with_a_warning(tokenizer):
+    plain = copy.deepcopy(tokenizer)  # a template with no generation prompt of its own
+    plain.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    messages = [{"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "hi"}]
+    assert generation_cue(plain) == "" and generation_cue(tokenizer).endswith("assistant\n")
+    with pytest.warns(UserWarning, match="reply prompt was not found"):
+        row = tokenize_example(plain, messages)
+    assert plain.decode([t for t in row.labels if t != IGNORE]).startswith("assistant: Hi!")
 
 
 def test_overlap_with_another_split(tmp_path):

@@ -49,10 +49,14 @@ def order_ids_in(text: str) -> set[str]:
     return {f"AC-{digits}" for digits in TYPED_ORDER_ID.findall(text)}
 
 
+def _typed(order_id: str, text: str) -> list[re.Match[str]]:
+    """Where the message types `order_id` (`AC-12345`), however spelled."""
+    return [m for m in TYPED_ORDER_ID.finditer(text) if m.group(1) == order_id[-5:]]
+
+
 def spellings_of(order_id: str, text: str) -> list[str]:
     """How the message types `order_id` (`AC-12345`): e.g. ['ac/12345']."""
-    digits = order_id[-5:]
-    return [m.group(0) for m in TYPED_ORDER_ID.finditer(text) if m.group(1) == digits]
+    return [m.group(0) for m in _typed(order_id, text)]
 
 
 def hide_order_ids(text: str) -> str:
@@ -436,9 +440,8 @@ def new_example_problems(examples: Any, min_count: int = 10) -> list[str]:
 
 def _place_of_number(text: str, order_id: str | None) -> str | None:
     """Where in `text` the order number is typed: "start", "middle" or "end" (by thirds)."""
-    digits = (order_id or "")[-5:]
-    found = [m for m in TYPED_ORDER_ID.finditer(text) if m.group(1) == digits]
-    if not found or not text:
+    found = _typed(order_id, text) if order_id else []
+    if not found:
         return None
     middle = (found[0].start() + found[0].end()) / 2 / len(text)
     return "start" if middle < 1 / 3 else "end" if middle > 2 / 3 else "middle"

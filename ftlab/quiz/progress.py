@@ -112,10 +112,6 @@ class ProgressStore:
             self._warn(f"{problem}; could not repair it ({error})")
         return data
 
-    def problem(self) -> str | None:
-        """What is wrong with the file, without changing it (None when nothing is)."""
-        return self._read()[1]
-
     def bank(self, bank: str) -> dict[str, dict[str, Any]]:
         """Per-question records of one bank, keyed by question index as a string."""
         return self.load()["banks"].get(bank, {})
@@ -140,25 +136,23 @@ class ProgressStore:
             self._write(data)
         return entry
 
-    def summary(self, repair: bool = True) -> list[BankSummary]:
-        """One line per bank the learner has touched, sorted by bank name.
+    def summary(self) -> list[BankSummary]:
+        """One line per bank the learner has touched, sorted by bank name."""
+        return _summarise(self.load())
 
-        `repair=False` reads without changing the file, even a damaged one (its valid records
-        count): for reading other people's records, such as a class's."""
-        data = self.load() if repair else self._read()[0]
-        rows = []
-        for name, questions in sorted(data["banks"].items()):
-            entries = list(questions.values())
-            rows.append(
-                BankSummary(
-                    bank=name,
-                    answered=len(entries),
-                    correct=sum(e["correct"] for e in entries),
-                    attempts=sum(e["attempts"] for e in entries),
-                    updated=max((e["updated"] for e in entries), default=""),
-                )
-            )
-        return rows
+    def inspect(self) -> tuple[list[BankSummary] | None, str | None]:
+        """The summary and what is wrong with the file (None when nothing is), read once and
+        changing nothing, even in a damaged file (its valid records count): for reading other
+        people's records, such as a class's. The summary is None when there is no file (the
+        learner has answered nothing yet) or it cannot be read (which is a problem)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as error:  # a private home folder, say
+            return None, f"cannot read {self.path} ({error.strerror or error})"
+        data, problem = _parse(raw)
+        return _summarise(data), problem
 
     def _read(self) -> tuple[dict[str, Any], str | None]:
         """What is valid in the file, and what is wrong with it (None when nothing is)."""
@@ -169,10 +163,7 @@ class ProgressStore:
         except OSError as error:  # e.g. no permission: carry on without the record
             self._warn(f"cannot be read ({error}); earlier answers are not shown")
             return _empty(), None
-        try:
-            return _valid_records(json.loads(raw.decode("utf-8")))
-        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-            return _empty(), f"was unreadable ({type(error).__name__}: {error})"
+        return _parse(raw)
 
     def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,3 +272,28 @@ def _record_problem(key: str, entry: Any) -> str | None:
         if not valid(entry[field]):
             return f'"{field}" is {entry[field]!r}, not {meaning}'
     return None
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    """The valid records in a progress file's bytes, and what is wrong (None when nothing is)."""
+    try:
+        return _valid_records(json.loads(raw.decode("utf-8")))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        return _empty(), f"was unreadable ({type(error).__name__}: {error})"
+
+
+def _summarise(data: dict[str, Any]) -> list[BankSummary]:
+    """One line per bank in a progress record, sorted by bank name."""
+    rows = []
+    for name, questions in sorted(data["banks"].items()):
+        entries = list(questions.values())
+        rows.append(
+            BankSummary(
+                bank=name,
+                answered=len(entries),
+                correct=sum(e["correct"] for e in entries),
+                attempts=sum(e["attempts"] for e in entries),
+                updated=max((e["updated"] for e in entries), default=""),
+            )
+        )
+    return rows

@@ -8,12 +8,13 @@ but not learned from (the OpenAI fine-tuning convention).
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ftlab.chat_template import opening_prompt, render
+from ftlab.chat_template import ChatRenderer
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
 from ftlab.validation.stats import TRAIN_MAX_LENGTH
 
@@ -44,16 +45,21 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     message to the end of that message in the template (so the end-of-turn
     token is learned too: it is what makes the model stop).
     """
-    text = render(tokenizer, messages)
+    renderer = ChatRenderer(tokenizer)
+    text = renderer(messages)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        through = render(tokenizer, messages[: index + 1])
-        if index:
-            before = render(tokenizer, messages[:index], generation_prompt=True)
-        else:  # a reply that opens the conversation: skip what the template puts before it
-            before = opening_prompt(tokenizer, through)
+        before, through = renderer.reply_bounds(messages, index)
+        if index == 0 and not before:
+            warnings.warn(
+                "This chat template's reply prompt was not found before a reply that opens a "
+                "conversation, so the whole rendered message is learned, with any text the "
+                "template adds before it (such as a default system prompt). Fix: start the "
+                "conversation with a system or user message.",
+                stacklevel=2,
+            )
         if not (text.startswith(through) and through.startswith(before)):
             raise TemplateError(
                 "The chat template does not render conversations as one message after another, "

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ftlab.chat_template import opening_prompt, render, template_message
+from ftlab.chat_template import ChatRenderer, template_message
 from ftlab.validation.prices import resolve_price
 
 # OpenAI's "auto" epochs rule (also used by the course's local server).
@@ -103,16 +103,17 @@ def context_length(tokenizer: Any) -> int | None:
     return _config_context(str(getattr(tokenizer, "name_or_path", "") or ""))
 
 
-class _Renderer:
-    """Renders conversations with the chat template, falling back to plain text if it fails."""
+class _Renderer(ChatRenderer):
+    """The chat template, falling back to plain text when it rejects a conversation (the
+    checker counts any file; training refuses what its template cannot render)."""
 
     def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer)
         self.fallbacks = 0
 
     def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
         try:
-            text = render(self.tokenizer, messages, generation_prompt)
+            text = super().__call__(messages, generation_prompt)
             if isinstance(text, str):
                 return text
         except Exception:  # noqa: BLE001 - a model's template may reject any conversation
@@ -124,7 +125,7 @@ class _Renderer:
     def opening(self, rendered_reply: str) -> str:
         """What the template puts before a reply that opens a conversation ("" if unknown)."""
         try:
-            return opening_prompt(self.tokenizer, rendered_reply)
+            return super().opening(rendered_reply)
         except Exception:  # noqa: BLE001 - as above: count the whole rendering as the reply
             return ""
 
@@ -169,12 +170,8 @@ def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], l
         pairs = []
         for index, message in enumerate(messages):
             if message["role"] == "assistant" and message.get("weight", 1) != 0:
-                through = render(messages[: index + 1])
-                if index:
-                    before = slot(render(messages[:index], generation_prompt=True))
-                else:  # an opening reply: not the text the template puts before it
-                    before = slot(render.opening(through))
-                pairs.append((slot(through), before))
+                before, through = render.reply_bounds(messages, index)
+                pairs.append((slot(through), slot(before)))
         plan.append((full, pairs))
     lengths = _token_lengths(tokenizer, list(texts))
     totals, replies = [], []
