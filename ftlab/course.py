@@ -21,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlab.api_jobs import follow, unfinished_job
 from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL, is_adapter_dir
-from ftlab.paths import runs_dir, support_split
+from ftlab.paths import data_dir, runs_dir, support_split
 from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
 
 if TYPE_CHECKING:
     from ftlab.course_server import CourseServer
+    from ftlab.support import Scores
 
 LORA_RUN = "03_lora"
 API_RUN = "04_api"
@@ -110,21 +112,73 @@ def save_api_result(record: dict[str, Any]) -> Path:
     return path
 
 
+# What notebook 05 reads from notebook 04's record (`api_record` writes these and more).
+API_RESULT_NEEDS = ("provider", "fine_tuned_model", "server_data_dir", "scores", "train_examples")
+
+
+def api_record(
+    client: Any,
+    job: Any,
+    server: CourseServer | None,
+    scores: Scores,
+    predictions: list[str],
+    train_examples: int,
+    evaluation_seconds: float,
+) -> dict[str, Any]:
+    """Notebook 04's record of its finished job, for `save_api_result` (notebook 05 reads it).
+
+    Keys: `provider` ("local" or "openai"); `base_model`; `fine_tuned_model`, the `ft:` name to
+    call; `checkpoint_model`, the first checkpoint's name; `job_id`; `server_data_dir`, the
+    local server's data folder relative to `runs_dir()` (None exactly when the job ran on
+    OpenAI, whose `server` is None); `server_url`, a workshop's shared server if the job ran
+    there (else None); `hyperparameters` as the job resolved them; `trained_tokens`;
+    `train_examples`; `test_file`, relative to `data_dir()`; `scores` on the test split
+    (`Scores.as_dict()`) and the raw `predictions` in the test file's order; `job_seconds`,
+    from the job's creation to its end by the provider's clock (queueing included), and
+    `evaluation_seconds`.
+    """
+    checkpoints = sorted(
+        client.fine_tuning.jobs.checkpoints.list(job.id), key=lambda c: c.step_number
+    )
+    return {
+        "provider": "openai" if server is None else "local",
+        "base_model": job.model,
+        "fine_tuned_model": job.fine_tuned_model,
+        "checkpoint_model": checkpoints[0].fine_tuned_model_checkpoint if checkpoints else None,
+        "job_id": job.id,
+        "server_data_dir": None if server is None else API_SERVER,
+        "server_url": server.base_url if server is not None and server.shared else None,
+        "hyperparameters": job.method.supervised.hyperparameters.to_dict(),
+        "trained_tokens": job.trained_tokens,
+        "train_examples": train_examples,
+        "test_file": support_split("test").relative_to(data_dir()).as_posix(),
+        "scores": scores.as_dict(),
+        "predictions": predictions,
+        "job_seconds": (job.finished_at or job.created_at) - job.created_at,
+        "evaluation_seconds": round(evaluation_seconds, 1),
+    }
+
+
 def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     """Notebook 04's API fine-tune: its record if saved, else the same job run on the local server.
 
-    The record's keys are documented in notebook 04; 05 uses `fine_tuned_model`,
-    `provider`, `server_data_dir` (relative to `runs_dir()`, None for OpenAI),
-    `server_url` (a workshop's shared server, if the job ran there) and `scores`
-    (the support metrics on the test split, scored through the API).
+    The record's keys are described in `api_record`. A record that lacks a key notebook 05
+    reads, or whose private server folder is gone (the model with it), is made again.
     """
     path = api_result_path()
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
-        missing = {"fine_tuned_model", "server_data_dir", "scores"} - set(record)
-        if not missing:
+        missing = set(API_RESULT_NEEDS) - set(record)
+        folder = record.get("server_data_dir")
+        if missing:
+            on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
+        elif folder and not record.get("server_url") and not (runs_dir() / folder).is_dir():
+            on_event(
+                f"{path} names {record['fine_tuned_model']}, but the server folder that held it "
+                f"({runs_dir() / folder}) is gone; running the API job again."
+            )
+        else:
             return record
-        on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
     record = run_api_job(on_event)
     save_api_result(record)
     return record
@@ -146,7 +200,7 @@ def api_model_server(record: dict[str, Any]) -> CourseServer | None:
         return None
     trained_on, now = record.get("server_url"), shared_server_url()
     if trained_on is None:
-        return private_server(runs_dir() / record["server_data_dir"])
+        return _holding(private_server(runs_dir() / record["server_data_dir"]), record)
     if trained_on != now:
         raise RuntimeError(
             f"Notebook 04 trained {record['fine_tuned_model']} on the shared server at "
@@ -155,7 +209,27 @@ def api_model_server(record: dict[str, Any]) -> CourseServer | None:
             f"FTLAB_SERVER_KEY as they were for notebook 04, or delete {api_result_path()} "
             "to train the model again."
         )
-    return course_server(runs_dir() / record["server_data_dir"])
+    return _holding(course_server(runs_dir() / record["server_data_dir"]), record)
+
+
+def _holding(server: CourseServer, record: dict[str, Any]) -> CourseServer:
+    """`server`, after checking that it still has the record's model (else a clear error)."""
+    from openai import NotFoundError, OpenAI
+
+    try:
+        OpenAI(base_url=server.base_url, api_key=server.api_key).models.retrieve(
+            record["fine_tuned_model"]
+        )
+    except NotFoundError:
+        if not server.shared:
+            server.stop()
+        raise RuntimeError(
+            f"The server at {server.base_url} no longer has {record['fine_tuned_model']}, the "
+            f"model notebook 04 saved in {api_result_path()} (it was deleted, or the server's "
+            f"data folder was replaced). Fix: delete {api_result_path()} and run this notebook "
+            "again, which trains the model again, or run notebook 04 again."
+        ) from None
+    return server
 
 
 def api_answers(
@@ -227,47 +301,30 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
 
     with course_server(runs_dir() / API_SERVER) as server:
         client = OpenAI(base_url=server.base_url, api_key=server.api_key)
-        with open(api_train_file(), "rb") as handle:
-            training = client.files.create(file=handle, purpose="fine-tune")
-        with open(support_split("valid"), "rb") as handle:
-            validation = client.files.create(file=handle, purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(
-            model=DEFAULT_MODEL,
-            training_file=training.id,
-            validation_file=validation.id,
-            suffix=API_SUFFIX,
-            method=API_METHOD,
-            seed=0,
-        )
+        job = unfinished_job(client, DEFAULT_MODEL, API_SUFFIX)  # one an interruption left
+        if job is None:
+            with open(api_train_file(), "rb") as handle:
+                training = client.files.create(file=handle, purpose="fine-tune")
+            with open(support_split("valid"), "rb") as handle:
+                validation = client.files.create(file=handle, purpose="fine-tune")
+            job = client.fine_tuning.jobs.create(
+                model=DEFAULT_MODEL,
+                training_file=training.id,
+                validation_file=validation.id,
+                suffix=API_SUFFIX,
+                method=API_METHOD,
+                seed=0,
+            )
         where = "the shared server" if server.shared else "a local server"
-        on_event(f"Fine-tuning job {job.id} created on {where}; following its events.")
-        seen: set[str] = set()
-        while True:
-            job = client.fine_tuning.jobs.retrieve(job.id)
-            events = client.fine_tuning.jobs.list_events(job.id, limit=50).data
-            for event in reversed(events):
-                if event.id not in seen:
-                    seen.add(event.id)
-                    on_event(f"  {event.message}")
-            if job.status in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(poll_s)
+        on_event(f"Fine-tuning job {job.id} on {where}; following its events.")
+        job = follow(client, job.id, every=poll_s, say=on_event)
         if job.status != "succeeded":
             raise RuntimeError(
                 f"Fine-tuning job {job.id} ended {job.status}: {job.error}. {server.log_hint}"
             )
         examples = load_examples(support_split("test"))
+        started = time.perf_counter()
         answers = api_answers(client, job.fine_tuned_model, [prompt_messages(e) for e in examples])
-    scores = score(answers, [gold_answer(e) for e in examples])
-    return {
-        "provider": "local",
-        "base_model": DEFAULT_MODEL,
-        "fine_tuned_model": job.fine_tuned_model,
-        "job_id": job.id,
-        "server_data_dir": API_SERVER,
-        "server_url": server.base_url if server.shared else None,
-        "hyperparameters": API_HYPERPARAMETERS,
-        "train_examples": API_TRAIN_SUBSET,
-        "scores": scores.as_dict(),
-        "predictions": answers,
-    }
+        seconds = time.perf_counter() - started
+        scores = score(answers, [gold_answer(e) for e in examples])
+        return api_record(client, job, server, scores, answers, API_TRAIN_SUBSET, seconds)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftlab.server.launcher import ServerHandle, running_server, start_server
+from ftlab.server.serve import data_dir_holder
 
 SERVER_URL_VARIABLE = "FTLAB_SERVER_URL"
 SERVER_KEY_VARIABLE = "FTLAB_SERVER_KEY"
@@ -103,7 +104,17 @@ def course_server(data_dir: str | Path) -> CourseServer:
 def private_server(data_dir: str | Path) -> CourseServer:
     """A server of this notebook's own on `data_dir`: the one this process already runs there
     (a set-up cell run twice), or a new one on a free port."""
-    server = running_server(data_dir) or start_server(data_dir=data_dir, port=0)
+    server = running_server(data_dir)
+    if server is None:
+        holder = data_dir_holder(data_dir)
+        if holder is not None:  # another kernel's server: a second one would be refused
+            raise RuntimeError(
+                f"Another process (pid {holder}) already runs a server on {data_dir}, most "
+                "likely the kernel of an earlier notebook that is still open. Fix: run that "
+                "notebook's 'Stop the server' cell, or shut its kernel down (Kernel > Shut Down "
+                "Kernel), then run this cell again. Its files, jobs and models stay in the folder."
+            )
+        server = start_server(data_dir=data_dir, port=0)
     return CourseServer(server.base_url, PRIVATE_KEY, server)
 
 

@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from ftlab.course import api_result, api_result_path, save_api_result
 
 RECORD = {
+    "provider": "local",
+    "train_examples": 160,
     "fine_tuned_model": "ft:smollm2-135m-instruct:local:support:abc123",
     "server_data_dir": "04_server",
     "scores": {"n": 96, "exact": 0.5},
@@ -16,6 +20,7 @@ def test_a_saved_record_is_read_back_as_it_was_without_running_a_job(tmp_path, m
     monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
     path = save_api_result(RECORD)
 
+    (tmp_path / "04_server").mkdir()  # the private server's folder, which holds the model
     assert path == api_result_path() == tmp_path / "04_api" / "result.json"
     assert "café ☕" in path.read_text(encoding="utf-8")  # kept as typed, not \u-escaped
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no partial file left
@@ -32,3 +37,30 @@ def test_saving_again_replaces_the_record(tmp_path, monkeypatch):
     newer = {**RECORD, "scores": {"n": 96, "exact": 0.75}}
     path = save_api_result(newer)
     assert json.loads(path.read_text(encoding="utf-8")) == newer
+
+
+class JobStarted(Exception):
+    pass
+
+
+def start_job(message: str) -> None:
+    raise JobStarted(message)
+
+
+@pytest.mark.parametrize("missing", ["provider", "train_examples", "scores"])
+def test_a_record_without_what_notebook_05_reads_is_made_again(tmp_path, monkeypatch, missing):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    (tmp_path / "04_server").mkdir()
+    save_api_result({k: v for k, v in RECORD.items() if k != missing})
+    with pytest.raises(JobStarted, match=f"lacks \\['{missing}'\\]; running the API job again"):
+        api_result(on_event=start_job)
+
+
+def test_a_record_whose_server_folder_is_gone_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    save_api_result(RECORD)  # but no 04_server folder: deleted, so the model went with it
+    with pytest.raises(JobStarted, match="the server folder that held it .* is gone"):
+        api_result(on_event=start_job)
+    shared = {**RECORD, "server_url": "http://10.0.0.5:8000/v1"}  # its model is elsewhere
+    save_api_result(shared)
+    assert api_result(on_event=start_job) == shared

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from openai import OpenAI
 from server_helpers import BASE, start
 
 from ftlab.course import api_model_server
 from ftlab.course_server import course_server, shared_server_url
+from ftlab.server.launcher import running_server
 
 
 @pytest.fixture
@@ -89,3 +93,41 @@ def test_notebook_05_finds_the_model_where_notebook_04_trained_it(monkeypatch, n
     }
     with pytest.raises(RuntimeError, match="on the shared server at http://10.0.0.5:8000/v1"):
         api_model_server(record)  # trained on the class's server, which is not set now
+
+
+def test_a_folder_another_kernels_server_holds_gets_a_fix(tmp_path, no_shared_server):
+    folder = tmp_path / "04_server"
+    folder.mkdir()
+    holder = subprocess.Popen(  # stands for notebook 04's kernel, still running its server
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"lock = open({str(folder / 'server.lock')!r}, 'a+')\n"
+            "fcntl.flock(lock, fcntl.LOCK_EX)\n"
+            "lock.write(str(os.getpid())); lock.flush(); print('held', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=f"pid {holder.pid}.*'Stop the server' cell"):
+            course_server(folder)
+    finally:
+        holder.kill()
+        holder.wait()
+    server = course_server(folder)  # once that kernel is gone, the folder is free again
+    server.stop()
+
+
+def test_a_model_the_server_no_longer_has_is_named(tmp_path, monkeypatch, no_shared_server):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    record = {
+        "fine_tuned_model": "ft:smollm2-135m-instruct:local:support:gone",
+        "server_data_dir": "04_server",
+    }
+    with pytest.raises(RuntimeError, match="no longer has ft:smollm2.*Fix: delete"):
+        api_model_server(record)
+    assert running_server(tmp_path / "04_server") is None  # the server it started is stopped

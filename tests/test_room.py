@@ -7,6 +7,7 @@ import json
 from server_helpers import client, start, tiny_examples, upload, wait_for
 
 from ftlab import cli
+from ftlab.api_jobs import DEMO_KEY
 from ftlab.quiz.progress import ProgressStore
 from ftlab.room import format_room, room_report
 
@@ -26,6 +27,13 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         file_id = upload(ana, tiny_examples(3))  # too few examples: the job fails at once
         job = ana.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file_id)
         wait_for(ana, job.id)
+        ben = client(server, "sk-ben")  # notebook 04's failure on purpose is left out
+        demo = ben.fine_tuning.jobs.create(
+            model="smollm2-135m-instruct",
+            training_file=upload(ben, tiny_examples(3)),
+            metadata={DEMO_KEY: "fails on purpose"},
+        )
+        wait_for(ben, demo.id)
 
         pattern = str(homes / "{name}" / "progress.json")
         rows = room_report(server.base_url, keys, pattern)
@@ -34,7 +42,8 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         assert ana_row.files == 1 and ana_row.jobs == {"failed": 1}
         assert ana_row.last_job.startswith("failed") and ana_row.models == []
         assert (ana_row.quiz_right, ana_row.quiz_answered) == (1, 2)
-        assert ben_row.files == 0 and ben_row.jobs == {} and ben_row.quiz_answered == 0
+        assert ben_row.files == 1 and ben_row.jobs == {} and ben_row.last_job is None
+        assert ben_row.quiz_answered == 0
         assert ben_row.quiz_problem.startswith("was unreadable")
         assert damaged.read_text() == "{not json"  # another person's file is never changed
         table = format_room(rows)

@@ -22,6 +22,7 @@ from server_helpers import (
     wait_for,
 )
 
+from ftlab.api_jobs import follow, unfinished_job
 from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
 
@@ -103,6 +104,16 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
         assert parse_answer(reply.choices[0].message.content) is not None, reply
 
 
+def test_follow_prints_the_events_and_returns_the_finished_job(ana, finished_job):
+    said: list[str] = []
+    job = follow(ana, finished_job.id, every=0.1, loss_every=1000, say=said.append)
+    assert job.status == "succeeded" and job.fine_tuned_model == finished_job.fine_tuned_model
+    assert any("Fine-tuning job started" in line for line in said)
+    assert said[-1].endswith("The job has successfully completed")
+    losses = [line for line in said if "loss=" in line]
+    assert losses and all("Step 6/6:" in line for line in losses)  # only the last step's
+
+
 def test_checkpoints_results_file_and_models(ana, finished_job):
     job = finished_job
     checkpoints = list(ana.fine_tuning.jobs.checkpoints.list(job.id))
@@ -174,11 +185,14 @@ def test_cancel_stops_training_promptly(ana, workshop):
         model=BASE,
         training_file=upload(ana, support_examples("train", 24)),
         hyperparameters={**SMALL, "n_epochs": 20},
+        suffix="long",
     )
     deadline = time.monotonic() + 240
     while not any(e.type == "metrics" for e in ana.fine_tuning.jobs.list_events(job.id)):
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.3)
+    assert unfinished_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
+    assert unfinished_job(ana, BASE, "support") is None  # finished_job's suffix, but finished
     (runner,) = runner_pids(workshop.process.pid)
     cancelled = ana.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
@@ -188,6 +202,7 @@ def test_cancel_stops_training_promptly(ana, workshop):
         time.sleep(0.2)
     final = ana.fine_tuning.jobs.retrieve(job.id)
     assert final.status == "cancelled" and final.fine_tuned_model is None
+    assert unfinished_job(ana, BASE, "long") is None
     assert "Fine-tuning job cancelled" in messages(ana, job.id)
 
 

@@ -65,6 +65,21 @@ def default_data_dir() -> Path:
     return ftlab_home() / "server"
 
 
+def data_dir_holder(data_dir: str | Path) -> str | None:
+    """The pid (as text) of the server that holds `data_dir`'s lock now, or None if none does."""
+    path = Path(data_dir) / "server.lock"
+    if not path.is_file():
+        return None
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            return lock.read().strip() or "unknown"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
 @contextlib.contextmanager
 def exclusive(data_dir: Path):
     """Hold a lock on the data directory: two servers writing one database would corrupt jobs."""
