@@ -206,7 +206,14 @@ def test_numeric_grading_follows_jupyterquiz(mixed_bank: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "number"),
-    [("144000", 144000.0), (" 144,000 ", 144000.0), ("1.5e3", 1500.0), ("3/4", 0.75)],
+    [
+        ("144000", 144000.0),
+        (" 144,000 ", 144000.0),
+        ("1.5e3", 1500.0),
+        ("3/4", 0.75),
+        ("85%", 85.0),
+        ("85 %", 85.0),
+    ],
 )
 def test_parse_number_accepts_the_ways_people_write_numbers(text: str, number: float) -> None:
     assert parse_number(text) == number

@@ -148,6 +148,15 @@ def test_file_contents_no_row_points_at_are_removed_at_the_next_start(tmp_path):
     assert "Removed 1 file(s) that no upload or job recorded" in server.log_path.read_text()
 
 
+def test_a_file_whose_bytes_are_gone_is_a_404_that_says_so(tmp_path):
+    with start(tmp_path) as server:
+        api = client(server)
+        file_id = upload(api, tiny_examples(3))
+        (tmp_path / "files" / file_id).unlink()  # removed by hand, or a disk problem
+        with pytest.raises(openai.NotFoundError, match="missing from the server's data folder"):
+            api.files.content(file_id)
+
+
 # ---- the error contract ---------------------------------------------------------------------
 
 
@@ -168,6 +177,21 @@ def test_job_create_errors(api, server):
     missing = raw(server, "POST", "/fine_tuning/jobs", json={"model": BASE})
     error = assert_error(missing, 400, code="missing_required_parameter", param="training_file")
     assert error["message"] == "Missing required parameter: 'training_file'."
+
+    settings = {"n_epochs": 2}  # nothing a request asks for is dropped without a word
+    mistakes = {
+        "validation_file": {"validation_file": ""},
+        "n_epochs": {"extra_body": settings},
+        "hyperparameters": {"hyperparameters": settings, "method": {"type": "supervised"}},
+        "method.supervised.hyperparameter": {
+            "method": {"type": "supervised", "supervised": {"hyperparameter": settings}}
+        },
+        "metadata": {"metadata": {"note": "x" * 513}},
+    }
+    for param, options in mistakes.items():
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.fine_tuning.jobs.create(model=BASE, training_file=file_id, **options)
+        assert caught.value.body["param"] == param, (param, caught.value.body)
 
     with pytest.raises(openai.BadRequestError) as caught:
         api.fine_tuning.jobs.create(
@@ -409,6 +433,23 @@ def test_chat_request_errors(api):
     with pytest.raises(openai.BadRequestError) as caught:
         api.chat.completions.create(model=BASE, messages=[{"role": "robot", "content": "x"}])
     assert caught.value.body["param"] == "messages[0].role"
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(model=BASE, messages=HELLO, seed=2**64)
+    assert caught.value.body["param"] == "seed"
+    unsupported = {
+        "logprobs": {"logprobs": True},
+        "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        "response_format": {"response_format": {"type": "json_object"}},
+        "stream_options": {"stream_options": {"include_usage": True}},
+    }
+    for param, options in unsupported.items():
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=2, **options)
+        assert caught.value.body["param"] == param, param
+    greedy = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, temperature=0)
+    for settings in ({"temperature": 1e-45, "seed": 1}, {"top_p": 0}):  # both greedy
+        answer = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, **settings)
+        assert answer.choices[0].message.content == greedy.choices[0].message.content
 
 
 @pytest.mark.slow

@@ -165,6 +165,8 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
     gone = batcher.submit(DEFAULT_MODEL, ask("hello there"), greedy)
     mid_way = batcher.submit(DEFAULT_MODEL, ask("Can I return the tent?"), greedy)
     kept = batcher.submit(DEFAULT_MODEL, ask("where is AC-10293??"), greedy)
+    bad_seed = batcher.submit(DEFAULT_MODEL, ask("hi"), Sampling(max_tokens=8, seed=2**70))
+    bad_sampling = batcher.submit(DEFAULT_MODEL, ask("hi"), Sampling(8, temperature=float("nan")))
     gone.cancel()  # the client left before its batch started
 
     deliver = mid_way.deliver
@@ -181,8 +183,12 @@ def test_one_bad_or_cancelled_request_leaves_the_rest_of_its_batch_alone(batcher
     assert collect(gone) == ([], [], (0, 0))
     texts, reasons, _ = collect(mid_way)
     assert len(texts) == 1 and reasons == [], "a cancelled choice stops without finishing"
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):
+        collect(bad_seed)  # settings the API refuses, failing only their own request here
+    with pytest.raises(RuntimeError):
+        collect(bad_sampling)
     assert collect(kept) == expected
-    assert batcher.batch_sizes[-1] == 2
+    assert batcher.batch_sizes[-1] == 4
 
 
 @pytest.mark.slow

@@ -217,6 +217,8 @@ def test_deleted_model_is_gone_but_its_checkpoints_still_answer(ana, finished_jo
         model=checkpoint, max_tokens=3, messages=[{"role": "user", "content": "x"}]
     )
     assert reply.model == checkpoint and reply.choices[0].message.content is not None
+    with pytest.raises(openai.BadRequestError, match="is a checkpoint of job ftjob-"):
+        ana.models.delete(checkpoint)  # retrievable, so not "does not exist"
 
 
 def test_sigkill_mid_job_then_restart_resumes(tmp_path):

@@ -173,8 +173,9 @@ def round_significant(number: float, precision: int | None) -> float:
 
 
 def parse_number(text: str) -> float:
-    """Read a learner's number: "144000", "144,000", "1.5e3" or a fraction "3/4"."""
-    cleaned = text.strip().replace(",", "").replace("_", "").replace(" ", "")
+    """Read a learner's number: "144000", "144,000", "1.5e3", a fraction "3/4" or "85 %"
+    (a percent sign is dropped: the questions that want a percentage ask for it)."""
+    cleaned = text.strip().replace(",", "").replace("_", "").replace(" ", "").removesuffix("%")
     if not cleaned:
         raise ValueError("type a number first")
     try:

@@ -78,16 +78,19 @@ class Hyperparameters(BaseModel):
 
 
 class Supervised(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key must not be dropped silently
     hyperparameters: Hyperparameters | None = None
 
 
 class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     type: str
     supervised: Supervised | None = None
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # "5" is no seed (see auto_or)
+    # Unknown fields are kept (to look at), not refused: newer SDKs send fields of their own.
+    model_config = ConfigDict(extra="allow", strict=True)  # "5" is no seed (see auto_or)
     model: str
     training_file: str
     validation_file: str | None = None
@@ -98,6 +101,17 @@ class JobCreate(BaseModel):
     method: Method | None = None
 
     def requested_hyperparameters(self) -> dict[str, Any]:
+        for name in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+            if name in (self.model_extra or {}):
+                raise invalid_value(
+                    name, f"put {name} in method.supervised.hyperparameters, not at the top level."
+                )
+        if self.method is not None and self.hyperparameters is not None:
+            raise invalid_value(
+                "hyperparameters",
+                "give the hyperparameters in method.supervised.hyperparameters only "
+                "(top-level hyperparameters is the older, deprecated place for them).",
+            )
         if self.method is not None:
             if self.method.type != "supervised":
                 raise invalid_value(
@@ -322,7 +336,16 @@ def create_app(
     @app.get("/v1/files/{file_id}/content")
     def file_content(file_id: str, who: Owner) -> FileResponse:
         own_file(file_id, who)
-        return FileResponse(store.file_path(file_id), media_type="application/octet-stream")
+        path = store.file_path(file_id)
+        if not path.is_file():  # its bytes were removed behind the server's back
+            raise APIError(
+                404,
+                f"The content of {file_id} is missing from the server's data folder; upload "
+                "the file again.",
+                param="file_id",
+                code="not_found",
+            )
+        return FileResponse(path, media_type="application/octet-stream")
 
     @app.delete("/v1/files/{file_id}")
     def delete_file(file_id: str, who: Owner) -> dict[str, Any]:
@@ -350,12 +373,18 @@ def create_app(
         if body.model not in BASE_MODELS:
             raise model_not_found(body.model)
         check_file(who, body.training_file, "training_file")
-        if body.validation_file:
+        if body.validation_file is not None:
             check_file(who, body.validation_file, "validation_file")
         if body.suffix is not None and not SUFFIX.match(body.suffix):
             raise invalid_value("suffix", "use 1 to 64 letters, digits, '.', '_' or '-'.")
-        if body.metadata is not None and len(body.metadata) > 16:
-            raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
+        if body.metadata is not None:
+            if len(body.metadata) > 16:
+                raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
+            for key, value in body.metadata.items():
+                if len(key) > 64 or len(value) > 512:
+                    raise invalid_value(
+                        "metadata", f"keys are at most 64 characters and values 512 ({key!r})."
+                    )
         job = {
             "id": new_id("ftjob-"),
             "owner": who,
@@ -371,10 +400,10 @@ def create_app(
             "metadata": body.metadata,
             "max_steps": body.max_steps(),
         }
-        store.add_job(job)
-        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        store.add_job(job, first_event=f"Created fine-tuning job: {job['id']}")
+        created = job_object(store.get_job(job["id"]))  # `validating_files`, as created
         worker.wake()
-        return job_object(store.get_job(job["id"]))
+        return created
 
     @app.get("/v1/fine_tuning/jobs")
     def list_jobs(
@@ -463,6 +492,16 @@ def create_app(
             )
         found = store.get_model(who, model)
         if found is None:
+            checkpoint = store.get_checkpoint_model(who, model)
+            if checkpoint is not None:
+                raise APIError(
+                    400,
+                    f"`{model}` is a checkpoint of job {checkpoint['job_id']}, which cannot be "
+                    "deleted on its own; delete the job's fine-tuned model instead (its "
+                    "checkpoints stay usable).",
+                    param="model",
+                    code="invalid_value",
+                )
             raise model_not_found(model)
         inference.forget(found["path"])
         store.delete_model(who, model)

@@ -61,9 +61,14 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+# Below this temperature sampling is greedy: dividing the logits by 1e-45 overflows to inf,
+# and the most likely token has all the probability long before that.
+GREEDY_BELOW = 1e-4
+
+
 def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None):
-    """Pick one token per row: argmax at temperature 0, else nucleus sampling."""
-    if sampling.temperature <= 0:
+    """Pick one token per row: argmax at temperature 0 (or top_p 0), else nucleus sampling."""
+    if sampling.temperature < GREEDY_BELOW or sampling.top_p <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
@@ -161,7 +166,11 @@ def _rows(model, requests: Sequence[ChatRows]) -> list[_Row]:
         stops = [s for s in request.sampling.stop if s]
         generator = None
         if request.sampling.seed is not None:
-            generator = torch.Generator(device=model.device).manual_seed(request.sampling.seed)
+            try:
+                generator = torch.Generator(device=model.device).manual_seed(request.sampling.seed)
+            except (RuntimeError, ValueError, OverflowError) as error:  # only this request fails
+                request.emit(error)
+                continue
         rows += [_Row(request, i, _Choice(), stops, generator) for i in range(request.sampling.n)]
     return rows
 
@@ -174,7 +183,13 @@ def _pick(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
         by_request.setdefault(id(row.request), []).append(position)
     for positions in by_request.values():
         first = rows[positions[0]]
-        chosen = next_tokens(logits[positions], first.request.sampling, first.generator)
+        try:
+            chosen = next_tokens(logits[positions], first.request.sampling, first.generator)
+        except (RuntimeError, ValueError) as error:  # one request's settings: only it fails
+            first.request.emit(error)
+            for position in positions:
+                rows[position].choice.finished = True
+            continue
         for position, token in zip(positions, chosen.tolist(), strict=True):
             picked[position] = token
     return picked
@@ -207,6 +222,8 @@ def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: b
     (`share_prefix=False` computes every row's whole prompt, for comparison).
     """
     rows = _rows(model, requests)
+    if not rows:
+        return
     ends = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prompts = [row.request.ids for row in rows]
@@ -232,6 +249,8 @@ def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: b
         past = output.cache
         picked = _pick(output.logits[:, -1, :].float(), rows)
         for row, token in zip(rows, picked, strict=True):
+            if row.choice.finished:  # its request failed in `_pick`
+                continue
             if row.request.cancelled():
                 row.choice.finished = True
                 continue

@@ -55,16 +55,43 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]]
     temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)  # what torch's generators take
     n: int | None = Field(None, ge=1, le=16)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # Asked for, these would change the answer's form; the local server cannot give them, so
+    # it says so rather than answer as if they had not been asked for.
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(parameter, why) for a feature asked for that this server does not have, or None."""
+        if self.logprobs:
+            return "logprobs", "log probabilities are not supported by the local server."
+        if self.top_logprobs:
+            return "top_logprobs", "log probabilities are not supported by the local server."
+        if self.tools or self.tool_choice not in (None, "none"):
+            return "tools", "tool calling is not supported by the local server."
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            return "response_format", (
+                f"{kind!r} is not supported by the local server; leave response_format out "
+                "and ask for the format in the system prompt (or fine-tune for it)."
+            )
+        if self.stream_options is not None and not self.stream:
+            return "stream_options", "stream_options is only allowed when stream is true."
+        return None
 
     def sampling(self) -> Sampling:
+        if (problem := self.unsupported()) is not None:
+            raise invalid_value(*problem)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stops) > 4:
             raise invalid_value("stop", "at most 4 stop sequences are allowed.")

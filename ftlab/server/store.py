@@ -357,8 +357,13 @@ class Store:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
-    def add_job(self, job: dict[str, Any]) -> None:
-        self._insert("jobs", job)
+    def add_job(self, job: dict[str, Any], first_event: str | None = None) -> None:
+        """Insert a job, and its first event in the same transaction (a crash keeps both or
+        neither, and the worker cannot log before it)."""
+        with self.transaction() as db:
+            self._insert_into(db, "jobs", job)
+            if first_event is not None:
+                self._insert_event(db, job["id"], first_event)
 
     def get_job(self, job_id: str, owner: str | None = None) -> dict[str, Any] | None:
         if owner is None:
