@@ -491,3 +491,14 @@ def test_many_concurrent_chats(api):
         answers = list(pool.map(ask, range(12)))
     assert all(answers)
     assert answers[:3] == answers[3:6] == answers[9:12]
+
+
+def test_examples_longer_than_training_takes_fail_the_job_before_it_starts(api):
+    examples = tiny_examples(12)
+    examples[3]["messages"][1]["content"] = "Where is my order? " * 600  # about 3,000 tokens
+    job = api.fine_tuning.jobs.create(model=BASE, training_file=upload(api, examples))
+    failed = wait_for(api, job.id)
+    assert (failed.error.code, failed.error.param) == ("invalid_training_file", "training_file")
+    assert "An example of the training file is longer than the 2,048 tokens" in failed.error.message
+    assert "line 4 (" in failed.error.message
+    assert "Fine-tuning job started" not in messages(api, job.id)

@@ -136,6 +136,29 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
     )
 
 
+def too_long(report: Any, job: dict[str, Any], param: str) -> dict[str, Any] | None:
+    """The job's failure when examples of the file are longer than training takes (2,048
+    tokens of the job's base model), found now rather than after the job has started."""
+    from ftlab.models import load_tokenizer
+    from ftlab.validation.stats import TRAIN_MAX_LENGTH, count_tokens
+
+    totals, _, _ = count_tokens(report.examples, load_tokenizer(job["model"]))
+    lines = zip(report.example_lines, totals, strict=True)
+    long = [(line, n) for line, n in lines if n > TRAIN_MAX_LENGTH]
+    if not long:
+        return None
+    shown = ", ".join(f"line {line} ({n:,} tokens)" for line, n in long[:5])
+    more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+    return failure(
+        "invalid_training_file",
+        f"{'An example' if len(long) == 1 else f'{len(long)} examples'} of the "
+        f"{param.replace('_', ' ')} {'is' if len(long) == 1 else 'are'} longer than the "
+        f"{TRAIN_MAX_LENGTH:,} tokens this server trains on: {shown}{more}. Shorten or split "
+        "such examples, or leave them out, and upload the file again.",
+        param,
+    )
+
+
 class Worker:
     """Owns the queue. `start()` recovers interrupted jobs, then polls in a thread."""
 
@@ -262,7 +285,7 @@ class Worker:
                 )
             source = self.store.file_path(file_id)
             report = validate_file(source, count_tokens=False)
-            problem = file_problem(report, param, file_id)
+            problem = file_problem(report, param, file_id) or too_long(report, job, param)
             if problem:
                 return self._fail(job["id"], problem)
             shutil.copyfile(source, job_dir / target)
