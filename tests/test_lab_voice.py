@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ftlab.labs.checks import LabCheckFailed
 from ftlab.labs.voice_lab import (
+    check_pairs_shape,
     comparison_problems,
     held_out_problems,
     metric_problems,
@@ -70,10 +74,30 @@ def test_training_pairs_must_be_text_pairs_all_different_and_all_in_voice():
         "What size gloves should I get?",
         "Your driver was rude.",
     ]
-    pairs = [
-        (message, in_voice(f"Answer number {i} for you.")) for i, message in enumerate(messages)
+    answers = [
+        "It left our depot today.",
+        "Yes, eleven kinds, from one-person to family size.",
+        "Send a photo and we will replace them.",
+        "Of course, within thirty days, free.",
+        "Hello back, how can we help?",
+        "So glad it arrived in time for your hike.",
+        "No, only ever use it outside with fresh air.",
+        "We do, in five to eight working days.",
+        "Cold water, gentle cycle, then tumble dry with tennis balls.",
+        "Done: nothing will ship and you will not be charged.",
+        "Measure around your palm and check our size chart.",
+        "We are sorry; we will talk to the courier firm at once.",
     ]
+    pairs = [(m, in_voice(a)) for m, a in zip(messages, answers, strict=True)]
     assert pairs_problems(pairs, True, *VOICE) == []
+    canned = [(m, in_voice("Thanks for reaching out, we are on it!")) for m in messages]
+    [same_reply] = pairs_problems(canned, True, *VOICE)  # one problem, not one per reply
+    assert (
+        same_reply.startswith("11 replies nearly repeat an earlier one") and "canned" in same_reply
+    )
+    with pytest.raises(LabCheckFailed, match="pairs\\[0\\] is"):
+        check_pairs_shape(["just a string"])
+    check_pairs_shape(pairs)  # silent when the shape is right
     assert "pairs[0] is" in pairs_problems([{"customer": "a", "reply": "b"}], True, *VOICE)[0]
     assert "two strings" in pairs_problems([("a", 3)], True, *VOICE)[0]
     [few] = pairs_problems(pairs[:11], True, *VOICE)
@@ -101,6 +125,20 @@ def test_a_per_rule_metric_passes_and_weaker_metrics_are_told_what_is_wrong():
     )
     assert any("length rule" in p for p in no_length)
     assert any("answers nothing" in p for p in no_length)
+
+    def length_rule(counted: str, at_most: bool):  # per rule, but the length counted wrongly
+        def score(reply: str) -> float:
+            middle = reply.strip().removeprefix(GREETING).removesuffix(SIGN_OFF)
+            words = len((middle if counted == "middle" else reply).split())
+            short_enough = words <= MAX_WORDS if at_most else words < MAX_WORDS
+            rules = [reply.startswith(GREETING), reply.endswith(SIGN_OFF), short_enough]
+            return (sum(rules) + (len(middle.split()) >= 3)) / 4
+
+        return score
+
+    off_by_one = metric_verdict(length_rule("reply", at_most=True))
+    assert [p for p in off_by_one if "exactly 40 words" in p and "use <, not <=" in p]
+    assert any("exactly 40 words" in p for p in metric_verdict(length_rule("middle", False)))
 
 
 def test_the_comparison_needs_a_better_model_a_high_mean_and_half_the_replies_in_voice():

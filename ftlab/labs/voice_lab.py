@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ftlab.labs.checks import plural, short
+from ftlab.labs.checks import LabCheckFailed, plural, short
 from ftlab.support import NEAR_COPY, near_copies
 
 MIN_ANSWER_WORDS = 3  # "Hey trail friend! Happy trails!" with nothing between answers nothing
@@ -82,10 +82,9 @@ def held_out_problems(held_out: Any, trained: Iterable[str], min_count: int = 5)
     return problems
 
 
-def pairs_problems(
-    pairs: Any, file_is_valid: bool, greeting: str, sign_off: str, max_words: int
-) -> list[str]:
-    """Section 1: enough different (customer, reply) pairs of text, every reply in the voice."""
+def pairs_shape_problems(pairs: Any) -> list[str]:
+    """Section 1: `pairs` is a list of (customer, reply) pairs of text (before anything else
+    can be checked, or the file written)."""
     if not isinstance(pairs, list):
         return [f"pairs is a {type(pairs).__name__}; it must be a list of (customer, reply) pairs"]
     for index, pair in enumerate(pairs):
@@ -96,6 +95,22 @@ def pairs_problems(
             ]
         if not all(isinstance(part, str) for part in pair):
             return [f"pairs[{index}] holds something other than two strings: {short(pair)}"]
+    return []
+
+
+def check_pairs_shape(pairs: Any) -> None:
+    """Stop with what to fix when `pairs` is not a list of (customer, reply) pairs of text."""
+    if problems := pairs_shape_problems(pairs):
+        raise LabCheckFailed("\n".join(f"✗ {problem}" for problem in problems))
+
+
+def pairs_problems(
+    pairs: Any, file_is_valid: bool, greeting: str, sign_off: str, max_words: int
+) -> list[str]:
+    """Section 1: enough different (customer, reply) pairs of text, every reply in the voice,
+    and no two replies saying nearly the same thing (one canned answer teaches nothing)."""
+    if problems := pairs_shape_problems(pairs):
+        return problems
     problems = []
     if not file_is_valid:
         problems.append("The checker found errors (listed above): fix them in `pairs`")
@@ -105,6 +120,16 @@ def pairs_problems(
         problems.append(
             f"The customer message {short(customer)} is {similarity:.0%} like "
             f"{short(earlier)}: near copies teach one answer twice. Make every example different"
+        )
+    middles = [reply.strip().removeprefix(greeting).removesuffix(sign_off) for _, reply in pairs]
+    if repeats := _near_copies_among(middles):
+        middle, earlier, similarity = repeats[0]
+        problems.append(
+            f"{plural(len(repeats), 'reply', 'replies')} nearly "
+            f"{'repeats' if len(repeats) == 1 else 'repeat'} an earlier one between the "
+            f"greeting and the sign-off (for example {short(middle)} is {similarity:.0%} "
+            f"like {short(earlier)}): a model trained on a canned answer gives it to every "
+            "customer. Answer each customer's own message"
         )
     off_voice = [
         (customer, broken)
@@ -123,7 +148,7 @@ def pairs_problems(
 
 
 def sample_replies(greeting: str, sign_off: str) -> dict[str, str]:
-    """Section 2: five replies a voice metric must tell apart, by name."""
+    """Section 2: six replies a voice metric must tell apart, by name."""
     answer = "Your boots are on their way and should arrive on Friday, ready for the trail."
     return {
         "on-brand": f"{greeting} {answer} {sign_off}",
@@ -140,6 +165,11 @@ def sample_replies(greeting: str, sign_off: str) -> dict[str, str]:
             f"thirty days. Enjoy the fresh mountain air! {sign_off}"
         ),
         "no answer": f"{greeting} {sign_off}",
+        "40 words": (  # not under 40 in all, though its middle is: the rule counts everything
+            f"{greeting} Your boots left our warehouse this morning and should reach you on "
+            "Friday, just in time for the weekend. If they pinch, swap them in our stores or "
+            f"send them back within thirty days. {sign_off}"
+        ),
     }
 
 
@@ -172,6 +202,12 @@ def metric_problems(scores: dict[str, Any], samples: dict[str, str], max_words: 
             f"A {words}-word reply with the greeting and the sign-off scores {scores['too long']}, "
             "as much as the on-brand reply: your length rule does not work. Count the words and "
             f"give that point only when there are fewer than MAX_WORDS ({max_words})"
+        )
+    if not scores["40 words"] < good:
+        problems.append(
+            f"A reply of exactly {len(samples['40 words'].split())} words, greeting and sign-off "
+            f"included, scores {scores['40 words']}, as much as the on-brand reply. The rule is "
+            f"under {max_words} words in all: count the whole reply, and use <, not <="
         )
     if not scores["no answer"] < good:
         problems.append(
@@ -208,13 +244,14 @@ def comparison_problems(
         problems.append(
             f"The fine-tuned model scores {tuned_mean:.2f} with your metric, no better than the "
             f"base model's {base_mean:.2f}. Read the replies above: if they follow the voice, fix "
-            "voice_score; if not, train for more epochs (5 to 10)"
+            "voice_score; if not, train for more steps: more epochs (5 to 10), or a smaller "
+            "batch_size (4 to 8) so that each epoch is several steps"
         )
     if tuned_mean < MIN_MEAN_SCORE:
         problems.append(
             f"The fine-tuned model's mean voice score is {tuned_mean:.2f}; it should reach at "
             f"least {MIN_MEAN_SCORE}. Check that every training reply follows the voice and "
-            "that the job ran 5 to 10 epochs"
+            "that the job ran enough steps: 5 to 10 epochs with a batch_size of 4 to 8"
         )
     off_voice = [
         (text, broken)
@@ -227,6 +264,7 @@ def comparison_problems(
         problems.append(
             f"Only {in_voice} of {len(tuned_replies)} fine-tuned replies follow every voice "
             f"rule; at least half should. The first that does not, {text!r}, "
-            f"{' and '.join(broken)}. Train for more epochs (5 to 10), or add varied examples"
+            f"{' and '.join(broken)}. Train for more steps (5 to 10 epochs, batch_size 4 to 8), "
+            "or add varied examples"
         )
     return problems
