@@ -172,6 +172,28 @@ def test_a_completion_replayed_after_a_crash_adds_nothing_twice(tmp_path):
     assert len(store.list_models("local")) == 1
 
 
+def test_a_progress_file_cut_short_by_a_power_cut_is_read_on_from_its_end(tmp_path):
+    store = Store(tmp_path / "data")
+    job = running_job(store, "ftjob-powercut00000000000000")
+    first = {"kind": "step", "step": 1, "total_steps": 3, "train_loss": 0.9}
+    write_progress(store, job["id"], first)
+    path = store.job_dir(job["id"]) / job_runner.PROGRESS
+    # The database had read two more lines that the disk never got, and half a third was on it.
+    store.update_job(job["id"], progress_offset=path.stat().st_size + 60)
+    with open(path, "ab") as handle:
+        handle.write(b'{"kind": "st')
+    Worker(store).recover()
+    size = path.stat().st_size
+    assert path.read_bytes().endswith(b'{"kind": "st\n')  # the half line is ended...
+    assert store.get_job(job["id"])["progress_offset"] == size  # ...and the offset is the end
+    resumed = {"kind": "step", "step": 2, "total_steps": 3, "train_loss": 0.7}
+    with open(path, "ab") as handle:  # what the resumed run writes next is read whole
+        handle.write((json.dumps(resumed) + "\n").encode())
+    store.update_job(job["id"], status="running")  # as when the queue starts it again
+    Worker(store)._ingest(job["id"])
+    assert "Step 2/3: training loss=0.7000" in event_messages(store, job["id"])
+
+
 # ---- a data folder that moves ----------------------------------------------------------------
 
 

@@ -196,6 +196,7 @@ class Worker:
 
     def recover(self) -> None:
         for job in self.store.jobs_with_status("running"):
+            self._settle_progress(job["id"])
             self._guarded(job["id"], self._ingest, job["id"])
             if self.store.get_job(job["id"])["status"] != "running":
                 self._replayed.pop(job["id"], None)  # it had finished before the restart
@@ -291,6 +292,7 @@ class Worker:
             shutil.copyfile(source, job_dir / target)
             if param == "training_file":
                 n_examples = len(report.examples)
+        fsync_tree(job_dir)  # the copies are on disk before the job row says it may start
         resolved = resolve_hyperparameters(job["hyperparameters"], n_examples)
         if self.store.update_job(
             job["id"],
@@ -383,6 +385,27 @@ class Worker:
             running.process.kill()
 
     # ---- progress lines -------------------------------------------------------------------
+
+    def _settle_progress(self, job_id: str) -> None:
+        """Make a crashed job's progress file safe to append to again.
+
+        A power cut can lose the file's last lines after the database recorded them as read
+        (the offset then points past the end, and the resumed run's first lines would be
+        skipped), or leave half a line (which the resumed run's first line would continue):
+        the offset is brought back to the end, and a half line is ended."""
+        path = self.store.job_dir(job_id) / job_runner.PROGRESS
+        if not path.exists():
+            return
+        with open(path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size and (handle.seek(size - 1), handle.read(1))[1] != b"\n":
+                handle.write(b"\n")
+                size += 1
+        if self.store.get_job(job_id)["progress_offset"] > size:
+            log.warning(
+                "%s: the progress file lost lines in a crash; reading on from its end", job_id
+            )
+            self.store.update_job(job_id, progress_offset=size)
 
     def _ingest(self, job_id: str) -> None:
         """Apply every complete line of the job's progress file not applied yet."""
