@@ -119,6 +119,10 @@ def test_bad_multipart_is_a_clear_400(server):
     assert_error(no_file, 400, code="missing_required_parameter", param="file")
     no_purpose = raw(server, "POST", "/files", files={"file": ("a.jsonl", b"{}\n")})
     assert_error(no_purpose, 400, code="missing_required_parameter", param="purpose")
+    as_json = raw(server, "POST", "/files", json={"purpose": "fine-tune"})
+    assert "multipart/form-data" in assert_error(as_json, 400)["message"]
+    as_text = raw(server, "POST", "/fine_tuning/jobs", content=b'{"model": "x"}')
+    assert "Content-Type: application/json" in assert_error(as_text, 400)["message"]
     bad_purpose = raw(
         server, "POST", "/files", data={"purpose": "fun"}, files={"file": ("a.jsonl", b"{}\n")}
     )

@@ -149,8 +149,9 @@ def test_a_checkpoint_model_can_be_retrieved_like_the_model(ana, ben, finished_j
     name = f"{finished_job.fine_tuned_model}:ckpt-step-3"
     checkpoint = ana.models.retrieve(name)  # chat takes this name too
     model = ana.models.retrieve(finished_job.fine_tuned_model)
-    assert (checkpoint.id, checkpoint.object, checkpoint.owned_by) == (name, "model", "ana")
-    assert model.owned_by == "ana" and 0 < checkpoint.created <= model.created
+    assert (checkpoint.id, checkpoint.object, checkpoint.owned_by) == (name, "model", "org-ana")
+    assert model.owned_by == "org-ana" == finished_job.organization_id
+    assert 0 < checkpoint.created <= model.created
     with pytest.raises(openai.NotFoundError):
         ben.models.retrieve(name)
 

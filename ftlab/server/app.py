@@ -279,6 +279,13 @@ def create_app(
             async for _ in request.stream():  # drain, so the client reads the answer
                 pass
             raise too_large
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise APIError(
+                400,
+                f"An upload is sent as multipart/form-data with the fields 'purpose' and 'file' "
+                f"(client.files.create does that), not as {kind or 'a body without a type'}.",
+            )
         try:
             form = await request.form(max_files=1, max_fields=16)
         except StarletteHTTPException as error:
@@ -464,7 +471,10 @@ def create_app(
     @app.get("/v1/models")
     def list_models(who: Owner) -> dict[str, Any]:
         data = [model_object(name, BASE_MODEL_CREATED, "ftlab") for name in BASE_MODELS]
-        data += [model_object(m["id"], m["created_at"], m["org"]) for m in store.list_models(who)]
+        data += [
+            model_object(m["id"], m["created_at"], f"org-{m['org']}")
+            for m in store.list_models(who)
+        ]
         return {"object": "list", "data": data, "has_more": False}
 
     @app.get("/v1/models/{model:path}")
@@ -473,12 +483,12 @@ def create_app(
             return model_object(model, BASE_MODEL_CREATED, "ftlab")
         found = store.get_model(who, model)
         if found is not None:
-            return model_object(found["id"], found["created_at"], found["org"])
+            return model_object(found["id"], found["created_at"], f"org-{found['org']}")
         checkpoint = store.get_checkpoint_model(who, model)  # usable for chat too
         if checkpoint is None:
             raise model_not_found(model)
         owner = store.get_job(checkpoint["job_id"])["org"]
-        return model_object(model, checkpoint["created_at"], owner)
+        return model_object(model, checkpoint["created_at"], f"org-{owner}")  # as its job says
 
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, who: Owner) -> dict[str, Any]:

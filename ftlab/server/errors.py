@@ -135,6 +135,12 @@ def validation_error(error: RequestValidationError, required: Sequence[str] = ()
     if first.get("type") == "missing" and (param or required):
         return missing_parameter(param or required[0])
     if param is None:
+        if first.get("type") in ("dict_type", "model_attributes_type"):  # not a JSON object
+            return APIError(
+                400,
+                "The request body must be a JSON object, sent with the header Content-Type: "
+                "application/json (the openai SDK does that).",
+            )
         return APIError(400, f"Invalid request: {first.get('msg', 'invalid body')}.")
     reasons = dict.fromkeys(
         p.get("msg", "invalid") for p in problems if _param_name(tuple(p.get("loc", ()))) == param
