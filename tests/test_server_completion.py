@@ -194,6 +194,24 @@ def test_a_progress_file_cut_short_by_a_power_cut_is_read_on_from_its_end(tmp_pa
     assert "Step 2/3: training loss=0.7000" in event_messages(store, job["id"])
 
 
+def test_only_the_last_three_checkpoints_are_kept(tmp_path):
+    store = Store(tmp_path / "data")
+    job = running_job(store, "ftjob-manyepochs000000000000")
+    folders = []
+    for epoch in range(1, 6):  # a tiny file with "auto" epochs trains many
+        folder = store.job_dir(job["id"]) / "out" / "checkpoints" / f"epoch-{epoch}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        folders.append(folder)
+        record = {"kind": "checkpoint", "step": 3 * epoch, "checkpoint_dir": str(folder)}
+        write_progress(store, job["id"], record)
+    Worker(store)._ingest(job["id"])
+    kept = store.list_checkpoints(job["id"], None, 10).rows
+    assert [c["step_number"] for c in kept] == [15, 12, 9]  # newest first, as listed
+    assert [f.exists() for f in folders] == [False, False, True, True, True]
+    assert store.last_checkpoint_step(job["id"]) == 15  # what a restart resumes from
+
+
 # ---- a data folder that moves ----------------------------------------------------------------
 
 

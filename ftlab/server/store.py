@@ -460,6 +460,17 @@ class Store:
         with self.transaction() as db:
             return self._insert_into(db, "checkpoints", row, or_ignore=True)
 
+    def drop_old_checkpoints(self, job_id: str, keep: int) -> list[Path]:
+        """Forget all but the job's `keep` newest checkpoints; returns the folders to delete."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, path FROM checkpoints WHERE job_id = ? ORDER BY step_number DESC",
+                (job_id,),
+            ).fetchall()
+            old = rows[keep:]
+            db.executemany("DELETE FROM checkpoints WHERE id = ?", [(row[0],) for row in old])
+        return [self.located(row[1]) for row in old]
+
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("checkpoints", "job_id = ?", (job_id,), after=after, limit=limit)
 

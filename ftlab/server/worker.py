@@ -45,6 +45,11 @@ COUNT_CODES = {"empty_file", "too_few_examples"}
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
+# Checkpoints kept per job, as OpenAI keeps those of the last three epochs: a tiny file with
+# "auto" epochs trains up to 25, and each checkpoint (adapter and optimiser state) is ~57 MB.
+KEPT_CHECKPOINTS = 3
+
+
 def model_name(job: dict[str, Any]) -> str:
     """`ft:{base}:{org}:{suffix}:{8 characters}`; the characters come from the job id."""
     return f"ft:{job['model']}:{job['org']}:{job['suffix'] or ''}:{job['id'][-8:]}"
@@ -503,6 +508,8 @@ class Worker:
                     f"Checkpoint created at step {record['step']} with Snapshot ID: {name}",
                     job_updates=done,
                 )
+                for folder in self.store.drop_old_checkpoints(job_id, KEPT_CHECKPOINTS):
+                    shutil.rmtree(folder, ignore_errors=True)  # the run resumes from the newest
             else:
                 self.store.update_job(job_id, **done)
         elif kind == "result":
