@@ -176,6 +176,10 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ftlab-worker", daemon=True)
+        # Files are checked on a thread of their own: a large upload takes a while to read and
+        # tokenize, and the queue must go on meanwhile (jobs start, progress is read, cancels).
+        self._checks_due = threading.Event()
+        self._checker = threading.Thread(target=self._check_loop, name="ftlab-files", daemon=True)
         self._running: dict[str, RunningJob] = {}  # by job id
         self._replayed: dict[str, dict[str, Any]] = {}  # metrics of jobs read back on recovery
 
@@ -184,16 +188,19 @@ class Worker:
     def start(self) -> None:
         self.recover()
         self._thread.start()
+        self._checker.start()
 
     def wake(self) -> None:
         self._wake.set()
+        self._checks_due.set()
 
     def shutdown(self) -> None:
         """Stop the thread and the training child; a running job resumes on the next start."""
         self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self.wake()
+        for thread in (self._thread, self._checker):
+            if thread.is_alive():
+                thread.join(timeout=30)
         for running in self._running.values():
             if running.process.poll() is None:
                 running.process.kill()
@@ -218,11 +225,24 @@ class Worker:
                 job_updates={"status": "queued", "resume": int(step > 0)},
             )
 
+    def _check_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.check_files()
+            except Exception:  # noqa: BLE001 - as in _loop
+                log.exception("file check error")
+            self._checks_due.wait(self.poll_seconds)
+            self._checks_due.clear()
+
+    def check_files(self) -> None:
+        """Check the files of every job in `validating_files`, queueing those that pass."""
+        for job in self.store.jobs_with_status("validating_files"):
+            self._guarded(job["id"], self._validate, job)
+            self._wake.set()  # a job may be queued now
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                for job in self.store.jobs_with_status("validating_files"):
-                    self._guarded(job["id"], self._validate, job)
                 self._start_queued()
                 for job_id in list(self._running):
                     self._pump(job_id)
