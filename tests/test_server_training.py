@@ -181,6 +181,23 @@ def test_keys_keep_learners_apart(ana, ben, workshop, finished_job):
         ben.files.content(results)
 
 
+def test_metadata_can_cap_a_jobs_steps_for_a_quick_demo(ben):
+    job = ben.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=upload(ben, support_examples("train", 24)),
+        hyperparameters=SMALL,
+        metadata={"ftlab_max_steps": "2"},
+    )
+    done = wait_for(ben, job.id)
+    assert done.status == "succeeded", done.error
+    assert "Step 2/2: training loss=" in " ".join(messages(ben, job.id))
+    with pytest.raises(openai.BadRequestError) as caught:
+        ben.fine_tuning.jobs.create(
+            model=BASE, training_file=job.training_file, metadata={"ftlab_max_steps": "many"}
+        )
+    assert caught.value.body["param"] == "metadata.ftlab_max_steps"
+
+
 def test_cancel_stops_training_promptly(ana, workshop):
     job = ana.fine_tuning.jobs.create(
         model=BASE,
