@@ -12,6 +12,9 @@ from typing import Any
 
 FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 UNFINISHED_STATUSES = {"validating_files", "queued", "running"}
+# Metadata naming the course run a job belongs to (notebook 04's: "04_api"), so that the
+# notebook can find its own unfinished job again after a restart.
+RUN_KEY = "course_run"
 # Metadata that marks a job the course makes fail on purpose (notebook 04's five-example
 # file), so that `ftlab room` does not report it as a learner's failed job.
 DEMO_KEY = "course_demo"
@@ -59,14 +62,15 @@ def follow(
         time.sleep(every)
 
 
-def unfinished_job(client: Any, model: str, suffix: str):
-    """The newest job for `model` with `suffix` that has not finished yet, or None.
+def unfinished_job(client: Any, model: str, run: str):
+    """The newest unfinished job for `model` that was created with `metadata={RUN_KEY: run}`.
 
     After a kernel restart the job a notebook started may still be running (the server,
-    or OpenAI, carries on with it): following it beats starting, and paying for, a second."""
+    or OpenAI, carries on with it): following it beats starting, and paying for, a second.
+    The metadata tells the course's job apart from others of the same account."""
     for job in client.fine_tuning.jobs.list(limit=20).data:  # newest first; one page is plenty
         if job.status in UNFINISHED_STATUSES and job.model == model:
-            if job.user_provided_suffix == suffix:
+            if (job.metadata or {}).get(RUN_KEY) == run:
                 return job
     return None
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftlab.api_jobs import follow, unfinished_job
+from ftlab.api_jobs import RUN_KEY, follow, unfinished_job
 from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL, is_adapter_dir
@@ -128,14 +128,14 @@ def api_record(
     """Notebook 04's record of its finished job, for `save_api_result` (notebook 05 reads it).
 
     Keys: `provider` ("local" or "openai"); `base_model`; `fine_tuned_model`, the `ft:` name to
-    call; `checkpoint_model`, the first checkpoint's name; `job_id`; `server_data_dir`, the
-    local server's data folder relative to `runs_dir()` (None exactly when the job ran on
-    OpenAI, whose `server` is None); `server_url`, a workshop's shared server if the job ran
-    there (else None); `hyperparameters` as the job resolved them; `trained_tokens`;
-    `train_examples`; `test_file`, relative to `data_dir()`; `scores` on the test split
-    (`Scores.as_dict()`) and the raw `predictions` in the test file's order; `job_seconds`,
-    from the job's creation to its end by the provider's clock (queueing included), and
-    `evaluation_seconds`.
+    call; `checkpoint_model`, the earliest checkpoint kept (the last three are); `job_id`;
+    `server_data_dir`, the local server's data folder relative to `runs_dir()` (None exactly
+    when the job ran on OpenAI, whose `server` is None); `server_url`, a workshop's shared
+    server if the job ran there (else None); `hyperparameters` as the job resolved them;
+    `trained_tokens`; `train_examples`; `test_file`, relative to `data_dir()`; `scores` on the
+    test split (`Scores.as_dict()`) and the raw `predictions` in the test file's order;
+    `job_seconds`, from the job's creation to its end by the provider's clock (queueing
+    included), and `evaluation_seconds`.
     """
     checkpoints = sorted(
         client.fine_tuning.jobs.checkpoints.list(job.id), key=lambda c: c.step_number
@@ -301,7 +301,7 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
 
     with course_server(runs_dir() / API_SERVER) as server:
         client = OpenAI(base_url=server.base_url, api_key=server.api_key)
-        job = unfinished_job(client, DEFAULT_MODEL, API_SUFFIX)  # one an interruption left
+        job = unfinished_job(client, DEFAULT_MODEL, API_RUN)  # one an interruption left
         if job is None:
             with open(api_train_file(), "rb") as handle:
                 training = client.files.create(file=handle, purpose="fine-tune")
@@ -314,6 +314,7 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
                 suffix=API_SUFFIX,
                 method=API_METHOD,
                 seed=0,
+                metadata={RUN_KEY: API_RUN},
             )
         where = "the shared server" if server.shared else "a local server"
         on_event(f"Fine-tuning job {job.id} on {where}; following its events.")

@@ -191,6 +191,8 @@ def test_job_create_errors(api, server):
             "method": {"type": "supervised", "supervised": {"hyperparameter": settings}}
         },
         "metadata": {"metadata": {"note": "x" * 513}},
+        "method.supervsed": {"method": {"type": "supervised", "supervsed": {}}},
+        "method.type": {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}},
     }
     for param, options in mistakes.items():
         with pytest.raises(openai.BadRequestError) as caught:

@@ -206,6 +206,10 @@ def test_only_the_last_three_checkpoints_are_kept(tmp_path):
         record = {"kind": "checkpoint", "step": 3 * epoch, "checkpoint_dir": str(folder)}
         write_progress(store, job["id"], record)
     Worker(store)._ingest(job["id"])
+    assert all(f.exists() for f in folders)  # none goes while the training child may read them
+    write_progress(store, job["id"], result(fake_adapter(tmp_path / "adapter")))
+    Worker(store)._ingest(job["id"])
+    assert store.get_job(job["id"])["status"] == "succeeded"
     kept = store.list_checkpoints(job["id"], None, 10).rows
     assert [c["step_number"] for c in kept] == [15, 12, 9]  # newest first, as listed
     assert [f.exists() for f in folders] == [False, False, True, True, True]

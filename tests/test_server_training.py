@@ -22,7 +22,7 @@ from server_helpers import (
     wait_for,
 )
 
-from ftlab.api_jobs import follow, unfinished_job
+from ftlab.api_jobs import RUN_KEY, follow, unfinished_job
 from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
 
@@ -188,9 +188,13 @@ def test_metadata_can_cap_a_jobs_steps_for_a_quick_demo(ben):
         hyperparameters=SMALL,
         metadata={"ftlab_max_steps": "2"},
     )
-    done = wait_for(ben, job.id)
+    said: list[str] = []  # followed live, from validating_files to the end
+    done = follow(ben, job.id, every=0.2, loss_every=1, say=said.append)
     assert done.status == "succeeded", done.error
-    assert "Step 2/2: training loss=" in " ".join(messages(ben, job.id))
+    assert said[0].endswith(f"Created fine-tuning job: {job.id}")
+    assert any("Step 1/2: training loss=" in line for line in said)
+    assert said[-1].endswith("The job has successfully completed")
+    assert len(said) == len(set(said)) == len(messages(ben, job.id))  # each event once
     with pytest.raises(openai.BadRequestError) as caught:
         ben.fine_tuning.jobs.create(
             model=BASE, training_file=job.training_file, metadata={"ftlab_max_steps": "many"}
@@ -203,14 +207,14 @@ def test_cancel_stops_training_promptly(ana, workshop):
         model=BASE,
         training_file=upload(ana, support_examples("train", 24)),
         hyperparameters={**SMALL, "n_epochs": 20},
-        suffix="long",
+        metadata={RUN_KEY: "long"},
     )
     deadline = time.monotonic() + 240
     while not any(e.type == "metrics" for e in ana.fine_tuning.jobs.list_events(job.id)):
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.3)
     assert unfinished_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
-    assert unfinished_job(ana, BASE, "support") is None  # finished_job's suffix, but finished
+    assert unfinished_job(ana, BASE, "other") is None
     (runner,) = runner_pids(workshop.process.pid)
     cancelled = ana.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"

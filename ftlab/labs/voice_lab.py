@@ -147,9 +147,15 @@ def pairs_problems(
     return problems
 
 
-def sample_replies(greeting: str, sign_off: str) -> dict[str, str]:
+def sample_replies(greeting: str, sign_off: str, max_words: int = 40) -> dict[str, str]:
     """Section 2: six replies a voice metric must tell apart, by name."""
     answer = "Your boots are on their way and should arrive on Friday, ready for the trail."
+    longer = (
+        "Your boots left our warehouse this morning and should reach you on Friday, just in "
+        "time for the weekend. If they pinch, swap them in our stores or send them back within "
+        "thirty days, and tell us how the trail went. We love hearing from hikers like you."
+    ).split()
+    fill = max_words - len(greeting.split()) - len(sign_off.split())  # to exactly max_words
     return {
         "on-brand": f"{greeting} {answer} {sign_off}",
         "no sign-off": f"{greeting} {answer}",
@@ -165,11 +171,8 @@ def sample_replies(greeting: str, sign_off: str) -> dict[str, str]:
             f"thirty days. Enjoy the fresh mountain air! {sign_off}"
         ),
         "no answer": f"{greeting} {sign_off}",
-        "40 words": (  # not under 40 in all, though its middle is: the rule counts everything
-            f"{greeting} Your boots left our warehouse this morning and should reach you on "
-            "Friday, just in time for the weekend. If they pinch, swap them in our stores or "
-            f"send them back within thirty days. {sign_off}"
-        ),
+        # Not under max_words in all, though its middle is: the rule counts everything.
+        "at the limit": " ".join([greeting, *longer[:fill], sign_off]),
     }
 
 
@@ -203,11 +206,12 @@ def metric_problems(scores: dict[str, Any], samples: dict[str, str], max_words: 
             "as much as the on-brand reply: your length rule does not work. Count the words and "
             f"give that point only when there are fewer than MAX_WORDS ({max_words})"
         )
-    if not scores["40 words"] < good:
+    if not scores["at the limit"] < good:
         problems.append(
-            f"A reply of exactly {len(samples['40 words'].split())} words, greeting and sign-off "
-            f"included, scores {scores['40 words']}, as much as the on-brand reply. The rule is "
-            f"under {max_words} words in all: count the whole reply, and use <, not <="
+            f"A reply of exactly {len(samples['at the limit'].split())} words, greeting and "
+            f"sign-off included, scores {scores['at the limit']}, as much as the on-brand reply. "
+            f"The rule is under {max_words} words in all: count the whole reply, and use <, "
+            "not <="
         )
     if not scores["no answer"] < good:
         problems.append(

@@ -83,7 +83,7 @@ class Supervised(BaseModel):
 
 
 class Method(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="allow")  # {"type": "dpo", "dpo": ...}: refused by its type
     type: str
     supervised: Supervised | None = None
 
@@ -118,6 +118,8 @@ class JobCreate(BaseModel):
                     "method.type",
                     f"{self.method.type!r} is not supported by the local server; use 'supervised'.",
                 )
+            for name in self.method.model_extra or {}:  # a misspelt key, not silently dropped
+                raise invalid_value(f"method.{name}", "unknown field; use method.supervised.")
             chosen = self.method.supervised and self.method.supervised.hyperparameters
         else:
             chosen = self.hyperparameters
@@ -281,6 +283,8 @@ def create_app(
             raise too_large
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            async for _ in request.stream():  # drain, so the client reads the answer
+                pass
             raise APIError(
                 400,
                 f"An upload is sent as multipart/form-data with the fields 'purpose' and 'file' "
@@ -506,9 +510,8 @@ def create_app(
             if checkpoint is not None:
                 raise APIError(
                     400,
-                    f"`{model}` is a checkpoint of job {checkpoint['job_id']}, which cannot be "
-                    "deleted on its own; delete the job's fine-tuned model instead (its "
-                    "checkpoints stay usable).",
+                    f"`{model}` is a checkpoint of job {checkpoint['job_id']}: checkpoints "
+                    "cannot be deleted, only a job's fine-tuned model can.",
                     param="model",
                     code="invalid_value",
                 )

@@ -461,7 +461,8 @@ class Store:
             return self._insert_into(db, "checkpoints", row, or_ignore=True)
 
     def drop_old_checkpoints(self, job_id: str, keep: int) -> list[Path]:
-        """Forget all but the job's `keep` newest checkpoints; returns the folders to delete."""
+        """Forget all but the job's `keep` newest checkpoints; returns their folders to delete
+        (only those inside the data folder: a row of an older version may point elsewhere)."""
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT id, path FROM checkpoints WHERE job_id = ? ORDER BY step_number DESC",
@@ -469,7 +470,8 @@ class Store:
             ).fetchall()
             old = rows[keep:]
             db.executemany("DELETE FROM checkpoints WHERE id = ?", [(row[0],) for row in old])
-        return [self.located(row[1]) for row in old]
+        folders = [self.located(row[1]) for row in old]
+        return [f for f in folders if f.resolve().is_relative_to(self.root.resolve())]
 
     def list_checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("checkpoints", "job_id = ?", (job_id,), after=after, limit=limit)

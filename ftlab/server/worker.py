@@ -45,8 +45,8 @@ COUNT_CODES = {"empty_file", "too_few_examples"}
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
-# Checkpoints kept per job, as OpenAI keeps those of the last three epochs: a tiny file with
-# "auto" epochs trains up to 25, and each checkpoint (adapter and optimiser state) is ~57 MB.
+# Checkpoints kept per finished job, as OpenAI keeps those of the last three epochs: a tiny file
+# with "auto" epochs trains up to 25, and each checkpoint (adapter and optimiser state) is ~57 MB.
 KEPT_CHECKPOINTS = 3
 
 
@@ -208,7 +208,7 @@ class Worker:
 
     def recover(self) -> None:
         for job in self.store.jobs_with_status("running"):
-            self._settle_progress(job["id"])
+            self._guarded(job["id"], self._settle_progress, job["id"])
             self._guarded(job["id"], self._ingest, job["id"])
             if self.store.get_job(job["id"])["status"] != "running":
                 self._replayed.pop(job["id"], None)  # it had finished before the restart
@@ -237,6 +237,8 @@ class Worker:
     def check_files(self) -> None:
         """Check the files of every job in `validating_files`, queueing those that pass."""
         for job in self.store.jobs_with_status("validating_files"):
+            if self._stopping.is_set():
+                return
             self._guarded(job["id"], self._validate, job)
             self._wake.set()  # a job may be queued now
 
@@ -290,6 +292,9 @@ class Worker:
             self.store.add_event(job_id, error["message"], level=level)
 
     def _validate(self, job: dict[str, Any]) -> None:
+        current = self.store.get_job(job["id"])
+        if current is None or current["status"] != "validating_files":  # cancelled meanwhile
+            return
         job_dir = self.store.job_dir(job["id"])
         job_dir.mkdir(parents=True, exist_ok=True)
         self.store.add_event(job["id"], f"Validating training file: {job['training_file']}")
@@ -299,22 +304,22 @@ class Worker:
         ):
             if file_id is None:
                 continue
+            deleted = failure(
+                "invalid_training_file",
+                f"The file {file_id} was deleted before the job could use it. Upload it again "
+                "and create a new job.",
+                param,
+            )
             if self.store.get_file(job["owner"], file_id) is None:
-                return self._fail(
-                    job["id"],
-                    failure(
-                        "invalid_training_file",
-                        f"The file {file_id} was deleted before the job "
-                        "could use it. Upload it again and create a new job.",
-                        param,
-                    ),
-                )
-            source = self.store.file_path(file_id)
-            report = validate_file(source, count_tokens=False)
+                return self._fail(job["id"], deleted)
+            try:  # the job's own copy is what is checked and trained on: a delete cannot race it
+                shutil.copyfile(self.store.file_path(file_id), job_dir / target)
+            except FileNotFoundError:
+                return self._fail(job["id"], deleted)
+            report = validate_file(job_dir / target, count_tokens=False)
             problem = file_problem(report, param, file_id) or too_long(report, job, param)
             if problem:
                 return self._fail(job["id"], problem)
-            shutil.copyfile(source, job_dir / target)
             if param == "training_file":
                 n_examples = len(report.examples)
         fsync_tree(job_dir)  # the copies are on disk before the job row says it may start
@@ -528,8 +533,6 @@ class Worker:
                     f"Checkpoint created at step {record['step']} with Snapshot ID: {name}",
                     job_updates=done,
                 )
-                for folder in self.store.drop_old_checkpoints(job_id, KEPT_CHECKPOINTS):
-                    shutil.rmtree(folder, ignore_errors=True)  # the run resumes from the newest
             else:
                 self.store.update_job(job_id, **done)
         elif kind == "result":
@@ -588,6 +591,9 @@ class Worker:
         # When a crash makes this line be applied twice, the adapter is copied again and
         # the results file found again. The model, its events and "succeeded" are then one
         # transaction, which does nothing if a cancel arrived meanwhile.
+        # Only now: the training child reads its checkpoint folders until it ends.
+        for folder in self.store.drop_old_checkpoints(job_id, KEPT_CHECKPOINTS):
+            shutil.rmtree(folder, ignore_errors=True)
         name = model_name(job)
         target = self.store.models_dir / job_id[-8:]
         shutil.rmtree(target, ignore_errors=True)
