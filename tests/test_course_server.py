@@ -12,6 +12,7 @@ from server_helpers import BASE, start
 from ftlab.course import api_model_server
 from ftlab.course_server import course_server, shared_server_url
 from ftlab.server.launcher import running_server
+from ftlab.server.serve import DataDirInUse, exclusive
 
 
 @pytest.fixture
@@ -115,6 +116,8 @@ def test_a_folder_another_kernels_server_holds_gets_a_fix(tmp_path, no_shared_se
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RuntimeError, match=f"pid {holder.pid}.*'Stop the server' cell"):
             course_server(folder)
+        with pytest.raises(DataDirInUse, match=f"pid {holder.pid}"), exclusive(folder):
+            pass  # the server itself refuses the folder too
     finally:
         holder.kill()
         holder.wait()

@@ -77,6 +77,9 @@ class Hyperparameters(BaseModel):
     learning_rate_multiplier: auto_or(float, 0, 10, above=True) = None
 
 
+HYPERPARAMETER_NAMES = tuple(Hyperparameters.model_fields)
+
+
 class Supervised(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key must not be dropped silently
     hyperparameters: Hyperparameters | None = None
@@ -101,7 +104,7 @@ class JobCreate(BaseModel):
     method: Method | None = None
 
     def requested_hyperparameters(self) -> dict[str, Any]:
-        for name in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+        for name in HYPERPARAMETER_NAMES:
             if name in (self.model_extra or {}):
                 raise invalid_value(
                     name, f"put {name} in method.supervised.hyperparameters, not at the top level."
@@ -124,10 +127,7 @@ class JobCreate(BaseModel):
         else:
             chosen = self.hyperparameters
         values = chosen.model_dump() if chosen else {}
-        return {
-            k: "auto" if values.get(k) is None else values[k]
-            for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
-        }
+        return {k: "auto" if values.get(k) is None else values[k] for k in HYPERPARAMETER_NAMES}
 
     def max_steps(self) -> int | None:
         value = (self.metadata or {}).get(MAX_STEPS_KEY)
@@ -160,6 +160,11 @@ def file_object(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def organization_id(org: str) -> str:
+    """How a job's `organization_id` and its models' `owned_by` name the owner."""
+    return f"org-{org}"
+
+
 def job_object(job: dict[str, Any]) -> dict[str, Any]:
     estimated = None
     if job["status"] == "running" and job["step"] and job["total_steps"] and job["started_at"]:
@@ -173,7 +178,7 @@ def job_object(job: dict[str, Any]) -> dict[str, Any]:
         "finished_at": job["finished_at"],
         "model": job["model"],
         "fine_tuned_model": job["fine_tuned_model"],
-        "organization_id": f"org-{job['org']}",
+        "organization_id": organization_id(job["org"]),
         "result_files": job["result_files"],
         "status": job["status"],
         "trained_tokens": job["trained_tokens"] if job["status"] == "succeeded" else None,
@@ -277,19 +282,20 @@ def create_app(
             code="file_too_large",
         )
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes + 2**16:
-            async for _ in request.stream():  # drain, so the client reads the answer
-                pass
-            raise too_large
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            async for _ in request.stream():  # drain, so the client reads the answer
-                pass
-            raise APIError(
+        refusal = None
+        if declared.isdigit() and int(declared) > max_upload_bytes + 2**16:
+            refusal = too_large
+        elif kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            refusal = APIError(
                 400,
                 f"An upload is sent as multipart/form-data with the fields 'purpose' and 'file' "
                 f"(client.files.create does that), not as {kind or 'a body without a type'}.",
             )
+        if refusal is not None:
+            async for _ in request.stream():  # drain, so the client reads the answer
+                pass
+            raise refusal
         try:
             form = await request.form(max_files=1, max_fields=16)
         except StarletteHTTPException as error:
@@ -476,7 +482,7 @@ def create_app(
     def list_models(who: Owner) -> dict[str, Any]:
         data = [model_object(name, BASE_MODEL_CREATED, "ftlab") for name in BASE_MODELS]
         data += [
-            model_object(m["id"], m["created_at"], f"org-{m['org']}")
+            model_object(m["id"], m["created_at"], organization_id(m["org"]))
             for m in store.list_models(who)
         ]
         return {"object": "list", "data": data, "has_more": False}
@@ -487,12 +493,12 @@ def create_app(
             return model_object(model, BASE_MODEL_CREATED, "ftlab")
         found = store.get_model(who, model)
         if found is not None:
-            return model_object(found["id"], found["created_at"], f"org-{found['org']}")
+            return model_object(found["id"], found["created_at"], organization_id(found["org"]))
         checkpoint = store.get_checkpoint_model(who, model)  # usable for chat too
         if checkpoint is None:
             raise model_not_found(model)
         owner = store.get_job(checkpoint["job_id"])["org"]
-        return model_object(model, checkpoint["created_at"], f"org-{owner}")  # as its job says
+        return model_object(model, checkpoint["created_at"], organization_id(owner))
 
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, who: Owner) -> dict[str, Any]:

@@ -65,19 +65,26 @@ def default_data_dir() -> Path:
     return ftlab_home() / "server"
 
 
+def _take_lock(lock) -> str | None:
+    """Take the lock on an open lock file; if another server holds it, its pid (as text)."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        return lock.read().strip() or "unknown"
+    return None
+
+
 def data_dir_holder(data_dir: str | Path) -> str | None:
     """The pid (as text) of the server that holds `data_dir`'s lock now, or None if none does."""
     path = Path(data_dir) / "server.lock"
     if not path.is_file():
         return None
     with open(path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            return lock.read().strip() or "unknown"
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    return None
+        holder = _take_lock(lock)
+        if holder is None:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return holder
 
 
 @contextlib.contextmanager
@@ -89,15 +96,12 @@ def exclusive(data_dir: Path):
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "server.lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
+        holder = _take_lock(lock)
+        if holder is not None:
             raise DataDirInUse(
                 f"Another ftlab server (pid {holder}) is using {data_dir}. Stop it, or start "
                 "this one with another --data-dir."
-            ) from None
+            )
         lock.seek(0)
         lock.truncate()
         lock.write(str(os.getpid()))

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from ftlab.files import fsync_tree
@@ -416,6 +417,9 @@ class Worker:
 
     # ---- progress lines -------------------------------------------------------------------
 
+    def _progress_path(self, job_id: str) -> Path:
+        return self.store.job_dir(job_id) / job_runner.PROGRESS
+
     def _settle_progress(self, job_id: str) -> None:
         """Make a crashed job's progress file safe to append to again.
 
@@ -423,7 +427,7 @@ class Worker:
         (the offset then points past the end, and the resumed run's first lines would be
         skipped), or leave half a line (which the resumed run's first line would continue):
         the offset is brought back to the end, and a half line is ended."""
-        path = self.store.job_dir(job_id) / job_runner.PROGRESS
+        path = self._progress_path(job_id)
         if not path.exists():
             return
         with open(path, "rb+") as handle:
@@ -439,7 +443,7 @@ class Worker:
 
     def _ingest(self, job_id: str) -> None:
         """Apply every complete line of the job's progress file not applied yet."""
-        path = self.store.job_dir(job_id) / job_runner.PROGRESS
+        path = self._progress_path(job_id)
         if not path.exists():
             return
         offset = self.store.get_job(job_id)["progress_offset"]
