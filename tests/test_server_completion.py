@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 
 from ftlab.models import DEFAULT_MODEL
 from ftlab.server import job_runner
-from ftlab.server.app import create_app
+from ftlab.server.app import create_app, job_object
 from ftlab.server.auth import Authenticator
 from ftlab.server.inference import Inference
-from ftlab.server.store import Store
-from ftlab.server.worker import Worker, model_name
+from ftlab.server.store import Store, now
+from ftlab.server.worker import Worker, model_name, resumed_clock
 
 HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -316,3 +316,27 @@ def test_a_model_whose_folder_is_missing_says_which_folder(tmp_path):
     assert f"there is no folder {folder}." in error["message"]
     assert "does not exist" not in error["message"]
     assert "fine-tune it again" in error["message"]
+
+
+# ---- a job resumed after a restart ---------------------------------------------------------
+
+
+def test_a_resumed_job_is_timed_without_the_hours_the_server_was_down(tmp_path):
+    store = Store(tmp_path / "data")
+    job_id = running_job(store)["id"]
+    store.update_job(job_id, started_at=1_000, step=10, total_steps=20)
+    store.add_event(job_id, "Step 10/20: training loss=0.5", type="metrics", data={"step": 10})
+    with store.transaction() as db:  # 10 steps in 100 s, then the server stopped for hours
+        db.execute("UPDATE events SET created_at = 1100 WHERE type = 'metrics'")
+    job = store.get_job(job_id)
+    assert store.last_metrics_at(job_id) == 1_100
+
+    restarted = now()
+    clock = resumed_clock(job, store.last_metrics_at(job_id), resume_step=6, at=restarted)
+    assert clock == {"started_at": restarted - 60, "step": 6}  # 10 s a step, 6 steps kept
+    store.update_job(job_id, **clock)
+    estimate = job_object(store.get_job(job_id))["estimated_finish"] - restarted
+    assert 138 <= estimate <= 142  # 14 steps to go at 10 s each, give or take a clock tick
+
+    begun_again = resumed_clock(job, None, resume_step=0, at=restarted)  # no metrics yet
+    assert begun_again == {"started_at": restarted, "step": 0}

@@ -446,6 +446,14 @@ class Store:
         }
         self._insert_into(db, "events", event)
 
+    def last_metrics_at(self, job_id: str) -> int | None:
+        """When the job's last training metrics arrived (None before any did)."""
+        row = self._one(
+            "SELECT MAX(created_at) AS at FROM events WHERE job_id = ? AND type = 'metrics'",
+            (job_id,),
+        )
+        return row["at"] if row else None
+
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
 

@@ -116,6 +116,18 @@ class RunningJob:
     latest: dict[str, Any] = dataclasses.field(default_factory=dict)  # last metrics seen
 
 
+def resumed_clock(
+    job: dict[str, Any], last_metrics_at: int | None, resume_step: int, at: int
+) -> dict[str, int]:
+    """The `started_at` and `step` of a job resuming at `at` from `resume_step`, as if it
+    had never stopped: `estimated_finish` is worked out from them, and would otherwise
+    count the time the server was down as training time."""
+    if last_metrics_at is None or not job["step"]:
+        return {"started_at": at, "step": resume_step}
+    per_step = max(0, last_metrics_at - job["started_at"]) / job["step"]
+    return {"started_at": at - round(per_step * resume_step), "step": resume_step}
+
+
 def failure(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param}
 
@@ -357,11 +369,16 @@ class Worker:
         job_dir = self.store.job_dir(job["id"])
         (job_dir / job_runner.STOP).unlink(missing_ok=True)
         (job_dir / job_runner.REQUEST).write_text(json.dumps(self._train_request(job), indent=2))
+        clock = {"started_at": job["started_at"] or now()}
+        if job["started_at"]:  # started before a restart: resumed, or begun again
+            clock = resumed_clock(
+                job,
+                self.store.last_metrics_at(job["id"]),
+                self.store.last_checkpoint_step(job["id"]),
+                now(),
+            )
         if not self.store.update_job(
-            job["id"],
-            only_if_status=("queued",),
-            status="running",
-            started_at=job["started_at"] or now(),
+            job["id"], only_if_status=("queued",), status="running", **clock
         ):
             return
         if not job["resume"]:
