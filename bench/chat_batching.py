@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +75,71 @@ def decoding_alone(conversations: list[list[dict]], batch: int) -> dict:
     return {**figures, "same_answers": same}
 
 
+def joining_alone(conversations: list[list[dict]], at_once: int) -> dict:
+    """The server's batcher in this process, `at_once` requests in flight (as notebook 04
+    sends them), once as served (a request for a model that is decoding joins its batch
+    when the batch may go on for long) and once as before (it waits for the batch to end):
+    first the plain scoring, then the same while another learner's long answer (a story of
+    up to 400 tokens) is decoding with the first requests."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ftlab.evaluation import MAX_ANSWER_TOKENS
+    from ftlab.models import load_model, prepare_for_inference
+    from ftlab.server.batching import ChatBatcher
+    from ftlab.server.decoding import Sampling
+    from ftlab.server.lifecycle import serving_threads
+
+    serving_threads()
+    loaded = load_model(DEFAULT_MODEL)
+    prepare_for_inference(loaded[0])
+    story = [{"role": "user", "content": "Write a long story about a fox in the mountains."}]
+
+    def read(handle) -> str:
+        async def text() -> str:
+            return "".join([delta.text async for delta in handle.deltas()])
+
+        return asyncio.run(text())
+
+    def answers(join: bool, long_answer: bool) -> tuple[float, list[str]]:
+        batcher = ChatBatcher(lambda source: loaded, join=join)
+        greedy = Sampling(max_tokens=MAX_ANSWER_TOKENS, temperature=0)
+        story_read = None
+        if long_answer:
+            handle = batcher.submit(DEFAULT_MODEL, story, Sampling(max_tokens=400, temperature=0))
+            story_read = threading.Thread(target=read, args=(handle,))
+            story_read.start()
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
+            texts = list(
+                pool.map(lambda m: read(batcher.submit(DEFAULT_MODEL, m, greedy)), conversations)
+            )
+        seconds = time.perf_counter() - start
+        if story_read is not None:
+            story_read.join()
+        return seconds, texts
+
+    answers(True, False)  # warm-up, not timed
+    figures: dict[str, dict] = {}
+    for long_answer in (False, True):
+        runs: dict[bool, list[tuple[float, list[str]]]] = {False: [], True: []}
+        for join in (False, True, True, False):  # A B B A: the machine's speed drifts
+            runs[join].append(answers(join, long_answer))
+        waiting, joining = (statistics.mean(s for s, _ in runs[j]) for j in (False, True))
+        before, after = runs[False][0][1], runs[True][0][1]
+        same = sum(a == b for a, b in zip(before, after, strict=True))
+        name = "beside a long answer" if long_answer else "alone"
+        figures[name] = {"waiting": round(waiting, 1), "joining": round(joining, 1)}
+        print(
+            f"batcher, {at_once} in flight, {name} (mean of 2): {waiting:.1f} s waiting for "
+            f"each batch to end, {joining:.1f} s as served ({waiting / joining:.2f}x); "
+            f"{same}/{len(before)} answers the same",
+            flush=True,
+        )
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(support_split("test")), help="JSONL of examples")
@@ -88,6 +154,13 @@ def main() -> None:
         help="first time the server's decoding loop alone on batches of this many prompts, "
         "with and without their shared beginning computed once (0 skips it)",
     )
+    parser.add_argument(
+        "--join-at-once",
+        type=int,
+        default=16,
+        help="then time the server's batcher in this process with this many requests in "
+        "flight, requests joining a running batch against waiting for it to end (0 skips it)",
+    )
     parser.add_argument("--json", action="store_true", help="also print one JSON object")
     args = parser.parse_args()
 
@@ -98,6 +171,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     if args.prefix_batch:
         results["decoding alone"] = decoding_alone(conversations, args.prefix_batch)
+    if args.join_at_once:
+        results["joining"] = joining_alone(conversations, args.join_at_once)
     with tempfile.TemporaryDirectory() as folder:
         with start_server(Path(folder) / "data") as server:
             client = OpenAI(base_url=server.base_url, api_key="bench", timeout=600)

@@ -15,7 +15,7 @@ import torch
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
 from ftlab.server import decoding
-from ftlab.server.batching import ChatBatcher, ChatHandle
+from ftlab.server.batching import JOIN_IF_TOKENS_LEFT, ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling
 from ftlab.support import SYSTEM_PROMPT
 
@@ -148,10 +148,77 @@ def test_a_batch_holds_at_most_max_rows_and_other_models_wait_their_turn(loaded,
         batcher.submit("a", ask("yo"), greedy),
     ]
     batcher.run_pending()
-    # The oldest request decides the model; same-model requests join while rows fit.
+    # "b" waits for "a" to finish; meanwhile "a" takes no more requests (or "b" could wait
+    # for ever), and a request that does not fit holds back the later ones of its model.
     assert sources == ["a", "b", "a"]
-    assert batcher.batch_sizes == [4, 1, 2]
+    assert batcher.batch_sizes == [3, 1, 3]
     assert all(collect(h)[0] for h in handles)
+
+
+def alone(batcher: ChatBatcher, messages: list[dict], sampling: Sampling):
+    handle = batcher.submit(DEFAULT_MODEL, messages, sampling)
+    batcher.run_pending()
+    return collect(handle)
+
+
+@pytest.mark.slow
+def test_requests_join_a_batch_mid_way_and_get_the_answers_they_get_alone(batcher, monkeypatch):
+    first = ask("I ordered the trail boots two weeks ago and nothing has arrived, order AC-55512.")
+    longer = ask("My order AC-77120 arrived with a torn tent. " * 6)  # longer than the batch so far
+    story = [{"role": "user", "content": "Write a story about a fox."}]  # shorter, nothing shared
+    requests = [
+        (first, Sampling(max_tokens=90, temperature=0)),  # may go on long enough to join
+        (longer, Sampling(max_tokens=24, temperature=0)),
+        (story, Sampling(max_tokens=120, temperature=0)),  # outlasts the others
+    ]
+    expected = [alone(batcher, m, s) for m, s in requests]
+    batcher.batch_sizes.clear()
+    cuts: list[int] = []
+    cut = decoding._cut_front
+    monkeypatch.setattr(decoding, "_cut_front", lambda cache, n: cuts.append(n) or cut(cache, n))
+
+    borrowed: list[int] = []
+    copy = decoding.DynamicCache
+    monkeypatch.setattr(decoding, "DynamicCache", lambda **kv: borrowed.append(1) or copy(**kv))
+
+    running = batcher.submit(DEFAULT_MODEL, *requests[0])
+    for _ in range(3):
+        batcher._turn()  # the first request's prompt and three tokens
+    joining = [batcher.submit(DEFAULT_MODEL, *requests[1])]
+    batcher._turn()
+    joining.append(batcher.submit(DEFAULT_MODEL, *requests[2]))
+    batcher.run_pending()
+    assert batcher.batch_sizes == [1, 1, 1], "the two later requests should join the first"
+    assert [collect(h) for h in (running, *joining)] == expected
+    assert borrowed == [1], "the second request should start from the first's system prompt"
+    assert cuts, "the padding left by the longer prompts should be cut once they finished"
+
+
+def test_a_batch_of_short_answers_is_waited_for_not_joined(batcher):
+    short = Sampling(max_tokens=JOIN_IF_TOKENS_LEFT, temperature=0)
+    first = batcher.submit(DEFAULT_MODEL, ask("hello"), short)
+    batcher._turn()
+    later = batcher.submit(DEFAULT_MODEL, ask("hi"), short)
+    batcher._turn()
+    assert batcher.batch_sizes == [1], "a batch that ends soon should not be joined"
+    batcher.run_pending()
+    assert batcher.batch_sizes == [1, 1] and collect(first)[0] and collect(later)[0]
+
+
+@pytest.mark.slow
+def test_two_models_decode_in_turn_so_a_short_answer_does_not_wait_for_a_long_one(
+    loaded, float32_decoding
+):
+    batcher = ChatBatcher(lambda source: loaded, threaded=False, max_models=2)
+    story = [{"role": "user", "content": "Write a long story about a fox."}]
+    long = batcher.submit("a", story, Sampling(max_tokens=60, temperature=0))
+    batcher._turn()
+    short = batcher.submit("b", ask("hello"), Sampling(max_tokens=3, temperature=0))
+    while not short.answered:
+        batcher._turn()
+    assert not long.answered, "the second model's request waited for the first's"
+    batcher.run_pending()
+    assert collect(long)[2][1] == 60 and collect(short)[2][1] == 3
 
 
 @pytest.mark.slow

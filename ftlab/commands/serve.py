@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-models",
         type=positive_int,
         default=3,
-        help="models kept loaded in memory for chat (default 3)",
+        help="models kept loaded in memory for chat, and decoding at once (default 3)",
     )
     parser.add_argument(
         "--parallel-jobs",

@@ -1,13 +1,13 @@
-"""Chat requests that arrive together are answered together, in one batch.
+"""Chat requests are answered together, in batches that requests join while they decode.
 
 On a CPU, generating one token for 16 rows costs far less than 16 times one row: the
-model's weights are read once per step either way. So one decoding thread takes every
-waiting request for the same model (up to `max_rows` choices: `ftlab serve
---chat-batch`), answers them in one batch (`ftlab.server.decoding.decode_batch`), then
-looks again. A request that arrives while a batch runs waits for the next one. Each
-request's text reaches its own `ChatHandle` as it is generated, so streaming works the
-same in a batch as alone, and a request is answered as soon as its own choices are
-finished, not when the batch's longest answer is.
+model's weights are read once per step either way. So one decoding thread answers every
+request for the same model in one batch (up to `max_rows` choices: `ftlab serve
+--chat-batch`, `ftlab.server.decoding.BatchDecoder`). A request that arrives while the
+batch decodes joins it at the next token, once its rows fit; several models decode at
+once, a token of each in turn. Each request's text reaches its own `ChatHandle` as it
+is generated, so streaming works the same in a batch as alone, and a request is
+answered as soon as its own choices are finished, not when the batch's longest answer is.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import Any
 
 from ftlab.generation import prompt_ids
 from ftlab.server.decoding import (
+    BatchDecoder,
     ChatRows,
     ContextTooLong,
     Delta,
     Sampling,
     Usage,
     answer_room,
-    decode_batch,
 )
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH
 
@@ -36,6 +36,13 @@ _DONE = object()
 # How long the first waiting request waits for others to join its batch: far less than a
 # token takes, and enough for requests sent at the same moment to arrive.
 GATHER_S = 0.02
+# A request for a model that is decoding joins its batch only when the batch may go on for
+# more tokens than this; otherwise it waits for the batch to end. Joining costs a forward
+# pass of its own, about as much as a token for the whole batch on a CPU, so a batch of
+# short answers that ends soon is cheaper to wait for: joining every request as soon as
+# it came made notebook 04's scoring (16 requests in flight, 48 tokens at most) 1.13x
+# slower (`make bench-chat`).
+JOIN_IF_TOKENS_LEFT = 64
 
 
 class ChatHandle:
@@ -107,19 +114,51 @@ class _Pending:
     messages: list[dict]
     sampling: Sampling
     handle: ChatHandle = field(init=False)
+    rows: ChatRows | None = None  # once it is decoding
 
     def __post_init__(self) -> None:
         self.handle = ChatHandle(self.sampling.n)
 
 
+@dataclass(eq=False)
+class _Batch:
+    """One model's requests decoding together, and how many rows they hold."""
+
+    source: str
+    decoder: BatchDecoder
+    requests: list[_Pending] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.sampling.n for p in self.requests)
+
+
+def _still_wanted(group: list[_Pending]) -> list[_Pending]:
+    """The requests of `group` whose clients are still there (the others are ended)."""
+    for pending in group:
+        if pending.handle.cancelled:
+            pending.handle.deliver(_DONE)
+    return [p for p in group if not p.handle.cancelled]
+
+
 class ChatBatcher:
     """A queue of chat requests and the one thread that answers them in batches.
 
-    `load(source)` returns `(model, tokenizer)` for a model source; it is called on
-    the decoding thread before every batch. `batch_sizes` records the rows of every
-    batch run so far.
+    Every waiting request for a model that is decoding joins its batch as soon as its
+    rows fit (`max_rows` choices: `ftlab serve --chat-batch`): a request that arrives while
+    a long answer is written does not wait for that answer to end. Up to `max_models`
+    models decode at once, one token of each batch in turn, so one learner's long answer
+    slows the others down instead of holding them up. When a request waits for a model
+    and no more can decode, requests stop joining the running batches until one ends,
+    so nobody waits for ever.
+
+    `load(source)` returns `(model, tokenizer)` for a model source; it is called on the
+    decoding thread when a batch for that model starts. `batch_sizes` records the rows of
+    every group of requests started together (a new batch, or requests joining one).
     With `threaded=False` no thread is started: `run_pending` answers what is waiting
     on the caller's thread, which makes a batch's contents exact (tests, benchmarks).
+    With `join=False` a request for a model that is decoding waits until its batch has
+    ended, as the server did before (for `bench/chat_batching.py`).
     """
 
     def __init__(
@@ -127,12 +166,16 @@ class ChatBatcher:
         load: Callable[[str], tuple[Any, Any]],
         max_rows: int = DEFAULT_CHAT_BATCH,
         threaded: bool = True,
+        max_models: int = 1,
+        join: bool = True,
     ) -> None:
-        self.load = load
+        self.load, self.join = load, join
         self.max_rows = max(1, max_rows)
+        self.max_models = max(1, max_models)
         self.threaded = threaded
         self.batch_sizes: list[int] = []
         self._pending: list[_Pending] = []
+        self._batches: list[_Batch] = []  # only the decoding thread changes it
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -146,71 +189,133 @@ class ChatBatcher:
             self._wake.notify()
         return pending.handle
 
-    def _next_batch(self) -> list[_Pending]:
-        """The oldest waiting request, and the next ones for the same model while rows fit."""
+    def _admit(self) -> list[tuple[_Batch | str, list[_Pending]]]:
+        """Take the waiting requests that can start now, in order of arrival: those for a
+        model that is decoding while its batch has room, and those for a model that can
+        start (a free place among `max_models`). A request that cannot start holds back
+        the later ones for its model; one that waits for a place stops all joining."""
         with self._wake:
-            while not self._pending:
+            while not self._pending and not self._batches:
                 self._wake.wait()
-            # Requests sent together (a thread pool, a class) arrive a few ms apart.
-            deadline = time.monotonic() + GATHER_S
-            while sum(p.sampling.n for p in self._pending) < self.max_rows:
-                if (left := deadline - time.monotonic()) <= 0:
-                    break
-                self._wake.wait(left)
-            first = self._pending[0]
-            batch, rows = [], 0
+            if not self._batches:  # requests sent together arrive a few ms apart
+                deadline = time.monotonic() + GATHER_S
+                while sum(p.sampling.n for p in self._pending) < self.max_rows:
+                    if (left := deadline - time.monotonic()) <= 0:
+                        break
+                    self._wake.wait(left)
+            running = {batch.source: batch for batch in self._batches}
+            rows = {source: batch.rows for source, batch in running.items()}
+            groups: dict[str, list[_Pending]] = {}
+            held: set[str] = set()
+            starved = False
             for pending in self._pending:
-                fits = rows + pending.sampling.n <= self.max_rows
-                if pending.source == first.source and (fits or not batch):
-                    batch.append(pending)
-                    rows += pending.sampling.n
-            self._pending = [p for p in self._pending if p not in batch]
-            return batch
+                source = pending.source
+                if source in held:
+                    continue
+                batch = running.get(source)
+                if source not in rows:  # a model that is not decoding
+                    if len(rows) >= self.max_models:
+                        held.add(source)
+                        starved = True
+                        continue
+                    rows[source] = 0
+                elif batch is not None and (
+                    starved
+                    or not self.join
+                    or not batch.decoder.can_join()
+                    or batch.decoder.tokens_left() <= JOIN_IF_TOKENS_LEFT
+                ):
+                    held.add(source)
+                    continue
+                if rows[source] and rows[source] + pending.sampling.n > self.max_rows:
+                    held.add(source)
+                    continue
+                rows[source] += pending.sampling.n
+                groups.setdefault(source, []).append(pending)
+            taken = {id(p) for group in groups.values() for p in group}
+            self._pending = [p for p in self._pending if id(p) not in taken]
+        return [(running.get(source, source), group) for source, group in groups.items()]
 
     def run_pending(self) -> None:
-        """Answer every waiting request now, batch after batch, on this thread."""
-        while self._pending:
-            self._run(self._next_batch())
+        """Answer every waiting request now, on this thread."""
+        while self._pending or self._batches:
+            self._turn()
 
     def _loop(self) -> None:
         while True:
-            self._run(self._next_batch())
+            self._turn()
 
-    def _run(self, batch: list[_Pending]) -> None:
-        try:
-            self._answer([p for p in batch if not p.handle.cancelled])
-        except Exception as error:  # noqa: BLE001 - every unfinished request is told
-            for pending in batch:
-                if not pending.handle.answered:
-                    pending.handle.deliver(error)
-        finally:
-            for pending in batch:
-                pending.handle.deliver(_DONE)
+    def _turn(self) -> None:
+        """Start what can start, then one token for every batch."""
+        for batch_or_source, group in self._admit():
+            self._start(batch_or_source, group)
+        for batch in list(self._batches):
+            self._guarded(batch, batch.decoder.step)
 
-    def _answer(self, batch: list[_Pending]) -> None:
-        if not batch:
+    def _start(self, batch_or_source: _Batch | str, group: list[_Pending]) -> None:
+        """Start `group` as a new batch, or add it to a running one."""
+        group = _still_wanted(group)
+        if not group:
             return
-        model, tokenizer = self.load(batch[0].source)
-        requests = []
-        for pending in batch:
-            if pending.handle.cancelled:  # its client left while the model was loading
-                continue
-            handle, ids = pending.handle, prompt_ids(tokenizer, pending.messages)
+        if isinstance(batch_or_source, _Batch):
+            batch = batch_or_source
+        else:
             try:
-                room = answer_room(model, ids)
-            except ContextTooLong as error:  # only this request fails
-                handle.deliver(error)
-                continue
-            requests.append(
-                ChatRows(
-                    ids,
-                    pending.sampling,
-                    min(pending.sampling.max_tokens, room),
-                    handle.usage,
-                    emit=handle.deliver,
-                    cancelled=lambda handle=handle: handle.cancelled,
-                )
-            )
+                model, tokenizer = self.load(batch_or_source)
+            except Exception as error:  # noqa: BLE001 - its requests are told
+                for pending in group:
+                    pending.handle.deliver(error)
+                    pending.handle.deliver(_DONE)
+                return
+            group = _still_wanted(group)  # loading a model takes seconds
+            if not group:
+                return
+            batch = _Batch(batch_or_source, BatchDecoder(model, tokenizer))
+            self._batches.append(batch)
+        requests = [rows for p in group if (rows := self._rows(batch.decoder, p)) is not None]
+        batch.requests += [p for p in group if p.rows is not None]
         if requests:
             self.batch_sizes.append(sum(r.sampling.n for r in requests))
-            decode_batch(model, tokenizer, requests)
+        self._guarded(batch, batch.decoder.join, requests)
+
+    @staticmethod
+    def _rows(decoder: BatchDecoder, pending: _Pending) -> ChatRows | None:
+        """The request as decoder rows; None (and the request told) if it cannot fit."""
+        handle = pending.handle
+        ids = prompt_ids(decoder.tokenizer, pending.messages)
+        try:
+            room = answer_room(decoder.model, ids)
+        except ContextTooLong as error:  # only this request fails
+            handle.deliver(error)
+            handle.deliver(_DONE)
+            return None
+        pending.rows = ChatRows(
+            ids,
+            pending.sampling,
+            min(pending.sampling.max_tokens, room),
+            handle.usage,
+            emit=handle.deliver,
+            cancelled=lambda: handle.cancelled,
+        )
+        return pending.rows
+
+    def _guarded(self, batch: _Batch, action: Callable[..., None], *args: Any) -> None:
+        """Run one step of `batch` (a token, or requests joining), then tell each request
+        that has nothing left to decode that it is done. If the step fails, the batch ends
+        and every request of it still unanswered gets the error."""
+        try:
+            action(*args)
+        except Exception as error:  # noqa: BLE001 - every unfinished request is told
+            batch.decoder.abandon()
+            for pending in batch.requests:
+                if not pending.handle.answered:
+                    pending.handle.deliver(error)
+        still = []
+        for pending in batch.requests:
+            if pending.rows is not None and batch.decoder.decoding(pending.rows):
+                still.append(pending)
+            else:
+                pending.handle.deliver(_DONE)
+        batch.requests = still
+        if not batch.decoder.width:
+            self._batches.remove(batch)

@@ -14,10 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from ftlab.generation import common_prefix, encode_prefix, padded_batch
+from ftlab.generation import (
+    MIN_SHARED_TOKENS,
+    common_prefix,
+    encode_prefix,
+    padded_batch,
+    shared_prefix_length,
+)
 from ftlab.models import autocast
 
 
@@ -209,44 +217,173 @@ def _advance(row: _Row, token: int, ends: set[int], tokenizer) -> Delta | None:
     return delta
 
 
-@torch.inference_mode()
-def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: bool = True) -> None:
-    """Answer `requests` together: one row per choice, sent to each request's `emit`.
+@dataclass
+class _Group:
+    """Rows decoding together: their KV cache, and what the next forward pass reads.
+
+    Between steps `inputs` holds each row's newest token (not yet in `past`), `mask`
+    covers `past` and that token, and `positions` is that token's position in its row.
+    """
+
+    rows: list[_Row]
+    inputs: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    past: Any = None
+
+
+def _plain(cache) -> bool:
+    """Whether `cache` is a plain growing KV cache (one `DynamicLayer` a layer), the kind
+    whose rows and positions `_merge_cache` and `_cut_front` can rearrange."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _merge_cache(first, second, first_pad: int, second_pad: int) -> None:
+    """Append `second`'s rows to `first`'s cache, left-padding each by its `_pad`."""
+    for a, b in zip(first.layers, second.layers, strict=True):
+        a.keys = torch.cat([_left_pad(a.keys, first_pad), _left_pad(b.keys, second_pad)])
+        a.values = torch.cat([_left_pad(a.values, first_pad), _left_pad(b.values, second_pad)])
+
+
+def _cut_front(cache, size: int) -> None:
+    """Drop the first `size` positions of every row (padding in all of them)."""
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., size:, :], layer.values[..., size:, :]
+
+
+def _left_pad(states: torch.Tensor, size: int) -> torch.Tensor:
+    """`size` empty positions before the cached ones (the mask hides them)."""
+    if size == 0:
+        return states
+    shape = (*states.shape[:-2], size, states.shape[-1])
+    return torch.cat([states.new_zeros(shape), states], dim=-2)
+
+
+class BatchDecoder:
+    """Chat requests decoded together, one token for every row at each `step()`: one row per
+    choice, sent to each request's `emit`. Requests can `join` while others are decoding.
 
     Every choice ends with one delta whose `finish_reason` is "stop" (end of turn or a
     stop string) or "length" (`max_tokens` reached). Prompts are left-padded and
     positions are counted from the attention mask, so each row reads as if it were
-    alone; finished rows are dropped from the batch and its KV cache. The tokens every
-    prompt starts with (a class's shared system prompt, or the prompt of a request with
-    several choices) are computed once, and each row starts from their KV cache
-    (`share_prefix=False` computes every row's whole prompt, for comparison).
+    alone; finished rows are dropped from the batch and its KV cache. The tokens the
+    prompts of requests that join together start with (a class's shared system prompt, or
+    the prompt of a request with several choices) are computed once, and each row starts
+    from their KV cache (`share_prefix=False` computes every row's whole prompt, for
+    comparison). A request that joins a batch mid-way has its prompt computed in a forward
+    pass of its own, then its rows' KV cache is padded to the batch's and added to it.
     """
-    rows = _rows(model, requests)
-    if not rows:
-        return
-    ends = eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    prompts = [row.request.ids for row in rows]
-    prefix = common_prefix(prompts) if share_prefix else []
-    batch = padded_batch(prefix, [p[len(prefix) :] for p in prompts], pad, model.device)
-    inputs, mask = batch["input_ids"], batch["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    past = None
-    if prefix:  # computed once for every row, then each row's own tokens after it
-        past = encode_prefix(model, prefix)
-        past.batch_repeat_interleave(len(rows))
-        inputs, positions = inputs[:, len(prefix) :], positions[:, len(prefix) :]
-    while True:
-        with autocast(model.device):
-            output = model(
-                input_ids=inputs,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=past,
+
+    def __init__(self, model, tokenizer, share_prefix: bool = True) -> None:
+        self.model, self.tokenizer, self.share_prefix = model, tokenizer, share_prefix
+        self.ends = eos_ids(model, tokenizer)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._group: _Group | None = None
+
+    @property
+    def width(self) -> int:
+        """Rows still decoding."""
+        return len(self._group.rows) if self._group else 0
+
+    def tokens_left(self) -> int:
+        """The most tokens any row may still add (its `max_tokens` not yet used)."""
+        rows = self._group.rows if self._group else []
+        return max((row.request.max_tokens - len(row.choice.tokens) for row in rows), default=0)
+
+    def decoding(self, request: ChatRows) -> bool:
+        """Whether any choice of `request` is still being decoded."""
+        return any(row.request is request for row in self._group.rows) if self._group else False
+
+    @torch.inference_mode()
+    def join(self, requests: Sequence[ChatRows]) -> None:
+        """Compute the prompts of `requests`, send their first tokens, and add their rows."""
+        rows = _rows(self.model, requests)
+        if not rows:
+            return
+        if not self.can_join():
+            raise RuntimeError("this model's KV cache cannot take rows mid-way")
+        prompts = [row.request.ids for row in rows]
+        prefix, past = self._borrowed_prefix(prompts) if self.share_prefix else ([], None)
+        if not prefix and self.share_prefix:
+            prefix = common_prefix(prompts)
+            past = encode_prefix(self.model, prefix) if prefix else None
+        batch = padded_batch(
+            prefix, [p[len(prefix) :] for p in prompts], self.pad, self.model.device
+        )
+        inputs, mask = batch["input_ids"], batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if prefix:  # computed once for every row, then each row's own tokens after it
+            past.batch_repeat_interleave(len(rows))
+            inputs, positions = inputs[:, len(prefix) :], positions[:, len(prefix) :]
+        group = self._advance(_Group(rows, inputs, mask, positions, past))
+        if group is not None:
+            self._add(group)
+
+    def _borrowed_prefix(self, prompts: list[list[int]]) -> tuple[list[int], Any]:
+        """The longest beginning `prompts` share with the prompt of a row already decoding,
+        and its KV cache copied from that row (one row): requests that join a batch mostly
+        start with its system prompt, which then is not computed again."""
+        if self._group is None:
+            return [], None
+        shared, row = max(
+            (shared_prefix_length([row.request.ids, *prompts]), i)
+            for i, row in enumerate(self._group.rows)
+        )
+        if shared < MIN_SHARED_TOKENS:
+            return [], None
+        # The row's first `shared` real positions (its padding is left out).
+        columns = self._group.mask[row, :-1].nonzero().squeeze(-1)[:shared]
+        past = DynamicCache(
+            ddp_cache_data=[
+                (layer.keys[row : row + 1, :, columns], layer.values[row : row + 1, :, columns])
+                for layer in self._group.past.layers
+            ]
+        )
+        return list(prompts[0][:shared]), past
+
+    def can_join(self) -> bool:
+        """Whether rows can be added now (not to a kind of KV cache this cannot pad)."""
+        return self._group is None or _plain(self._group.past)
+
+    def abandon(self) -> None:
+        """Drop every row (after a failed step, whose cache cannot be trusted)."""
+        self._group = None
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One more token for every row."""
+        if self._group is not None:
+            self._group = self._advance(self._group)
+
+    def _add(self, group: _Group) -> None:
+        if self._group is None:
+            self._group = group
+            return
+        ours, theirs = self._group, group
+        width = max(ours.mask.shape[1], theirs.mask.shape[1])
+        our_pad, their_pad = width - ours.mask.shape[1], width - theirs.mask.shape[1]
+        _merge_cache(ours.past, theirs.past, our_pad, their_pad)
+        self._group = _Group(
+            ours.rows + theirs.rows,
+            torch.cat([ours.inputs, theirs.inputs]),
+            torch.cat([_pad_mask(ours.mask, our_pad), _pad_mask(theirs.mask, their_pad)]),
+            torch.cat([ours.positions, theirs.positions]),
+            ours.past,
+        )
+
+    def _advance(self, group: _Group) -> _Group | None:
+        """Run `group` one token on, send the text, drop finished rows; None when none are left."""
+        with autocast(self.model.device):
+            output = self.model(
+                input_ids=group.inputs,
+                attention_mask=group.mask,
+                position_ids=group.positions,
+                cache=group.past,
                 use_cache=True,
                 logits_to_keep=1,
             )
-        past = output.cache
+        past, rows = output.cache, group.rows
         picked = _pick(output.logits[:, -1, :].float(), rows)
         for row, token in zip(rows, picked, strict=True):
             if row.choice.finished:  # its request failed in `_pick`
@@ -254,17 +391,40 @@ def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: b
             if row.request.cancelled():
                 row.choice.finished = True
                 continue
-            delta = _advance(row, token, ends, tokenizer)
+            delta = _advance(row, token, self.ends, self.tokenizer)
             if delta is not None:
                 row.request.emit(delta)
         keep = [i for i, row in enumerate(rows) if not row.choice.finished]
         if not keep:
-            return
+            return None
+        mask, positions = group.mask, group.positions
         if len(keep) < len(rows):
-            kept = torch.tensor(keep, device=model.device)
+            kept = torch.tensor(keep, device=self.model.device)
             past.batch_select_indices(kept)
             mask, positions = mask[kept], positions[kept]
             rows, picked = [rows[i] for i in keep], [picked[i] for i in keep]
-        inputs = torch.tensor(picked, device=model.device)[:, None]
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
-        positions = positions[:, -1:] + 1
+            # Positions that are padding in every row left (a long prompt's or answer's
+            # that finished) are cut: every later step would attend to them for nothing.
+            unused = int(mask.any(dim=0).to(torch.int8).argmax())
+            if unused and _plain(past):
+                _cut_front(past, unused)
+                mask = mask[:, unused:]
+        return _Group(
+            rows,
+            torch.tensor(picked, device=self.model.device)[:, None],
+            torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1),
+            positions[:, -1:] + 1,
+            past,
+        )
+
+
+def _pad_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.cat([mask.new_zeros(len(mask), size), mask], dim=-1) if size else mask
+
+
+def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: bool = True) -> None:
+    """Answer `requests` together to the end (a `BatchDecoder` that nobody joins)."""
+    decoder = BatchDecoder(model, tokenizer, share_prefix)
+    decoder.join(requests)
+    while decoder.width:
+        decoder.step()

@@ -163,7 +163,7 @@ class Inference:
         self.store = store
         self.cache = ModelCache(max_models)
         self.lock = threading.Lock()  # guards the cache: the batcher loads, deletions forget
-        self.batcher = ChatBatcher(self._load, max_rows=max_batch_rows)
+        self.batcher = ChatBatcher(self._load, max_rows=max_batch_rows, max_models=max_models)
 
     def source(self, owner: str, name: str) -> str:
         """What `load_model` loads for a model name this owner may use."""
