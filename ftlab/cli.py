@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 from ftlab import __version__, commands
+from ftlab.paths import HomeError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ftlab quiz --list | head -1`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as the shell reports a command ended by SIGPIPE
+    except HomeError as error:
+        print(f"ftlab {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ftlab.generation import generate_batch
+from ftlab.generation import generate_batch, prompt_ids
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import cannot_write_in, support_split
@@ -106,6 +106,18 @@ def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> li
             "a JSON object with the support task's keys (`ftlab validate FILE` checks the format)."
         )
     return examples
+
+
+def _check_prompt_room(model, tokenizer, prompts: Sequence[list[dict]]) -> None:
+    """Fail before generating if the longest prompt leaves no room for an answer."""
+    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    longest = max(len(prompt_ids(tokenizer, prompt)) for prompt in prompts)
+    if longest + MAX_ANSWER_TOKENS > context:
+        raise ValueError(
+            f"The longest prompt is {longest:,} tokens, and the model reads at most "
+            f"{context:,}, its answer of up to {MAX_ANSWER_TOKENS} tokens included.\nFix: "
+            "use fewer few-shot examples (few_shot, --few-shot) or retrieved sections (rag_k)."
+        )
 
 
 def _same_file(path: Path, other: object) -> bool:
@@ -205,6 +217,13 @@ def evaluate(
     examples = _examples(data)[:limit]
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
+    shot_pool = _examples(shots_source, "few-shot") if few_shot else []
+    if few_shot > len(shot_pool):
+        raise ValueError(
+            f"{few_shot:,} few-shot examples were asked for, but the few-shot file has "
+            f"{len(shot_pool):,}.\nFix: ask for fewer (a few, say 3 to 8, is the usual "
+            "prompting baseline)."
+        )
     if isinstance(model, tuple):
         loaded, tokenizer = model
     else:  # loaded here, so it is ours to store in the fast dtype
@@ -212,8 +231,9 @@ def evaluate(
         prepare_for_inference(loaded)
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
-    shots = pick_shots(_examples(shots_source, "few-shot"), few_shot)
+    shots = pick_shots(shot_pool, few_shot)
     prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
+    _check_prompt_room(loaded, tokenizer, prompts)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
     )

@@ -188,7 +188,10 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
 
     - None or "smollm2-135m-instruct": the built-in model (converted on first use);
     - an existing folder: used as it is (a full model, or a LoRA adapter folder);
-    - anything else: treated as a hub id (downloaded only because the user asked).
+    - a missing folder inside an existing one (`runs/03_lora` before notebook 03 ran): an
+      error, not a hub id that would be tried for a minute without a network;
+    - anything else of the form 'owner/name': a hub id (downloaded only because the user
+      asked).
     """
     if name is None or str(name) == DEFAULT_MODEL:
         return ResolvedModel(DEFAULT_MODEL, str(prepare_base_model()), True)
@@ -198,6 +201,13 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
     if path.exists():
         raise ModelNotFoundError(f"{name} is a file, not a model folder.")
     text = str(name)
+    if text.count("/") == 1 and path.parent.is_dir():  # runs/03_lora before notebook 03 ran
+        raise ModelNotFoundError(
+            f"No model folder at {name!r}: the folder {str(path.parent)!r} has no "
+            f"{path.name!r}.\nFix: train that run first, or check the name. (A name of the form "
+            f"'owner/name' is looked up on the Hugging Face hub only when there is no local "
+            f"folder {str(path.parent)!r}.)"
+        )
     if text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise ModelNotFoundError(
             f"No model folder at {name!r}, and it is not a hub id of the form 'owner/name'.\n"

@@ -11,11 +11,30 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 
 
+class HomeError(RuntimeError):
+    """ftlab's cache folder cannot be made or used."""
+
+
+def home_path() -> Path:
+    """Where `ftlab_home` is, without making it (for help texts)."""
+    home = os.environ.get("FTLAB_HOME")
+    return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("ftlab"))
+
+
 def ftlab_home() -> Path:
     """The cache folder for converted models and local state (override with FTLAB_HOME)."""
     home = os.environ.get("FTLAB_HOME")
-    path = Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("ftlab"))
-    path.mkdir(parents=True, exist_ok=True)
+    default = Path(platformdirs.user_cache_dir("ftlab"))
+    path = home_path()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        where = f"FTLAB_HOME={home}" if home else f"ftlab's cache folder {path}"
+        fix = "set FTLAB_HOME to a folder you may create and write in"
+        if home:
+            fix = f"{fix}, or unset it to use {default}"
+        reason = error.strerror or str(error)
+        raise HomeError(f"{where} cannot be used: {reason}.\nFix: {fix}.") from error
     return path
 
 

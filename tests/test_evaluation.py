@@ -122,6 +122,15 @@ def test_evaluate_refuses_missing_or_empty_data(tmp_path):
         evaluate("smollm2-135m-instruct", [])
 
 
+def test_evaluate_refuses_more_shots_than_the_file_has_or_prompts_too_long(base):
+    with pytest.raises(ValueError, match="4 few-shot examples were asked for, but the few"):
+        evaluate("no-such-model", EXAMPLES[:1], few_shot=4, train_data=EXAMPLES)
+    story = "I walked up the trail with my new boots and the rain came down hard. " * 300
+    long_shots = [make_example(story, "other", None, "neutral") for _ in range(3)]
+    with pytest.raises(ValueError, match=r"The longest prompt is [\d,]+ tokens.*reads at most"):
+        evaluate(base, EXAMPLES[:1], few_shot=3, train_data=long_shots)
+
+
 @pytest.mark.slow
 def test_eval_command_prints_one_json_object(tmp_path):
     data = str(write_jsonl(tmp_path / "test.jsonl", EXAMPLES))

@@ -38,6 +38,13 @@ def test_resolve_model_rules(tmp_path):
         models.resolve_model(tmp_path / "file.txt")
 
 
+def test_a_run_folder_not_trained_yet_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(models.ModelNotFoundError, match="No model folder at 'runs/03_lora'"):
+        models.resolve_model("runs/03_lora")
+
+
 def test_base_model_answers_sensibly(base):
     model, tokenizer = base
     reply = chat(

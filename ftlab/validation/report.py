@@ -127,15 +127,15 @@ class ValidationReport:
 
     def format_text(self) -> str:
         """A terminal table: line, code, message for errors then warnings; then the statistics."""
-        parts = [self.summary()]
+        stats = format_stats_text(self.stats)
+        return "\n".join([self.summary(), *self._problem_tables(), "", stats])
+
+    def _problem_tables(self) -> list[str]:
+        parts = []
         for title, problems in (("Errors", self.errors), ("Warnings", self.warnings)):
             if problems:
-                parts.append("")
-                parts.append(f"{title}:")
-                parts.append(_text_table(problems))
-        parts.append("")
-        parts.append(format_stats_text(self.stats))
-        return "\n".join(parts)
+                parts += ["", f"{title}:", _text_table(problems)]
+        return parts
 
     def __str__(self) -> str:
         return self.format_text()
@@ -177,8 +177,9 @@ class InvalidDataError(ValueError):
 
     def __init__(self, report: ValidationReport):
         self.report = report
-        summary, _, details = report.format_text().partition("\n")  # the summary once
-        super().__init__(f"{summary}; fix the errors below before training.\n{details}")
+        # The problems only: the statistics (OpenAI's epochs and price) are for `ftlab validate`.
+        details = "\n".join(report._problem_tables())
+        super().__init__(f"{report.summary()}; fix the errors below before training.\n{details}")
 
 
 def _count(n: int, word: str) -> str:
