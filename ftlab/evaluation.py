@@ -88,6 +88,8 @@ class EvalResult:
 def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> list[dict]:
     """The examples of a file or list, each checked to have a customer message and a gold answer."""
     if isinstance(data, str | Path):
+        if Path(data).is_dir():
+            raise FileNotFoundError(f"{data} is a folder. Fix: pass a chat JSONL file.")
         if not Path(data).is_file():
             raise FileNotFoundError(f"No {role} file at {data}. Fix: pass a chat JSONL file.")
         examples, source = load_examples(data), str(data)

@@ -129,7 +129,8 @@ def tokens(text: str) -> list[str]:
 
 
 def markdown_sections(text: str) -> list[Passage]:
-    """Split markdown into sections at `##` headings (text before the first is its own)."""
+    """Split markdown into sections at its headings, of any level (text before the first
+    heading is a section of its own)."""
     sections, title, lines = [], "Introduction", []
     for line in text.splitlines():
         heading = re.match(r"^#{1,6}\s+(.*)", line)

@@ -436,7 +436,7 @@ def bad_weights() -> Broken:
         "`weight` (which replies of a multi-turn example to learn) used wrongly.",
     )
     f.good(0, {"messages": conversation(0, first__weight=0)})
-    f.good(1, {"messages": conversation(1)})
+    f.good(1, {"messages": conversation(1, first__weight=0)})
     f.bad(
         line({"messages": conversation(2, first__weight="0")}),
         ["invalid_weight"],
@@ -448,10 +448,10 @@ def bad_weights() -> Broken:
         line({"messages": conversation(4, first__weight=0.5)}),
         ["invalid_weight"],
         "weight `0.5`: only 0 (skip) or 1 (learn) are allowed",
-        "choose 0 or 1; to learn a reply less often, have fewer examples of it",
+        "choose 0 or 1: this reply asks for the order number, which is never learned, so 0",
     )
     f.good(5, {"messages": conversation(5, first__weight=0)})
-    e = {"messages": conversation(6)}
+    e = {"messages": conversation(6, first__weight=0)}
     e["messages"][1]["weight"] = 0
     f.bad(
         line(e),
@@ -464,7 +464,7 @@ def bad_weights() -> Broken:
         line({"messages": conversation(8, first__weight=True)}),
         ["invalid_weight"],
         "weight `true`",
-        "write `1` (or `0`)",
+        "write `0`: this reply asks for the order number, which is never learned",
     )
     f.bad(
         line({"messages": conversation(9, first__weight=0, last__weight=0)}),
@@ -492,7 +492,7 @@ def too_few() -> Broken:
 def latin1() -> Broken:
     f = Broken(
         "latin1.jsonl",
-        "Encoding: saved as Windows-1252 (Latin-1), not UTF-8. Only "
+        "Encoding: saved as Windows-1252, not UTF-8. Only "
         "the lines with accents, a pound sign or curly quotes fail.",
         encoding="cp1252",
     )

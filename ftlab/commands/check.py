@@ -9,7 +9,11 @@ from ftlab.check import passed, run_checks
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "check", help="check Python, packages, the base model, the kernel and the browser"
+        "check",
+        help="check Python, packages, the base model, the kernel and the browser",
+        description="Check that this machine can run the course: Python, the pinned packages, "
+        "the base model (it answers a prompt), the compute device, the Jupyter kernel and the "
+        "browser the quiz test uses. Each line says OK, FAIL (with the fix) or SKIP.",
     )
     parser.set_defaults(handler=run)
 

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="each learner's quiz record, with {name} for the learner: "
         "'/home/{name}/ftlab-progress.json' (the FTLAB_PROGRESS each learner was given)",
     )
-    parser.add_argument("--timeout", type=positive_int, default=30, help="seconds per request")
+    parser.add_argument(
+        "--timeout", type=positive_int, default=30, help="seconds per request (default 30)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON list of rows")
     parser.set_defaults(handler=run)
 

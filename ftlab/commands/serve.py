@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    parser.add_argument("--port", type=port, default=8000, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--port", type=port, default=8000, help="port (default 8000; 0 picks a free one)"
+    )
     parser.add_argument(
         "--data-dir",
         help=f"where files, jobs and models live (default {home_path() / 'server'})",

@@ -184,7 +184,8 @@ def repair_check_problems(fixed_reports: Mapping[str, Any], broken_dir: Path) ->
             lines = sorted({p.line for p in report.errors if p.line is not None})
             where = f" on {plural(len(lines), 'line')} {', '.join(map(str, lines[:8]))}"
             problems.append(
-                f"{name} still has errors {', '.join(codes)}{where if lines else ''}: display "
+                f"your repaired {name} still has errors {', '.join(codes)}"
+                f"{where if lines else ''}: display "
                 f"fixed_reports[{name!r}] to read each one, then fix repair_file (or the "
                 "examples you added for it)"
             )
@@ -228,11 +229,12 @@ def repaired_content_problems(fixed_reports: Mapping[str, Any], broken_dir: Path
             if found:
                 garbled_lines.append(line)
                 garbled |= found
+        copy = f"your repaired {name}"  # its line numbers, not the original's
         for problem, lines in broken_rules.items():
-            problems.append(f"{name} {_lines(lines)}: {problem}")
+            problems.append(f"{copy}, {_lines(lines)}: {problem}")
         if garbled:
             problems.append(
-                f"{name} {_lines(garbled_lines)}: the text holds "
+                f"{copy}, {_lines(garbled_lines)}: the text holds "
                 f"{', '.join(map(repr, sorted(garbled)))}, which no customer typed: these lines "
                 f"were decoded with the wrong encoding. Fix: {ENCODING_FIX}"
             )
