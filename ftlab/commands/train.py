@@ -35,33 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="base model: the built-in %(default)s (the default), a model folder, or a "
         "Hugging Face hub id (downloaded only because you named it)",
     )
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=DEFAULTS.epochs,
-        help="passes over the training file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_number,
-        default=DEFAULTS.lr,
-        help="peak learning rate (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rank", type=positive_int, default=DEFAULTS.rank, help="LoRA rank (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--alpha",
-        type=positive_number,
-        default=DEFAULTS.alpha,
-        help="LoRA alpha (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=DEFAULTS.batch_size,
-        help="examples per optimiser step (default: %(default)s)",
-    )
+    for flag, kind, what in (
+        ("--epochs", positive_int, "passes over the training file"),
+        ("--lr", positive_number, "peak learning rate"),
+        ("--rank", positive_int, "LoRA rank"),
+        ("--alpha", positive_number, "LoRA alpha"),
+        ("--batch-size", positive_int, "examples per optimiser step"),
+    ):
+        default = getattr(DEFAULTS, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} (default: {default})")
     parser.add_argument(
         "--micro-batch-size",
         type=positive_int,
