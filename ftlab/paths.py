@@ -28,6 +28,8 @@ def ftlab_home() -> Path:
     path = home_path()
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "you may not write in it")
     except OSError as error:
         where = f"FTLAB_HOME={home}" if home else f"ftlab's cache folder {path}"
         fix = "set FTLAB_HOME to a folder you may create and write in"

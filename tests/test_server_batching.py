@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
-from ftlab.server import decoding
+from ftlab.server import decoding, inference
 from ftlab.server.batching import JOIN_IF_TOKENS_LEFT, ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling
 from ftlab.support import SYSTEM_PROMPT
@@ -308,3 +308,56 @@ def test_an_answer_cut_by_max_tokens_inside_a_character_ends_before_it(tokenizer
     assert choice.finish(tokenizer, 0, "length").text == "Happy trails! "
     ended = decoding._Choice(tokens=ids[:cut]).finish(tokenizer, 0, "stop")
     assert ended.text.endswith("\ufffd")  # the model itself ended there: its text is kept
+
+
+@pytest.mark.slow
+def test_a_request_that_fails_to_join_leaves_the_batch_it_joins_alone(loaded, float32_decoding):
+    model, tokenizer = loaded
+
+    class PromptsFail:
+        """The real model, except that computing a prompt fails while `failing` is set."""
+
+        failing = False
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, **inputs):
+            if self.failing and inputs["input_ids"].shape[1] > 1:
+                raise RuntimeError("out of memory computing the prompt")
+            return model(**inputs)
+
+    flaky = PromptsFail()
+    batcher = ChatBatcher(lambda source: (flaky, tokenizer), threaded=False)
+    story = [{"role": "user", "content": "Write a long story about a fox."}]
+    long = Sampling(max_tokens=80, temperature=0)
+    expected = alone(batcher, story, long)
+
+    running = batcher.submit(DEFAULT_MODEL, story, long)
+    batcher._turn()
+    flaky.failing = True
+    joining = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=5, temperature=0))
+    broken = batcher.submit(DEFAULT_MODEL, [{"role": "user"}], long)  # the template refuses it
+    batcher._turn()
+    flaky.failing = False
+    batcher.run_pending()
+    with pytest.raises(RuntimeError, match="out of memory computing the prompt"):
+        collect(joining)
+    with pytest.raises(Exception, match="content"):
+        collect(broken)
+    assert collect(running) == expected
+
+
+def test_models_still_decoding_are_not_dropped_from_the_model_cache(monkeypatch):
+    """The cache's rule only: loading is replaced by a name, as the real loads take minutes."""
+    monkeypatch.setattr(inference, "load_model", lambda source: (f"model {source}", None))
+    monkeypatch.setattr(inference, "prepare_for_inference", lambda model: None)
+    cache = inference.ModelCache(2)
+    cache.get("a")
+    cache.get("b")
+    cache.get("c", keep={"a"})  # "a" is decoding: "b" makes room, though used more recently
+    assert list(cache._models) == ["a", "c"]
+    cache.get("d", keep={"a", "c"})  # nothing may go: one more for now
+    assert list(cache._models) == ["a", "c", "d"]
+    cache.get("e")
+    assert list(cache._models) == ["d", "e"]

@@ -21,7 +21,7 @@ from ftlab.server.app import create_app, job_object
 from ftlab.server.auth import Authenticator
 from ftlab.server.inference import Inference
 from ftlab.server.store import Store, now
-from ftlab.server.worker import Worker, model_name, resumed_clock
+from ftlab.server.worker import Worker, model_name, pace, resumed_clock
 
 HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -325,18 +325,30 @@ def test_a_resumed_job_is_timed_without_the_hours_the_server_was_down(tmp_path):
     store = Store(tmp_path / "data")
     job_id = running_job(store)["id"]
     store.update_job(job_id, started_at=1_000, step=10, total_steps=20)
-    store.add_event(job_id, "Step 10/20: training loss=0.5", type="metrics", data={"step": 10})
-    with store.transaction() as db:  # 10 steps in 100 s, then the server stopped for hours
-        db.execute("UPDATE events SET created_at = 1100 WHERE type = 'metrics'")
-    job = store.get_job(job_id)
-    assert store.last_metrics_at(job_id) == 1_100
+    for step in range(1, 11):  # 10 s a step, the times the child logged them
+        data = {"step": step}
+        store.add_event(job_id, f"Step {step}/20", type="metrics", data=data, at=1_000 + 10 * step)
+        if step == 5:  # an evaluation logs the same step again, later
+            store.add_event(job_id, "Step 5/20: validation", type="metrics", data=data, at=1_057)
+    assert pace(store.metrics_timeline(job_id)) == 10.0
 
-    restarted = now()
-    clock = resumed_clock(job, store.last_metrics_at(job_id), resume_step=6, at=restarted)
-    assert clock == {"started_at": restarted - 60, "step": 6}  # 10 s a step, 6 steps kept
+    restarted = now()  # hours later; the run resumes from its checkpoint at step 6
+    clock = resumed_clock(pace(store.metrics_timeline(job_id)), resume_step=6, at=restarted)
+    assert clock == {"started_at": restarted - 60, "step": 6}
     store.update_job(job_id, **clock)
     estimate = job_object(store.get_job(job_id))["estimated_finish"] - restarted
     assert 138 <= estimate <= 142  # 14 steps to go at 10 s each, give or take a clock tick
 
-    begun_again = resumed_clock(job, None, resume_step=0, at=restarted)  # no metrics yet
-    assert begun_again == {"started_at": restarted, "step": 0}
+    # Restarted again after one step of the resumed run: the pace is still the last known.
+    store.add_event(job_id, "Step 7/20", type="metrics", data={"step": 7}, at=restarted + 10)
+    assert pace(store.metrics_timeline(job_id)) == 10.0
+    assert resumed_clock(None, resume_step=0, at=restarted) == {"started_at": restarted, "step": 0}
+
+
+def test_progress_read_after_a_restart_keeps_the_time_it_was_logged(tmp_path):
+    store = Store(tmp_path / "data")
+    job = running_job(store)
+    step = {"kind": "step", "step": 1, "total_steps": 4, "train_loss": 0.5, "at": 1_234}
+    write_progress(store, job["id"], step)
+    Worker(store).recover()
+    assert store.metrics_timeline(job["id"]) == [(1, 1_234)]

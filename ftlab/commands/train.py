@@ -135,7 +135,12 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
     try:
         # Settings that differ from the run's are refused here, before any note about it.
-        nothing_to_resume = args.resume and resume_point(config, Path(args.out)) is None
+        # (A missing data file is left to `train`, whose message says how to fix it.)
+        nothing_to_resume = (
+            args.resume
+            and Path(args.data).is_file()
+            and resume_point(config, Path(args.out)) is None
+        )
         if args.estimate:
             if nothing_to_resume:
                 print(f"note: no checkpoint in {args.out}: estimating a whole new run")

@@ -13,6 +13,7 @@ answered as soon as its own choices are finished, not when the batch's longest a
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -24,14 +25,15 @@ from ftlab.generation import prompt_ids
 from ftlab.server.decoding import (
     BatchDecoder,
     ChatRows,
-    ContextTooLong,
     Delta,
+    JoinFailed,
     Sampling,
     Usage,
     answer_room,
 )
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH
 
+log = logging.getLogger(__name__)
 _DONE = object()
 # How long the first waiting request waits for others to join its batch: far less than a
 # token takes, and enough for requests sent at the same moment to arrive.
@@ -43,6 +45,7 @@ GATHER_S = 0.02
 # it came made notebook 04's scoring (16 requests in flight, 48 tokens at most) 1.13x
 # slower (`make bench-chat`).
 JOIN_IF_TOKENS_LEFT = 64
+BATCH_SIZES_KEPT = 1000  # `ChatBatcher.batch_sizes` of a server that runs for weeks
 
 
 class ChatHandle:
@@ -115,6 +118,7 @@ class _Pending:
     sampling: Sampling
     handle: ChatHandle = field(init=False)
     rows: ChatRows | None = None  # once it is decoding
+    arrived: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.handle = ChatHandle(self.sampling.n)
@@ -130,7 +134,7 @@ class _Batch:
 
     @property
     def rows(self) -> int:
-        return sum(p.sampling.n for p in self.requests)
+        return self.decoder.width
 
 
 def _still_wanted(group: list[_Pending]) -> list[_Pending]:
@@ -144,13 +148,13 @@ def _still_wanted(group: list[_Pending]) -> list[_Pending]:
 class ChatBatcher:
     """A queue of chat requests and the one thread that answers them in batches.
 
-    Every waiting request for a model that is decoding joins its batch as soon as its
-    rows fit (`max_rows` choices: `ftlab serve --chat-batch`): a request that arrives while
-    a long answer is written does not wait for that answer to end. Up to `max_models`
-    models decode at once, one token of each batch in turn, so one learner's long answer
-    slows the others down instead of holding them up. When a request waits for a model
-    and no more can decode, requests stop joining the running batches until one ends,
-    so nobody waits for ever.
+    A batch holds up to `max_rows` choices (`ftlab serve --chat-batch`). A request for a
+    model that is decoding joins its batch at the next token when its rows fit and the batch
+    may go on for more than `JOIN_IF_TOKENS_LEFT` tokens (a long answer does not hold it up);
+    otherwise it waits for the batch to end. Up to `max_models` models decode at once, one
+    token of each batch in turn, so one learner's long answer slows the others down instead
+    of holding them up. When a request waits for a model and no more can decode, requests
+    stop joining the running batches until one ends, so nobody waits for ever.
 
     `load(source)` returns `(model, tokenizer)` for a model source; it is called on the
     decoding thread when a batch for that model starts. `batch_sizes` records the rows of
@@ -173,7 +177,7 @@ class ChatBatcher:
         self.max_rows = max(1, max_rows)
         self.max_models = max(1, max_models)
         self.threaded = threaded
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # the latest BATCH_SIZES_KEPT
         self._pending: list[_Pending] = []
         self._batches: list[_Batch] = []  # only the decoding thread changes it
         self._wake = threading.Condition()
@@ -197,13 +201,17 @@ class ChatBatcher:
         with self._wake:
             while not self._pending and not self._batches:
                 self._wake.wait()
-            if not self._batches:  # requests sent together arrive a few ms apart
-                deadline = time.monotonic() + GATHER_S
+            self._pending = _still_wanted(self._pending)
+            running = {batch.source: batch for batch in self._batches}
+            # Requests sent together (a thread pool, a class) arrive a few ms apart: the
+            # first for a model that can start waits for the others, once.
+            first = next((p for p in self._pending if p.source not in running), None)
+            if first is not None and len(running) < self.max_models:
+                deadline = first.arrived + GATHER_S
                 while sum(p.sampling.n for p in self._pending) < self.max_rows:
                     if (left := deadline - time.monotonic()) <= 0:
                         break
                     self._wake.wait(left)
-            running = {batch.source: batch for batch in self._batches}
             rows = {source: batch.rows for source, batch in running.items()}
             groups: dict[str, list[_Pending]] = {}
             held: set[str] = set()
@@ -243,7 +251,13 @@ class ChatBatcher:
 
     def _loop(self) -> None:
         while True:
-            self._turn()
+            try:
+                self._turn()
+            except Exception as error:  # noqa: BLE001 - a bug here must not hang every reader
+                log.exception("the chat decoding loop failed; its batches are ended")
+                for batch in self._batches:
+                    self._end(batch, error)
+                self._batches.clear()
 
     def _turn(self) -> None:
         """Start what can start, then one token for every batch."""
@@ -276,17 +290,18 @@ class ChatBatcher:
         batch.requests += [p for p in group if p.rows is not None]
         if requests:
             self.batch_sizes.append(sum(r.sampling.n for r in requests))
+            del self.batch_sizes[:-BATCH_SIZES_KEPT]
         self._guarded(batch, batch.decoder.join, requests)
 
     @staticmethod
     def _rows(decoder: BatchDecoder, pending: _Pending) -> ChatRows | None:
         """The request as decoder rows; None (and the request told) if it cannot fit."""
         handle = pending.handle
-        ids = prompt_ids(decoder.tokenizer, pending.messages)
         try:
+            ids = prompt_ids(decoder.tokenizer, pending.messages)
             room = answer_room(decoder.model, ids)
-        except ContextTooLong as error:  # only this request fails
-            handle.deliver(error)
+        except Exception as error:  # noqa: BLE001 - too long, or a template that refuses it:
+            handle.deliver(error)  # only this request fails
             handle.deliver(_DONE)
             return None
         pending.rows = ChatRows(
@@ -299,17 +314,33 @@ class ChatBatcher:
         )
         return pending.rows
 
+    def decoding_sources(self) -> set[str]:
+        """The models of the batches decoding now (the model cache must keep them)."""
+        return {batch.source for batch in self._batches}
+
+    @staticmethod
+    def _end(batch: _Batch, error: Exception) -> None:
+        """End `batch` after a failure: every request still unanswered gets the error."""
+        batch.decoder.abandon()
+        for pending in batch.requests:
+            if not pending.handle.answered:
+                pending.handle.deliver(error)
+            pending.handle.deliver(_DONE)
+        batch.requests = []
+
     def _guarded(self, batch: _Batch, action: Callable[..., None], *args: Any) -> None:
         """Run one step of `batch` (a token, or requests joining), then tell each request
         that has nothing left to decode that it is done. If the step fails, the batch ends
         and every request of it still unanswered gets the error."""
         try:
             action(*args)
-        except Exception as error:  # noqa: BLE001 - every unfinished request is told
-            batch.decoder.abandon()
+        except JoinFailed as failure:  # the batch is as it was: only the newcomers are told
             for pending in batch.requests:
-                if not pending.handle.answered:
-                    pending.handle.deliver(error)
+                joining = any(pending.rows is request for request in failure.requests)
+                if joining and not pending.handle.answered:
+                    pending.handle.deliver(failure.__cause__)
+        except Exception as error:  # noqa: BLE001 - every unfinished request is told
+            self._end(batch, error)
         still = []
         for pending in batch.requests:
             if pending.rows is not None and batch.decoder.decoding(pending.rows):
@@ -317,5 +348,5 @@ class ChatBatcher:
             else:
                 pending.handle.deliver(_DONE)
         batch.requests = still
-        if not batch.decoder.width:
+        if not batch.decoder.width and batch in self._batches:
             self._batches.remove(batch)

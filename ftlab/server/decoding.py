@@ -58,6 +58,15 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+class JoinFailed(RuntimeError):
+    """Computing the prompts of requests joining a batch failed (the error is its cause);
+    the batch itself is as it was."""
+
+    def __init__(self, requests: Sequence[ChatRows]) -> None:
+        super().__init__("the requests could not join the batch")
+        self.requests = list(requests)
+
+
 class ContextTooLong(ValueError):
     """The prompt leaves no room for an answer in the model's context window."""
 
@@ -303,11 +312,22 @@ class BatchDecoder:
             return
         if not self.can_join():
             raise RuntimeError("this model's KV cache cannot take rows mid-way")
+        try:  # until `_add`, the batch is untouched: a failure is only the newcomers'
+            group = self._prefill(rows)
+        except Exception as error:
+            raise JoinFailed(requests) from error
+        if group is not None:
+            self._add(group)
+
+    def _prefill(self, rows: list[_Row]) -> _Group | None:
+        """The first token of every row, from its prompt; the rows still going on."""
         prompts = [row.request.ids for row in rows]
-        prefix, past = self._borrowed_prefix(prompts) if self.share_prefix else ([], None)
-        if not prefix and self.share_prefix:
-            prefix = common_prefix(prompts)
-            past = encode_prefix(self.model, prefix) if prefix else None
+        prefix, past = [], None
+        if self.share_prefix:
+            prefix, past = self._borrowed_prefix(prompts)
+            shared = common_prefix(prompts)  # several choices of one prompt share all of it
+            if len(shared) > len(prefix):
+                prefix, past = shared, encode_prefix(self.model, shared)
         batch = padded_batch(
             prefix, [p[len(prefix) :] for p in prompts], self.pad, self.model.device
         )
@@ -316,9 +336,7 @@ class BatchDecoder:
         if prefix:  # computed once for every row, then each row's own tokens after it
             past.batch_repeat_interleave(len(rows))
             inputs, positions = inputs[:, len(prefix) :], positions[:, len(prefix) :]
-        group = self._advance(_Group(rows, inputs, mask, positions, past))
-        if group is not None:
-            self._add(group)
+        return self._advance(_Group(rows, inputs, mask, positions, past))
 
     def _borrowed_prefix(self, prompts: list[list[int]]) -> tuple[list[int], Any]:
         """The longest beginning `prompts` share with the prompt of a row already decoding,

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +139,19 @@ class ModelCache:
         self.size = max(1, size)
         self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 
-    def get(self, source: str) -> tuple[Any, Any]:
+    def get(self, source: str, keep: Collection[str] = ()) -> tuple[Any, Any]:
+        """The loaded model; making room drops the least recently used one not in `keep`
+        (models decoding now stay: they are in memory until their batch ends anyway)."""
         if source in self._models:
             self._models.move_to_end(source)
             return self._models[source]
         loaded = load_model(source)
         prepare_for_inference(loaded[0])
         self._models[source] = loaded
-        while len(self._models) > self.size:
-            self._models.popitem(last=False)
+        for old in [name for name in self._models if name not in keep and name != source]:
+            if len(self._models) <= self.size:
+                break
+            del self._models[old]
         return loaded
 
     def drop(self, source: str) -> None:
@@ -196,8 +200,8 @@ class Inference:
             self.cache.drop(source)
 
     def _load(self, source: str) -> tuple[Any, Any]:
-        with self.lock:
-            return self.cache.get(source)
+        with self.lock:  # called on the decoding thread, which alone changes its batches
+            return self.cache.get(source, keep=self.batcher.decoding_sources())
 
     def _submit(self, request: ChatRequest, owner: str) -> ChatHandle:
         """Validate everything that can fail before any output exists, then queue it."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def main(job_dir: Path) -> int:
     progress = open(job_dir / PROGRESS, "a", encoding="utf-8")  # noqa: SIM115 - lives all run
 
     def write(record: dict[str, Any]) -> None:
-        progress.write(json.dumps(record, default=str) + "\n")
+        # `at`: when it happened (the server may read the line much later, after a restart).
+        progress.write(json.dumps({**record, "at": int(time.time())}, default=str) + "\n")
         progress.flush()
 
     try:

@@ -379,7 +379,8 @@ class Store:
 
     def last_started(self) -> dict[str, int]:
         """When each owner's most recently started job started (owners who never started
-        one are left out): whose turn it is in the queue."""
+        one are left out): whose turn it is in the queue. A job resumed after a restart
+        counts as started then, less the time its kept steps took (`resumed_clock`)."""
         rows = self._all(
             "SELECT owner, MAX(started_at) AS started FROM jobs "
             "WHERE started_at IS NOT NULL GROUP BY owner"
@@ -417,10 +418,12 @@ class Store:
         type: str = "message",
         data: dict[str, Any] | None = None,
         job_updates: dict[str, Any] | None = None,
+        at: int | None = None,
     ) -> None:
-        """Record an event, and (in the same transaction) any job fields that go with it."""
+        """Record an event (at `at`, default now), and (in the same transaction) any job
+        fields that go with it."""
         with self.transaction() as db:
-            self._insert_event(db, job_id, message, level=level, type=type, data=data)
+            self._insert_event(db, job_id, message, level=level, type=type, data=data, at=at)
             if job_updates:
                 self._set_job(db, job_id, job_updates)
 
@@ -433,12 +436,13 @@ class Store:
         level: str = "info",
         type: str = "message",
         data: dict[str, Any] | None = None,
+        at: int | None = None,
     ) -> None:
         """`add_event` inside a caller's transaction."""
         event = {
             "id": new_id("ftevent-"),
             "job_id": job_id,
-            "created_at": now(),
+            "created_at": now() if at is None else at,
             "level": level,
             "message": message,
             "type": type,
@@ -446,13 +450,14 @@ class Store:
         }
         self._insert_into(db, "events", event)
 
-    def last_metrics_at(self, job_id: str) -> int | None:
-        """When the job's last training metrics arrived (None before any did)."""
-        row = self._one(
-            "SELECT MAX(created_at) AS at FROM events WHERE job_id = ? AND type = 'metrics'",
+    def metrics_timeline(self, job_id: str) -> list[tuple[int, int]]:
+        """The job's training steps and when each was logged, in the order logged."""
+        rows = self._all(
+            "SELECT created_at, data FROM events WHERE job_id = ? AND type = 'metrics' "
+            "ORDER BY seq",
             (job_id,),
         )
-        return row["at"] if row else None
+        return [(row["data"]["step"], row["created_at"]) for row in rows if row["data"]]
 
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)

@@ -116,16 +116,29 @@ class RunningJob:
     latest: dict[str, Any] = dataclasses.field(default_factory=dict)  # last metrics seen
 
 
-def resumed_clock(
-    job: dict[str, Any], last_metrics_at: int | None, resume_step: int, at: int
-) -> dict[str, int]:
+def pace(timeline: list[tuple[int, int]]) -> float | None:
+    """Seconds per step of the latest stretch of training with two steps logged (a resumed
+    run starts a new stretch, from its checkpoint's step); None before there is one."""
+    stretches: list[list[tuple[int, int]]] = []
+    for step, at in timeline:
+        if not stretches or step < stretches[-1][-1][0]:
+            stretches.append([])
+        if not stretches[-1] or step > stretches[-1][-1][0]:  # an evaluation repeats a step
+            stretches[-1].append((step, at))
+    for stretch in reversed(stretches):
+        if len(stretch) >= 2:
+            (first_step, first_at), (last_step, last_at) = stretch[0], stretch[-1]
+            return max(0, last_at - first_at) / (last_step - first_step)
+    return None
+
+
+def resumed_clock(seconds_per_step: float | None, resume_step: int, at: int) -> dict[str, int]:
     """The `started_at` and `step` of a job resuming at `at` from `resume_step`, as if it
-    had never stopped: `estimated_finish` is worked out from them, and would otherwise
-    count the time the server was down as training time."""
-    if last_metrics_at is None or not job["step"]:
+    had trained at its pace from the start: `estimated_finish` is worked out from them, and
+    would otherwise count the time the server was down as training time."""
+    if seconds_per_step is None:
         return {"started_at": at, "step": resume_step}
-    per_step = max(0, last_metrics_at - job["started_at"]) / job["step"]
-    return {"started_at": at - round(per_step * resume_step), "step": resume_step}
+    return {"started_at": at - round(seconds_per_step * resume_step), "step": resume_step}
 
 
 def failure(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
@@ -372,8 +385,7 @@ class Worker:
         clock = {"started_at": job["started_at"] or now()}
         if job["started_at"]:  # started before a restart: resumed, or begun again
             clock = resumed_clock(
-                job,
-                self.store.last_metrics_at(job["id"]),
+                pace(self.store.metrics_timeline(job["id"])),
                 self.store.last_checkpoint_step(job["id"]),
                 now(),
             )
@@ -526,6 +538,7 @@ class Worker:
                 message,
                 type="metrics",
                 data=data,
+                at=record.get("at"),  # when it was logged, not when it was read
                 job_updates={
                     **done,
                     "step": record["step"],
