@@ -251,8 +251,10 @@ def _plain(cache) -> bool:
 def _merge_cache(first, second, first_pad: int, second_pad: int) -> None:
     """Append `second`'s rows to `first`'s cache, left-padding each by its `_pad`."""
     for a, b in zip(first.layers, second.layers, strict=True):
-        a.keys = torch.cat([_left_pad(a.keys, first_pad), _left_pad(b.keys, second_pad)])
-        a.values = torch.cat([_left_pad(a.values, first_pad), _left_pad(b.values, second_pad)])
+        a.keys = torch.cat([_left_pad(a.keys, first_pad, -2), _left_pad(b.keys, second_pad, -2)])
+        a.values = torch.cat(
+            [_left_pad(a.values, first_pad, -2), _left_pad(b.values, second_pad, -2)]
+        )
 
 
 def _cut_front(cache, size: int) -> None:
@@ -261,12 +263,13 @@ def _cut_front(cache, size: int) -> None:
         layer.keys, layer.values = layer.keys[..., size:, :], layer.values[..., size:, :]
 
 
-def _left_pad(states: torch.Tensor, size: int) -> torch.Tensor:
-    """`size` empty positions before the cached ones (the mask hides them)."""
+def _left_pad(values: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """`size` empty positions before the others along `dim` (the mask hides them)."""
     if size == 0:
-        return states
-    shape = (*states.shape[:-2], size, states.shape[-1])
-    return torch.cat([states.new_zeros(shape), states], dim=-2)
+        return values
+    shape = list(values.shape)
+    shape[dim] = size
+    return torch.cat([values.new_zeros(shape), values], dim=dim)
 
 
 class BatchDecoder:
@@ -324,10 +327,12 @@ class BatchDecoder:
         prompts = [row.request.ids for row in rows]
         prefix, past = [], None
         if self.share_prefix:
-            prefix, past = self._borrowed_prefix(prompts)
-            shared = common_prefix(prompts)  # several choices of one prompt share all of it
-            if len(shared) > len(prefix):
-                prefix, past = shared, encode_prefix(self.model, shared)
+            prefix = common_prefix(prompts)  # several choices of one prompt share all of it
+            borrowed = self._borrowed_prefix(prompts, at_least=len(prefix))
+            if borrowed is not None:
+                prefix, past = borrowed
+            elif prefix:
+                past = encode_prefix(self.model, prefix)
         batch = padded_batch(
             prefix, [p[len(prefix) :] for p in prompts], self.pad, self.model.device
         )
@@ -338,18 +343,22 @@ class BatchDecoder:
             inputs, positions = inputs[:, len(prefix) :], positions[:, len(prefix) :]
         return self._advance(_Group(rows, inputs, mask, positions, past))
 
-    def _borrowed_prefix(self, prompts: list[list[int]]) -> tuple[list[int], Any]:
+    def _borrowed_prefix(
+        self, prompts: list[list[int]], at_least: int
+    ) -> tuple[list[int], Any] | None:
         """The longest beginning `prompts` share with the prompt of a row already decoding,
         and its KV cache copied from that row (one row): requests that join a batch mostly
-        start with its system prompt, which then is not computed again."""
+        start with its system prompt, which then is not computed again. None when it is
+        shorter than `at_least` (what the prompts share among themselves) or too short to
+        be worth it; nothing is copied then."""
         if self._group is None:
-            return [], None
+            return None
         shared, row = max(
             (shared_prefix_length([row.request.ids, *prompts]), i)
             for i, row in enumerate(self._group.rows)
         )
-        if shared < MIN_SHARED_TOKENS:
-            return [], None
+        if shared < max(MIN_SHARED_TOKENS, at_least):
+            return None
         # The row's first `shared` real positions (its padding is left out).
         columns = self._group.mask[row, :-1].nonzero().squeeze(-1)[:shared]
         past = DynamicCache(
@@ -385,7 +394,7 @@ class BatchDecoder:
         self._group = _Group(
             ours.rows + theirs.rows,
             torch.cat([ours.inputs, theirs.inputs]),
-            torch.cat([_pad_mask(ours.mask, our_pad), _pad_mask(theirs.mask, their_pad)]),
+            torch.cat([_left_pad(ours.mask, our_pad, -1), _left_pad(theirs.mask, their_pad, -1)]),
             torch.cat([ours.positions, theirs.positions]),
             ours.past,
         )
@@ -434,10 +443,6 @@ class BatchDecoder:
             positions[:, -1:] + 1,
             past,
         )
-
-
-def _pad_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.cat([mask.new_zeros(len(mask), size), mask], dim=-1) if size else mask
 
 
 def decode_batch(model, tokenizer, requests: Sequence[ChatRows], share_prefix: bool = True) -> None:
