@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import pytest
 import torch
@@ -361,3 +362,36 @@ def test_models_still_decoding_are_not_dropped_from_the_model_cache(monkeypatch)
     assert list(cache._models) == ["a", "c", "d"]
     cache.get("e")
     assert list(cache._models) == ["d", "e"]
+
+
+@pytest.mark.slow
+def test_a_model_loading_does_not_pause_the_batches_decoding(loaded, float32_decoding):
+    """Loading and merging a fine-tuned model takes seconds: it happens on its own thread."""
+    release = threading.Event()
+    timer = threading.Timer(120, release.set)  # had the load blocked decoding, this ends it
+    timer.start()
+    state: dict[str, bool] = {}
+
+    def load(source):
+        if source == "slow":
+            state["long answer unfinished when the load began"] = not long.answered
+            release.wait()
+        if source == "broken":
+            raise OSError("no adapter_config.json in runs/broken")
+        return loaded
+
+    batcher = ChatBatcher(load, max_models=3)  # with its thread, as in the server
+    story = [{"role": "user", "content": "Write a long story about a fox."}]
+    long = batcher.submit("a", story, Sampling(max_tokens=60, temperature=0))
+    slow = batcher.submit("slow", ask("hello"), Sampling(max_tokens=3, temperature=0))
+    broken = batcher.submit("broken", ask("hello"), Sampling(max_tokens=3, temperature=0))
+    try:
+        assert collect(long)[2][1] == 60
+        assert state == {"long answer unfinished when the load began": True}
+        assert not release.is_set(), "the long answer waited for another model's load"
+        with pytest.raises(OSError, match="adapter_config"):
+            collect(broken)
+    finally:
+        release.set()
+        timer.cancel()
+    assert collect(slow)[2][1] == 3

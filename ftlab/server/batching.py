@@ -5,7 +5,8 @@ model's weights are read once per step either way. So one decoding thread answer
 request for the same model in one batch (up to `max_rows` choices: `ftlab serve
 --chat-batch`, `ftlab.server.decoding.BatchDecoder`). A request that arrives while the
 batch decodes joins it at the next token, once its rows fit; several models decode at
-once, a token of each in turn. Each request's text reaches its own `ChatHandle` as it
+once, a token of each in turn, while a model that is not loaded yet loads on a thread of
+its own. Each request's text reaches its own `ChatHandle` as it
 is generated, so streaming works the same in a batch as alone, and a request is
 answered as soon as its own choices are finished, not when the batch's longest answer is.
 """
@@ -156,8 +157,10 @@ class ChatBatcher:
     of holding them up. When a request waits for a model and no more can decode, requests
     stop joining the running batches until one ends, so nobody waits for ever.
 
-    `load(source)` returns `(model, tokenizer)` for a model source; it is called on the
-    decoding thread when a batch for that model starts. `batch_sizes` records the rows of
+    `load(source)` returns `(model, tokenizer)` for a model source. With the thread, it is
+    called on a thread of its own, so a model that takes seconds to load and merge does not
+    pause the batches decoding meanwhile (a loading model holds one of the `max_models`
+    places). `batch_sizes` records the rows of
     every group of requests started together (a new batch, or requests joining one).
     With `threaded=False` no thread is started: `run_pending` answers what is waiting
     on the caller's thread, which makes a batch's contents exact (tests, benchmarks).
@@ -180,6 +183,10 @@ class ChatBatcher:
         self.batch_sizes: list[int] = []  # the latest BATCH_SIZES_KEPT
         self._pending: list[_Pending] = []
         self._batches: list[_Batch] = []  # only the decoding thread changes it
+        # Models loading on their own thread, and loaded ones (or their load's error) whose
+        # requests have not started yet; both guarded by `_wake`.
+        self._loading: set[str] = set()
+        self._loaded: dict[str, tuple[Any, Any] | Exception] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -195,54 +202,89 @@ class ChatBatcher:
 
     def _admit(self) -> list[tuple[_Batch | str, list[_Pending]]]:
         """Take the waiting requests that can start now, in order of arrival: those for a
-        model that is decoding while its batch has room, and those for a model that can
-        start (a free place among `max_models`). A request that cannot start holds back
-        the later ones for its model; one that waits for a place stops all joining."""
+        model that is decoding while its batch has room, and those for a model that is
+        loaded with a place among `max_models`. A request that cannot start holds back the
+        later ones for its model; one that waits for a place stops all joining. With the
+        thread, a model that may start is loaded on a thread of its own meanwhile, and this
+        waits while every request waits for a model."""
         with self._wake:
-            while not self._pending and not self._batches:
-                self._wake.wait()
-            self._pending = _still_wanted(self._pending)
-            running = {batch.source: batch for batch in self._batches}
-            # Requests sent together (a thread pool, a class) arrive a few ms apart: the
-            # first for a model that can start waits for the others, once.
-            first = next((p for p in self._pending if p.source not in running), None)
-            if first is not None and len(running) < self.max_models:
-                deadline = first.arrived + GATHER_S
-                while sum(p.sampling.n for p in self._pending) < self.max_rows:
-                    if (left := deadline - time.monotonic()) <= 0:
-                        break
-                    self._wake.wait(left)
-            rows = {source: batch.rows for source, batch in running.items()}
-            groups: dict[str, list[_Pending]] = {}
-            held: set[str] = set()
-            starved = False
-            for pending in self._pending:
-                source = pending.source
-                if source in held:
-                    continue
-                batch = running.get(source)
-                if source not in rows:  # a model that is not decoding
-                    if len(rows) >= self.max_models:
-                        held.add(source)
-                        starved = True
-                        continue
+            while True:
+                while not self._pending and not self._batches:
+                    self._wake.wait()
+                groups = self._take()
+                if groups or self._batches or not self.threaded:
+                    return groups
+                self._wake.wait()  # woken by a new request or a finished load
+
+    def _take(self) -> list[tuple[_Batch | str, list[_Pending]]]:
+        """`_admit`'s choice, made with `_wake` held."""
+        self._pending = _still_wanted(self._pending)
+        running = {batch.source: batch for batch in self._batches}
+        places = running.keys() | self._loading | self._loaded.keys()
+        # Requests sent together (a thread pool, a class) arrive a few ms apart: the
+        # first for a model that can start waits for the others, once.
+        first = next((p for p in self._pending if p.source not in places), None)
+        if first is not None and len(places) < self.max_models:
+            deadline = first.arrived + GATHER_S
+            while sum(p.sampling.n for p in self._pending) < self.max_rows:
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                self._wake.wait(left)
+        rows = {source: batch.rows for source, batch in running.items()}
+        groups: dict[str, list[_Pending]] = {}
+        held: set[str] = set()
+        starved = False
+        for pending in self._pending:
+            source = pending.source
+            if source in held:
+                continue
+            batch = running.get(source)
+            if source not in rows:  # a model that is not decoding
+                if source not in places and len(places) >= self.max_models:
+                    starved = True  # it waits for a place
+                elif self.threaded and source not in self._loaded:
+                    if source not in self._loading:
+                        self._load_in_background(source)
+                        places.add(source)
+                else:
                     rows[source] = 0
-                elif batch is not None and (
-                    starved
-                    or not self.join
-                    or not batch.decoder.can_join()
-                    or batch.decoder.tokens_left() <= JOIN_IF_TOKENS_LEFT
-                ):
+                if source not in rows:
                     held.add(source)
                     continue
-                if rows[source] and rows[source] + pending.sampling.n > self.max_rows:
-                    held.add(source)
-                    continue
-                rows[source] += pending.sampling.n
-                groups.setdefault(source, []).append(pending)
-            taken = {id(p) for group in groups.values() for p in group}
-            self._pending = [p for p in self._pending if id(p) not in taken]
+            elif batch is not None and (
+                starved
+                or not self.join
+                or not batch.decoder.can_join()
+                or batch.decoder.tokens_left() <= JOIN_IF_TOKENS_LEFT
+            ):
+                held.add(source)
+                continue
+            if rows[source] and rows[source] + pending.sampling.n > self.max_rows:
+                held.add(source)
+                continue
+            rows[source] += pending.sampling.n
+            groups.setdefault(source, []).append(pending)
+        taken = {id(p) for group in groups.values() for p in group}
+        self._pending = [p for p in self._pending if id(p) not in taken]
+        for source in self._loaded.keys() - groups.keys():  # every request for it left
+            del self._loaded[source]
         return [(running.get(source, source), group) for source, group in groups.items()]
+
+    def _load_in_background(self, source: str) -> None:
+        """Load `source` on a thread of its own; its requests start once it is loaded."""
+        self._loading.add(source)
+
+        def load() -> None:
+            try:
+                loaded: tuple[Any, Any] | Exception = self.load(source)
+            except Exception as error:  # noqa: BLE001 - its requests are told
+                loaded = error
+            with self._wake:
+                self._loading.discard(source)
+                self._loaded[source] = loaded
+                self._wake.notify_all()
+
+        threading.Thread(target=load, name=f"chat-load {source}", daemon=True).start()
 
     def run_pending(self) -> None:
         """Answer every waiting request now, on this thread."""
@@ -274,13 +316,19 @@ class ChatBatcher:
         if isinstance(batch_or_source, _Batch):
             batch = batch_or_source
         else:
-            try:
-                model, tokenizer = self.load(batch_or_source)
-            except Exception as error:  # noqa: BLE001 - its requests are told
+            with self._wake:
+                loaded = self._loaded.pop(batch_or_source, None)
+            if loaded is None:  # without the thread, loaded here
+                try:
+                    loaded = self.load(batch_or_source)
+                except Exception as error:  # noqa: BLE001 - its requests are told
+                    loaded = error
+            if isinstance(loaded, Exception):
                 for pending in group:
-                    pending.handle.deliver(error)
+                    pending.handle.deliver(loaded)
                     pending.handle.deliver(_DONE)
                 return
+            model, tokenizer = loaded
             group = _still_wanted(group)  # loading a model takes seconds
             if not group:
                 return
@@ -315,8 +363,10 @@ class ChatBatcher:
         return pending.rows
 
     def decoding_sources(self) -> set[str]:
-        """The models of the batches decoding now (the model cache must keep them)."""
-        return {batch.source for batch in self._batches}
+        """The models decoding now or about to (the model cache must keep them)."""
+        with self._wake:
+            waiting = self._loading | self._loaded.keys()
+        return waiting | {batch.source for batch in list(self._batches)}
 
     @staticmethod
     def _end(batch: _Batch, error: Exception) -> None:

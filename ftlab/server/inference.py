@@ -200,7 +200,7 @@ class Inference:
             self.cache.drop(source)
 
     def _load(self, source: str) -> tuple[Any, Any]:
-        with self.lock:  # called on the decoding thread, which alone changes its batches
+        with self.lock:  # called on the batcher's loading threads, one at a time
             return self.cache.get(source, keep=self.batcher.decoding_sources())
 
     def _submit(self, request: ChatRequest, owner: str) -> ChatHandle:
