@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -10,11 +11,21 @@ import sys
 import warnings
 from pathlib import Path
 
+import platformdirs
 import pytest
 
-from ftlab.quiz import BankError, ProgressStore, ProgressWarning, list_banks, load_bank, show_quiz
+from ftlab.quiz import (
+    BankError,
+    ProgressStore,
+    ProgressWarning,
+    list_banks,
+    load_bank,
+    progress_path,
+    show_quiz,
+)
 from ftlab.quiz.bank import parse_number
 from ftlab.quiz.progress import RECORD_FIELDS
+from ftlab.quiz.terminal import run_terminal
 
 NOTEBOOK_BANKS = [
     "00_setup",
@@ -67,6 +78,19 @@ SAVED_NUMERIC = {
     "ever_correct": True,
     "updated": "2026-11-25T20:50:00+00:00",
 }
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own home, data, cache and FTLAB_HOME folders, and no FTLAB_PROGRESS,
+    so that nothing reads or writes the real ones (the CLI subprocesses inherit this too)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "ftlab-home"))
+    monkeypatch.delenv("FTLAB_PROGRESS", raising=False)
+    return home
 
 
 @pytest.fixture
@@ -489,9 +513,9 @@ def test_progress_of_one_quiz_skips_a_record_with_a_bad_key(tmp_path: Path) -> N
     progress.write_text(json.dumps({"banks": {"quick_check": {"0": good, "x": good}}}))
     result = run_cli("--progress", "quick_check", stdin="", progress=progress)
     assert result.returncode == 0, result.stderr
-    assert "Q1: right after 2 attempt(s), last answer 0: What does fine-tuning do?" in (
-        result.stdout
-    )
+    first = load_bank("quick_check").questions[0].choices[0].text
+    assert "  Q1: right after 2 attempt(s): What does fine-tuning do?\n" in result.stdout
+    assert f"      last answer: 1. {first}\n" in result.stdout
     assert "record 'x': the key is not a question number" in result.stderr
 
 
@@ -515,3 +539,313 @@ def test_list_shows_every_bank_with_its_size(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert "quick_check                  1 question  (Quick check)" in lines
     assert len(lines) == len(list_banks())
+
+
+def test_progress_of_one_quiz_shows_option_numbers_from_1_with_text_and_numbers_as_written(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    quiz = show_quiz(str(mixed_bank))
+    quiz.questions[0].choose(1)
+    quiz.questions[0].check()
+    quiz.questions[1].choose(0, 2)
+    quiz.questions[1].check()
+    quiz.questions[2].number.value = "150"  # Enter
+    result = run_cli("--progress", str(mixed_bank), stdin="", progress=progress_file)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:] == [
+        "  Q1: right after 1 attempt(s): Pick B.",
+        "      last answer: 2. B",
+        "  Q2: right after 1 attempt(s): Tick the even numbers.",
+        "      last answer: 1. 2; 3. 4",
+        "  Q3: wrong after 1 attempt(s): How many tokens?",
+        "      last answer: 150",
+    ]
+
+    # The options changed since: the numbers the learner chose, and that it changed.
+    changed = json.loads(json.dumps(MIXED_BANK))
+    changed[0]["answers"].reverse()
+    mixed_bank.write_text(json.dumps(changed))
+    result = run_cli("--progress", str(mixed_bank), stdin="", progress=progress_file)
+    assert "      last answer: option 2 (the quiz has changed since)" in result.stdout
+    assert "      last answer: 1. 2; 3. 4" in result.stdout
+
+
+# -- where progress is kept ------------------------------------------------------------------------
+def test_progress_is_kept_in_the_user_data_folder_whatever_ftlab_home_says(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = platformdirs.user_data_path("ftlab") / "progress.json"
+    assert progress_path() == expected
+    assert home in expected.parents, "the test's own home, never the real one"
+    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "shared-read-only-home"))
+    assert progress_path() == expected, "a class's shared FTLAB_HOME does not move it"
+    store = ProgressStore()
+    assert store.path == expected
+    store.record("mixed", 0, "Pick B.", 1, True)
+    assert json.loads(expected.read_text())["banks"]["mixed"]["0"]["correct"] is True
+    assert not (tmp_path / "shared-read-only-home").exists()
+    assert not (tmp_path / "ftlab-home").exists()
+
+
+def test_ftlab_progress_overrides_the_default_and_takes_nothing_from_the_old_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "ftlab-home" / "progress.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"version": 1, "banks": {"mixed": {"2": SAVED_NUMERIC}}}))
+    chosen = tmp_path / "elsewhere" / "mine.json"
+    monkeypatch.setenv("FTLAB_PROGRESS", str(chosen))
+    assert progress_path() == chosen
+    store = ProgressStore()
+    assert store.path == chosen and store.bank("mixed") == {}
+    store.record("mixed", 0, "Pick B.", 1, True)
+    assert sorted(json.loads(chosen.read_text())["banks"]["mixed"]) == ["0"]
+    assert not platformdirs.user_data_path("ftlab").exists()
+
+
+def test_an_old_progress_file_in_ftlab_home_is_copied_across_once(tmp_path: Path) -> None:
+    old = tmp_path / "ftlab-home" / "progress.json"
+    old.parent.mkdir()
+    original = json.dumps({"version": 1, "banks": {"mixed": {"2": SAVED_NUMERIC}}})
+    old.write_text(original)
+    new = platformdirs.user_data_path("ftlab") / "progress.json"
+
+    store = ProgressStore()
+    assert store.path == new
+    assert new.read_text() == original, "copied as it was"
+    assert old.read_text() == original, "the old file is kept"
+    assert store.bank("mixed") == {"2": SAVED_NUMERIC}
+    store.record("mixed", 0, "Pick B.", 1, True)
+
+    again = ProgressStore()  # a new notebook: the old file is not copied over the new one
+    assert sorted(again.bank("mixed")) == ["0", "2"]
+    assert old.read_text() == original
+    assert sorted(p.name for p in new.parent.iterdir()) == ["progress.json", "progress.json.lock"]
+
+
+def test_an_old_progress_file_that_someone_else_owns_is_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class's shared FTLAB_HOME: its one record mixes every learner's answers."""
+    old = tmp_path / "ftlab-home" / "progress.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"version": 1, "banks": {"mixed": {"2": SAVED_NUMERIC}}}))
+    monkeypatch.setattr(os, "getuid", lambda: old.stat().st_uid + 1)
+    assert ProgressStore().bank("mixed") == {}
+    assert not (platformdirs.user_data_path("ftlab") / "progress.json").exists()
+
+
+def test_a_failed_copy_of_the_old_file_warns_at_the_caller_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "ftlab-home" / "progress.json"
+    old.parent.mkdir()
+    old.write_text("{}")
+
+    def disk_full(self: ProgressStore, content: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ProgressStore, "_write_bytes", disk_full)
+    with pytest.warns(ProgressWarning, match="could not take over your earlier answers") as caught:
+        ProgressStore()
+    assert caught[0].filename == __file__
+    assert old.read_text() == "{}"
+    assert not (platformdirs.user_data_path("ftlab") / "progress.json").exists()
+
+
+def test_progress_warnings_point_at_the_notebook_cell(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    progress_file.parent.mkdir(parents=True)
+    progress_file.write_text("not json")
+    with pytest.warns(ProgressWarning, match="was unreadable") as caught:
+        show_quiz(str(mixed_bank))  # the line a learner sees the warning point at
+    assert caught[0].filename == __file__
+    progress_file.write_text("not json either")
+    with pytest.warns(ProgressWarning, match="was unreadable") as caught:
+        ProgressStore().bank("mixed")
+    assert caught[0].filename == __file__
+
+
+# -- saved answers and changed options -------------------------------------------------------------
+def test_a_saved_answer_whose_options_changed_is_not_restored(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    first = show_quiz(str(mixed_bank))
+    first.questions[0].choose(1)  # B, the right one
+    first.questions[0].check()
+    first.questions[1].choose(0, 2)
+    first.questions[1].check()
+    record = ProgressStore().bank("mixed")["0"]
+    assert record["options"] == first.questions[0].question.options_key
+
+    reordered = json.loads(json.dumps(MIXED_BANK))
+    reordered[0]["answers"].reverse()  # C, B, A: index 1 is still B, but the options moved
+    reordered[1]["answers"][0]["answer"] = "two"
+    mixed_bank.write_text(json.dumps(reordered))
+    again = show_quiz(str(mixed_bank))
+    assert again.questions[0].radio.value is None
+    assert again.questions[0].feedback.value == ""
+    assert again.questions[1].feedback.value == ""
+    assert "Score: 0 / 3" in again.score.value
+
+    again.questions[0].choose("B")
+    again.questions[0].check()
+    record = ProgressStore().bank("mixed")["0"]
+    assert record["attempts"] == 1, "attempts at the old options do not count"
+    assert (
+        record["last_answer"] == 1 and record["options"] == again.questions[0].question.options_key
+    )
+
+
+def test_a_saved_answer_from_an_older_file_without_options_is_still_restored(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    progress_file.parent.mkdir(parents=True)
+    old_record = {**SAVED_NUMERIC, "question": "Pick B.", "last_answer": 1}
+    progress_file.write_text(json.dumps({"version": 1, "banks": {"mixed": {"0": old_record}}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiz = show_quiz(str(mixed_bank))
+    assert quiz.questions[0].radio.value == 1
+    assert quiz.questions[0].feedback_text.startswith("Correct! B is what was asked for.")
+    quiz.questions[0].choose(0)
+    quiz.questions[0].check()
+    record = ProgressStore().bank("mixed")["0"]
+    assert record["attempts"] == 3 and record["options"] == quiz.questions[0].question.options_key
+
+
+def test_a_record_with_a_bad_options_field_is_set_aside(progress_file: Path) -> None:
+    progress_file.parent.mkdir(parents=True)
+    bad = {**SAVED_NUMERIC, "question": "Pick B.", "last_answer": 1, "options": 5}
+    progress_file.write_text(json.dumps({"banks": {"mixed": {"0": bad, "2": SAVED_NUMERIC}}}))
+    with pytest.warns(ProgressWarning, match='"options" is 5, not a string'):
+        assert ProgressStore().bank("mixed") == {"2": SAVED_NUMERIC}
+
+
+# -- decimal commas --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("1,234", 1234.0), ("12,345,678", 12345678.0), ("1,234.5", 1234.5), ("-1,500", -1500.0)],
+)
+def test_commas_are_read_as_thousands_separators(text: str, number: float) -> None:
+    assert parse_number(text) == number
+
+
+@pytest.mark.parametrize(
+    "text", ["538,6", "0,85", "1,5", "0,850", "1234,567", "1,23,456", ",5", "1,2345", "3/0,5"]
+)
+def test_a_decimal_comma_is_refused_not_misread(text: str) -> None:
+    with pytest.raises(ValueError, match="use a dot for decimals, as in 0.85"):
+        parse_number(text)
+
+
+def test_the_widget_and_the_terminal_ask_for_a_decimal_dot(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    quiz = show_quiz(str(mixed_bank))
+    quiz.questions[2].number.value = "144000,5"  # Enter
+    assert "use a dot for decimals" in quiz.questions[2].feedback_text
+    assert not progress_file.exists()
+
+    out = io.StringIO()
+    bank = load_bank(mixed_bank)
+    run_terminal(bank, None, stdin=io.StringIO("2\n1 3\n0,85\n144000\n"), stdout=out)
+    assert "'0,85' is not a number here: use a dot for decimals" in out.getvalue()
+    assert "; try again." in out.getvalue()
+    assert out.getvalue().rstrip().endswith("Score: 3 / 3")
+
+
+# -- the terminal on a tick-every-one question -----------------------------------------------------
+def test_terminal_says_partly_right_and_numbers_each_explanation(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    out = io.StringIO()
+    store = ProgressStore()
+    result = run_terminal(load_bank(mixed_bank), store, stdin=io.StringIO("2\n1\n"), stdout=out)
+    text = out.getvalue()
+    assert (result.answered, result.correct) == (2, 1)
+    assert (
+        "  Partly right: every option you ticked is right, but you missed 1 right option.\n"
+        "  1. 2: 2 is even.\n"
+        "  The right answer: 1. 2; 3. 4\n"
+    ) in text
+    assert "more to find" not in text and "Right so far" not in text
+    assert store.bank("mixed")["1"]["last_answer"] == [0]
+
+    out = io.StringIO()
+    run_terminal(load_bank(mixed_bank), None, stdin=io.StringIO("2\n1 2\n"), stdout=out)
+    assert "  Not quite.\n  1. 2: 2 is even.\n  2. 3: 3 is odd.\n  The right answer:" in (
+        out.getvalue()
+    )
+
+
+def test_the_widget_still_asks_for_the_missing_options(mixed_bank: Path) -> None:
+    many = show_quiz(str(mixed_bank), progress=False).questions[1]
+    many.choose(2)
+    many.check()
+    assert many.feedback_text == (
+        "Right so far.\n- 4: 4 is even.\n- You have not ticked every right option yet: "
+        "1 more to find."
+    )
+
+
+# -- widget details --------------------------------------------------------------------------------
+def test_option_labels_show_no_backticks(tmp_path: Path) -> None:
+    quiz = show_quiz("04_api_fine_tuning", progress=False)
+    labels = [label for q in quiz.questions if q.radio for label, _ in q.radio.options]
+    labels += [box.description for q in quiz.questions for box in q.boxes]
+    assert "The name of a fine-tuned model, to pass as model in chat calls." in labels
+    assert not [label for label in labels if "`" in label]
+
+    ticked = json.loads(json.dumps(MIXED_BANK))
+    ticked[1]["answers"][0]["answer"] = "`2`"
+    path = tmp_path / "ticked.json"
+    path.write_text(json.dumps(ticked))
+    many = show_quiz(str(path), progress=False).questions[1]
+    assert many.boxes[0].description == "2"
+    many.choose("`2`", "4")  # the bank's text still names the option
+    assert many.check().correct
+
+
+def test_enter_in_the_number_box_checks_the_answer_once(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    numeric = show_quiz(str(mixed_bank)).questions[2]
+    assert numeric.number.continuous_update is False, "the value arrives on Enter"
+    numeric.choose(144000)  # filling the box from code checks nothing
+    assert numeric.feedback.value == "" and not progress_file.exists()
+
+    numeric.number.value = "99"  # the learner presses Enter
+    assert numeric.feedback_text == "Not quite. Far too few."
+    numeric.check_button.click()  # then clicks Check as well: the same answer, no new attempt
+    assert ProgressStore().bank("mixed")["2"]["attempts"] == 1
+    numeric.number.value = "144,000"
+    assert numeric.feedback_text == "Correct! Exactly 144,000."
+    assert ProgressStore().bank("mixed")["2"]["attempts"] == 2
+
+    again = show_quiz(str(mixed_bank)).questions[2]  # restoring the box is no new attempt
+    assert again.number.value == "144,000"
+    again.check_button.click()
+    assert ProgressStore().bank("mixed")["2"]["attempts"] == 2
+
+
+# -- quiz texts ------------------------------------------------------------------------------------
+def test_the_checkpoint_question_agrees_with_notebook_04() -> None:
+    """Notebook 04: an interrupted job carries on from its last checkpoint; a failed one does
+    not, and the checkpoints a job lists are models to call."""
+    question = load_bank("04_api_fine_tuning").questions[3]
+    resume = question.choices[0]
+    assert "failed job" in resume.text and not resume.correct
+    assert "interrupted" in resume.feedback and "last checkpoint" in resume.feedback
+    assert "beginning" not in resume.text
+    [right] = question.correct_choices
+    assert "models" in question.choices[right].text
+
+
+def test_the_worth_it_question_says_what_a_wrong_label_costs() -> None:
+    question = load_bank("05_evaluate_and_deploy").questions[3]
+    volume = question.choices[0]
+    assert "costs real money" in volume.text and not volume.correct
+    assert "costly" in volume.feedback

@@ -6,9 +6,10 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from ftlab.quiz.bank import Question
     from ftlab.quiz.progress import ProgressStore
 
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="take a quiz in the terminal, list the quizzes, show your progress",
         description="Take one of the course's quizzes in the terminal. Answers are read from "
         "stdin, so they can be piped in. Your answers are saved to the same progress "
-        "file the notebook quizzes use ($FTLAB_PROGRESS to move it).",
+        "file the notebook quizzes use, in your own data folder ($FTLAB_PROGRESS to move "
+        "it); --progress shows where.",
     )
     parser.add_argument("name", nargs="?", help="the quiz to take, e.g. quick_check (see --list)")
     parser.add_argument("--list", action="store_true", help="list the available quizzes")
@@ -96,29 +98,61 @@ def _list(names: list[str], folder: Path) -> int:
 def _progress(store: ProgressStore, name: str | None) -> int:
     from ftlab.quiz.bank import BankError, bank_path
 
+    path = None
     if name:
         try:
-            name = bank_path(name).stem  # a path to a bank file is recorded under its stem
+            path = bank_path(name)
+            name = path.stem  # a path to a bank file is recorded under its stem
         except BankError as error:
             if not store.bank(name):  # the records of a bank since removed are still shown
                 print(f"ftlab quiz: {error}", file=sys.stderr)
                 return 2
     print(f"Quiz progress ({store.path})")
-    return _bank_progress(store, name) if name else _summary(store)
+    return _bank_progress(store, name, path) if name else _summary(store)
 
 
-def _bank_progress(store: ProgressStore, name: str) -> int:
+def _bank_progress(store: ProgressStore, name: str, path: Path | None) -> int:
+    from ftlab.quiz.bank import BankError, load_bank
+
     records = store.bank(name)
     if not records:
         print(f"  nothing recorded for {name!r} yet")
         return 0
+    questions: tuple[Question, ...] | None = None
+    if path is not None:
+        try:
+            questions = load_bank(path).questions
+        except BankError:  # a broken bank: its records are still shown, without the options
+            pass
     for key, entry in sorted(records.items(), key=lambda item: int(item[0])):
+        index = int(key)
         mark = "right" if entry["correct"] else "wrong"
         print(
-            f"  Q{int(key) + 1}: {mark:<5} after {entry['attempts']} attempt(s), "
-            f"last answer {entry['last_answer']!r}: {entry['question']}"
+            f"  Q{index + 1}: {mark:<5} after {entry['attempts']} attempt(s): {entry['question']}"
         )
+        question = questions[index] if questions and index < len(questions) else None
+        gone = "the quiz is no longer here" if questions is None else "the quiz has changed since"
+        print(f"      last answer: {_answer_text(entry, question, gone)}")
     return 0
+
+
+def _answer_text(entry: dict[str, Any], question: Question | None, gone: str) -> str:
+    """The saved answer as the quiz shows it: option numbers from 1 with their text, numbers
+    as the quiz writes them. Without the question as it was answered, only the numbers."""
+    from ftlab.quiz.bank import format_number
+    from ftlab.quiz.progress import record_matches
+
+    answer = entry["last_answer"]
+    if question is not None and record_matches(entry, question):
+        try:
+            return question.answer_text(answer)
+        except ValueError:  # the type of question changed: fall through
+            pass
+    if isinstance(answer, float):
+        return format_number(answer)
+    numbers = answer if isinstance(answer, list) else [answer]
+    options = ", ".join(str(number + 1) for number in numbers)
+    return f"option{'s' if len(numbers) != 1 else ''} {options} ({gone})"
 
 
 def _summary(store: ProgressStore) -> int:

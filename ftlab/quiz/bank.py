@@ -17,6 +17,7 @@ runner give exactly the same verdicts and explanations.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -76,12 +77,22 @@ class Outcome:
     feedback: tuple[str, ...]
     answer: int | list[int] | float  # as stored in the progress file
     partial: bool = False  # many_choice: every ticked option is right, but some are missing
+    missed: int = 0  # many_choice: how many right options were not ticked
 
     @property
     def headline(self) -> str:
+        """For the widget, where the learner may tick more and check again."""
         if self.correct:
             return "Correct!"
         return "Right so far." if self.partial else "Not quite."
+
+    @property
+    def to_find(self) -> str | None:
+        """The widget's nudge after a partly right answer (the terminal gives one try and
+        shows the right answer instead)."""
+        if not self.partial:
+            return None
+        return f"You have not ticked every right option yet: {self.missed} more to find."
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,17 @@ class Question:
     @property
     def correct_choices(self) -> list[int]:
         return [i for i, choice in enumerate(self.choices) if choice.correct]
+
+    @property
+    def options_key(self) -> str | None:
+        """A fingerprint of the option texts in their order (None for a numeric question).
+
+        Saved with each answer: an option index means nothing once the options have been
+        reordered or reworded, so a saved answer whose key differs is not restored."""
+        if not self.choices:
+            return None
+        texts = json.dumps([choice.text for choice in self.choices], ensure_ascii=False)
+        return hashlib.sha256(texts.encode("utf-8")).hexdigest()[:16]
 
     def grade(self, answer: int | Iterable[int] | float) -> Outcome:
         """Grade an option index (multiple_choice), indices (many_choice) or a number."""
@@ -118,14 +140,10 @@ class Question:
                     f"option indices run from 0 to {len(self.choices) - 1}, got {chosen}"
                 )
             right = set(self.correct_choices)
-            feedback = [self.choices[i].feedback for i in chosen]
+            feedback = tuple(self.choices[i].feedback for i in chosen)
             missed = len(right - set(chosen))
             partial = bool(missed) and right.issuperset(chosen)
-            if partial:
-                feedback.append(
-                    f"You have not ticked every right option yet: {missed} more to find."
-                )
-            return Outcome(set(chosen) == right, tuple(feedback), chosen, partial=partial)
+            return Outcome(set(chosen) == right, feedback, chosen, partial=partial, missed=missed)
         if not _is_number(answer) or not math.isfinite(answer):  # type: ignore[arg-type]
             raise ValueError(f"answer must be a finite number, got {answer!r}")
         number = round_significant(float(answer), self.precision)
@@ -147,7 +165,25 @@ class Question:
                 if option.correct and option.kind == "range":
                     return f"from {format_number(option.low)} up to {format_number(option.high)}"  # type: ignore[arg-type]
             return "(no right answer given in the bank)"
-        return "; ".join(f"{i + 1}. {self.choices[i].text}" for i in self.correct_choices)
+        return self.answer_text(self.correct_choices)
+
+    def answer_text(self, answer: int | Iterable[int] | float) -> str:
+        """An answer as the quiz shows it: option numbers from 1 with their text, or a number
+        written as `format_number` writes it. Raises ValueError for an option that does not
+        exist (a saved answer to a question whose options have since changed, say)."""
+        if self.type == "numeric":
+            if not _is_number(answer):
+                raise ValueError(f"not a number: {answer!r}")
+            return format_number(answer)  # type: ignore[arg-type]
+        indices = list(answer) if isinstance(answer, list | tuple) else [answer]
+        if not indices or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(self.choices)
+            for i in indices
+        ):
+            raise ValueError(f"no such option(s): {answer!r}")
+        if len(indices) == 1:
+            return f"{indices[0] + 1}. {self.choices[indices[0]].text}"
+        return "; ".join(f"{i + 1}. {self.choices[i].text.rstrip('.')}" for i in indices)
 
 
 @dataclass(frozen=True)
@@ -172,12 +208,26 @@ def round_significant(number: float, precision: int | None) -> float:
     return float(f"{number:.{precision}g}")
 
 
+# A comma may only separate thousands: 1,500 or 12,345,678.5, never 0,85 or 538,6.
+THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
+
+
 def parse_number(text: str) -> float:
     """Read a learner's number: "144000", "144,000", "1.5e3", a fraction "3/4" or "85 %"
-    (a percent sign is dropped: the questions that want a percentage ask for it)."""
-    cleaned = text.strip().replace(",", "").replace("_", "").replace(" ", "").removesuffix("%")
+    (a percent sign is dropped: the questions that want a percentage ask for it).
+
+    A comma is read only as a thousands separator (groups of three digits: 1,234 or
+    12,345,678). A decimal comma ("0,85", "538,6") is refused rather than misread as 85 or
+    5386: the ValueError asks for a dot."""
+    cleaned = text.strip().replace("_", "").replace(" ", "").removesuffix("%")
     if not cleaned:
         raise ValueError("type a number first")
+    if any("," in part and not THOUSANDS.fullmatch(part) for part in cleaned.split("/")):
+        raise ValueError(
+            f"{text.strip()!r} is not a number here: use a dot for decimals, as in 0.85 "
+            "(a comma only separates thousands, as in 1,500)"
+        )
+    cleaned = cleaned.replace(",", "")
     try:
         if cleaned.count("/") == 1:
             top, bottom = cleaned.split("/")

@@ -1,11 +1,22 @@
 """The learner's quiz record: a small JSON file that survives restarts and crashes.
 
-Default location `ftlab_home()/progress.json`; `FTLAB_PROGRESS` points it
-elsewhere (a shared JupyterHub home, a test's temp folder). Layout:
+Default location: `progress.json` in the learner's own data folder,
+`platformdirs.user_data_path("ftlab")` (`~/.local/share/ftlab` on Linux,
+`~/Library/Application Support/ftlab` on macOS). It is not in ftlab's cache folder
+(`FTLAB_HOME`): a cache may be wiped, and a class shares one read-only `FTLAB_HOME`.
+`FTLAB_PROGRESS` points it elsewhere (a shared JupyterHub home, a test's temp folder).
+Older versions kept it in `FTLAB_HOME`; the first `ProgressStore()` that finds no file at
+the new default copies the old one across (see `migrate_old_progress`). Layout:
 
     {"version": 1, "banks": {"quick_check": {"0": {
-        "question": "What does fine-tuning do?", "attempts": 2, "last_answer": 0,
-        "correct": true, "ever_correct": true, "updated": "2026-11-25T20:50:00+00:00"}}}}
+        "question": "What does fine-tuning do?", "options": "3f0c9a1d2b4e5f60",
+        "attempts": 2, "last_answer": 0, "correct": true, "ever_correct": true,
+        "updated": "2026-11-25T20:50:00+00:00"}}}}
+
+`options` (a fingerprint of the option texts, `Question.options_key`; absent for numeric
+questions and in files written before it existed) tells whether an option index still
+means the option the learner chose: a saved answer whose fingerprint differs from the
+bank's is not restored.
 
 Every write goes to a temporary file in the same folder, is fsynced and then
 renamed over the old file, so a crash leaves either the old record or the new
@@ -22,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -29,12 +41,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
 
 from ftlab.files import fsync_folder
-from ftlab.paths import ftlab_home
+from ftlab.paths import home_path
+
+if TYPE_CHECKING:
+    from ftlab.quiz.bank import Question
 
 FORMAT_VERSION = 1
+PROGRESS_FILE = "progress.json"
+# Warnings point at the first caller outside this package (a notebook cell, say).
+_QUIZ_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _is_int(value: Any) -> bool:
@@ -56,6 +76,10 @@ RECORD_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "ever_correct": ("true or false", lambda value: isinstance(value, bool)),
     "updated": ("a string", lambda value: isinstance(value, str)),
 }
+# Fields a record may have: checked when present, kept when valid.
+OPTIONAL_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "options": ("a string", lambda value: isinstance(value, str)),
+}
 
 try:  # POSIX: serialise writers (two notebooks open at once); Windows simply skips it.
     import fcntl
@@ -67,10 +91,30 @@ class ProgressWarning(UserWarning):
     """The progress file was unreadable and has been moved aside."""
 
 
+def default_progress_path() -> Path:
+    """The learner's own progress file, in their data folder; FTLAB_HOME does not move it."""
+    return platformdirs.user_data_path("ftlab") / PROGRESS_FILE
+
+
+def old_progress_path() -> Path:
+    """Where versions before the move kept it: in ftlab's cache folder (FTLAB_HOME)."""
+    return home_path() / PROGRESS_FILE
+
+
 def progress_path() -> Path:
-    """The progress file: $FTLAB_PROGRESS, else `ftlab_home()/progress.json`."""
+    """The progress file: $FTLAB_PROGRESS, else `default_progress_path()`."""
     override = os.environ.get("FTLAB_PROGRESS")
-    return Path(override).expanduser() if override else ftlab_home() / "progress.json"
+    return Path(override).expanduser() if override else default_progress_path()
+
+
+def record_matches(record: dict[str, Any], question: Question) -> bool:
+    """Whether a saved answer was given to this question as it is now: the same text and, in
+    records that have a fingerprint of the options (files written before it have none), the
+    same options in the same order. An option index means nothing once they have changed."""
+    saved = record.get("options")
+    return record.get("question") == question.text and (
+        saved is None or saved == question.options_key
+    )
 
 
 @dataclass(frozen=True)
@@ -86,8 +130,36 @@ class ProgressStore:
     """Read and update the progress file; every `record` is one atomic rewrite."""
 
     def __init__(self, path: Path | str | None = None) -> None:
+        """`path` defaults to `progress_path()`; at the default location (no FTLAB_PROGRESS)
+        a record left in the old location is copied across first."""
         self.path = Path(path) if path is not None else progress_path()
         self._lock_held = False
+        if path is None and not os.environ.get("FTLAB_PROGRESS"):
+            self.migrate_old_progress(old_progress_path())
+
+    def migrate_old_progress(self, old: Path) -> bool:
+        """Copy the record at `old` to `self.path` if there is none there yet; True if copied.
+
+        Done once: afterwards a file exists at the new place. The copy is written to a
+        temporary file and renamed into place under the writers' lock, so a notebook saving
+        an answer at the same moment is never overwritten, and a crash leaves no half file.
+        The old file is left as it was. A file someone else owns is not copied: that is a
+        class's shared FTLAB_HOME, whose one record mixes every learner's answers.
+        """
+        try:
+            if not old.is_file() or self.path.exists() or not _owned_by_me(old):
+                return False
+        except OSError:  # a folder we may not look into: nothing we could copy
+            return False
+        try:
+            with self._locked():
+                if self.path.exists():  # another notebook got there first
+                    return False
+                self._write_bytes(old.read_bytes())
+        except OSError as error:
+            self._warn(f"could not take over your earlier answers from {old} ({error})")
+            return False
+        return True
 
     def load(self) -> dict[str, Any]:
         """The whole record: empty when there is no file; a damaged file is repaired first.
@@ -117,14 +189,32 @@ class ProgressStore:
         return self.load()["banks"].get(bank, {})
 
     def record(
-        self, bank: str, index: int, question: str, answer: Any, correct: bool
+        self,
+        bank: str,
+        index: int,
+        question: str,
+        answer: Any,
+        correct: bool,
+        options: str | None = None,
     ) -> dict[str, Any]:
-        """Add one attempt at question `index` of `bank` and save at once."""
+        """Add one attempt at question `index` of `bank` and save at once.
+
+        `options` is the question's `options_key`: when the saved one differs (the options
+        were reordered or reworded), the earlier attempts were at another question and the
+        record starts again, as it does when the question's text changed."""
         with self._locked():
             data = self.load()
             entry = data["banks"].setdefault(bank, {}).get(str(index))
-            if entry is None or entry.get("question") != question:
+            saved_options = None if entry is None else entry.get("options")
+            if (
+                entry is None
+                or entry.get("question") != question
+                or (saved_options is not None and options is not None and saved_options != options)
+            ):
                 entry = {"question": question, "attempts": 0, "ever_correct": False}
+            entry.pop("options", None)
+            if options is not None:
+                entry["options"] = options
             entry.update(
                 attempts=entry["attempts"] + 1,
                 last_answer=answer,
@@ -166,14 +256,17 @@ class ProgressStore:
         return _parse(raw)
 
     def _write(self, data: dict[str, Any]) -> None:
+        text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+        self._write_bytes(text.encode("utf-8"))
+
+    def _write_bytes(self, content: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
         )
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True, allow_nan=False)
-                handle.write("\n")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp_name, self.path)
@@ -206,7 +299,11 @@ class ProgressStore:
         self._warn(f"{problem}; moved it to {target} and {outcome}")
 
     def _warn(self, message: str) -> None:
-        warnings.warn(f"quiz progress file {self.path} {message}", ProgressWarning, stacklevel=4)
+        warnings.warn(
+            f"quiz progress file {self.path} {message}",
+            ProgressWarning,
+            stacklevel=_caller_stacklevel(),
+        )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -224,6 +321,26 @@ class ProgressStore:
             finally:
                 self._lock_held = False
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes a warning raised in this package point at its caller.
+
+    Counted for a `warnings.warn` made by the function that calls this one: the widget, the
+    terminal runner and the store reach `_warn` through different numbers of frames."""
+    frame = sys._getframe(1)  # the function about to call warnings.warn: stacklevel 1
+    level = 1
+    while frame.f_back is not None and (
+        os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _QUIZ_PACKAGE
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _owned_by_me(path: Path) -> bool:
+    getuid = getattr(os, "getuid", None)
+    return getuid is None or path.stat().st_uid == getuid()
 
 
 def _empty() -> dict[str, Any]:
@@ -251,7 +368,11 @@ def _valid_records(data: Any) -> tuple[dict[str, Any], str | None]:
             if problem:
                 damaged.append(f"bank {name!r}, record {key!r}: {problem}")
             else:
-                kept[key] = {field: entry[field] for field in RECORD_FIELDS}
+                kept[key] = {
+                    field: entry[field]
+                    for field in (*RECORD_FIELDS, *OPTIONAL_FIELDS)
+                    if field in entry
+                }
         if kept:
             banks[name] = kept
     record = {"version": FORMAT_VERSION, "banks": banks}
@@ -270,6 +391,9 @@ def _record_problem(key: str, entry: Any) -> str | None:
         if field not in entry:
             return f'no "{field}"'
         if not valid(entry[field]):
+            return f'"{field}" is {entry[field]!r}, not {meaning}'
+    for field, (meaning, valid) in OPTIONAL_FIELDS.items():
+        if field in entry and not valid(entry[field]):
             return f'"{field}" is {entry[field]!r}, not {meaning}'
     return None
 

@@ -2,9 +2,9 @@
 
 Answers come from stdin, so it also works piped (`printf '1\\n' | ftlab quiz quick_check`);
 when stdin is not a terminal each answer read is echoed, so the transcript reads well.
-Each question gets one attempt; after a wrong one the right answer is shown. Invalid
-input (an option that does not exist, text where a number belongs) is explained and
-asked again; the end of input stops the quiz early.
+Each question gets one attempt; after a wrong or partly right one the right answer is
+shown. Invalid input (an option that does not exist, text where a number belongs, a
+decimal comma) is explained and asked again; the end of input stops the quiz early.
 """
 
 from __future__ import annotations
@@ -109,7 +109,23 @@ def _parse(question: Question, line: str) -> int | list[int] | float:
 
 
 def _report(question: Question, outcome: Outcome, say: Say) -> None:
-    say(_wrap(f"{outcome.headline} " + " ".join(outcome.feedback), indent="  ", hang="  "))
+    """The verdict and the explanations; after a wrong or partly right answer, the right one.
+
+    The terminal gives one try, so a partly right answer (every ticked option right, some
+    missing) is called that, not "right so far" as in the widget, where one can tick more.
+    Explanations of ticked options carry the option's number and text, as the widget shows.
+    """
+    headline = outcome.headline
+    if outcome.partial:
+        missed = f"{outcome.missed} right option{'s' if outcome.missed != 1 else ''}"
+        headline = f"Partly right: every option you ticked is right, but you missed {missed}."
+    if question.type == "many_choice" and isinstance(outcome.answer, list):
+        say(_wrap(headline, indent="  ", hang="  "))
+        for index, feedback in zip(outcome.answer, outcome.feedback, strict=True):
+            text = question.choices[index].text.rstrip(".")
+            say(_wrap(f"{index + 1}. {text}: {feedback}", indent="  ", hang="     "))
+    else:
+        say(_wrap(f"{headline} " + " ".join(outcome.feedback), indent="  ", hang="  "))
     if not outcome.correct:
         say(_wrap(f"The right answer: {question.right_answer_text()}", indent="  ", hang="  "))
 
@@ -117,7 +133,14 @@ def _report(question: Question, outcome: Outcome, say: Say) -> None:
 def _save(store: ProgressStore, bank: Bank, question: Question, outcome: Outcome, say: Say) -> None:
     """Record one answer; a ProgressWarning goes to `ftlab quiz`, which prints it on stderr."""
     try:
-        store.record(bank.name, question.index, question.text, outcome.answer, outcome.correct)
+        store.record(
+            bank.name,
+            question.index,
+            question.text,
+            outcome.answer,
+            outcome.correct,
+            options=question.options_key,
+        )
     except OSError as error:
         say(f"  (could not save your answer to {store.path}: {error})")
 

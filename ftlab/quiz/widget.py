@@ -4,15 +4,18 @@
     show_quiz("quick_check")
 
 Each question gets its own box: radio buttons (one right option), tick boxes
-(several right options) or a text box (a number); a "Check" button; and an HTML
-feedback area that says Correct / Not quite and explains the option(s) chosen.
-A score line counts the questions whose latest check was right. Answers are
-saved to the progress file (`ftlab.quiz.progress`), and a new widget for the
-same bank (after a kernel restart, say) shows the learner's last answers again.
+(several right options) or a text box (a number; Enter checks it too); a "Check"
+button; and an HTML feedback area that says Correct / Not quite and explains the
+option(s) chosen. A score line counts the questions whose latest check was right.
+Answers are saved to the progress file (`ftlab.quiz.progress`), and a new widget
+for the same bank (after a kernel restart, say) shows the learner's last answers
+again, unless the question or its options have changed since. Checking the same
+answer again (Check after Enter, say) shows the feedback but is not a new attempt.
 
 Tests drive it like a learner: `quiz.questions[0].choose(1)`, then
 `quiz.questions[0].check_button.click()` (or `.check()`), then read
-`quiz.questions[0].feedback.value`.
+`quiz.questions[0].feedback.value`. Setting `number.value` is what the browser does
+when the learner presses Enter (or leaves the box): it checks the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ftlab.quiz.bank import Bank, Outcome, Question, format_number, load_bank, parse_number
-from ftlab.quiz.progress import ProgressStore
+from ftlab.quiz.progress import ProgressStore, record_matches
 
 STYLE = """<style>
 .ftlab-quiz { max-width: 780px; }
@@ -61,6 +64,12 @@ def text_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+def plain_label(text: str) -> str:
+    """Bank text for a radio button or tick box, whose labels are plain text: the backticks
+    that mark code in the bank would show literally, so they are dropped."""
+    return re.sub(r"`([^`]+)`", r"\1", text)
+
+
 class QuestionWidget(widgets.VBox):
     """One question: its input, a Check button and the feedback area."""
 
@@ -68,6 +77,8 @@ class QuestionWidget(widgets.VBox):
         self.question = question
         self.quiz = quiz
         self.outcome: Outcome | None = None
+        self._recorded: Any = None  # the answer last saved: checking it again is no new try
+        self._quiet = False  # set while the code (not the learner) fills in the number box
         self.heading = widgets.HTML(
             f'<div class="ftlab-qtext"><b>Question {question.index + 1} of {total}.</b> '
             f"{text_html(question.text)}</div>"
@@ -80,7 +91,7 @@ class QuestionWidget(widgets.VBox):
         self.number: widgets.Text | None = None
         if question.type == "multiple_choice":
             self.radio = widgets.RadioButtons(
-                options=[(c.text, i) for i, c in enumerate(question.choices)],
+                options=[(plain_label(c.text), i) for i, c in enumerate(question.choices)],
                 value=None,
                 layout=widgets.Layout(width="auto"),
             )
@@ -89,7 +100,7 @@ class QuestionWidget(widgets.VBox):
             self.boxes = [
                 widgets.Checkbox(
                     value=False,
-                    description=c.text,
+                    description=plain_label(c.text),
                     indent=False,
                     layout=widgets.Layout(width="auto"),
                 )
@@ -101,11 +112,15 @@ class QuestionWidget(widgets.VBox):
         else:
             # Text, not FloatText: people type "144,000" or "3/4", which a number field drops
             # silently, and an empty box must read as "no answer yet", not as 0.
+            # continuous_update=False: the value reaches the kernel when the learner presses
+            # Enter (or leaves the box), and that checks the answer like the Check button.
             self.number = widgets.Text(
                 placeholder="type a number, e.g. 1,500",
                 description="Your answer:",
                 style={"description_width": "initial"},
+                continuous_update=False,
             )
+            self.number.observe(self._submitted, names="value")
             self.input = self.number
         self.check_button = widgets.Button(
             description="Check",
@@ -129,9 +144,8 @@ class QuestionWidget(widgets.VBox):
         if self.question.type == "numeric":
             if len(options) != 1:
                 raise ValueError("a numeric question takes exactly one answer")
-            assert self.number is not None
             value = options[0]
-            self.number.value = value if isinstance(value, str) else format_number(value)
+            self._fill_number(value if isinstance(value, str) else format_number(value))
             return
         indices = [self._option_index(option) for option in options]
         if self.radio is not None:
@@ -167,7 +181,11 @@ class QuestionWidget(widgets.VBox):
             )
             return None
         self.outcome = self.question.grade(answer)
-        saved_note = self.quiz.save(self.question, self.outcome)
+        saved_note = ""
+        if answer != self._recorded:
+            saved, saved_note = self.quiz.save(self.question, self.outcome)
+            if saved:
+                self._recorded = answer
         self._show(self.outcome, note=saved_note)
         self.quiz.update_score()
         return self.outcome
@@ -194,12 +212,26 @@ class QuestionWidget(widgets.VBox):
             for i, box in enumerate(self.boxes):
                 box.value = i in answer  # type: ignore[operator]
         elif self.number is not None:
-            self.number.value = format_number(answer)  # type: ignore[arg-type]
+            self._fill_number(format_number(answer))  # type: ignore[arg-type]
+        self._recorded = self.outcome.answer
         attempts = record.get("attempts", 1)
         self._show(
             self.outcome,
             note=f"Your saved answer ({attempts} attempt{'s' if attempts != 1 else ''} so far).",
         )
+
+    def _submitted(self, change: dict[str, Any]) -> None:
+        """Enter in the number box (or leaving it) checks the answer, as Check does."""
+        if not self._quiet and str(change["new"]).strip():
+            self.check()
+
+    def _fill_number(self, text: str) -> None:
+        assert self.number is not None
+        self._quiet = True
+        try:
+            self.number.value = text
+        finally:
+            self._quiet = False
 
     def _option_index(self, option: int | str | float) -> int:
         texts = [c.text for c in self.question.choices]
@@ -225,7 +257,8 @@ class QuestionWidget(widgets.VBox):
                 f"{text_html(fb)}</li>"
                 for i, fb in zip(outcome.answer, outcome.feedback, strict=False)
             ]
-            items += [f"<li>{text_html(fb)}</li>" for fb in outcome.feedback[len(items) :]]
+            if outcome.to_find:
+                items.append(f"<li>{text_html(outcome.to_find)}</li>")
             body = f"<ul>{''.join(items)}</ul>"
         else:
             body = " ".join(text_html(fb) for fb in outcome.feedback)
@@ -256,7 +289,7 @@ class QuizWidget(widgets.VBox):
             records = store.bank(bank.name)  # warns (and moves the file aside) if corrupt
         for widget in self.questions:
             record = records.get(str(widget.question.index))
-            if record and record.get("question") == widget.question.text:
+            if record and record_matches(record, widget.question):
                 widget.restore(record)
         super().__init__([self.heading, *self.questions, self.score])
         self.add_class("ftlab-quiz")
@@ -271,19 +304,25 @@ class QuizWidget(widgets.VBox):
             f'<div class="ftlab-score">Score: {self.correct} / {len(self.questions)}</div>'
         )
 
-    def save(self, question: Question, outcome: Outcome) -> str:
-        """Record an attempt; return a note for the learner if it could not be saved cleanly."""
+    def save(self, question: Question, outcome: Outcome) -> tuple[bool, str]:
+        """Record an attempt: whether it was saved, and a note for the learner if it could not
+        be saved cleanly."""
         if self.store is None:
-            return ""
+            return False, ""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 self.store.record(
-                    self.bank.name, question.index, question.text, outcome.answer, outcome.correct
+                    self.bank.name,
+                    question.index,
+                    question.text,
+                    outcome.answer,
+                    outcome.correct,
+                    options=question.options_key,
                 )
             except OSError as error:
-                return f"(Your answer could not be saved: {error}.)"
-        return " ".join(str(w.message) for w in caught)
+                return False, f"(Your answer could not be saved: {error}.)"
+        return True, " ".join(str(w.message) for w in caught)
 
 
 def show_quiz(
