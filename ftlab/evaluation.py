@@ -186,7 +186,10 @@ def evaluate(
     label_guide: bool = False,
     predictions_path: str | Path | None = None,
 ) -> EvalResult:
-    """Answer every example's [system, user] prompt greedily and score the answers.
+    """Answer every example's prompt greedily and score the answers.
+
+    The prompt is every message before the example's answer (its last assistant message):
+    [system, user] in the support task, earlier turns too in a longer conversation.
 
     `train_data` is where few-shot examples come from (default: the course's
     train split). `rag` retrieves the `rag_k` best policy sections for each

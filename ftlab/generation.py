@@ -9,6 +9,7 @@ row. `bench/eval_speed.py` measures what that saves against plain batching.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 
@@ -18,6 +19,28 @@ from ftlab.models import autocast
 
 # Below this many shared tokens, a separate pass for the prefix saves too little to matter.
 MIN_SHARED_TOKENS = 8
+# Tokens that end a turn in common chat templates (ChatML, Llama 3, Gemma).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end an answer: the generation config's end-of-sequence id(s), the
+    tokenizer's, and the chat template's end-of-turn token if it has one.
+
+    A hub model's generation config may name another end token than the one its chat
+    template closes a turn with; a model fine-tuned on that template then writes the
+    end-of-turn token and, without it in this list, goes on writing.
+    """
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, list | tuple) else [configured]
+    ids.append(tokenizer.eos_token_id)
+    template = getattr(tokenizer, "chat_template", None)
+    template = template if isinstance(template, str) else str(template or "")
+    for index, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        name = str(token)
+        if getattr(token, "special", False) and name in END_OF_TURN_TOKENS and name in template:
+            ids.append(index)
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -90,9 +113,28 @@ def generate_batch(
 
     Conversations are sorted by length so each batch pads as little as possible;
     answers come back in the original order. With `share_prefix`, the tokens that
-    every prompt starts with are computed once (see the module docstring).
+    every prompt starts with are computed once (see the module docstring). An answer
+    ends at any of `stop_token_ids`. The model runs in eval mode (no dropout), and is
+    put back in training mode afterwards if it was in it.
     """
+    with _eval_mode(model):
+        return _answers(model, tokenizer, conversations, max_new_tokens, batch_size, share_prefix)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """The model in eval mode (dropout off) inside, in its own mode again after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _answers(model, tokenizer, conversations, max_new_tokens, batch_size, share_prefix):
     prompts = [prompt_ids(tokenizer, c) for c in conversations]
+    stops = stop_token_ids(model, tokenizer)
     prefix = common_prefix(prompts) if share_prefix else []
     shared = len(prefix)
     prefix_cache = encode_prefix(model, prefix) if shared else None
@@ -112,6 +154,7 @@ def generate_batch(
                 **batch,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
             )
         new_tokens = output[:, batch["input_ids"].shape[1] :]

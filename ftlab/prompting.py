@@ -48,14 +48,24 @@ LABEL_GUIDE = "\n".join(
 )
 
 
+def _split_system(messages: Sequence[dict]) -> tuple[dict | None, list[dict]]:
+    """(the leading system message or None, the messages after it)."""
+    if messages and messages[0]["role"] == "system":
+        return messages[0], list(messages[1:])
+    return None, list(messages)
+
+
+def _add_to_system(messages: Sequence[dict], text: str) -> list[dict]:
+    """A copy of a prompt with `text` appended to its leading system message (or, in a
+    prompt without one, as a new system message at the start)."""
+    system, rest = _split_system(messages)
+    content = text if system is None else f"{system['content']}\n\n{text}"
+    return [{"role": "system", "content": content}, *rest]
+
+
 def with_label_guide(messages: Sequence[dict]) -> list[dict]:
     """A copy of a prompt with `LABEL_GUIDE` appended to its (first) system message."""
-    system, *rest = messages
-    return [{"role": "system", "content": f"{system['content']}\n\n{LABEL_GUIDE}"}, *rest]
-
-
-def _message(example: dict, role: str) -> dict:
-    return next(m for m in example["messages"] if m["role"] == role)
+    return _add_to_system(messages, LABEL_GUIDE)
 
 
 def pick_shots(train_examples: Sequence[dict], k: int) -> list[dict]:
@@ -79,15 +89,21 @@ def pick_shots(train_examples: Sequence[dict], k: int) -> list[dict]:
 
 
 def few_shot_messages(example: dict, shots: Sequence[dict]) -> list[dict]:
-    """The example's prompt with each shot as an earlier user/assistant exchange."""
-    system, *rest = prompt_messages(example)
+    """The example's prompt with each shot as an earlier user/assistant exchange: after its
+    system message if it has one, else at the start.
+
+    A shot is its last user message and its answer (the last assistant message).
+    """
+    system, rest = _split_system(prompt_messages(example))
     turns = []
     for shot in shots:
+        question = next(m for m in reversed(prompt_messages(shot)) if m["role"] == "user")
+        answer = next(m for m in reversed(shot["messages"]) if m["role"] == "assistant")
         turns += [
-            {"role": "user", "content": _message(shot, "user")["content"]},
-            {"role": "assistant", "content": _message(shot, "assistant")["content"]},
+            {"role": "user", "content": question["content"]},
+            {"role": "assistant", "content": answer["content"]},
         ]
-    return [system, *turns, *rest]
+    return [*([system] if system is not None else []), *turns, *rest]
 
 
 @dataclass(frozen=True)
@@ -101,13 +117,12 @@ class Passage:
 
 
 def add_passages(messages: Sequence[dict], passages: Sequence[Passage]) -> list[dict]:
-    """A copy of a prompt with the passages appended to its (first) system message."""
-    system, *rest = messages
+    """A copy of a prompt with the passages appended to its (first) system message (or, in
+    a prompt without one, as a new system message at the start)."""
     if not passages:
-        return [system, *rest]
+        return list(messages)
     context = "\n\n".join(p.render() for p in passages)
-    content = f"{system['content']}\n\nRelevant store policies:\n\n{context}"
-    return [{"role": "system", "content": content}, *rest]
+    return _add_to_system(messages, f"Relevant store policies:\n\n{context}")
 
 
 def rag_messages(example: dict, passages: Sequence[Passage]) -> list[dict]:

@@ -60,8 +60,14 @@ def make_example(text: str, intent: str, order_id: str | None, sentiment: str) -
 
 
 def prompt_messages(example: dict) -> list[dict]:
-    """The [system, user] messages of an example: what the model sees at test time."""
-    return [m for m in example["messages"] if m["role"] != "assistant"]
+    """What the model sees at test time: every message before the last assistant message
+    (the gold answer), earlier assistant turns of a conversation included; [system, user]
+    for the support task's examples. A message's training-only `weight` is left out.
+    """
+    messages = example["messages"]
+    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    before = messages[: answers[-1]] if answers else messages
+    return [{k: v for k, v in m.items() if k != "weight"} if "weight" in m else m for m in before]
 
 
 def gold_answer(example: dict) -> dict:

@@ -9,7 +9,7 @@ import torch
 from conftest import run_ftlab
 
 from ftlab.evaluation import evaluate
-from ftlab.generation import generate_batch, padded_batch, shared_prefix_length
+from ftlab.generation import generate_batch, padded_batch, shared_prefix_length, stop_token_ids
 from ftlab.jsonl import write_jsonl
 from ftlab.models import compute_dtype, load_model, prepare_for_inference
 from ftlab.support import METRIC_NAMES, make_example
@@ -113,6 +113,36 @@ def test_a_shared_prefix_computed_once_gives_the_same_answers(base, monkeypatch)
     # Rows of different lengths in one batch: padding in the middle must not leak in.
     alone = [generate_batch(model, tokenizer, [p], max_new_tokens=24)[0] for p in few_shot]
     assert generate_batch(model, tokenizer, few_shot, max_new_tokens=24) == alone
+
+
+def test_answers_end_at_the_chat_templates_end_of_turn_token(base, monkeypatch):
+    """A hub model's generation config may name another end token than its chat template's
+    end of turn; the answer must still end where the turn does."""
+    import copy
+
+    model, tokenizer = base
+    question = [[{"role": "user", "content": "What is the capital of France?"}]]
+    expected = generate_batch(model, tokenizer, question, max_new_tokens=24)
+    assert stop_token_ids(model, tokenizer) == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    other = copy.deepcopy(tokenizer)
+    other.eos_token = "<|endoftext|>"  # neither it nor the config's end is <|im_end|> now
+    monkeypatch.setattr(model.generation_config, "eos_token_id", other.eos_token_id)
+    assert stop_token_ids(model, other) == [other.eos_token_id, tokenizer.eos_token_id]
+    assert generate_batch(model, other, question, max_new_tokens=24) == expected
+
+
+def test_answers_are_generated_without_dropout_and_the_mode_is_restored(base):
+    model, tokenizer = base
+    modes = []
+    hook = model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    try:
+        model.train()
+        generate_batch(model, tokenizer, [EXAMPLES[0]["messages"][:2]], max_new_tokens=2)
+        assert modes and not any(modes)
+        assert model.training
+    finally:
+        hook.remove()
+        model.eval()
 
 
 def test_evaluate_refuses_missing_or_empty_data(tmp_path):

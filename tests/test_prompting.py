@@ -6,12 +6,14 @@ import pytest
 
 from ftlab.paths import data_dir
 from ftlab.prompting import (
+    LABEL_GUIDE,
     Passage,
     PolicyRetriever,
     few_shot_messages,
     markdown_sections,
     pick_shots,
     rag_messages,
+    with_label_guide,
 )
 from ftlab.support import SYSTEM_PROMPT, gold_answer, make_example
 
@@ -67,6 +69,44 @@ def test_few_shot_messages_put_shots_between_system_and_question():
     assert messages[1]["content"] == "where is AC-11111"
     assert messages[-1]["content"] == "cancel AC-44444 now"
     assert few_shot_messages(QUESTION, []) == QUESTION["messages"][:2]
+
+
+def test_few_shot_messages_end_on_the_question_with_or_without_a_system_message():
+    conversation = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "hello, about an order"},
+        {"role": "assistant", "content": "Which order?"},
+        {"role": "user", "content": "cancel AC-44444 now"},
+        QUESTION["messages"][2],
+    ]
+    shots = TRAIN[:2]
+    with_system = few_shot_messages({"messages": conversation}, shots)
+    assert [m["role"] for m in with_system] == ["system", *["user", "assistant"] * 3, "user"]
+    assert with_system[0]["content"] == SYSTEM_PROMPT
+    assert [m["content"] for m in with_system[-3:]] == [
+        "hello, about an order",
+        "Which order?",
+        "cancel AC-44444 now",
+    ]
+    without = few_shot_messages({"messages": conversation[1:]}, shots)
+    assert without == with_system[1:]  # the shots come first, the question last
+    # A multi-turn shot contributes its last question and its answer.
+    shot = {"messages": [*conversation[:2], conversation[2], *TRAIN[0]["messages"][1:]]}
+    (question, answer, *_) = few_shot_messages(QUESTION, [shot])[1:]
+    assert (question["content"], answer["content"]) == (
+        "where is AC-11111",
+        TRAIN[0]["messages"][2]["content"],
+    )
+
+
+def test_system_additions_to_a_prompt_without_a_system_message_get_their_own():
+    prompt = QUESTION["messages"][1:2]  # the user message alone
+    guided = with_label_guide(prompt)
+    assert guided == [{"role": "system", "content": LABEL_GUIDE}, *prompt]
+    with_policies = rag_messages({"messages": QUESTION["messages"][1:]}, [Passage("A", "b")])
+    assert [m["role"] for m in with_policies] == ["system", "user"]
+    assert with_policies[0]["content"] == "Relevant store policies:\n\n## A\nb"
+    assert with_policies[1] == prompt[0]
 
 
 def test_markdown_sections_split_at_headings():

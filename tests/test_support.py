@@ -66,3 +66,23 @@ def test_score_refuses_mismatched_or_empty_input():
 def test_parse_answer_accepts_surrounding_whitespace_only():
     assert parse_answer(f"  {answer()}\n") == GOLD
     assert parse_answer("```json\n" + answer() + "\n```") is None
+
+
+def test_prompt_messages_are_everything_before_the_gold_answer():
+    from ftlab.support import SYSTEM_PROMPT, make_example, prompt_messages
+
+    single = make_example("where is AC-12345?", "order_status", "AC-12345", "neutral")
+    assert prompt_messages(single) == single["messages"][:2]
+    conversation = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "hi, it's about my order"},
+        {"role": "assistant", "content": "Which order?", "weight": 0},
+        {"role": "user", "content": "AC-12345, where is it?"},
+        {"role": "assistant", "content": single["messages"][2]["content"]},
+    ]
+    prompt = prompt_messages({"messages": conversation})
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
+    assert prompt[2] == {"role": "assistant", "content": "Which order?"}  # no training weight
+    assert "weight" in conversation[2]  # the example itself is not changed
+    no_system = prompt_messages({"messages": conversation[1:]})
+    assert [m["role"] for m in no_system] == ["user", "assistant", "user"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from ftlab.models import (
     compute_dtype,
     load_model,
     store_weights_for_autocast,
+    training_dtype,
 )
 from ftlab.support import load_examples, make_example
 from ftlab.training import (
@@ -31,7 +33,7 @@ from ftlab.training.data import IGNORE, TokenizedExample, collate, epoch_batches
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import check_data, learning_rate, lora_model, training_model
 from ftlab.training.loss import PART_TOKENS, backward_in_parts, batch_loss, part_size
-from ftlab.training.plots import loss_image
+from ftlab.training.plots import loss_image, read_metrics
 
 
 def test_only_assistant_tokens_are_learned(tokenizer):
@@ -185,7 +187,7 @@ def test_training_model_stores_frozen_matrices_in_the_fast_dtype_and_keeps_the_r
     # On whatever device load_model picks (the CPU here, CUDA on a GPU machine).
     model, _ = training_model(TrainConfig(data="x", out="y"))
     base = model.get_base_model()
-    fast = compute_dtype(base.device)
+    fast = training_dtype(base.device)
     if fast == torch.float32 or base.device.type == "mps":
         pytest.skip(f"{base.device.type} keeps float32 weights (no fast bf16 here)")
     assert base.model.layers[0].mlp.down_proj.weight.dtype == fast  # a frozen layer (no adapter)
@@ -501,3 +503,162 @@ def test_long_batches_are_split_evenly_and_short_ones_stay_whole():
     assert part_size(rows(16, PART_TOKENS)) == 1  # one row is the whole budget
     assert part_size(rows(9, PART_TOKENS // 4)) == 3  # 9 rows of a quarter: 3 passes of 3
     assert part_size(rows(16, PART_TOKENS), micro_batch_size=4) == 4  # an explicit size wins
+
+
+def test_where_the_fast_dtype_is_float16_the_loss_is_computed_in_float32(tokenizer, monkeypatch):
+    """An older GPU (T4, V100) runs inference in float16 but trains in float32: float16
+    gradients would need loss scaling."""
+    model, _ = load_model(device="cpu")
+    model = lora_model(model, TrainConfig(data="x", out="y"))
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:2]]
+    batch = collate(rows, tokenizer.pad_token_id)
+    monkeypatch.setattr("ftlab.models.compute_dtype", lambda device: torch.float16)
+    assert training_dtype(torch.device("cpu")) == torch.float32
+    with torch.no_grad():
+        default = batch_loss(model.get_base_model(), batch).loss
+        plain = batch_loss(model.get_base_model(), batch, mixed_precision=False).loss
+    assert torch.equal(default, plain)
+
+
+@pytest.mark.parametrize("poison", ["loss", "gradient"])
+def test_a_step_whose_loss_or_gradient_is_not_finite_is_refused(tokenizer, monkeypatch, poison):
+    from ftlab.training import NonFiniteLossError, loop
+
+    model, _ = load_model(device="cpu")
+    config = TrainConfig(data="x", out="y", adapted_layers=1)
+    model = lora_model(model, config)
+    optimizer = loop.new_optimizer(model, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:2]]
+
+    def overflowing(*args, **kwargs):
+        loss, tokens, correct = backward_in_parts(*args, **kwargs)
+        if poison == "gradient":
+            trainable[0].grad[0, 0] = math.inf
+            return loss, tokens, correct
+        return math.nan, tokens, correct
+
+    monkeypatch.setattr(loop, "backward_in_parts", overflowing)
+    expected = "training loss became nan" if poison == "loss" else "gradient norm became inf"
+    with pytest.raises(NonFiniteLossError, match=f"at step 7: the {expected}") as caught:
+        loop.take_step(model, optimizer, rows, tokenizer.pad_token_id, config, step=7)
+    assert "lower learning rate, for example" in str(caught.value)
+    assert all(torch.equal(p, b) for p, b in zip(trainable, before, strict=True))
+    assert all(p.grad is None for p in trainable) and not optimizer.state
+
+
+def test_train_command_refuses_a_run_whose_loss_is_not_finite(data, tmp_path, monkeypatch, capsys):
+    from ftlab.training import loop
+
+    def overflowing(*args, **kwargs):
+        return math.nan, 10, 0
+
+    monkeypatch.setattr(loop, "backward_in_parts", overflowing)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", data, "--out", str(out), "--lr", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "error: Training stopped at step 1: the training loss became nan" in err
+    assert "lower learning rate, for example 0.17 (--lr for ftlab train" in err
+    assert not (out / "adapter").exists() and not (out / "checkpoints").exists()
+
+
+def _quick_step(model, optimizer, rows, *args, **kwargs):
+    """take_step without the arithmetic, for tests of the loop's bookkeeping."""
+    return 1.0, 10, 5
+
+
+def test_resume_carries_on_the_token_count_and_the_time_so_far(data, tmp_path, monkeypatch):
+    monkeypatch.setattr("ftlab.training.loop.take_step", _quick_step)
+    # With log_every=2 the checkpoint's last step (3) is not logged: the count of tokens
+    # trained so far must come from the checkpoint, not from the metrics log.
+    whole = train(tiny(data, tmp_path / "whole", log_every=2))
+    polls = []
+    cut = train(
+        tiny(data, tmp_path / "cut", log_every=2),
+        should_stop=lambda: polls.append(1) or len(polls) > 4,  # after step 4
+    )
+    assert [(s, e) for s, e, _ in cut.checkpoints] == [(3, 1)]
+    state = torch.load(cut.checkpoints[0][2] / "trainer_state.pt", weights_only=False)
+    assert 0 < state["trained_tokens"] < cut.trained_tokens < whole.trained_tokens
+    assert 0 < state["elapsed_s"] < cut.elapsed_s
+    resumed = train(tiny(data, tmp_path / "cut", log_every=2, resume=True))
+    assert resumed.trained_tokens == whole.trained_tokens
+    first_new = next(r for r in read_metrics(resumed.metrics_path) if r["step"] > 3)
+    assert first_new["elapsed_s"] > state["elapsed_s"]
+
+    # The time goes on from the checkpoint's; a checkpoint saved before these were
+    # recorded falls back to the metrics log (and to a clock starting at zero).
+    last = resumed.checkpoints[-1][2] / "trainer_state.pt"
+    state = torch.load(last, weights_only=False)
+    torch.save({**state, "elapsed_s": 1000.0}, last)
+    again = train(tiny(data, tmp_path / "cut", log_every=2, resume=True))
+    assert again.elapsed_s > 1000 and again.trained_tokens == whole.trained_tokens
+    torch.save({k: v for k, v in state.items() if k not in ("trained_tokens", "elapsed_s")}, last)
+    older = train(tiny(data, tmp_path / "cut", log_every=2, resume=True))
+    logged = max(r["trained_tokens"] for r in read_metrics(older.metrics_path))
+    assert older.trained_tokens == logged and older.elapsed_s < 1000
+
+
+def test_resuming_a_finished_run_without_its_metrics_log_reports_no_loss(
+    data, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("ftlab.training.loop.take_step", _quick_step)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--out", str(out), "--batch-size", "4", "--rank", "4"]
+    assert cli.main(args) == 0
+    (out / "metrics.jsonl").unlink()
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "no training loss to report" in printed and "adapter:" in printed
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(data, tmp_path, monkeypatch):
+    from ftlab.training import loop
+
+    monkeypatch.setattr(loop, "take_step", _quick_step)
+    monkeypatch.delenv("FTLAB_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    config_path = tmp_path / "run" / "config.json"
+
+    def recorded() -> int:
+        return json.loads(config_path.read_text())["resolved"]["threads"]
+
+    try:
+        monkeypatch.setattr(loop, "sensible_threads", lambda: 1)  # a busy machine at first
+        polls = []
+        train(tiny(data, tmp_path / "run"), should_stop=lambda: polls.append(1) or len(polls) > 3)
+        assert recorded() == 1
+        monkeypatch.setattr(loop, "sensible_threads", lambda: 2)  # a quiet one on resume
+        train(tiny(data, tmp_path / "run", resume=True))
+        assert recorded() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("FTLAB_THREADS", "2")  # ... unless FTLAB_THREADS says otherwise
+        train(tiny(data, tmp_path / "run", resume=True))
+        assert recorded() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert loop.recorded_threads(tmp_path / "missing.json") is None
+
+
+def test_an_interrupted_replacement_is_undone_at_the_next_start(tmp_path):
+    from ftlab.training.checkpoints import remove_stale_staging
+
+    out = tmp_path / "run"
+    checkpoints = out / "checkpoints"
+    for folder in (
+        checkpoints / ".epoch-1.old",  # crashed between the two renames: put back
+        checkpoints / ".epoch-2.old",  # crashed while deleting it after the swap: deleted
+        checkpoints / "epoch-2",
+        checkpoints / ".epoch-3.tmp-abc123",  # never finished: deleted
+        out / ".adapter.old",  # put back
+        out / ".notes.old",  # not ours: left alone
+    ):
+        folder.mkdir(parents=True)
+        (folder / "file").write_text(folder.name)
+    remove_stale_staging(out)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-1", "epoch-2"]
+    assert (checkpoints / "epoch-1" / "file").read_text() == ".epoch-1.old"
+    assert (checkpoints / "epoch-2" / "file").read_text() == "epoch-2"
+    assert sorted(p.name for p in out.iterdir()) == [".notes.old", "adapter", "checkpoints"]
+    assert (out / "adapter" / "file").read_text() == ".adapter.old"

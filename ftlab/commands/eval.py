@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="score a model (base name, adapter or training run folder) on a support-task file",
-        description="Greedy answers for every example's [system, user] messages, scored with "
-        "the support-task metrics.",
+        description="Greedy answers for every example's prompt (its messages before the "
+        "answer: [system, user] in the support task), scored with the support-task metrics.",
     )
     parser.add_argument(
         "--model", required=True, help="base model name, adapter folder or training run folder"

@@ -191,7 +191,10 @@ def run(args: argparse.Namespace) -> int:
             "to continue, run the same command with --resume"
         )
         return 130
-    losses = f"final training loss {result.final_train_loss:.4f}"
+    if result.final_train_loss is not None:
+        losses = f"final training loss {result.final_train_loss:.4f}"
+    else:  # a finished run resumed: its losses come from its metrics.jsonl, which is gone
+        losses = "no training loss to report (the run had already finished; metrics.jsonl has none)"
     if result.final_valid_loss is not None:
         losses += f", validation loss {result.final_valid_loss:.4f}"
     print(

@@ -25,6 +25,7 @@ from ftlab.generation import (
     encode_prefix,
     padded_batch,
     shared_prefix_length,
+    stop_token_ids,
 )
 from ftlab.models import autocast
 
@@ -69,13 +70,6 @@ class JoinFailed(RuntimeError):
 
 class ContextTooLong(ValueError):
     """The prompt leaves no room for an answer in the model's context window."""
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return {i for i in ids if i is not None}
 
 
 # Below this temperature sampling is greedy: dividing the logits by 1e-45 overflows to inf,
@@ -289,7 +283,7 @@ class BatchDecoder:
 
     def __init__(self, model, tokenizer, share_prefix: bool = True) -> None:
         self.model, self.tokenizer, self.share_prefix = model, tokenizer, share_prefix
-        self.ends = eos_ids(model, tokenizer)
+        self.ends = set(stop_token_ids(model, tokenizer))
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._group: _Group | None = None
 

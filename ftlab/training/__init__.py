@@ -6,13 +6,14 @@ result = train(TrainConfig(data="train.jsonl", out="runs/x"), callback=LiveLossP
 
 from ftlab.training.config import TrainConfig
 from ftlab.training.events import TrainEvent, TrainResult
-from ftlab.training.loop import StaleRunError, train
+from ftlab.training.loop import NonFiniteLossError, StaleRunError, train
 from ftlab.training.progress import LiveLossPlot, ProgressBar
 from ftlab.validation import InvalidDataError
 
 __all__ = [
     "InvalidDataError",
     "LiveLossPlot",
+    "NonFiniteLossError",
     "ProgressBar",
     "StaleRunError",
     "TrainConfig",

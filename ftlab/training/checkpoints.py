@@ -1,13 +1,21 @@
-"""Saving adapters and epoch checkpoints atomically, and finding the one to resume from.
+"""Saving adapters and epoch checkpoints safely, and finding the one to resume from.
 
-Everything is written to a temporary folder next to its destination and then
-renamed into place, so a crash or Ctrl-C never leaves a half-written checkpoint
-that looks complete: the previous one stays usable.
+Everything is written to a temporary folder next to its destination (`.NAME.tmp-*`),
+flushed to the disk (fsync) and then renamed into place, so a folder under its real
+name is always complete. Replacing an existing folder takes two renames: the old one
+aside to `.NAME.old`, then the new one in. A crash between the two leaves neither
+folder under the name, only `.NAME.old`; `remove_stale_staging`, which runs when
+training starts, puts that one back (and deletes it when the new folder made it in),
+and deletes unfinished temporary folders. So a crash or Ctrl-C never leaves a
+half-written checkpoint that looks complete, and the previous one stays usable (in
+that one narrow case, once the next run has started).
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -31,16 +39,45 @@ class Checkpoint:
     path: Path
 
 
+# What a save leaves behind when it is interrupted: `.NAME.tmp-XXXX` (a folder still
+# being written) or `.NAME.old` (the folder it was replacing; see the module docstring).
+LEFTOVER = re.compile(r"^\.(?P<name>.+?)\.(?:old|tmp-.+)$")
+
+
+def _sync(path: Path) -> None:
+    """Flush a file, or a folder's list of names, to the disk (skipped on a file system
+    that cannot, such as some network and FUSE mounts)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS, errno.EBADF):
+            raise
+    finally:
+        os.close(descriptor)
+
+
 def _replace_folder(staging: Path, target: Path) -> None:
-    """Move a finished staging folder to `target`, replacing an older one there."""
+    """Move a finished staging folder to `target`, replacing an older one there.
+
+    The staging folder's files are flushed to the disk first, so that after a power cut
+    the renamed folder holds the data, not empty files.
+    """
+    for item in staging.iterdir():
+        if item.is_file():
+            _sync(item)
+    _sync(staging)
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         staging.rename(target)
+        _sync(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
+        _sync(target.parent)
 
 
 def save_adapter(model, folder: Path, base_model: str, extra: dict | None = None) -> Path:
@@ -61,8 +98,21 @@ def save_adapter(model, folder: Path, base_model: str, extra: dict | None = None
     return folder
 
 
-def save_checkpoint(model, optimizer, folder: Path, base_model: str, step: int, epoch: int) -> Path:
-    """An epoch checkpoint: a loadable adapter folder that also holds the optimiser state."""
+def save_checkpoint(
+    model,
+    optimizer,
+    folder: Path,
+    base_model: str,
+    step: int,
+    epoch: int,
+    progress: dict | None = None,
+) -> Path:
+    """An epoch checkpoint: a loadable adapter folder that also holds the optimiser state.
+
+    The trainer state also holds the random number generators' states (the CPU's, and the
+    GPU's when the model is on one) and `progress`, the run's counters to carry over on
+    resume (`trained_tokens`, `elapsed_s`).
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
@@ -75,7 +125,11 @@ def save_checkpoint(model, optimizer, folder: Path, base_model: str, step: int, 
             "epoch": epoch,
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            **(progress or {}),
         }
+        device = next(model.parameters()).device
+        if device.type == "cuda":  # dropout on the GPU draws from the GPU's generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         torch.save(state, staging / TRAINER_STATE)
         _replace_folder(staging, folder)
     finally:
@@ -158,7 +212,8 @@ def list_checkpoints(out: Path) -> list[Checkpoint]:
 
 
 def load_trainer_state(checkpoint: Checkpoint) -> tuple[dict, dict]:
-    """A checkpoint's adapter weights and trainer state (step, optimiser, random state)."""
+    """A checkpoint's adapter weights and trainer state (step, optimiser, random state, and
+    in checkpoints saved since ftlab recorded them, `trained_tokens` and `elapsed_s`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -177,8 +232,21 @@ def clear_run(out: Path) -> None:
 
 
 def remove_stale_staging(out: Path) -> None:
-    """Delete temporary folders left by a crash in the middle of a save."""
-    for root in (out, out / "checkpoints"):
-        if root.is_dir():
-            for item in root.glob(".*.tmp-*"):
+    """Clean up after a crash in the middle of a save (see the module docstring).
+
+    Deletes unfinished temporary folders; a folder set aside to be replaced
+    (`.adapter.old`, `.epoch-N.old`) is put back if its replacement never arrived,
+    and deleted otherwise. Only the names that saves use are touched.
+    """
+    for root, ours in ((out, re.compile(r"^adapter$")), (out / "checkpoints", CHECKPOINT_NAME)):
+        if not root.is_dir():
+            continue
+        for item in list(root.iterdir()):
+            match = LEFTOVER.match(item.name)
+            if match is None or not ours.match(match.group("name")) or not item.is_dir():
+                continue
+            target = root / match.group("name")
+            if item.name.endswith(".old") and not target.exists():
+                item.rename(target)  # the crash came between the two renames
+            else:
                 shutil.rmtree(item, ignore_errors=True)

@@ -15,11 +15,14 @@ from ftlab import __version__
 from ftlab.files import write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
+    available_cores,
     is_adapter_dir,
     load_model,
     run_adapter,
     sensible_threads,
     store_weights_for_autocast,
+    thread_override,
+    training_dtype,
 )
 from ftlab.training.checkpoints import (
     Checkpoint,
@@ -139,7 +142,8 @@ def training_model(config: TrainConfig, bf16_frozen: bool = True):
 
     On a CPU it also picks the thread count and eager attention (measured faster
     than SDPA for training there). `bf16_frozen=False` keeps the frozen weights in
-    float32 (for comparing the two in bench/step_profile.py).
+    float32 (for comparing the two in bench/step_profile.py); they stay float32 anyway
+    where training runs in float32 (`ftlab.models.training_dtype`).
     """
     base, tokenizer = load_model(config.model)
     if base.device.type == "cpu":
@@ -147,7 +151,7 @@ def training_model(config: TrainConfig, bf16_frozen: bool = True):
         base.set_attn_implementation("eager")
     model = lora_model(base, config)
     if bf16_frozen:
-        store_weights_for_autocast(model)
+        store_weights_for_autocast(model, training_dtype(base.device))
     model.train()
     return model, tokenizer
 
@@ -182,6 +186,22 @@ def stores_frozen_outputs(base, rows: list[TokenizedExample], first_adapted: int
     return bool(first_adapted) and can_slice(base) and stored_bytes(base, rows) <= MAX_STORED_BYTES
 
 
+class NonFiniteLossError(ValueError):
+    """A step's loss or gradients were not finite numbers (inf or NaN): the update was refused."""
+
+
+def _non_finite(what: str, value: float, step: int | None, lr: float) -> NonFiniteLossError:
+    where = f"at step {step}" if step is not None else "in this step"
+    return NonFiniteLossError(
+        f"Training stopped {where}: the {what} became {value} (not a finite number), so the "
+        "step's update was not applied (it would have ruined the adapter). The most likely "
+        f"cause is a learning rate (lr {lr:g}) too high for this data and these settings.\n"
+        f"Fix: start the run again with a lower learning rate, for example {lr / 3:.2g} (--lr "
+        "for ftlab train, lr= in Python, a smaller learning_rate_multiplier for a fine-tuning "
+        "job). Epoch checkpoints saved before this step are unharmed."
+    )
+
+
 def take_step(
     model,
     optimizer: torch.optim.Optimizer,
@@ -190,17 +210,33 @@ def take_step(
     config: TrainConfig,
     frozen: list[torch.Tensor] | None = None,
     first_adapted: int = 0,
+    step: int | None = None,
 ) -> tuple[float, int, int]:
     """One optimizer step on one batch: backward (in parts), gradient clipping, update.
 
     `frozen` holds the rows' stored outputs of the layers below `first_adapted`, if any.
-    Returns (mean loss, learned tokens, tokens predicted right).
+    Returns (mean loss, learned tokens, tokens predicted right). A loss or gradient that
+    is not finite raises NonFiniteLossError (naming step number `step`) before the
+    update, with the gradients cleared, so the adapter stays as it was.
     """
     base = model.get_base_model()
     result = backward_in_parts(
-        base, rows, pad_id, base.device, config.micro_batch_size, True, frozen, first_adapted
+        base,
+        rows,
+        pad_id,
+        base.device,
+        config.micro_batch_size,
+        mixed_precision=True,
+        frozen=frozen,
+        first_adapted=first_adapted,
     )
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))
+    if not (math.isfinite(result[0]) and math.isfinite(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(result[0]):
+            raise _non_finite("training loss", result[0], step, config.lr)
+        raise _non_finite("gradient norm", norm, step, config.lr)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return result
@@ -244,6 +280,16 @@ def _write_config(config: TrainConfig, path: Path, resolved: dict) -> None:
     write_text_atomically(
         path, json.dumps({"config": config.to_dict(), "resolved": resolved}, indent=2)
     )
+
+
+def recorded_threads(config_path: Path) -> int | None:
+    """The CPU thread count a run's config.json records (None: none, or unreadable)."""
+    try:
+        threads = json.loads(config_path.read_text())["resolved"]["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    usable = isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    return threads if usable else None
 
 
 def _last_logged(rows: list[dict], key: str) -> float | None:
@@ -336,6 +382,13 @@ def train(
     # Adapters record their base model; a local folder is recorded absolute, to work from anywhere.
     base_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
     device = model.get_base_model().device
+    config_path = out / "config.json"
+    if resume_from is not None and device.type == "cpu" and thread_override() is None:
+        # The thread count can change the last bits of the sums; keep the run's own count
+        # (chosen from the load at its first start) unless this machine has fewer cores.
+        threads = recorded_threads(config_path)
+        if threads is not None and threads <= available_cores():
+            torch.set_num_threads(threads)
     pad_id = tokenizer.pad_token_id
     rows = training_rows(tokenizer, train_examples, config)
     valid_rows = (
@@ -353,6 +406,7 @@ def train(
 
     optimizer = new_optimizer(model, config)
     step, first_epoch, trained_tokens = 0, 1, 0
+    state: dict = {}
     if resume_from is not None:
         from peft import set_peft_model_state_dict
 
@@ -360,17 +414,24 @@ def train(
         set_peft_model_state_dict(model, weights)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step, first_epoch = state["step"], state["epoch"] + 1
+        started -= state.get("elapsed_s", 0.0)  # the time the run took up to its checkpoint
     log = _MetricsLog(out / "metrics.jsonl", resume_from.step if resume_from else None)
-    trained_tokens = max((r.get("trained_tokens", 0) for r in log.rows), default=0)
-    config_path = out / "config.json"
+    # Checkpoints from before ftlab saved the count: the largest logged one (too low when
+    # log_every > 1 left the checkpoint's last steps unlogged).
+    trained_tokens = state.get(
+        "trained_tokens", max((r.get("trained_tokens", 0) for r in log.rows), default=0)
+    )
     _write_config(
         config,
         config_path,
         {
             "ftlab_version": __version__,
             "device": str(device),
-            # Results repeat exactly for the same seed, data and thread count.
+            # Results repeat exactly for the same seed, data and thread count; a resumed
+            # run reuses this count (see above) unless FTLAB_THREADS sets one.
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             **data_fingerprints(config),
             "examples": len(rows),
@@ -426,7 +487,7 @@ def train(
             batch_rows = [rows[i] for i in indices]
             states = [frozen[i] for i in indices] if frozen is not None else None
             last_train, learned, correct = take_step(
-                model, optimizer, batch_rows, pad_id, config, states, first_adapted
+                model, optimizer, batch_rows, pad_id, config, states, first_adapted, step=step + 1
             )
             step += 1
             trained_tokens += sum(len(row) for row in batch_rows)
@@ -474,8 +535,18 @@ def train(
                 }
             )
         if step % per_epoch == 0:  # a whole epoch: checkpoint it
+            progress = {
+                "trained_tokens": trained_tokens,
+                "elapsed_s": time.perf_counter() - started,
+            }
             folder = save_checkpoint(
-                model, optimizer, out / "checkpoints" / f"epoch-{epoch}", base_name, step, epoch
+                model,
+                optimizer,
+                out / "checkpoints" / f"epoch-{epoch}",
+                base_name,
+                step,
+                epoch,
+                progress,
             )
             save_loss_plot(log.rows, out / "loss.png")
             event("checkpoint", epoch=float(epoch), checkpoint_dir=folder)

@@ -1,10 +1,12 @@
 """The training loss, computed the cheap way.
 
-Two savings, both exact:
+Two savings that give the same loss and gradients (to float rounding):
 - logits only where labels are: the 49k-word output layer is a large share of
   a small model's compute, and most positions (the prompt) have no label;
 - a shared prefix (the system prompt every example starts with) is run once
-  per batch, and its keys and values are reused by every row.
+  per batch, and its keys and values are reused by every row. This one is exact
+  without dropout (the default, dropout=0): with LoRA dropout every row reuses the
+  prefix's one dropout mask instead of drawing its own.
 With adapters in the top layers only, a step can also start from the stored
 outputs of the frozen layers below them (training.frozen).
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ftlab.models import autocast
+from ftlab.models import autocast, training_dtype
 from ftlab.training.data import IGNORE, Batch, TokenizedExample, collate
 from ftlab.training.frozen import run_after_prefix
 
@@ -48,9 +50,13 @@ def _hidden_states(causal_lm, batch: Batch) -> torch.Tensor:
 def batch_loss(causal_lm, batch: Batch, mixed_precision: bool = True) -> LossParts:
     """Mean cross-entropy over the learned tokens of the batch (next-token prediction).
 
-    `mixed_precision` runs the matrix products in the device's fast dtype (bf16).
+    `mixed_precision` runs the matrix products in the device's fast training dtype (bf16
+    where the device has it, see `ftlab.models.training_dtype`).
     """
-    precision = autocast(batch.input_ids.device) if mixed_precision else contextlib.nullcontext()
+    device = batch.input_ids.device
+    precision = (
+        autocast(device, training_dtype(device)) if mixed_precision else contextlib.nullcontext()
+    )
     with precision:
         hidden = _hidden_states(causal_lm, batch)
         targets = batch.labels[:, 1:]
