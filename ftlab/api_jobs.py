@@ -6,15 +6,20 @@ The same code runs against the local server and against OpenAI itself, with any
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 FINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 UNFINISHED_STATUSES = {"validating_files", "queued", "running"}
-# Metadata naming the course run a job belongs to (notebook 04's: "04_api"), so that the
-# notebook can find its own unfinished job again after a restart.
+# Metadata naming the course run a job belongs to (notebook 04's: "04_api"), and a
+# fingerprint of its files and settings, so that a notebook run again finds its own job
+# (`reusable_job`) instead of training the same thing twice.
 RUN_KEY = "course_run"
+RECIPE_KEY = "course_recipe"
 # Metadata that marks a job the course makes fail on purpose (notebook 04's five-example
 # file), so that `ftlab room` does not report it as a learner's failed job.
 DEMO_KEY = "course_demo"
@@ -62,17 +67,47 @@ def follow(
         time.sleep(every)
 
 
-def unfinished_job(client: Any, model: str, run: str):
-    """The newest unfinished job for `model` that was created with `metadata={RUN_KEY: run}`.
+def job_recipe(files: list[Path], settings: dict[str, Any]) -> str:
+    """A fingerprint of what a job trains: the files' bytes and the `jobs.create` settings
+    (model, method, seed, ...). The same files and settings give the same fingerprint."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(Path(path).read_bytes())
+        digest.update(b"\0")
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
-    After a kernel restart the job a notebook started may still be running (the server,
-    or OpenAI, carries on with it): following it beats starting, and paying for, a second.
-    The metadata tells the course's job apart from others of the same account."""
+
+def reusable_job(client: Any, model: str, run: str, recipe: str | None = None):
+    """The newest job for `model`, made with `metadata={RUN_KEY: run, RECIPE_KEY: recipe}`,
+    that is still training or has succeeded with its model still there; None if there is none.
+
+    Running a notebook again (after a kernel restart, or "Restart & Run All") should follow
+    the job it started, or use the model that job made, rather than train, and on OpenAI pay
+    for, the same thing twice. The metadata tells the course's job apart from the account's
+    others; a different `recipe` (files or settings changed) is a different job. Jobs that
+    failed or were cancelled are never reused."""
     for job in client.fine_tuning.jobs.list(limit=20).data:  # newest first; one page is plenty
-        if job.status in UNFINISHED_STATUSES and job.model == model:
-            if (job.metadata or {}).get(RUN_KEY) == run:
-                return job
+        labels = job.metadata or {}
+        if job.model != model or labels.get(RUN_KEY) != run:
+            continue
+        if recipe is not None and labels.get(RECIPE_KEY) != recipe:
+            continue
+        if job.status in UNFINISHED_STATUSES or (
+            job.status == "succeeded" and _model_exists(client, job.fine_tuned_model)
+        ):
+            return job
     return None
+
+
+def _model_exists(client: Any, name: str | None) -> bool:
+    """Whether the model `name` can still be called (it may have been deleted)."""
+    import openai
+
+    try:
+        return bool(name) and bool(client.models.retrieve(name))
+    except openai.NotFoundError:
+        return False
 
 
 def is_demo(job: Any) -> bool:

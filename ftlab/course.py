@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftlab.api_jobs import RUN_KEY, follow, unfinished_job
+from ftlab.api_jobs import RECIPE_KEY, RUN_KEY, follow, job_recipe, reusable_job
 from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL, is_adapter_dir
@@ -292,6 +292,23 @@ def api_train_file() -> Path:
     return write_jsonl(runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl", subset)
 
 
+def api_job_settings(model: str, hyperparameters: dict[str, Any] | None = None) -> dict:
+    """The `jobs.create` settings of notebook 04's job, other than its files and metadata."""
+    chosen = API_HYPERPARAMETERS if hyperparameters is None else hyperparameters
+    return {
+        "model": model,
+        "suffix": API_SUFFIX,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": chosen}},
+        "seed": 0,
+    }
+
+
+def upload(client: Any, path: Path) -> Any:
+    """Upload `path` for fine-tuning; returns the file object."""
+    with open(path, "rb") as handle:
+        return client.files.create(file=handle, purpose="fine-tune")
+
+
 def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, Any]:
     """Notebook 04's local workflow, compactly: upload, fine-tune, wait, score the `ft:` model."""
     from openai import OpenAI
@@ -301,20 +318,17 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
 
     with course_server(runs_dir() / API_SERVER) as server:
         client = OpenAI(base_url=server.base_url, api_key=server.api_key)
-        job = unfinished_job(client, DEFAULT_MODEL, API_RUN)  # one an interruption left
+        files = [api_train_file(), support_split("valid")]
+        settings = api_job_settings(DEFAULT_MODEL)
+        recipe = job_recipe(files, settings)
+        job = reusable_job(client, DEFAULT_MODEL, API_RUN, recipe)  # notebook 04's, say
         if job is None:
-            with open(api_train_file(), "rb") as handle:
-                training = client.files.create(file=handle, purpose="fine-tune")
-            with open(support_split("valid"), "rb") as handle:
-                validation = client.files.create(file=handle, purpose="fine-tune")
+            training, validation = (upload(client, path) for path in files)
             job = client.fine_tuning.jobs.create(
-                model=DEFAULT_MODEL,
                 training_file=training.id,
                 validation_file=validation.id,
-                suffix=API_SUFFIX,
-                method=API_METHOD,
-                seed=0,
-                metadata={RUN_KEY: API_RUN},
+                metadata={RUN_KEY: API_RUN, RECIPE_KEY: recipe},
+                **settings,
             )
         where = "the shared server" if server.shared else "a local server"
         on_event(f"Fine-tuning job {job.id} on {where}; following its events.")

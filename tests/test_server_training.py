@@ -22,7 +22,7 @@ from server_helpers import (
     wait_for,
 )
 
-from ftlab.api_jobs import RUN_KEY, follow, unfinished_job
+from ftlab.api_jobs import RECIPE_KEY, RUN_KEY, follow, job_recipe, reusable_job
 from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
 
@@ -62,6 +62,7 @@ def finished_job(ana):
         validation_file=validation,
         suffix="support",
         hyperparameters=SMALL,
+        metadata={RUN_KEY: "done", RECIPE_KEY: "recipe-1"},
     )
     assert job.status == "validating_files" and job.fine_tuned_model is None
     return wait_for(ana, job.id)
@@ -73,6 +74,11 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
     assert re.fullmatch(rf"ft:{BASE}:ana:support:[a-z0-9]{{8}}", job.fine_tuned_model)
     assert job.hyperparameters.n_epochs == 2 and job.trained_tokens > 0
     assert job.finished_at >= job.created_at
+    # What a notebook run again uses instead of training the same thing twice:
+    assert reusable_job(ana, BASE, "done", "recipe-1").id == job.id
+    assert reusable_job(ana, BASE, "done").id == job.id
+    assert reusable_job(ana, BASE, "done", "recipe-2") is None  # files or settings changed
+    assert reusable_job(ana, "HuggingFaceTB/other-model", "done", "recipe-1") is None
 
     log = messages(ana, job.id)
     expected = [
@@ -213,8 +219,8 @@ def test_cancel_stops_training_promptly(ana, workshop):
     while not any(e.type == "metrics" for e in ana.fine_tuning.jobs.list_events(job.id)):
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.3)
-    assert unfinished_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
-    assert unfinished_job(ana, BASE, "other") is None
+    assert reusable_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
+    assert reusable_job(ana, BASE, "other") is None
     (runner,) = runner_pids(workshop.process.pid)
     cancelled = ana.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"
@@ -224,13 +230,14 @@ def test_cancel_stops_training_promptly(ana, workshop):
         time.sleep(0.2)
     final = ana.fine_tuning.jobs.retrieve(job.id)
     assert final.status == "cancelled" and final.fine_tuned_model is None
-    assert unfinished_job(ana, BASE, "long") is None
+    assert reusable_job(ana, BASE, "long") is None  # a cancelled job is not reused
     assert "Fine-tuning job cancelled" in messages(ana, job.id)
 
 
 def test_deleted_model_is_gone_but_its_checkpoints_still_answer(ana, finished_job):
     name = finished_job.fine_tuned_model
     assert ana.models.delete(name).deleted
+    assert reusable_job(ana, BASE, "done") is None, "its model is gone: train again"
     with pytest.raises(openai.NotFoundError):
         ana.chat.completions.create(model=name, messages=[{"role": "user", "content": "x"}])
     assert name not in [m.id for m in ana.models.list()]
@@ -279,3 +286,14 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path):
             model=done.fine_tuned_model, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices[0].message.content is not None
+
+
+def test_a_job_recipe_changes_with_the_files_bytes_and_settings_not_their_order(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"messages": []}\n')
+    settings = {"model": BASE, "seed": 0, "method": {"type": "supervised"}}
+    recipe = job_recipe([data], settings)
+    assert recipe == job_recipe([data], dict(reversed(settings.items())))
+    assert recipe != job_recipe([data], {**settings, "seed": 1})
+    data.write_text('{"messages": [] }\n')
+    assert recipe != job_recipe([data], settings)
