@@ -100,6 +100,13 @@ def reusable_job(client: Any, model: str, run: str, recipe: str | None = None):
     return None
 
 
+def unfinished_job(client: Any, model: str, run: str):
+    """The newest job of `run` that is still training, or None. Kept for copies of notebook 04
+    from before `reusable_job`, which also finds finished jobs and checks their recipe."""
+    job = reusable_job(client, model, run)
+    return job if job is not None and job.status in UNFINISHED_STATUSES else None
+
+
 def _model_exists(client: Any, name: str | None) -> bool:
     """Whether the model `name` can still be called (it may have been deleted)."""
     import openai

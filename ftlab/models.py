@@ -284,44 +284,31 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
-    """The dtype for heavy matrix work on this device in inference (used for autocast).
+    """The dtype for heavy matrix work on this device (used for autocast).
 
-    bf16 only where the hardware multiplies it natively: on a CUDA GPU before Ampere
-    (a T4 or V100, as on free Colab) torch emulates bf16, slowly, so those get float16.
-    Training uses `training_dtype` instead, which never picks float16.
+    bf16 only where the hardware multiplies it natively. A CUDA GPU before Ampere (a T4 or
+    V100, as on free Colab) only emulates bf16, slowly, and float16 would need loss scaling
+    in training and can overflow in a model never run in it: those stay in float32, which
+    is fast enough for a model this small.
     """
     if device.type == "cuda":
         native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        return torch.bfloat16 if native_bf16 else torch.float16
+        return torch.bfloat16 if native_bf16 else torch.float32
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32
 
 
-def training_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype for training on this device: `compute_dtype`, except float32 where
-    that is float16.
-
-    float16's small range lets small gradients underflow to zero without a warning unless
-    the loss is scaled (torch.amp.GradScaler); training a small model in float32 on such a
-    GPU is simpler and still fast enough. bf16 has float32's range and needs no scaling.
-    """
+def autocast(device: torch.device):
+    """An autocast context in the device's fast dtype, or a no-op where float32 is best."""
     dtype = compute_dtype(device)
-    return torch.float32 if dtype == torch.float16 else dtype
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None = None):
-    """An autocast context in `dtype` (default: the device's fast dtype, `compute_dtype`),
-    or a no-op where that is float32."""
-    dtype = compute_dtype(device) if dtype is None else dtype
     if dtype == torch.float32 or device.type == "mps":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def store_weights_for_autocast(model, dtype: torch.dtype | None = None) -> None:
-    """Store the frozen matrix weights in the autocast dtype once (`dtype`, by default the
-    device's `compute_dtype`: bf16 on a recent GPU or capable CPU, float16 on an older GPU).
+def store_weights_for_autocast(model) -> None:
+    """Store the frozen matrix weights in the autocast dtype once (bf16 on a GPU or capable CPU).
 
     Under autocast every matrix product otherwise casts its float32 weight to
     bf16 on each call: in training, every step; in generation, every new token.
@@ -336,10 +323,10 @@ def store_weights_for_autocast(model, dtype: torch.dtype | None = None) -> None:
     The same on CUDA: storing the whole model in bf16 instead (the usual GPU
     shortcut) also rounds the residual stream and the norms; on an H100 the
     default run then scored test exact 0.906, against 0.979 this way.
-    Nothing changes on MPS, on float32-only CPUs, or for `dtype=torch.float32`.
+    Nothing changes on MPS or where the fast dtype is float32.
     """
     device = next(model.parameters()).device
-    dtype = compute_dtype(device) if dtype is None else dtype
+    dtype = compute_dtype(device)
     if device.type == "mps" or dtype == torch.float32:
         return
     output_layer = model.get_output_embeddings()

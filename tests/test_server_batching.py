@@ -370,11 +370,11 @@ def test_a_model_loading_does_not_pause_the_batches_decoding(loaded, float32_dec
     release = threading.Event()
     timer = threading.Timer(120, release.set)  # had the load blocked decoding, this ends it
     timer.start()
-    state: dict[str, bool] = {}
+    tokens_when_the_load_began = []
 
     def load(source):
         if source == "slow":
-            state["long answer unfinished when the load began"] = not long.answered
+            tokens_when_the_load_began.append(long.usage.completion_tokens)
             release.wait()
         if source == "broken":
             raise OSError("no adapter_config.json in runs/broken")
@@ -387,11 +387,42 @@ def test_a_model_loading_does_not_pause_the_batches_decoding(loaded, float32_dec
     broken = batcher.submit("broken", ask("hello"), Sampling(max_tokens=3, temperature=0))
     try:
         assert collect(long)[2][1] == 60
-        assert state == {"long answer unfinished when the load began": True}
         assert not release.is_set(), "the long answer waited for another model's load"
+        assert tokens_when_the_load_began[0] < 60  # so its tokens came while the load waited
         with pytest.raises(OSError, match="adapter_config"):
             collect(broken)
     finally:
         release.set()
         timer.cancel()
     assert collect(slow)[2][1] == 3
+
+
+@pytest.mark.slow
+def test_a_load_nobody_waits_for_any_more_hands_its_place_on(loaded, float32_decoding):
+    release, began = threading.Event(), threading.Event()
+
+    def load(source):
+        if source == "x":
+            began.set()
+            release.wait()
+        return loaded
+
+    batcher = ChatBatcher(load, max_models=1)
+    left = batcher.submit("x", ask("hello"), Sampling(max_tokens=3, temperature=0))
+    assert began.wait(60)
+    left.cancel()  # its client went away while "x" loaded
+    waiting = batcher.submit("y", ask("hello"), Sampling(max_tokens=3, temperature=0))
+    woken = threading.Event()
+
+    def wake_it():  # had "y" been forgotten, only another request would wake the batcher
+        woken.set()
+        batcher.submit("y", ask("hi"), Sampling(max_tokens=1, temperature=0))
+
+    watchdog = threading.Timer(60, wake_it)
+    watchdog.start()
+    release.set()
+    try:
+        assert collect(waiting)[2][1] == 3
+        assert not woken.is_set(), "the request for y waited for another request to wake it"
+    finally:
+        watchdog.cancel()

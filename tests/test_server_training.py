@@ -22,7 +22,14 @@ from server_helpers import (
     wait_for,
 )
 
-from ftlab.api_jobs import RECIPE_KEY, RUN_KEY, follow, job_recipe, reusable_job
+from ftlab.api_jobs import (
+    RECIPE_KEY,
+    RUN_KEY,
+    follow,
+    job_recipe,
+    reusable_job,
+    unfinished_job,
+)
 from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
 
@@ -221,6 +228,7 @@ def test_cancel_stops_training_promptly(ana, workshop):
         time.sleep(0.3)
     assert reusable_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
     assert reusable_job(ana, BASE, "other") is None
+    assert unfinished_job(ana, BASE, "long").id == job.id  # what older copies of notebook 04 call
     (runner,) = runner_pids(workshop.process.pid)
     cancelled = ana.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"

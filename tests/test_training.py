@@ -18,7 +18,6 @@ from ftlab.models import (
     compute_dtype,
     load_model,
     store_weights_for_autocast,
-    training_dtype,
 )
 from ftlab.support import load_examples, make_example
 from ftlab.training import (
@@ -187,7 +186,7 @@ def test_training_model_stores_frozen_matrices_in_the_fast_dtype_and_keeps_the_r
     # On whatever device load_model picks (the CPU here, CUDA on a GPU machine).
     model, _ = training_model(TrainConfig(data="x", out="y"))
     base = model.get_base_model()
-    fast = training_dtype(base.device)
+    fast = compute_dtype(base.device)
     if fast == torch.float32 or base.device.type == "mps":
         pytest.skip(f"{base.device.type} keeps float32 weights (no fast bf16 here)")
     assert base.model.layers[0].mlp.down_proj.weight.dtype == fast  # a frozen layer (no adapter)
@@ -503,21 +502,6 @@ def test_long_batches_are_split_evenly_and_short_ones_stay_whole():
     assert part_size(rows(16, PART_TOKENS)) == 1  # one row is the whole budget
     assert part_size(rows(9, PART_TOKENS // 4)) == 3  # 9 rows of a quarter: 3 passes of 3
     assert part_size(rows(16, PART_TOKENS), micro_batch_size=4) == 4  # an explicit size wins
-
-
-def test_where_the_fast_dtype_is_float16_the_loss_is_computed_in_float32(tokenizer, monkeypatch):
-    """An older GPU (T4, V100) runs inference in float16 but trains in float32: float16
-    gradients would need loss scaling."""
-    model, _ = load_model(device="cpu")
-    model = lora_model(model, TrainConfig(data="x", out="y"))
-    rows = [tokenize_example(tokenizer, make_example(*m)["messages"]) for m in MESSAGES[:2]]
-    batch = collate(rows, tokenizer.pad_token_id)
-    monkeypatch.setattr("ftlab.models.compute_dtype", lambda device: torch.float16)
-    assert training_dtype(torch.device("cpu")) == torch.float32
-    with torch.no_grad():
-        default = batch_loss(model.get_base_model(), batch).loss
-        plain = batch_loss(model.get_base_model(), batch, mixed_precision=False).loss
-    assert torch.equal(default, plain)
 
 
 @pytest.mark.parametrize("poison", ["loss", "gradient"])

@@ -219,6 +219,9 @@ class ChatBatcher:
     def _take(self) -> list[tuple[_Batch | str, list[_Pending]]]:
         """`_admit`'s choice, made with `_wake` held."""
         self._pending = _still_wanted(self._pending)
+        wanted = {p.source for p in self._pending}
+        for source in self._loaded.keys() - wanted:  # every request for it left: its place frees
+            del self._loaded[source]
         running = {batch.source: batch for batch in self._batches}
         places = running.keys() | self._loading | self._loaded.keys()
         # Requests sent together (a thread pool, a class) arrive a few ms apart: the
@@ -266,25 +269,26 @@ class ChatBatcher:
             groups.setdefault(source, []).append(pending)
         taken = {id(p) for group in groups.values() for p in group}
         self._pending = [p for p in self._pending if id(p) not in taken]
-        for source in self._loaded.keys() - groups.keys():  # every request for it left
-            del self._loaded[source]
         return [(running.get(source, source), group) for source, group in groups.items()]
 
     def _load_in_background(self, source: str) -> None:
-        """Load `source` on a thread of its own; its requests start once it is loaded."""
-        self._loading.add(source)
+        """Load `source` on a thread of its own; its requests start once it is loaded (or
+        get the load's error). Called with `_wake` held."""
 
         def load() -> None:
+            loaded: tuple[Any, Any] | Exception = RuntimeError(f"loading {source} was stopped")
             try:
-                loaded: tuple[Any, Any] | Exception = self.load(source)
+                loaded = self.load(source)
             except Exception as error:  # noqa: BLE001 - its requests are told
                 loaded = error
-            with self._wake:
-                self._loading.discard(source)
-                self._loaded[source] = loaded
-                self._wake.notify_all()
+            finally:  # whatever happened, the place is handed on and the waiters woken
+                with self._wake:
+                    self._loading.discard(source)
+                    self._loaded[source] = loaded
+                    self._wake.notify_all()
 
         threading.Thread(target=load, name=f"chat-load {source}", daemon=True).start()
+        self._loading.add(source)  # only once the thread runs: else nobody would finish it
 
     def run_pending(self) -> None:
         """Answer every waiting request now, on this thread."""
@@ -316,30 +320,40 @@ class ChatBatcher:
         if isinstance(batch_or_source, _Batch):
             batch = batch_or_source
         else:
-            with self._wake:
-                loaded = self._loaded.pop(batch_or_source, None)
-            if loaded is None:  # without the thread, loaded here
-                try:
-                    loaded = self.load(batch_or_source)
-                except Exception as error:  # noqa: BLE001 - its requests are told
-                    loaded = error
-            if isinstance(loaded, Exception):
-                for pending in group:
-                    pending.handle.deliver(loaded)
-                    pending.handle.deliver(_DONE)
+            batch = self._new_batch(batch_or_source, group)
+            if batch is None:
                 return
-            model, tokenizer = loaded
             group = _still_wanted(group)  # loading a model takes seconds
             if not group:
+                self._batches.remove(batch)
                 return
-            batch = _Batch(batch_or_source, BatchDecoder(model, tokenizer))
-            self._batches.append(batch)
         requests = [rows for p in group if (rows := self._rows(batch.decoder, p)) is not None]
         batch.requests += [p for p in group if p.rows is not None]
         if requests:
             self.batch_sizes.append(sum(r.sampling.n for r in requests))
             del self.batch_sizes[:-BATCH_SIZES_KEPT]
         self._guarded(batch, batch.decoder.join, requests)
+
+    def _new_batch(self, source: str, group: list[_Pending]) -> _Batch | None:
+        """A running batch for `source` (loaded here without the thread); None, with every
+        request of `group` told why, if the model failed to load or to start decoding."""
+        with self._wake:
+            loaded = self._loaded.get(source)
+        try:
+            if loaded is None:  # without the thread, loaded here
+                loaded = self.load(source)
+            if isinstance(loaded, Exception):
+                raise loaded
+            batch = _Batch(source, BatchDecoder(*loaded))
+            self._batches.append(batch)
+        except Exception as error:  # noqa: BLE001 - its requests are told
+            for pending in group:
+                pending.handle.deliver(error)
+                pending.handle.deliver(_DONE)
+            batch = None
+        with self._wake:  # only now: until it decodes, the cache must see it as wanted
+            self._loaded.pop(source, None)
+        return batch
 
     @staticmethod
     def _rows(decoder: BatchDecoder, pending: _Pending) -> ChatRows | None:

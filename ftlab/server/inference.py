@@ -140,14 +140,24 @@ class ModelCache:
         self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
 
     def get(self, source: str, keep: Collection[str] = ()) -> tuple[Any, Any]:
-        """The loaded model; making room drops the least recently used one not in `keep`
-        (models decoding now stay: they are in memory until their batch ends anyway)."""
+        """The loaded model, loaded now if it is not (see `add` for `keep`)."""
+        found = self.lookup(source)
+        return found if found is not None else self.add(source, load_for_inference(source), keep)
+
+    def lookup(self, source: str) -> tuple[Any, Any] | None:
+        """The model if it is loaded (and now the most recently used), else None."""
         if source in self._models:
             self._models.move_to_end(source)
             return self._models[source]
-        loaded = load_model(source)
-        prepare_for_inference(loaded[0])
+        return None
+
+    def add(
+        self, source: str, loaded: tuple[Any, Any], keep: Collection[str] = ()
+    ) -> tuple[Any, Any]:
+        """Keep a model loaded; making room drops the least recently used one not in `keep`
+        (models decoding now stay: they are in memory until their batch ends anyway)."""
         self._models[source] = loaded
+        self._models.move_to_end(source)
         for old in [name for name in self._models if name not in keep and name != source]:
             if len(self._models) <= self.size:
                 break
@@ -156,6 +166,13 @@ class ModelCache:
 
     def drop(self, source: str) -> None:
         self._models.pop(source, None)
+
+
+def load_for_inference(source: str) -> tuple[Any, Any]:
+    """Load a model (merging its adapter) and prepare it for answering chats."""
+    loaded = load_model(source)
+    prepare_for_inference(loaded[0])
+    return loaded
 
 
 class Inference:
@@ -200,8 +217,16 @@ class Inference:
             self.cache.drop(source)
 
     def _load(self, source: str) -> tuple[Any, Any]:
-        with self.lock:  # called on the batcher's loading threads, one at a time
-            return self.cache.get(source, keep=self.batcher.decoding_sources())
+        """The batcher's loader, called on a thread of its own per model: a model already
+        loaded is returned at once, even while another one loads (seconds, outside the lock).
+        """
+        with self.lock:
+            found = self.cache.lookup(source)
+        if found is not None:
+            return found
+        loaded = load_for_inference(source)
+        with self.lock:  # which models are wanted is asked now, not before the load
+            return self.cache.add(source, loaded, keep=self.batcher.decoding_sources())
 
     def _submit(self, request: ChatRequest, owner: str) -> ChatHandle:
         """Validate everything that can fail before any output exists, then queue it."""

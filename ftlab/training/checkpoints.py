@@ -13,9 +13,7 @@ that one narrow case, once the next run has started).
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -25,6 +23,7 @@ from pickle import UnpicklingError
 
 import torch
 
+from ftlab.files import fsync_folder, fsync_tree
 from ftlab.models import ADAPTER_SIDECAR
 from ftlab.paths import cannot_write_in
 
@@ -44,40 +43,23 @@ class Checkpoint:
 LEFTOVER = re.compile(r"^\.(?P<name>.+?)\.(?:old|tmp-.+)$")
 
 
-def _sync(path: Path) -> None:
-    """Flush a file, or a folder's list of names, to the disk (skipped on a file system
-    that cannot, such as some network and FUSE mounts)."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
-    descriptor = os.open(path, flags)
-    try:
-        os.fsync(descriptor)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS, errno.EBADF):
-            raise
-    finally:
-        os.close(descriptor)
-
-
 def _replace_folder(staging: Path, target: Path) -> None:
     """Move a finished staging folder to `target`, replacing an older one there.
 
     The staging folder's files are flushed to the disk first, so that after a power cut
     the renamed folder holds the data, not empty files.
     """
-    for item in staging.iterdir():
-        if item.is_file():
-            _sync(item)
-    _sync(staging)
+    fsync_tree(staging)  # (skipped where the file system cannot sync)
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         staging.rename(target)
-        _sync(target.parent)
+        fsync_folder(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
-        _sync(target.parent)
+        fsync_folder(target.parent)
 
 
 def save_adapter(model, folder: Path, base_model: str, extra: dict | None = None) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab.models import available_cores, load_tokenizer, pick_device, training_dtype
+from ftlab.models import available_cores, compute_dtype, load_tokenizer, pick_device
 from ftlab.training.config import TrainConfig
 from ftlab.training.data import (
     TokenizedExample,
@@ -133,7 +133,7 @@ def machine_fields(device: torch.device, load: float | None = None) -> dict:
     on_cpu = device.type == "cpu"
     return {
         "device": device.type,
-        "dtype": str(training_dtype(device)).removeprefix("torch."),
+        "dtype": str(compute_dtype(device)).removeprefix("torch."),
         "threads": torch.get_num_threads() if on_cpu else None,
         "busy_load": load if on_cpu and load is not None and load > cores / 2 else None,
         "cores": cores,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ftlab.models import autocast, training_dtype
+from ftlab.models import autocast
 from ftlab.training.data import collate
 
 # Model types whose decoder layers can be run one slice at a time by `run_layers`.
@@ -124,10 +124,7 @@ def frozen_outputs(
     outputs: list[torch.Tensor] = [torch.empty(0)] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     done, total = 0, sum(len(row) for row in rows)
-    device = torch.device(device)
-    precision = (
-        autocast(device, training_dtype(device)) if mixed_precision else contextlib.nullcontext()
-    )
+    precision = autocast(torch.device(device)) if mixed_precision else contextlib.nullcontext()
     with precision:
         for start in range(0, len(order), batch_size):
             if should_stop is not None and should_stop():

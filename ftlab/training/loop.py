@@ -22,7 +22,6 @@ from ftlab.models import (
     sensible_threads,
     store_weights_for_autocast,
     thread_override,
-    training_dtype,
 )
 from ftlab.training.checkpoints import (
     Checkpoint,
@@ -142,8 +141,7 @@ def training_model(config: TrainConfig, bf16_frozen: bool = True):
 
     On a CPU it also picks the thread count and eager attention (measured faster
     than SDPA for training there). `bf16_frozen=False` keeps the frozen weights in
-    float32 (for comparing the two in bench/step_profile.py); they stay float32 anyway
-    where training runs in float32 (`ftlab.models.training_dtype`).
+    float32 (for comparing the two in bench/step_profile.py).
     """
     base, tokenizer = load_model(config.model)
     if base.device.type == "cpu":
@@ -151,7 +149,7 @@ def training_model(config: TrainConfig, bf16_frozen: bool = True):
         base.set_attn_implementation("eager")
     model = lora_model(base, config)
     if bf16_frozen:
-        store_weights_for_autocast(model, training_dtype(base.device))
+        store_weights_for_autocast(model)
     model.train()
     return model, tokenizer
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ftlab.models import autocast, training_dtype
+from ftlab.models import autocast
 from ftlab.training.data import IGNORE, Batch, TokenizedExample, collate
 from ftlab.training.frozen import run_after_prefix
 
@@ -50,13 +50,10 @@ def _hidden_states(causal_lm, batch: Batch) -> torch.Tensor:
 def batch_loss(causal_lm, batch: Batch, mixed_precision: bool = True) -> LossParts:
     """Mean cross-entropy over the learned tokens of the batch (next-token prediction).
 
-    `mixed_precision` runs the matrix products in the device's fast training dtype (bf16
-    where the device has it, see `ftlab.models.training_dtype`).
+    `mixed_precision` runs the matrix products in the device's fast dtype (bf16 where the
+    device has it natively, see `ftlab.models.compute_dtype`).
     """
-    device = batch.input_ids.device
-    precision = (
-        autocast(device, training_dtype(device)) if mixed_precision else contextlib.nullcontext()
-    )
+    precision = autocast(batch.input_ids.device) if mixed_precision else contextlib.nullcontext()
     with precision:
         hidden = _hidden_states(causal_lm, batch)
         targets = batch.labels[:, 1:]
