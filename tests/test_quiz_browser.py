@@ -251,3 +251,48 @@ def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> Non
     keep = REPO_ROOT / "test-output" / "quiz_browser"
     shutil.rmtree(keep, ignore_errors=True)
     shutil.copytree(shots, keep)
+
+
+def test_a_number_is_checked_with_enter_and_a_decimal_comma_is_explained(
+    lab: Lab, chromium_path: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    question = next(q for q in load_bank("00_setup").questions if q.type == "numeric")
+    right = next(answer for answer in question.numeric if answer.correct)
+    value = right.value if right.kind == "value" else (right.low + right.high) / 2
+    cell = nbformat.v4.new_code_cell('from ftlab.quiz import show_quiz\n\nshow_quiz("00_setup")')
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    notebook.metadata["kernelspec"] = {"name": "ftlab", "display_name": "Python 3 (ftlab)"}
+    nbformat.write(notebook, lab.root / "numbers.ipynb")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{lab.url}/lab/tree/numbers.ipynb?token={lab.token}")
+            cell = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(0)
+            run_cell(page, cell)
+            quiz = cell.locator(".ftlab-quiz")
+            quiz.wait_for(timeout=QUIZ_APPEARS_MS)
+            box = quiz.locator(".ftlab-question").nth(question.index)
+            answer = box.get_by_role("textbox")
+            feedback = box.locator(".ftlab-feedback")
+
+            answer.fill("538,6")  # a decimal comma: explained, not read as 5386
+            answer.press("Enter")
+            expect(feedback).to_contain_text("use a dot for decimals")
+            answer.fill(f"{value:g}")
+            answer.press("Enter")  # no click on Check: Enter is enough
+            expect(feedback).to_contain_text("Correct!")
+            box.get_by_role("button", name="Check").click()  # the same answer again
+            expect(feedback).to_contain_text("Correct!")
+            box.screenshot(path=tmp_path / "numeric_enter.png")
+        finally:
+            browser.close()
+
+    record = json.loads(lab.progress.read_text())["banks"]["00_setup"][str(question.index)]
+    assert record["attempts"] == 1, "the refused comma and the repeated check are no attempts"
+    assert record["correct"] is True
