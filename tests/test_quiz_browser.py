@@ -206,15 +206,13 @@ def run_cell(page: Page, cell: Locator, tries: int = 3) -> None:
     pytest.fail(f"the quiz cell never started running after {tries} presses of Shift+Enter")
 
 
-def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
-    question = load_bank("quick_check").questions[0]
-    right = question.choices[question.correct_choices[0]]
-    rag = next(c for c in question.choices if "searches your documents" in c.text)
-    notebook, index = quiz_notebook(lab.root)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+@contextlib.contextmanager
+def quiz_in_lab(
+    lab: Lab, chromium_path: str, notebook: str, index: int
+) -> Iterator[tuple[Page, Locator, Locator]]:
+    """Open `notebook` in JupyterLab in headless chromium and run its cell `index`; yields
+    the page, the cell and the quiz widget once it has appeared."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -227,22 +225,36 @@ def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> Non
             run_cell(page, cell)
             quiz = cell.locator(".ftlab-quiz")
             quiz.wait_for(timeout=QUIZ_APPEARS_MS)
-            feedback = quiz.locator(".ftlab-feedback")
-
-            quiz.get_by_label(right.text).check()
-            quiz.get_by_role("button", name="Check").click()
-            expect(feedback).to_contain_text(f"Correct! {right.feedback}")
-            expect(quiz.locator(".ftlab-score")).to_have_text("Score: 1 / 1")
-            cell.screenshot(path=shots / "quick_check_correct.png")
-
-            quiz.get_by_label(rag.text).check()
-            quiz.get_by_role("button", name="Check").click()
-            expect(feedback).to_contain_text(f"Not quite. {rag.feedback}")
-            expect(quiz.locator(".ftlab-score")).to_have_text("Score: 0 / 1")
-            cell.screenshot(path=shots / "quick_check_wrong.png")
-            page.screenshot(path=shots / "jupyterlab.png")
+            yield page, cell, quiz
         finally:
             browser.close()
+
+
+def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    question = load_bank("quick_check").questions[0]
+    right = question.choices[question.correct_choices[0]]
+    rag = next(c for c in question.choices if "searches your documents" in c.text)
+    notebook, index = quiz_notebook(lab.root)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    with quiz_in_lab(lab, chromium_path, notebook, index) as (page, cell, quiz):
+        feedback = quiz.locator(".ftlab-feedback")
+
+        quiz.get_by_label(right.text).check()
+        quiz.get_by_role("button", name="Check").click()
+        expect(feedback).to_contain_text(f"Correct! {right.feedback}")
+        expect(quiz.locator(".ftlab-score")).to_have_text("Score: 1 / 1")
+        cell.screenshot(path=shots / "quick_check_correct.png")
+
+        quiz.get_by_label(rag.text).check()
+        quiz.get_by_role("button", name="Check").click()
+        expect(feedback).to_contain_text(f"Not quite. {rag.feedback}")
+        expect(quiz.locator(".ftlab-score")).to_have_text("Score: 0 / 1")
+        cell.screenshot(path=shots / "quick_check_wrong.png")
+        page.screenshot(path=shots / "jupyterlab.png")
 
     record = json.loads(lab.progress.read_text())["banks"]["quick_check"]["0"]
     assert record["attempts"] == 2
@@ -256,7 +268,7 @@ def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> Non
 def test_a_number_is_checked_with_enter_and_a_decimal_comma_is_explained(
     lab: Lab, chromium_path: str, tmp_path: Path
 ) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     question = next(q for q in load_bank("00_setup").questions if q.type == "numeric")
     right = next(answer for answer in question.numeric if answer.correct)
@@ -266,32 +278,20 @@ def test_a_number_is_checked_with_enter_and_a_decimal_comma_is_explained(
     notebook.metadata["kernelspec"] = {"name": "ftlab", "display_name": "Python 3 (ftlab)"}
     nbformat.write(notebook, lab.root / "numbers.ipynb")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"{lab.url}/lab/tree/numbers.ipynb?token={lab.token}")
-            cell = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").nth(0)
-            run_cell(page, cell)
-            quiz = cell.locator(".ftlab-quiz")
-            quiz.wait_for(timeout=QUIZ_APPEARS_MS)
-            box = quiz.locator(".ftlab-question").nth(question.index)
-            answer = box.get_by_role("textbox")
-            feedback = box.locator(".ftlab-feedback")
+    with quiz_in_lab(lab, chromium_path, "numbers.ipynb", 0) as (_, _, quiz):
+        box = quiz.locator(".ftlab-question").nth(question.index)
+        answer = box.get_by_role("textbox")
+        feedback = box.locator(".ftlab-feedback")
 
-            answer.fill("538,6")  # a decimal comma: explained, not read as 5386
-            answer.press("Enter")
-            expect(feedback).to_contain_text("use a dot for decimals")
-            answer.fill(f"{value:g}")
-            answer.press("Enter")  # no click on Check: Enter is enough
-            expect(feedback).to_contain_text("Correct!")
-            box.get_by_role("button", name="Check").click()  # the same answer again
-            expect(feedback).to_contain_text("Correct!")
-            box.screenshot(path=tmp_path / "numeric_enter.png")
-        finally:
-            browser.close()
+        answer.fill("538,6")  # a decimal comma: explained, not read as 5386
+        answer.press("Enter")
+        expect(feedback).to_contain_text("use a dot for decimals")
+        answer.fill(f"{value:g}")
+        answer.press("Enter")  # no click on Check: Enter is enough
+        expect(feedback).to_contain_text("Correct!")
+        box.get_by_role("button", name="Check").click()  # the same answer again
+        expect(feedback).to_contain_text("Correct!")
+        box.screenshot(path=tmp_path / "numeric_enter.png")
 
     record = json.loads(lab.progress.read_text())["banks"]["00_setup"][str(question.index)]
     assert record["attempts"] == 1, "the refused comma and the repeated check are no attempts"
