@@ -584,6 +584,22 @@ def test_resume_carries_on_the_token_count_and_the_time_so_far(data, tmp_path, m
     assert older.trained_tokens == logged and older.elapsed_s < 1000
 
 
+def test_a_row_logged_every_few_steps_averages_those_steps(data, tmp_path, monkeypatch):
+    losses = iter([4.0, 2.0, 1.0, 3.0, 5.0, 7.0])  # learned tokens 10, 30, 10, 30, ...
+    learned = iter([10, 30] * 3)
+
+    def step(*args, **kwargs):
+        return next(losses), (n := next(learned)), n // 2
+
+    monkeypatch.setattr("ftlab.training.loop.take_step", step)
+    run = train(tiny(data, tmp_path / "run", log_every=2, max_steps=5))
+    rows = [r for r in read_metrics(run.metrics_path) if r["kind"] == "train"]
+    assert [r["step"] for r in rows] == [2, 4, 5]
+    # Means over the window's learned tokens: (4*10 + 2*30) / 40, (1*10 + 3*30) / 40, 5.
+    assert [r["train_loss"] for r in rows] == [2.5, 2.5, 5.0]
+    assert [r["train_mean_token_accuracy"] for r in rows] == [0.5, 0.5, 0.5]
+
+
 def test_resuming_a_finished_run_without_its_metrics_log_reports_no_loss(
     data, tmp_path, monkeypatch, capsys
 ):

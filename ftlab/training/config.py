@@ -53,7 +53,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_length: int = TRAIN_MAX_LENGTH
-    log_every: int = 1
+    log_every: int = 1  # steps per logged row; its loss is the mean over those steps
 
     def __post_init__(self) -> None:
         self.data, self.out = str(self.data), str(self.out)

@@ -472,6 +472,9 @@ def train(
 
     event("start")
     last_train = last_valid = None
+    # Loss and accuracy logged every log_every steps are the window's means over its
+    # learned tokens (one step's values would hide the steps between logs).
+    window_loss = window_correct = window_learned = 0.0
     for epoch in range(first_epoch, epochs + 1):
         for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
             if step >= total_steps:
@@ -489,11 +492,16 @@ def train(
             )
             step += 1
             trained_tokens += sum(len(row) for row in batch_rows)
-            accuracy = correct / learned
+            window_loss += last_train * learned
+            window_correct += correct
+            window_learned += learned
             if step % config.log_every == 0 or step == total_steps:
+                loss = window_loss / window_learned
+                accuracy = window_correct / window_learned
+                window_loss = window_correct = window_learned = 0.0
                 done = event(
                     "step",
-                    train_loss=last_train,
+                    train_loss=loss,
                     train_mean_token_accuracy=accuracy,
                     learning_rate=lr,
                 )
@@ -502,7 +510,7 @@ def train(
                         "kind": "train",
                         "step": step,
                         "epoch": done.epoch,
-                        "train_loss": last_train,
+                        "train_loss": loss,
                         "train_mean_token_accuracy": accuracy,
                         "learning_rate": lr,
                         "trained_tokens": trained_tokens,
