@@ -102,8 +102,11 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
     metrics = [
         e for e in ana.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"
     ]
-    assert {e.data["step"] for e in metrics} == set(range(1, 7))
-    assert any("valid_loss" in e.data for e in metrics)
+    # One event per step, newest first; the epochs' last steps (3 and 6) carry validation.
+    assert [e.data["step"] for e in metrics] == list(range(6, 0, -1))
+    validated = {e.data["step"]: e.message for e in metrics if "valid_loss" in e.data}
+    assert list(validated) == [6, 3]
+    assert all("training loss=" in m and ", validation loss=" in m for m in validated.values())
 
     examples = support_examples("test", 3)
     for example in examples:

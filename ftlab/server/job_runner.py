@@ -41,12 +41,34 @@ def main(job_dir: Path) -> int:
         progress.write(json.dumps({**record, "at": int(time.time())}, default=str) + "\n")
         progress.flush()
 
+    held: list[dict[str, Any]] = []  # an epoch's last step, waiting for its validation
+
+    def report(record: dict[str, Any]) -> None:
+        """Write a training event; an epoch's last step and its validation become one line,
+        so the job shows one metrics event per step, as OpenAI's jobs do."""
+        if held:
+            step = held.pop()
+            if record["kind"] == "eval" and record["step"] == step["step"]:
+                record = {**step, **{k: v for k, v in record.items() if v is not None}}
+                record["kind"] = "step"
+            else:
+                write(step)
+        ends_epoch = float(record["epoch"]).is_integer() or record["step"] == record["total_steps"]
+        if record["kind"] == "step" and ends_epoch:
+            held.append(record)
+        else:
+            write(record)
+
     try:
-        result = train(
-            TrainConfig(**request),
-            callback=lambda event: write(_fields(event)),
-            should_stop=(job_dir / STOP).exists,
-        )
+        try:
+            result = train(
+                TrainConfig(**request),
+                callback=lambda event: report(_fields(event)),
+                should_stop=(job_dir / STOP).exists,
+            )
+        finally:
+            for step in held:  # no validation came (none asked for, or training failed)
+                write(step)
     except InvalidDataError as error:
         write({"kind": "error", "code": "invalid_training_file", "message": str(error)})
         return 1

@@ -518,21 +518,21 @@ class Worker:
                     if record.get(k) is not None
                 }
             )
+            # Validation figures belong to the step they were measured at: an epoch's last
+            # step carries them (job_runner joins the two; older progress files had an
+            # "eval" line of its own after the step's).
+            validated = kind == "eval" or record.get("valid_loss") is not None
             data = {
                 "step": record["step"],
                 "total_steps": record["total_steps"],
-                **{k: v for k, v in latest.items() if kind == "eval" or not k.startswith("valid")},
+                **{k: v for k, v in latest.items() if validated or not k.startswith("valid")},
             }
-            if kind == "step":
-                message = (
-                    f"Step {record['step']}/{record['total_steps']}: "
-                    f"training loss={record['train_loss']:.4f}"
-                )
-            else:
-                message = (
-                    f"Step {record['step']}/{record['total_steps']}: "
-                    f"validation loss={record['valid_loss']:.4f}"
-                )
+            losses = [
+                f"{label} loss={record[f'{key}_loss']:.4f}"
+                for label, key in (("training", "train"), ("validation", "valid"))
+                if record.get(f"{key}_loss") is not None
+            ]
+            message = f"Step {record['step']}/{record['total_steps']}: {', '.join(losses)}"
             self.store.add_event(
                 job_id,
                 message,
