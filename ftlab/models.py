@@ -21,6 +21,7 @@ import importlib.util
 import json
 import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -141,15 +142,23 @@ def _conversion_lock(folder: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# transformers' `from_pretrained` changes process-wide state while it runs (the default
+# dtype, torch's tensor constructors, the meta device): two loads on different threads
+# break each other ("Cannot copy out of meta tensor"), and every later load too. So one
+# load at a time per process; the server loads models on threads of their own.
+_LOADING = threading.RLock()
+
+
 def _convert_gguf(target: Path) -> None:
     """De-quantise the GGUF file into a plain float32 safetensors folder at `target`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = find_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with _LOADING:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     # A model loaded from GGUF refuses save_pretrained and training; copy its
     # de-quantised weights into an ordinary model built from the same config.
     settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
@@ -414,7 +423,13 @@ def load_model(
     Weights load in float32 on every device; training and evaluation then store
     the frozen matrix weights in bf16 where the device multiplies bf16 fast
     (`store_weights_for_autocast`, `prepare_for_inference`).
+    Safe to call from several threads: loads run one at a time.
     """
+    with _LOADING:
+        return _load_model(name, device, dtype)
+
+
+def _load_model(name: str | Path | None, device: torch.device | str | None, dtype: torch.dtype):
     name = run_adapter(name)
     if is_adapter_dir(name):
         return _load_merged_adapter(Path(name).expanduser(), device, dtype)

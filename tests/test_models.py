@@ -58,6 +58,47 @@ def test_base_model_answers_sensibly(base):
     assert "Paris" in reply
 
 
+def test_models_loaded_on_several_threads_at_once_all_load_intact(base, tmp_path):
+    """The server loads each model on a thread of its own; transformers' loading changes
+    process-wide state, so loads at the same moment broke each other (and later loads)."""
+    import threading
+
+    from peft import LoraConfig, get_peft_model
+
+    adapters = []
+    for seed in (1, 2):  # two adapters with random, non-zero updates
+        torch.manual_seed(seed)
+        model, _ = models.load_model()
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        get_peft_model(model, lora).save_pretrained(tmp_path / f"adapter{seed}")
+        adapters.append(str(tmp_path / f"adapter{seed}"))
+    names = [None, *adapters] * 2
+    ids = base[1]("Hello there", return_tensors="pt").input_ids
+
+    def logits(model) -> torch.Tensor:
+        with torch.no_grad():
+            return model(ids).logits
+
+    expected = {name: logits(models.load_model(name)[0]) for name in names}
+    loaded, errors = {}, []
+
+    def load(index: int, name) -> None:
+        try:
+            loaded[index] = logits(models.load_model(name)[0])
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=load, args=item) for item in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for index, name in enumerate(names):
+        assert torch.equal(loaded[index], expected[name]), name
+    assert not torch.equal(expected[None], expected[adapters[0]])
+
+
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
     """A copy of the converted model under a throw-away FTLAB_HOME."""
