@@ -447,11 +447,22 @@ def test_chat_request_errors(api):
         "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
         "response_format": {"response_format": {"type": "json_object"}},
         "stream_options": {"stream_options": {"include_usage": True}},
+        "presence_penalty": {"presence_penalty": 2},
+        "frequency_penalty": {"frequency_penalty": -1},
+        "logit_bias": {"logit_bias": {"0": -100}},
     }
     for param, options in unsupported.items():
         with pytest.raises(openai.BadRequestError) as caught:
             api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=2, **options)
         assert caught.value.body["param"] == param, param
+    # Asking for none of them is fine; a longer answer than a shared server gives is refused.
+    api.chat.completions.create(
+        model=BASE, messages=HELLO, max_tokens=1, presence_penalty=0, logit_bias={}
+    )
+    for name in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.chat.completions.create(model=BASE, messages=HELLO, **{name: 2049})
+        assert caught.value.body["param"] == name and "at most 2048" in str(caught.value)
     greedy = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, temperature=0)
     for settings in ({"temperature": 1e-45, "seed": 1}, {"top_p": 0}):  # both greedy
         answer = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, **settings)

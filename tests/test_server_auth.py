@@ -13,7 +13,7 @@ import pytest
 from server_helpers import client, start, tiny_examples, upload
 
 from ftlab import cli
-from ftlab.server.auth import Authenticator, KeysFileError, load_keys
+from ftlab.server.auth import Authenticator, KeysFileError, key_warnings, load_keys
 from ftlab.server.errors import APIError
 from ftlab.server.serve import is_loopback
 
@@ -39,6 +39,19 @@ def test_bad_keys_files_say_what_and_where(tmp_path, text, problem):
     path.write_text(text)
     with pytest.raises(KeysFileError, match=problem.replace("(", r"\(")):
         load_keys(path)
+
+
+def test_keys_readable_by_others_or_short_enough_to_guess_are_warned_about(tmp_path):
+    keys = tmp_path / "keys.txt"
+    strong = "sk-" + "x" * 30
+    keys.write_text(f"ana sk-ana\nben {strong}\n")
+    keys.chmod(0o644)
+    readable, short = key_warnings(keys, load_keys(keys))
+    assert "can be read by other users" in readable and f"chmod 600 {keys}" in readable
+    assert "1 key(s)" in short and "(ana)" in short and "secrets.token_urlsafe" in short
+    keys.write_text(f"ben {strong}\n")
+    keys.chmod(0o600)
+    assert key_warnings(keys, load_keys(keys)) == []
 
 
 def rewrite(path, text: str) -> None:
@@ -113,12 +126,16 @@ def test_serve_prints_its_url_and_guards_its_data_dir(tmp_path):
         "--data-dir",
         str(tmp_path),
     ]
+    tmp_path.chmod(0o755)  # as mkdir makes it: every user of the machine may look in
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = first.stdout.readline()
         assert line.startswith("ftlab server ready at http://127.0.0.1:"), line
         base_url = line.split()[4]
         assert httpx.get(base_url + "/models", headers={"Authorization": "Bearer x"}).is_success
+        # Learners with accounts on the machine must not read each other's data from disk.
+        assert tmp_path.stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "ftlab.db").stat().st_mode & 0o077 == 0
         second = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
         assert f"is using {tmp_path}" in second.stderr

@@ -68,6 +68,30 @@ def load_keys(path: str | Path) -> dict[str, str]:
     return keys
 
 
+# Keys shorter than this can be guessed by trying (the server does not slow down guesses).
+MIN_KEY_LENGTH = 20
+MAKE_KEY = "python3 -c \"import secrets; print('sk-' + secrets.token_urlsafe(24))\""
+
+
+def key_warnings(path: str | Path, keys: dict[str, str]) -> list[str]:
+    """What makes these keys unsafe for a class: a file other users may read, short keys."""
+    warnings = []
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o077:
+        warnings.append(
+            f"The keys file {path} can be read by other users of this machine (mode {mode:o}): "
+            f"on a shared server any learner could take every key. Fix: chmod 600 {path}."
+        )
+    short = sorted(name for key, name in keys.items() if len(key) < MIN_KEY_LENGTH)
+    if short:
+        warnings.append(
+            f"{len(short)} key(s) in {path} are shorter than {MIN_KEY_LENGTH} characters and "
+            f"could be guessed ({', '.join(short[:5])}{', ...' if len(short) > 5 else ''}). "
+            f"Fix: give each learner a random key, made with {MAKE_KEY}."
+        )
+    return warnings
+
+
 class Authenticator:
     """Turns an `Authorization: Bearer KEY` header into the owner name."""
 
@@ -80,7 +104,10 @@ class Authenticator:
     @classmethod
     def from_file(cls, path: str | Path) -> Authenticator:
         """Read `path` now (raising KeysFileError) and again whenever it changes."""
-        return cls(load_keys(path), path)
+        keys = load_keys(path)
+        for warning in key_warnings(path, keys):
+            log.warning(warning)
+        return cls(keys, path)
 
     @property
     def multi_user(self) -> bool:

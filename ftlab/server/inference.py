@@ -34,6 +34,9 @@ BASE_MODELS = (DEFAULT_MODEL,)
 # OpenAI lets an answer run to the end of the context; a 135M model on a CPU that
 # has lost its way would take minutes, so an unset max_tokens means this many.
 DEFAULT_MAX_TOKENS = 512
+# The most one request may ask for: a class shares the server's decoding, and a 135M model
+# never needs more for this course (on a 2-core CPU, 2,048 tokens take a minute or more).
+MAX_TOKENS_LIMIT = 2048
 # How often a request waiting for its whole answer checks that its client is still there.
 CLIENT_CHECK_S = 0.5
 ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -70,6 +73,9 @@ class ChatRequest(BaseModel):
     tools: list[Any] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(parameter, why) for a feature asked for that this server does not have, or None."""
@@ -85,6 +91,9 @@ class ChatRequest(BaseModel):
                 f"{kind!r} is not supported by the local server; leave response_format out "
                 "and ask for the format in the system prompt (or fine-tune for it)."
             )
+        for name in ("presence_penalty", "frequency_penalty", "logit_bias"):
+            if getattr(self, name):  # 0 and {} ask for nothing, and are accepted
+                return name, f"{name} is not supported by the local server; leave it out."
         if self.stream_options is not None and not self.stream:
             return "stream_options", "stream_options is only allowed when stream is true."
         return None
@@ -92,6 +101,14 @@ class ChatRequest(BaseModel):
     def sampling(self) -> Sampling:
         if (problem := self.unsupported()) is not None:
             raise invalid_value(*problem)
+        for name in ("max_tokens", "max_completion_tokens"):
+            if (getattr(self, name) or 0) > MAX_TOKENS_LIMIT:
+                raise invalid_value(
+                    name,
+                    f"this server writes at most {MAX_TOKENS_LIMIT} tokens per answer (it is "
+                    f"shared, and long answers on a CPU take minutes); ask for {MAX_TOKENS_LIMIT} "
+                    "or fewer.",
+                )
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(stops) > 4:
             raise invalid_value("stop", "at most 4 stop sequences are allowed.")

@@ -87,6 +87,20 @@ def data_dir_holder(data_dir: str | Path) -> str | None:
     return holder
 
 
+def make_private(data_dir: Path) -> None:
+    """Let only the server's own user into its data folder.
+
+    It holds every learner's uploads, models and the database; on a shared machine (The
+    Littlest JupyterHub gives each learner a Unix account) a folder others may enter would
+    let any learner read everyone's files, whatever their API keys."""
+    mode = data_dir.stat().st_mode & 0o777
+    if mode & 0o077 and data_dir.stat().st_uid == os.geteuid():
+        data_dir.chmod(mode & 0o700)
+        logging.getLogger("ftlab.server").info(
+            "data folder %s made private (mode %o, was %o)", data_dir, mode & 0o700, mode
+        )
+
+
 @contextlib.contextmanager
 def exclusive(data_dir: Path):
     """Hold a lock on the data directory: two servers writing one database would corrupt jobs."""
@@ -95,6 +109,7 @@ def exclusive(data_dir: Path):
             f"--data-dir {data_dir} is a file. Fix: pass a folder (new or the server's)."
         )
     data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(data_dir)
     with open(data_dir / "server.lock", "a+") as lock:
         holder = _take_lock(lock)
         if holder is not None:
@@ -159,6 +174,7 @@ def serve(
     from ftlab.server.worker import Worker
 
     check_sharing(host, keys_file, no_keys)
+    os.umask(0o077)  # what the server and its training processes write is theirs alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     thread_override()  # a bad FTLAB_THREADS is refused now, not when the first job starts
