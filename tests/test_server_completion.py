@@ -352,3 +352,23 @@ def test_progress_read_after_a_restart_keeps_the_time_it_was_logged(tmp_path):
     write_progress(store, job["id"], step)
     Worker(store).recover()
     assert store.metrics_timeline(job["id"]) == [(1, 1_234)]
+
+
+def test_steps_a_resumed_run_repeats_after_a_crash_are_shown_once(tmp_path):
+    store = Store(tmp_path / "data")
+    job = running_job(store, "ftjob-repeated0000000000000")
+
+    def step(number: int, loss: float, **more) -> dict[str, Any]:
+        return {"kind": "step", "step": number, "total_steps": 4, "train_loss": loss, **more}
+
+    # The first run logged steps 1-3 (its epoch checkpoint is at 2) and then was killed.
+    write_progress(store, job["id"], step(1, 0.9), step(2, 0.8, valid_loss=0.85), step(3, 0.7))
+    Worker(store)._ingest(job["id"])
+    # Resumed from step 2's checkpoint, the run does step 3 again, then goes on.
+    write_progress(store, job["id"], step(3, 0.7), step(4, 0.6, valid_loss=0.65))
+    Worker(store)._ingest(job["id"])
+    metrics = [e for e in store.all_events(job["id"]) if e["type"] == "metrics"]
+    assert [e["data"]["step"] for e in metrics] == [1, 2, 3, 4]
+    shown = event_messages(store, job["id"])
+    assert "Step 2/4: training loss=0.8000, validation loss=0.8500" in shown
+    assert shown.count("Step 3/4: training loss=0.7000") == 1

@@ -505,6 +505,11 @@ class Worker:
         if job["status"] != "running":
             self.store.update_job(job_id, **done)
             return
+        if kind == "step" and record["step"] <= (job.get("step") or 0):
+            # A run resumed from its checkpoint after a crash repeats the steps after it (with
+            # the same results): their events are already there.
+            self.store.update_job(job_id, **done)
+            return
         if kind in ("step", "eval"):
             latest.update(
                 {
