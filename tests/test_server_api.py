@@ -463,6 +463,11 @@ def test_chat_request_errors(api):
         with pytest.raises(openai.BadRequestError) as caught:
             api.chat.completions.create(model=BASE, messages=HELLO, **{name: 2049})
         assert caught.value.body["param"] == name and "at most 2048" in str(caught.value)
+    # 3 MB of JSON is refused before it is parsed or tokenized (it stalled every chat).
+    with pytest.raises(openai.APIStatusError) as caught:
+        huge = [{"role": "user", "content": "word " * 600_000}]
+        api.chat.completions.create(model=BASE, messages=huge, max_tokens=1)
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "request_too_large"
     greedy = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, temperature=0)
     for settings in ({"temperature": 1e-45, "seed": 1}, {"top_p": 0}):  # both greedy
         answer = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, **settings)

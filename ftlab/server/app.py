@@ -26,6 +26,7 @@ from ftlab.server.errors import (
     APIError,
     install_handlers,
     invalid_value,
+    limit_json_bodies,
     missing_parameter,
     model_not_found,
     not_found,
@@ -259,6 +260,7 @@ def create_app(
     max_upload_bytes = int(max_upload_mb * 2**20)
     app.state.auth = auth
     install_handlers(app)
+    limit_json_bodies(app)
 
     def own_job(job_id: str, who: str) -> dict[str, Any]:
         job = store.get_job(job_id, who)

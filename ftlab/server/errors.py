@@ -148,6 +148,33 @@ def validation_error(error: RequestValidationError, required: Sequence[str] = ()
     return invalid_value(param, " or ".join(reasons) + ".")
 
 
+# JSON request bodies (chats, jobs) larger than this are refused unread: a chat's 8,192-token
+# context is well under 1 MB of JSON, and parsing and tokenizing tens of MB for one learner
+# stalled everyone's answers. Uploads (`/v1/files`) have their own limit, --max-upload-mb.
+MAX_JSON_BODY_BYTES = 2 * 2**20
+
+
+def limit_json_bodies(app: FastAPI) -> None:
+    """Refuse a request body over MAX_JSON_BODY_BYTES (by its Content-Length) with a 413."""
+
+    @app.middleware("http")
+    async def _limit(request: Request, call_next):
+        declared = request.headers.get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES
+        if not too_large or request.url.path.rstrip("/").endswith("/files"):
+            return await call_next(request)
+        async for _ in request.stream():  # drain, so the client reads the answer
+            pass
+        error = APIError(
+            413,
+            f"Request too large: {int(declared):,} bytes, and this server accepts at most "
+            f"{MAX_JSON_BODY_BYTES:,} for a request (a chat's whole context fits in far less). "
+            "Send a shorter conversation.",
+            code="request_too_large",
+        )
+        return _response(error)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Replace FastAPI's `{"detail": ...}` bodies (404, 405, 422, 500) with OpenAI's shape."""
 
