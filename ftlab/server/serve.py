@@ -55,7 +55,7 @@ def check_sharing(host: str, keys_file: str | Path | None, no_keys: bool) -> Non
         f"--host {host} lets other machines reach this server, but no --keys file was given: "
         "every learner would share one space and could see, download and delete each "
         "other's files, jobs and models. Give each learner a key with --keys KEYS_FILE (a "
-        "text file with one `name key` line per learner, for example `ana sk-workshop-3f9a`; "
+        "text file with one `name key` line per learner, each key long and random; "
         "see 'Running a workshop' in README.md), or serve this machine only with --host "
         "127.0.0.1. If one shared space is really what you want, add --no-keys."
     )
