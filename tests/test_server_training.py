@@ -86,6 +86,11 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
     assert reusable_job(ana, BASE, "done").id == job.id
     assert reusable_job(ana, BASE, "done", "recipe-2") is None  # files or settings changed
     assert reusable_job(ana, "HuggingFaceTB/other-model", "done", "recipe-1") is None
+    # jobs.list filters on metadata, as OpenAI's does.
+    assert [j.id for j in ana.fine_tuning.jobs.list(metadata={RUN_KEY: "done"})] == [job.id]
+    both = {RUN_KEY: "done", RECIPE_KEY: "recipe-1"}
+    assert [j.id for j in ana.fine_tuning.jobs.list(metadata=both)] == [job.id]
+    assert list(ana.fine_tuning.jobs.list(metadata={RUN_KEY: "other"})) == []
 
     log = messages(ana, job.id)
     expected = [

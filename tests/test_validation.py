@@ -205,8 +205,9 @@ WARNING_CASES = {
 
 def test_every_code_has_a_case():
     assert set(ERROR_CASES) == set(ERROR_CODES)
-    # too_long and overlap_with_split need a tokenizer or a second file: tested below.
-    assert set(WARNING_CASES) | {"too_long", "overlap_with_split"} == set(WARNING_CODES)
+    # These need a tokenizer or a second file: tested below and in test_validation_hostile.
+    needs_more = {"too_long", "over_train_max_length", "overlap_with_split", "against_unreadable"}
+    assert set(WARNING_CASES) | needs_more == set(WARNING_CODES)
 
 
 @pytest.mark.parametrize("code", sorted(ERROR_CASES))
@@ -266,7 +267,14 @@ def test_examples_ftlab_train_would_refuse_are_counted(tokenizer):
     OpenAI, refused by local training, so the report says so before training does."""
     long = make_example("please help " * 1200, "other", None, "neutral")
     report = validate_bytes(with_bad(long), tokenizer=tokenizer)
-    assert report.valid and not report.problems
+    assert report.valid and [(p.line, p.code) for p in report.problems] == [
+        (3, "over_train_max_length")
+    ]
+    tokens = report.stats["tokens_per_example"]["max"]
+    assert 2048 < tokens <= report.stats["context_tokens"]
+    message = report.problems[0].message
+    assert f"{tokens:,} tokens" in message and "over 2,048 tokens" in message
+    assert "`ftlab train` and the course server refuse" in message and "split" in message
     assert report.stats["over_train_max_length"] == 1
     assert report.stats["train_max_length"] == TrainConfig(data="x", out="y").max_length
     assert "1 example(s) are longer than 2,048 tokens" in report.format_text()

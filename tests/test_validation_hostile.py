@@ -99,7 +99,7 @@ def test_against_lines_that_cannot_be_read_are_counted_in_a_warning(tmp_path):
     report = check(jsonl([good(i) for i in range(10)]), against=other)
     assert report.valid
     [warning] = report.warnings
-    assert (warning.line, warning.code) == (None, "overlap_with_split")
+    assert (warning.line, warning.code) == (None, "against_unreadable")
     assert "2 line(s)" in warning.message and "line 2, 3" in warning.message
     assert "not compared" in warning.message
 
@@ -124,6 +124,34 @@ def test_malformed_tool_calls_are_reported(reply, code, says):
     assert (line, found) == (3, code)
     assert says in message and '"function": {"name"' in message
     assert "may leave it out" not in message
+
+
+@pytest.mark.parametrize("arguments", [{"order_id": "AC-1"}, "[" * 500 + "]" * 500])
+def test_tool_call_arguments_must_be_a_json_string(arguments, tmp_path, capsys):
+    """OpenAI's format: the arguments are one JSON-encoded string. Deeply nested arguments
+    once passed as valid and crashed the token count (RecursionError in json.dumps)."""
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "ARGS"}}
+    example = edited(lambda e: e["messages"][2].update(content=None, tool_calls=[call]))
+    path = tmp_path / "train.jsonl"
+    nested = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    line = json.dumps(example).replace('"ARGS"', nested)
+    path.write_bytes(jsonl([good(i) for i in range(9)] + [line]))
+    report = validate_file(path, count_tokens=False)
+    line, code, message = only_error(report)
+    assert (line, code, report.errors[0].message_index) == (10, "invalid_content", 2)
+    assert "tool_calls[0].function.arguments is" in message and "json.dumps(arguments)" in message
+    assert cli.main(["validate", "--json", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["errors"][0]["line"] == 10
+
+
+def test_a_recursion_error_while_counting_is_never_raised(tokenizer):
+    deep: list = []
+    for _ in range(5_000):  # deeper than any stack: json.dumps of it always fails
+        deep = [deep]
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    example = edited(lambda e: e["messages"][2].update(tool_calls=[dict(call, extra=deep)]))
+    totals, replies, fallbacks = count_tokens([example, good(1)], tokenizer)
+    assert fallbacks >= 1 and min(totals) > 0 and min(replies) > 0
 
 
 # --- 5. duplicate keys ------------------------------------------------------------------------
@@ -283,6 +311,55 @@ def test_tokens_are_counted_in_batches():
     totals, replies, _ = count_tokens(examples, counter)
     assert max(counter.batches) <= stats.TOKENIZE_BATCH < sum(counter.batches)
     assert totals == [5] * 1_500 and replies == [2] * 1_500
+
+
+class TallyTokenizer:
+    """One token per character, an appending ChatML-like template; tallies the messages
+    rendered and the characters tokenized, the work that grew with the square of a
+    conversation's length when every prefix was rendered and tokenized."""
+
+    name_or_path = "chars"
+
+    def __init__(self, model_max_length: int = 10**9, appends: bool = True):
+        self.model_max_length = model_max_length
+        self.appends = appends
+        self.rendered = self.tokenized = 0
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        self.rendered += len(messages)
+        text = "".join(f"<{m['role']}>{m['content']}</>" for m in messages)
+        text += "<assistant>" if add_generation_prompt else ""
+        return text if self.appends else f"{len(messages)}|{text}"  # a count up front
+
+    def __call__(self, texts, **_):
+        self.tokenized += sum(map(len, texts))
+        return {"input_ids": [list(t) for t in texts]}
+
+
+def long_chat(replies: int) -> dict:
+    turns = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "ab"}]]
+    return {"messages": [{"role": "system", "content": "s"}, *turns[0] * replies]}
+
+
+def test_a_long_conversation_is_counted_in_linear_work():
+    counter = TallyTokenizer()
+    example = long_chat(2_000)
+    [total], [learned], _ = count_tokens([example], counter)
+    assert total == len(counter.apply_chat_template(example["messages"]))
+    assert learned == 2_000 * len("ab</>")  # each reply and its end-of-turn mark
+    messages = len(example["messages"])
+    assert counter.rendered < 5 * messages and counter.tokenized < 5 * total
+
+
+def test_a_template_that_does_not_append_still_counts_long_conversations_in_linear_work():
+    short = long_chat(3)
+    counter = TallyTokenizer(appends=False)
+    assert count_tokens([short], counter)[1] == [3 * len("ab</>")]  # prefixes: exact
+    counter = TallyTokenizer(model_max_length=1_000, appends=False)
+    example = long_chat(2_000)
+    [total], [learned], _ = count_tokens([example], counter)
+    assert total > 1_000 and learned == 2_000 * len("ab")  # past the context: the replies' text
+    assert counter.rendered < 5 * len(example["messages"]) and counter.tokenized < 5 * total
 
 
 @pytest.mark.parametrize("value", [0, -1, True, 2.5])

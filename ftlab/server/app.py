@@ -24,9 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ftlab.server.auth import Authenticator
 from ftlab.server.errors import (
     APIError,
+    JsonBodyLimit,
     install_handlers,
     invalid_value,
-    limit_json_bodies,
     missing_parameter,
     model_not_found,
     not_found,
@@ -260,7 +260,7 @@ def create_app(
     max_upload_bytes = int(max_upload_mb * 2**20)
     app.state.auth = auth
     install_handlers(app)
-    limit_json_bodies(app)
+    app.add_middleware(JsonBodyLimit)
 
     def own_job(job_id: str, who: str) -> dict[str, Any]:
         job = store.get_job(job_id, who)
@@ -426,11 +426,18 @@ def create_app(
 
     @app.get("/v1/fine_tuning/jobs")
     def list_jobs(
+        request: Request,
         who: Owner,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         after: str | None = None,
     ) -> dict[str, Any]:
-        return paged(cursor(lambda: store.list_jobs(who, after, limit)), job_object)
+        # The SDK sends jobs.list(metadata={"k": "v"}) as the query parameter metadata[k]=v.
+        metadata = {
+            name[len("metadata[") : -1]: value
+            for name, value in request.query_params.multi_items()
+            if name.startswith("metadata[") and name.endswith("]")
+        }
+        return paged(cursor(lambda: store.list_jobs(who, after, limit, metadata)), job_object)
 
     @app.get("/v1/fine_tuning/jobs/{job_id}")
     def get_job(job_id: str, who: Owner) -> dict[str, Any]:

@@ -154,25 +154,31 @@ def validation_error(error: RequestValidationError, required: Sequence[str] = ()
 MAX_JSON_BODY_BYTES = 2 * 2**20
 
 
-def limit_json_bodies(app: FastAPI) -> None:
-    """Refuse a request body over MAX_JSON_BODY_BYTES (by its Content-Length) with a 413."""
+class JsonBodyLimit:
+    """ASGI middleware: refuse a request body over MAX_JSON_BODY_BYTES (by its Content-Length)
+    with a 413, except uploads. Plain ASGI, not `@app.middleware`: that wrapper hides a
+    client's hang-up from the chat endpoints, which stop decoding for clients that left."""
 
-    @app.middleware("http")
-    async def _limit(request: Request, call_next):
-        declared = request.headers.get("content-length", "")
-        too_large = declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES
-        if not too_large or request.url.path.rstrip("/").endswith("/files"):
-            return await call_next(request)
-        async for _ in request.stream():  # drain, so the client reads the answer
-            pass
-        error = APIError(
-            413,
-            f"Request too large: {int(declared):,} bytes, and this server accepts at most "
-            f"{MAX_JSON_BODY_BYTES:,} for a request (a chat's whole context fits in far less). "
-            "Send a shorter conversation.",
-            code="request_too_large",
-        )
-        return _response(error)
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and not scope["path"].rstrip("/").endswith("/files"):
+            declared = dict(scope["headers"]).get(b"content-length", b"").decode()
+            if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+                message = {"more_body": True}
+                while message.get("more_body"):  # drain, so the client reads the answer
+                    message = await receive()
+                error = APIError(
+                    413,
+                    f"Request too large: {int(declared):,} bytes, and this server accepts at "
+                    f"most {MAX_JSON_BODY_BYTES:,} for a request (a chat's whole context fits "
+                    "in far less). Send a shorter conversation.",
+                    code="request_too_large",
+                )
+                await _response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def install_handlers(app: FastAPI) -> None:

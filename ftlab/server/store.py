@@ -370,8 +370,19 @@ class Store:
             return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return self._one("SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner))
 
-    def list_jobs(self, owner: str, after: str | None, limit: int) -> Page:
-        return self.page("jobs", "owner = ?", (owner,), after=after, limit=limit)
+    def list_jobs(
+        self, owner: str, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    ) -> Page:
+        """A page of the owner's jobs; with `metadata`, only jobs whose metadata has each of
+        those keys with that value (what `jobs.list(metadata=...)` asks)."""
+        where, params = "owner = ?", (owner,)
+        for key, value in (metadata or {}).items():
+            where += (
+                " AND EXISTS (SELECT 1 FROM json_each(jobs.metadata) AS m "
+                "WHERE m.key = ? AND m.value = ?)"
+            )
+            params = (*params, key, value)
+        return self.page("jobs", where, params, after=after, limit=limit)
 
     def jobs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         marks = ", ".join("?" for _ in statuses)

@@ -248,7 +248,7 @@ def read_split(path: PathLike) -> tuple[str, dict[str, int], list[Problem]]:
         lines = ", ".join(str(r.line) for r in unread[:5]) + (", ..." if len(unread) > 5 else "")
         warnings.append(
             Problem(
-                "overlap_with_split",
+                "against_unreadable",
                 f"{len(unread)} line(s) of {name} (line {lines}) could not be read, so their "
                 "user messages were not compared with this file; fix them (run "
                 f"`ftlab validate {name}`) and check again",
@@ -358,7 +358,7 @@ def validate_bytes(
     if count_tokens and (tokenizer is None or isinstance(tokenizer, str)):
         tokenizer = cached_tokenizer(tokenizer)
     examples = [r.example for r in accepted]
-    stats, too_long = file_stats(
+    stats, too_long, over_train = file_stats(
         examples,
         len(attempted),
         tokenizer=tokenizer if count_tokens else None,
@@ -382,6 +382,10 @@ def validate_bytes(
                 line=accepted[i].line,
             )
         )
+    problems.extend(
+        _over_train_problem(tokens, accepted[i].line, stats["train_max_length"])
+        for i, tokens in over_train
+    )
     return ValidationReport(
         name=name,
         problems=problems,
@@ -390,6 +394,17 @@ def validate_bytes(
         stats=stats,
         duplicates=duplicates,
         overlaps=overlaps,
+    )
+
+
+def _over_train_problem(tokens: int, line: int, limit: int) -> Problem:
+    """An example OpenAI trains on whole but `ftlab train` and the course server refuse."""
+    return Problem(
+        "over_train_max_length",
+        f"the example is {tokens:,} tokens: within the model's context, but `ftlab train` and "
+        f"the course server refuse examples over {limit:,} tokens; shorten it or split the "
+        f"conversation (or give `ftlab train` a larger --max-length, which needs more memory)",
+        line=line,
     )
 
 

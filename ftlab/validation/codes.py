@@ -36,8 +36,11 @@ WARNING_CODES: dict[str, str] = {
     "no_system_message": "the example has no system message",
     "last_not_assistant": "the example does not end with an assistant message",
     "too_long": "longer than the model's context: OpenAI truncates it, `ftlab train` refuses it",
+    "over_train_max_length": "within the model's context, but longer than the 2,048 tokens "
+    "`ftlab train` and the course server take",
     "duplicate_example": "the same example appears on an earlier line",
     "overlap_with_split": "the same user message is in the other split (leakage)",
+    "against_unreadable": "lines of an --against file could not be read, so were not compared",
 }
 
 ALLOWED_ROLES = ("system", "user", "assistant", "tool")

@@ -246,7 +246,7 @@ def format_stats_text(stats: dict[str, Any]) -> str:
         count, limit = stats["over_train_max_length"], stats["train_max_length"]
         lines.append(
             f"  ({count:,} example(s) are longer than {limit:,} tokens: `ftlab train` refuses "
-            f"them unless given --max-length; `--max-tokens {limit}` lists them by line)"
+            "them unless given --max-length; see the over_train_max_length warnings)"
         )
     if stats.get("epochs") is not None:
         lines.append(f"  {'epochs':<30}{stats['epochs']:>9}  ({stats['epochs_rule']})")

@@ -347,6 +347,12 @@ def _tool_calls_issue(calls: Any) -> str | None:
         function = call.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return f'tool_calls[{i}] has no "function" with a "name"'
+        arguments = function.get("arguments")
+        if "arguments" in function and not isinstance(arguments, str):
+            return (
+                f"tool_calls[{i}].function.arguments is {type_name(arguments)}, not a string: "
+                "the arguments are one JSON-encoded string (json.dumps(arguments))"
+            )
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ftlab.chat_template import ChatRenderer, template_message
+from ftlab.chat_template import ChatRenderer, render, template_message
 from ftlab.validation.prices import resolve_price
 
 # OpenAI's "auto" epochs rule (also used by the course's local server).
@@ -110,6 +110,7 @@ class _Renderer(ChatRenderer):
     def __init__(self, tokenizer: Any):
         super().__init__(tokenizer)
         self.fallbacks = 0
+        self.pieces: dict[tuple[str, str, str], str] = {}  # see `message_ends`
 
     def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
         try:
@@ -119,8 +120,7 @@ class _Renderer(ChatRenderer):
         except Exception:  # noqa: BLE001 - a model's template may reject any conversation
             pass
         self.fallbacks += 1
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in map(template_message, messages))
-        return text + ("assistant: " if generation_prompt else "")
+        return _plain_text(messages, generation_prompt)
 
     def opening(self, rendered_reply: str) -> str:
         """What the template puts before a reply that opens a conversation ("" if unknown)."""
@@ -128,6 +128,98 @@ class _Renderer(ChatRenderer):
             return super().opening(rendered_reply)
         except Exception:  # noqa: BLE001 - as above: count the whole rendering as the reply
             return ""
+
+    def appended_cue(self) -> str | None:
+        """The generation prompt when the template simply appends it ("" when it has none),
+        else None."""
+        if not hasattr(self, "_cue"):
+            try:
+                probe = [{"role": "user", "content": "x"}]
+                without, with_cue = (
+                    render(self.tokenizer, probe),
+                    render(self.tokenizer, probe, True),
+                )
+                self._cue = with_cue[len(without) :] if with_cue.startswith(without) else None
+            except Exception:  # noqa: BLE001 - no usable template: prefixes are rendered instead
+                self._cue = None
+        return self._cue
+
+    def message_ends(self, messages: list[dict], full: str) -> list[int] | None:
+        """len(render(messages[: k + 1])) for every k, from one rendering per message.
+
+        Rendering every prefix of a conversation is quadratic in its length; a template that
+        renders a conversation as its messages one after another renders message k the same
+        after any first message of the same role, so each piece is rendered after a short
+        anchor (and cached: system prompts repeat). None when the pieces do not add up to
+        `full`, the template's own rendering of the whole conversation.
+        """
+        ends, at = [], 0
+        try:
+            for index, message in enumerate(messages):
+                piece = self._piece(messages[0]["role"] if index else None, message)
+                if not full.startswith(piece, at):
+                    return None
+                at += len(piece)
+                ends.append(at)
+        except Exception:  # noqa: BLE001 - a template that rejects the anchor or a piece
+            return None
+        return ends if at == len(full) else None
+
+    def _piece(self, anchor_role: str | None, message: dict) -> str:
+        """What `message` adds to a conversation of one empty `anchor_role` message (None: the
+        rendering of `message` alone, as the conversation's first)."""
+        shown = template_message(message)
+        key = (anchor_role or "", shown["role"], shown["content"])
+        if key not in self.pieces:
+            anchor = [{"role": anchor_role, "content": ""}] if anchor_role else []
+            base = render(self.tokenizer, anchor) if anchor else ""
+            text = render(self.tokenizer, [*anchor, shown])
+            if not (isinstance(text, str) and text.startswith(base)):
+                raise ValueError("the template does not append messages")
+            self.pieces[key] = text[len(base) :]
+        return self.pieces[key]
+
+
+def _plain_text(messages: list[dict], generation_prompt: bool) -> str:
+    """ "role: text" lines, for a conversation the template rejects."""
+    lines = "".join(f"{m['role']}: {_message_text(m)}\n" for m in messages)
+    return lines + ("assistant: " if generation_prompt else "")
+
+
+def _message_text(message: dict) -> str:
+    """The text a template reads for a message; a tool call nested too deeply to write as JSON
+    is left out (the checker counts what it can, and never crashes)."""
+    try:
+        return template_message(message)["content"]
+    except (RecursionError, ValueError, TypeError):
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
+
+
+def _learned(message: dict) -> bool:
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
+
+
+def _reply_spans(render: _Renderer, messages: list[dict], full: str) -> list[str] | None:
+    """The learned text of each learned reply, cut out of `full` (one rendering per message):
+    from after the generation prompt that precedes the reply to the end of the reply. None
+    when the template's rendering cannot be cut this way (`reply_bounds` is used instead)."""
+    cue = render.appended_cue()
+    ends = render.message_ends(messages, full) if cue is not None else None
+    if ends is None:
+        return None
+    texts = []
+    for index, message in enumerate(messages):
+        if not _learned(message):
+            continue
+        if index == 0:
+            start = len(render.opening(full[: ends[0]]))  # skip the template's preamble
+        elif full.startswith(cue, ends[index - 1]):
+            start = ends[index - 1] + len(cue)
+        else:
+            return None
+        texts.append(full[start : ends[index]])
+    return texts
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
@@ -155,33 +247,72 @@ def _batch_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
         ]
 
 
+class _Texts:
+    """Texts to tokenize, each once (shared prompts are common), counted in batches."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, int] = {}
+
+    def add(self, text: str) -> int:
+        return self.slots.setdefault(text, len(self.slots))
+
+    def lengths(self, tokenizer: Any) -> list[int]:
+        return _token_lengths(tokenizer, list(self.slots))
+
+
 def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], list[int], int]:
-    """Per example: templated tokens, learned assistant tokens; and how many renders fell back."""
-    render = _Renderer(tokenizer)
-    texts: dict[str, int] = {}  # unique text -> position, so shared prefixes are tokenized once
+    """Per example: templated tokens, learned assistant tokens; and how many renders fell back.
 
-    def slot(text: str) -> int:
-        return texts.setdefault(text, len(texts))
-
-    plan: list[tuple[int, list[tuple[int, int]]]] = []
-    for example in examples:
+    A reply's learned tokens are those of its text cut out of the one rendering of the whole
+    example (`_reply_spans`): linear in the example's length. A template that does not render
+    messages one after another needs the old way, `reply_bounds`, which renders and tokenizes
+    every prefix (quadratic), so there it is used only for examples within the model's
+    context; a longer one (cut off by training anyway) counts its replies' own text.
+    """
+    renderer = _Renderer(tokenizer)
+    texts = _Texts()
+    fulls, spans, rest = [], [], []
+    for number, example in enumerate(examples):
         messages = example["messages"]
-        full = slot(render(messages))
+        full = renderer(messages)
+        fulls.append(texts.add(full))
+        cut = _reply_spans(renderer, messages, full)
+        spans.append(None if cut is None else [texts.add(t) for t in cut])
+        if cut is None:
+            rest.append(number)
+    lengths = texts.lengths(tokenizer)
+    totals = [lengths[slot] for slot in fulls]
+    replies = [sum(lengths[slot] for slot in row) if row is not None else 0 for row in spans]
+    for number, learned in _count_by_prefix(renderer, examples, rest, totals):
+        replies[number] = learned
+    return totals, replies, renderer.fallbacks
+
+
+def _count_by_prefix(
+    render: _Renderer, examples: Sequence[dict], numbers: list[int], totals: list[int]
+) -> list[tuple[int, int]]:
+    """(example number, learned tokens) by rendering the prompt before each reply and the
+    conversation through it; past the model's context, by the replies' own text."""
+    context = context_length(render.tokenizer)
+    texts = _Texts()
+    plans = []
+    for number in numbers:
+        messages = examples[number]["messages"]
         pairs = []
         for index, message in enumerate(messages):
-            if message["role"] == "assistant" and message.get("weight", 1) != 0:
+            if not _learned(message):
+                continue
+            if context is not None and totals[number] > context:
+                pairs.append((texts.add(_message_text(message)), None))
+            else:
                 before, through = render.reply_bounds(messages, index)
-                pairs.append((slot(through), slot(before)))
-        plan.append((full, pairs))
-    lengths = _token_lengths(tokenizer, list(texts))
-    totals, replies = [], []
-    for full, pairs in plan:
-        totals.append(lengths[full])
-        learned = 0
-        for upto, before in pairs:
-            learned += max(0, lengths[upto] - lengths[before])
-        replies.append(learned)
-    return totals, replies, render.fallbacks
+                pairs.append((texts.add(through), texts.add(before)))
+        plans.append((number, pairs))
+    lengths = texts.lengths(render.tokenizer)
+    return [
+        (number, sum(max(0, lengths[a] - (lengths[b] if b is not None else 0)) for a, b in pairs))
+        for number, pairs in plans
+    ]
 
 
 def check_counts(**counts: int | None) -> None:
@@ -201,8 +332,9 @@ def file_stats(
     max_tokens: int | None = None,
     epochs: int | None = None,
     price_per_million: float | str | None = None,
-) -> tuple[dict[str, Any], list[tuple[int, int]]]:
-    """The report's statistics, and (index, tokens) of the examples longer than the context.
+) -> tuple[dict[str, Any], list[tuple[int, int]], list[tuple[int, int]]]:
+    """The report's statistics; (index, tokens) of the examples longer than the context; and
+    (index, tokens) of those within it but longer than `ftlab train` takes (TRAIN_MAX_LENGTH).
 
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
     model's context are cut off by OpenAI's training (and refused by `ftlab train`), so they are
@@ -233,12 +365,16 @@ def file_stats(
         "estimated_cost": None,
     }
     too_long: list[tuple[int, int]] = []
+    over_train: list[tuple[int, int]] = []
     if tokenizer is not None:
         totals, replies, fallbacks = count_tokens(examples, tokenizer)
         model_context = context_length(tokenizer)
         context = max_tokens if max_tokens is not None else model_context
         if context is not None:
             too_long = [(i, t) for i, t in enumerate(totals) if t > context]
+        over_train = [
+            (i, t) for i, t in enumerate(totals) if TRAIN_MAX_LENGTH < t <= (context or t)
+        ]
         # Only the model's context cuts what is trained (and billed); a given limit only flags.
         trained = [min(t, model_context) if model_context else t for t in totals]
         stats.update(
@@ -248,7 +384,7 @@ def file_stats(
             total_tokens=sum(trained),
             context_tokens=context,
             context_source=None if context is None else ("given" if max_tokens else "model"),
-            over_train_max_length=sum(TRAIN_MAX_LENGTH < t <= (context or t) for t in totals),
+            over_train_max_length=len(over_train),
         )
         if fallbacks:
             stats["template_fallbacks"] = fallbacks
@@ -261,4 +397,4 @@ def file_stats(
         )
         if stats["billed_tokens"] is not None:
             stats["estimated_cost"] = round(stats["billed_tokens"] * price.per_million / 1e6, 6)
-    return stats, too_long
+    return stats, too_long, over_train
