@@ -109,9 +109,14 @@ def load_examples(path: str | Path) -> list[dict]:
     """
     fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
     try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+        text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text ({error.reason}).\n{fix}") from None
+    # Only "\n" ends a line, as in `ftlab validate`: str.splitlines() also splits at U+2028,
+    # U+0085 and others, which json.dumps(ensure_ascii=False) leaves raw inside strings.
+    if "\n" not in text:
+        text = text.replace("\r", "\n")  # old Mac line ends, which the checker also accepts
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     examples = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -119,8 +124,9 @@ def load_examples(path: str | Path) -> list[dict]:
         try:
             examples.append(json.loads(line))
         except json.JSONDecodeError as error:
+            at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
             raise ValueError(
-                f"{path} line {number} is not valid JSON ({error.msg} at column {error.colno})."
+                f"{path} line {number} is not valid JSON ({error.msg}{at} column {error.colno})."
                 f"\n{fix}"
             ) from None
     return examples

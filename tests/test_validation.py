@@ -358,11 +358,14 @@ def test_lone_surrogate_in_content_is_invalid_content():
     assert ("invalid_content", 0) in {(p.code, p.message_index) for p in report.errors}
 
 
-def test_utf16_file_is_one_encoding_error():
-    data = jsonl([good(i) for i in range(10)]).decode().encode("utf-16")
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_file_is_one_encoding_error(encoding):
+    """With or without a byte order mark: not one invalid_json per line about U+0000."""
+    data = jsonl([good(i) for i in range(10)]).decode().encode(encoding)
     report = check(data)
     assert [(p.line, p.code) for p in report.problems] == [(None, "invalid_encoding")]
-    assert "UTF-16" in report.problems[0].message
+    assert "the file is UTF-16" in report.problems[0].message
+    assert "save it as UTF-8" in report.problems[0].message
 
 
 def test_html_and_text_show_every_code():

@@ -13,6 +13,7 @@ from conftest import run_ftlab
 from test_validation import check, edited, good, jsonl, with_bad
 
 from ftlab import cli
+from ftlab.support import load_examples
 from ftlab.validation import (
     UnreadableFileError,
     checker,
@@ -430,3 +431,26 @@ def test_a_raw_tab_in_a_text_is_to_be_escaped_not_deleted():
     line = json.dumps(good(1)).replace("Where is", "Where\tis")
     [problem] = check(with_bad(line)).problems
     assert problem.code == "invalid_json" and "written as \\t" in problem.message
+
+
+# --- what the checker calls valid, the course's loader reads ----------------------------------
+
+
+def test_a_valid_file_with_raw_line_separators_in_its_text_loads(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028 and U+0085 raw; only LF ends a line."""
+    examples = [good(i) for i in range(10)]
+    examples[3]["messages"][1]["content"] = "first\u2028second\u0085third\u2029\x1c end"
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        "\r\n".join(json.dumps(e, ensure_ascii=False) for e in examples), encoding="utf-8"
+    )
+    assert validate_file(path, count_tokens=False).valid
+    assert load_examples(path) == examples
+
+
+def test_the_loader_names_a_cut_off_line_without_a_doubled_word(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(good(1)) + '\n{"messages": "cut\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2 is not valid JSON") as error:
+        load_examples(path)
+    assert "starting at column" in str(error.value) and "at at" not in str(error.value)

@@ -34,6 +34,7 @@ PathLike = str | os.PathLike[str]
 # Far above any real fine-tuning file (the course's are a few MB); the checker holds it in memory.
 MAX_FILE_BYTES = 1_000_000_000
 SPACE = re.compile(r"\s*")
+UTF16_PROBE_BYTES = 64  # the start of the file that tells UTF-16 without a byte order mark
 
 
 class UnreadableFileError(OSError):
@@ -109,14 +110,31 @@ def split_lines(data: bytes) -> tuple[list[bytes], list[Problem]]:
     return [line[:-1] if line.endswith(b"\r") else line for line in lines], problems
 
 
+def _utf16_without_bom(data: bytes) -> bool:
+    """True when the file starts like UTF-16 text without a byte order mark: a NUL in every
+    other byte (ASCII characters take two bytes there, one of them 0)."""
+    start = data[: UTF16_PROBE_BYTES - UTF16_PROBE_BYTES % 2]
+    if len(start) < 4:
+        return False
+    low, high = start[0::2], start[1::2]
+    return (low.count(0) == len(low) and 0 not in high) or (
+        high.count(0) == len(high) and 0 not in low
+    )
+
+
 def _lines(data: bytes) -> tuple[list[LineResult], list[Problem]]:
-    if data.startswith(UTF16_BOMS):
+    if data.startswith(UTF16_BOMS) or _utf16_without_bom(data):
+        how = (
+            "it starts with a UTF-16 byte order mark, as Notepad's 'Unicode' saves it"
+            if data.startswith(UTF16_BOMS)
+            else "every other byte is 0, as PowerShell's `>` or a UTF-16 encoder without a "
+            "byte order mark writes it"
+        )
         return [], [
             Problem(
                 "invalid_encoding",
-                "the file is UTF-16 (it starts with a UTF-16 "
-                "byte order mark, as Notepad's 'Unicode' saves it); save it as "
-                "UTF-8",
+                f"the file is UTF-16 ({how}); save it as UTF-8 (in Python, "
+                "open(path, 'w', encoding='utf-8'))",
                 line=None,
             )
         ]
