@@ -317,13 +317,19 @@ def test_too_few_examples_fail_the_job_after_create(api):
 
 
 @pytest.mark.parametrize(
-    ("line_5", "code"),
+    ("line_5", "code", "where"),
     [
-        (b'{"messages": [\n', "invalid_file_format"),
-        (b'{"messages": [{"role": "user", "content": "hi"}]}\n', "invalid_training_file"),
+        (b'{"messages": [\n', "invalid_file_format", "line 5: "),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}\n', "invalid_training_file", "line 5"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, '
+            b'{"role": "assistant", "content": 5}]}\n',
+            "invalid_training_file",
+            "line 5, messages[1]: ",
+        ),
     ],
 )
-def test_first_bad_line_is_named(api, line_5, code):
+def test_first_bad_line_is_named(api, line_5, code, where):
     lines = jsonl(tiny_examples(12)).splitlines(keepends=True)
     lines[4] = line_5
     job = api.fine_tuning.jobs.create(
@@ -336,7 +342,7 @@ def test_first_bad_line_is_named(api, line_5, code):
         code,
         "training_file",
     )
-    assert "line 5" in failed.error.message
+    assert where in failed.error.message
 
 
 def test_job_list_pagination(api):

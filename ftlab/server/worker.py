@@ -160,10 +160,10 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
             f"{MIN_EXAMPLES} examples",
             param,
         )
-    where = f"line {first.line}" if first.line is not None else "the file"
+    where = f"{first.where}: " if first.line is not None else ""  # `line 7, messages[2]: `
     code = "invalid_file_format" if first.code in FORMAT_CODES else "invalid_training_file"
     return failure(
-        code, f"{what} file {file_id} is invalid: {where}: {first.message} ({first.code})", param
+        code, f"{what} file {file_id} is invalid: {where}{first.message} ({first.code})", param
     )
 
 
