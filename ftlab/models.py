@@ -153,12 +153,11 @@ def _convert_gguf(target: Path) -> None:
     """De-quantise the GGUF file into a plain float32 safetensors folder at `target`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf = find_gguf()
-    with _LOADING:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+    gguf = find_gguf()  # called with _LOADING held (see prepare_base_model)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     # A model loaded from GGUF refuses save_pretrained and training; copy its
     # de-quantised weights into an ordinary model built from the same config.
     settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
@@ -178,7 +177,9 @@ def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
     folder = builtin_model_dir()
     if not rebuild and cache_problem(folder, deep=deep) is None:
         return folder
-    with _conversion_lock(folder):
+    # The load lock first, then the file lock, on every path (a load holding the one while
+    # waiting for the other in the other order would wait for ever).
+    with _LOADING, _conversion_lock(folder):
         if not rebuild and cache_problem(folder, deep=deep) is None:
             return folder  # another process finished it while we waited
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

@@ -47,7 +47,7 @@ def test_keys_readable_by_others_or_short_enough_to_guess_are_warned_about(tmp_p
     keys.write_text(f"ana sk-ana\nben {strong}\n")
     keys.chmod(0o644)
     readable, short = key_warnings(keys, load_keys(keys))
-    assert "can be read by other users" in readable and f"chmod 600 {keys}" in readable
+    assert "can be read or changed by other users" in readable and f"chmod 600 {keys}" in readable
     assert "1 key(s)" in short and "(ana)" in short and "secrets.token_urlsafe" in short
     keys.write_text(f"ben {strong}\n")
     keys.chmod(0o600)

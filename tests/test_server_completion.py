@@ -364,7 +364,9 @@ def test_steps_a_resumed_run_repeats_after_a_crash_are_shown_once(tmp_path):
     # The first run logged steps 1-3 (its epoch checkpoint is at 2) and then was killed.
     write_progress(store, job["id"], step(1, 0.9), step(2, 0.8, valid_loss=0.85), step(3, 0.7))
     Worker(store)._ingest(job["id"])
-    # Resumed from step 2's checkpoint, the run does step 3 again, then goes on.
+    # Resumed from step 2's checkpoint (a restart sets the job's step back to it, as
+    # `resumed_clock` does), the run does step 3 again, then goes on.
+    store.update_job(job["id"], step=2)
     write_progress(store, job["id"], step(3, 0.7), step(4, 0.6, valid_loss=0.65))
     Worker(store)._ingest(job["id"])
     metrics = [e for e in store.all_events(job["id"]) if e["type"] == "metrics"]

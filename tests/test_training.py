@@ -554,8 +554,8 @@ def _quick_step(model, optimizer, rows, *args, **kwargs):
 
 def test_resume_carries_on_the_token_count_and_the_time_so_far(data, tmp_path, monkeypatch):
     monkeypatch.setattr("ftlab.training.loop.take_step", _quick_step)
-    # With log_every=2 the checkpoint's last step (3) is not logged: the count of tokens
-    # trained so far must come from the checkpoint, not from the metrics log.
+    # The count of tokens trained so far comes from the checkpoint, not from the metrics log
+    # (which older versions left without the checkpoint's last step when log_every > 1).
     whole = train(tiny(data, tmp_path / "whole", log_every=2))
     polls = []
     cut = train(
@@ -594,10 +594,13 @@ def test_a_row_logged_every_few_steps_averages_those_steps(data, tmp_path, monke
     monkeypatch.setattr("ftlab.training.loop.take_step", step)
     run = train(tiny(data, tmp_path / "run", log_every=2, max_steps=5))
     rows = [r for r in read_metrics(run.metrics_path) if r["kind"] == "train"]
-    assert [r["step"] for r in rows] == [2, 4, 5]
-    # Means over the window's learned tokens: (4*10 + 2*30) / 40, (1*10 + 3*30) / 40, 5.
-    assert [r["train_loss"] for r in rows] == [2.5, 2.5, 5.0]
-    assert [r["train_mean_token_accuracy"] for r in rows] == [0.5, 0.5, 0.5]
+    # Every 2nd step, the epoch's last (3 steps an epoch: a window never spans a checkpoint,
+    # so a resumed run logs the same rows) and the last.
+    assert [r["step"] for r in rows] == [2, 3, 4, 5]
+    # Means over the window's learned tokens: (4*10 + 2*30) / 40, 1, 3, 5.
+    assert [r["train_loss"] for r in rows] == [2.5, 1.0, 3.0, 5.0]
+    assert [r["train_mean_token_accuracy"] for r in rows] == [0.5] * 4
+    assert run.final_train_loss == 5.0
 
 
 def test_resuming_a_finished_run_without_its_metrics_log_reports_no_loss(

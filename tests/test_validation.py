@@ -32,6 +32,7 @@ from ftlab.validation import (
     validate_bytes,
     validate_file,
 )
+from ftlab.validation.stats import count_tokens
 
 BROKEN = REPO / "data" / "broken"
 
@@ -278,6 +279,11 @@ def test_examples_ftlab_train_would_refuse_are_counted(tokenizer):
     assert report.stats["over_train_max_length"] == 1
     assert report.stats["train_max_length"] == TrainConfig(data="x", out="y").max_length
     assert "1 example(s) are longer than 2,048 tokens" in report.format_text()
+    # Past the model's own context, a larger given limit lets it through, but it is not
+    # "within the model's context".
+    longer = make_example("please help " * 4200, "other", None, "neutral")
+    report = validate_bytes(with_bad(longer), tokenizer=tokenizer, max_tokens=100_000)
+    assert report.valid and report.problems == []
 
 
 def test_what_the_checker_counts_is_what_training_learns(tokenizer):
@@ -315,6 +321,14 @@ def test_what_the_checker_counts_is_what_training_learns(tokenizer):
         assert report.stats["assistant_tokens_per_example"]["max"] == row.trained_tokens
     learned = tokenizer.decode([t for t in row.labels if t != IGNORE])
     assert learned.startswith("Hi! How can I help?") and "SmolLM" not in learned
+    # Replies that start with white space, which merges with the line break before them:
+    # counted from the whole rendering's tokens, as training labels them.
+    for reply in ("  indented code", "\n\nafter a blank line", "\n"):
+        turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": reply}]
+        example = {"messages": turns}
+        totals, replies, _ = count_tokens([example], tokenizer)
+        row = tokenize_example(tokenizer, example["messages"])
+        assert (totals[0], replies[0]) == (len(row), row.trained_tokens), repr(reply)
 
 
 def test_an_opening_reply_the_template_cannot_locate_is_learned_whole_with_a_warning(tokenizer):

@@ -76,11 +76,15 @@ MAKE_KEY = "python3 -c \"import secrets; print('sk-' + secrets.token_urlsafe(24)
 def key_warnings(path: str | Path, keys: dict[str, str]) -> list[str]:
     """What makes these keys unsafe for a class: a file other users may read, short keys."""
     warnings = []
-    mode = Path(path).stat().st_mode & 0o777
-    if mode & 0o077:
+    try:
+        mode = Path(path).stat().st_mode & 0o777
+    except OSError:  # gone since it was read: the next change of it is read again
+        mode = 0
+    if mode & 0o066:
         warnings.append(
-            f"The keys file {path} can be read by other users of this machine (mode {mode:o}): "
-            f"on a shared server any learner could take every key. Fix: chmod 600 {path}."
+            f"The keys file {path} can be read or changed by other users of this machine (mode "
+            f"{mode:o}): on a shared server any learner could take every key. Fix: chmod 600 "
+            f"{path}."
         )
     short = sorted(name for key, name in keys.items() if len(key) < MIN_KEY_LENGTH)
     if short:
@@ -143,6 +147,8 @@ class Authenticator:
         except KeysFileError as error:
             log.warning("%s The %d keys read before stay in force.", error, len(self.keys or {}))
             return
+        for warning in key_warnings(self.path, keys):
+            log.warning(warning)
         added = set(keys.values()) - set((self.keys or {}).values())
         removed = set((self.keys or {}).values()) - set(keys.values())
         self.keys = keys

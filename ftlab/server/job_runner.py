@@ -38,7 +38,7 @@ def main(job_dir: Path) -> int:
 
     def write(record: dict[str, Any]) -> None:
         # `at`: when it happened (the server may read the line much later, after a restart).
-        progress.write(json.dumps({**record, "at": int(time.time())}, default=str) + "\n")
+        progress.write(json.dumps({"at": int(time.time()), **record}, default=str) + "\n")
         progress.flush()
 
     held: list[dict[str, Any]] = []  # an epoch's last step, waiting for its validation
@@ -46,11 +46,12 @@ def main(job_dir: Path) -> int:
     def report(record: dict[str, Any]) -> None:
         """Write a training event; an epoch's last step and its validation become one line,
         so the job shows one metrics event per step, as OpenAI's jobs do."""
+        record = {**record, "at": int(time.time())}  # a held step keeps its own time
         if held:
             step = held.pop()
             if record["kind"] == "eval" and record["step"] == step["step"]:
                 record = {**step, **{k: v for k, v in record.items() if v is not None}}
-                record["kind"] = "step"
+                record.update(kind="step", at=step["at"])
             else:
                 write(step)
         ends_epoch = float(record["epoch"]).is_integer() or record["step"] == record["total_steps"]

@@ -93,12 +93,22 @@ def make_private(data_dir: Path) -> None:
     It holds every learner's uploads, models and the database; on a shared machine (The
     Littlest JupyterHub gives each learner a Unix account) a folder others may enter would
     let any learner read everyone's files, whatever their API keys."""
-    mode = data_dir.stat().st_mode & 0o777
-    if mode & 0o077 and data_dir.stat().st_uid == os.geteuid():
-        data_dir.chmod(mode & 0o700)
-        logging.getLogger("ftlab.server").info(
-            "data folder %s made private (mode %o, was %o)", data_dir, mode & 0o700, mode
+    status = data_dir.stat()
+    mode = status.st_mode & 0o777
+    if not mode & 0o077:
+        return
+    log = logging.getLogger("ftlab.server")
+    if status.st_uid != os.geteuid():
+        log.warning(
+            "The data folder %s (mode %o) belongs to another user, so this server cannot make "
+            "it private: other users of this machine may read the learners' files. Fix: give "
+            "the server a folder of its own with --data-dir.",
+            data_dir,
+            mode,
         )
+        return
+    data_dir.chmod(0o700)
+    log.info("data folder %s made private (mode 700, was %o)", data_dir, mode)
 
 
 @contextlib.contextmanager

@@ -470,6 +470,16 @@ class Store:
         )
         return [(row["data"]["step"], row["created_at"]) for row in rows if row["data"]]
 
+    def last_metrics_step(self, job_id: str) -> int:
+        """The highest step with a metrics event (0 if none): the job's own `step` goes back
+        to its checkpoint's when a restart resumes it, this does not."""
+        row = self._one(
+            "SELECT MAX(json_extract(data, '$.step')) AS step FROM events "
+            "WHERE job_id = ? AND type = 'metrics'",
+            (job_id,),
+        )
+        return int(row["step"] or 0) if row else 0
+
     def list_events(self, job_id: str, after: str | None, limit: int) -> Page:
         return self.page("events", "job_id = ?", (job_id,), after=after, limit=limit)
 

@@ -505,7 +505,7 @@ class Worker:
         if job["status"] != "running":
             self.store.update_job(job_id, **done)
             return
-        if kind == "step" and record["step"] <= (job.get("step") or 0):
+        if kind == "step" and record["step"] <= self.store.last_metrics_step(job_id):
             # A run resumed from its checkpoint after a crash repeats the steps after it (with
             # the same results): their events are already there.
             self.store.update_job(job_id, **done)

@@ -473,7 +473,9 @@ def train(
     event("start")
     last_train = last_valid = None
     # Loss and accuracy logged every log_every steps are the window's means over its
-    # learned tokens (one step's values would hide the steps between logs).
+    # learned tokens (one step's values would hide the steps between logs). An epoch's last
+    # step is always logged, so a window never spans a checkpoint and a resumed run logs the
+    # same rows as one that was never stopped.
     window_loss = window_correct = window_learned = 0.0
     for epoch in range(first_epoch, epochs + 1):
         for indices in epoch_batches(lengths, config.batch_size, config.seed, epoch):
@@ -495,8 +497,8 @@ def train(
             window_loss += last_train * learned
             window_correct += correct
             window_learned += learned
-            if step % config.log_every == 0 or step == total_steps:
-                loss = window_loss / window_learned
+            if step % config.log_every == 0 or step % per_epoch == 0 or step == total_steps:
+                loss = last_train = window_loss / window_learned  # the result reports it too
                 accuracy = window_correct / window_learned
                 window_loss = window_correct = window_learned = 0.0
                 done = event(

@@ -200,15 +200,18 @@ def _learned(message: dict) -> bool:
     return message["role"] == "assistant" and message.get("weight", 1) != 0
 
 
-def _reply_spans(render: _Renderer, messages: list[dict], full: str) -> list[str] | None:
-    """The learned text of each learned reply, cut out of `full` (one rendering per message):
-    from after the generation prompt that precedes the reply to the end of the reply. None
-    when the template's rendering cannot be cut this way (`reply_bounds` is used instead)."""
+def _reply_spans(
+    render: _Renderer, messages: list[dict], full: str
+) -> list[tuple[int, int]] | None:
+    """The character spans of `full` (the one rendering of the example) that training learns:
+    each learned reply from after the generation prompt before it to its end, found from one
+    rendering per message. None when the template's rendering cannot be cut this way
+    (`reply_bounds` is used instead)."""
     cue = render.appended_cue()
     ends = render.message_ends(messages, full) if cue is not None else None
     if ends is None:
         return None
-    texts = []
+    spans = []
     for index, message in enumerate(messages):
         if not _learned(message):
             continue
@@ -218,8 +221,58 @@ def _reply_spans(render: _Renderer, messages: list[dict], full: str) -> list[str
             start = ends[index - 1] + len(cue)
         else:
             return None
-        texts.append(full[start : ends[index]])
-    return texts
+        spans.append((start, ends[index]))
+    return spans
+
+
+def _tokens_in_spans(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> int:
+    """How many tokens start inside a span: what training labels (`tokenize_example`), in
+    one pass over both (each is in order)."""
+    count, k = 0, 0
+    for start, end in offsets:
+        if end <= start:
+            continue
+        while k < len(spans) and spans[k][1] <= start:
+            k += 1
+        if k < len(spans) and spans[k][0] <= start:
+            count += 1
+    return count
+
+
+Spans = list[tuple[int, int]]  # character ranges of a rendering
+
+
+def _span_counts(tokenizer: Any, items: list[tuple[str, Spans]]) -> list[tuple[int, int]]:
+    """(tokens, learned tokens) of each (rendering, learned spans), in batches. Learned tokens
+    are counted from the one tokenization's offsets, exactly as training labels them; a
+    tokenizer without offsets (slow ones) counts each span's own text instead."""
+    counts = []
+    for first in range(0, len(items), TOKENIZE_BATCH):
+        batch = items[first : first + TOKENIZE_BATCH]
+        texts = [text for text, _ in batch]
+        try:
+            rows = tokenizer(
+                texts,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+            )["offset_mapping"]
+        except Exception:  # noqa: BLE001 - no offsets, or unencodable characters
+            rows = None
+        if rows is not None and len(rows) == len(batch):
+            pairs = zip(rows, batch, strict=True)
+            counts += [
+                (len(offsets), _tokens_in_spans(offsets, spans)) for offsets, (_, spans) in pairs
+            ]
+            continue
+        totals = _batch_lengths(tokenizer, texts)
+        pieces = [text[a:b] for text, spans in batch for a, b in spans]
+        lengths = iter(_token_lengths(tokenizer, pieces))
+        counts += [
+            (total, sum(next(lengths) for _ in spans))
+            for total, (_, spans) in zip(totals, batch, strict=True)
+        ]
+    return counts
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
@@ -263,26 +316,25 @@ class _Texts:
 def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], list[int], int]:
     """Per example: templated tokens, learned assistant tokens; and how many renders fell back.
 
-    A reply's learned tokens are those of its text cut out of the one rendering of the whole
-    example (`_reply_spans`): linear in the example's length. A template that does not render
-    messages one after another needs the old way, `reply_bounds`, which renders and tokenizes
-    every prefix (quadratic), so there it is used only for examples within the model's
-    context; a longer one (cut off by training anyway) counts its replies' own text.
+    Each example is rendered once and tokenized once; its learned tokens are those that start
+    in its replies' spans (`_reply_spans`, `_span_counts`): linear in the example's length. A
+    template that does not render messages one after another needs the old way,
+    `reply_bounds`, which renders and tokenizes every prefix (quadratic), so there it is used
+    only for examples within the model's context; a longer one (cut off by training anyway)
+    counts its replies' own text.
     """
     renderer = _Renderer(tokenizer)
-    texts = _Texts()
-    fulls, spans, rest = [], [], []
+    items, rest = [], []
     for number, example in enumerate(examples):
         messages = example["messages"]
         full = renderer(messages)
-        fulls.append(texts.add(full))
-        cut = _reply_spans(renderer, messages, full)
-        spans.append(None if cut is None else [texts.add(t) for t in cut])
-        if cut is None:
+        spans = _reply_spans(renderer, messages, full)
+        if spans is None:
             rest.append(number)
-    lengths = texts.lengths(tokenizer)
-    totals = [lengths[slot] for slot in fulls]
-    replies = [sum(lengths[slot] for slot in row) if row is not None else 0 for row in spans]
+        items.append((full, spans or []))
+    counted = _span_counts(tokenizer, items)
+    totals = [total for total, _ in counted]
+    replies = [learned for _, learned in counted]
     for number, learned in _count_by_prefix(renderer, examples, rest, totals):
         replies[number] = learned
     return totals, replies, renderer.fallbacks
@@ -372,9 +424,10 @@ def file_stats(
         context = max_tokens if max_tokens is not None else model_context
         if context is not None:
             too_long = [(i, t) for i, t in enumerate(totals) if t > context]
-        over_train = [
-            (i, t) for i, t in enumerate(totals) if TRAIN_MAX_LENGTH < t <= (context or t)
-        ]
+        # Within both the context checked and the model's own (the warning says "within the
+        # model's context"); longer ones get `too_long`, or were let through by a given limit.
+        bound = min((c for c in (context, model_context) if c is not None), default=None)
+        over_train = [(i, t) for i, t in enumerate(totals) if TRAIN_MAX_LENGTH < t <= (bound or t)]
         # Only the model's context cuts what is trained (and billed); a given limit only flags.
         trained = [min(t, model_context) if model_context else t for t in totals]
         stats.update(
