@@ -5,6 +5,8 @@ One single-user server (upload limit 0.3 MB) serves the whole module.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -478,6 +480,16 @@ def test_chat_request_errors(api):
     for settings in ({"temperature": 1e-45, "seed": 1}, {"top_p": 0}):  # both greedy
         answer = api.chat.completions.create(model=BASE, messages=HELLO, max_tokens=4, **settings)
         assert answer.choices[0].message.content == greedy.choices[0].message.content
+
+
+def test_a_request_body_sent_in_chunks_is_refused_once_it_passes_the_limit(server):
+    """No Content-Length to refuse it by: the bytes read are counted instead."""
+    message = {"role": "user", "content": "x" * 3_000_000}
+    body = json.dumps({"model": BASE, "messages": [message]}).encode()
+    pieces = (body[at : at + 65536] for at in range(0, len(body), 65536))
+    response = raw(server, "POST", "/chat/completions", content=pieces)
+    assert_error(response, 413, code="request_too_large")
+    assert "more than that" in response.json()["error"]["message"]
 
 
 @pytest.mark.slow

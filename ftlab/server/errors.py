@@ -154,31 +154,49 @@ def validation_error(error: RequestValidationError, required: Sequence[str] = ()
 MAX_JSON_BODY_BYTES = 2 * 2**20
 
 
+# A declared body up to this size is read and dropped before the 413, so that the client,
+# still sending, reads the answer; a larger one is answered at once (the connection closes).
+DRAIN_AT_MOST_BYTES = 64 * 2**20
+
+
+def _too_large(size: str) -> str:
+    return (
+        f"Request too large: {size}, and this server accepts at most {MAX_JSON_BODY_BYTES:,} "
+        "bytes for a request (a chat's whole context fits in far less). Send a shorter "
+        "conversation."
+    )
+
+
 class JsonBodyLimit:
-    """ASGI middleware: refuse a request body over MAX_JSON_BODY_BYTES (by its Content-Length)
-    with a 413, except uploads. Plain ASGI, not `@app.middleware`: that wrapper hides a
-    client's hang-up from the chat endpoints, which stop decoding for clients that left."""
+    """ASGI middleware: refuse a request body over MAX_JSON_BODY_BYTES with a 413, except
+    uploads: at once when its Content-Length says so, else (a chunked body) when the bytes
+    read pass the limit. Plain ASGI, not `@app.middleware`: that wrapper hides a client's
+    hang-up from the chat endpoints, which stop decoding for clients that left."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and not scope["path"].rstrip("/").endswith("/files"):
-            declared = dict(scope["headers"]).get(b"content-length", b"").decode()
-            if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
-                message = {"more_body": True}
-                while message.get("more_body"):  # drain, so the client reads the answer
-                    message = await receive()
-                error = APIError(
-                    413,
-                    f"Request too large: {int(declared):,} bytes, and this server accepts at "
-                    f"most {MAX_JSON_BODY_BYTES:,} for a request (a chat's whole context fits "
-                    "in far less). Send a shorter conversation.",
-                    code="request_too_large",
-                )
-                await _response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"].rstrip("/").endswith("/files"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode()
+        if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+            message = {"more_body": int(declared) <= DRAIN_AT_MOST_BYTES}
+            while message.get("more_body"):  # drain, so the client reads the answer
+                message = await receive()
+            error = APIError(413, _too_large(f"{int(declared):,} bytes"), code="request_too_large")
+            return await _response(error)(scope, receive, send)
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_JSON_BODY_BYTES:  # FastAPI passes an HTTPException on as it is
+                raise StarletteHTTPException(413, _too_large("more than that"))
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -198,7 +216,8 @@ def install_handlers(app: FastAPI) -> None:
             message = f"Invalid URL ({request.method} {request.url.path})"
             code = "unknown_url" if error.status_code == 404 else "method_not_allowed"
         else:
-            message, code = str(error.detail), None
+            message = str(error.detail)
+            code = "request_too_large" if error.status_code == 413 else None
         return _response(APIError(error.status_code, message, code=code))
 
     @app.exception_handler(Exception)
