@@ -195,6 +195,12 @@ WARNING_CASES = {
         3,
         "end with the assistant",
     ),
+    "empty_reply": (
+        with_bad(edited(lambda e: e["messages"][2].update(content=" \n"))),
+        3,
+        2,
+        '"weight": 0',
+    ),
     "duplicate_example": (
         jsonl([good(i) for i in range(10)] + [good(4)]),
         11,

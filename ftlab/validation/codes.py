@@ -38,6 +38,7 @@ WARNING_CODES: dict[str, str] = {
     "too_long": "longer than the model's context: OpenAI truncates it, `ftlab train` refuses it",
     "over_train_max_length": "within the model's context, but longer than the 2,048 tokens "
     "`ftlab train` and the course server take",
+    "empty_reply": "a learned assistant reply is empty (or only white space)",
     "duplicate_example": "the same example appears on an earlier line",
     "overlap_with_split": "the same user message is in the other split (leakage)",
     "against_unreadable": "lines of an --against file could not be read, so were not compared",

@@ -524,6 +524,21 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
                 line=number,
             )
         )
+    for index, message in enumerate(messages):
+        content = message.get("content")  # missing or null: errors of their own
+        empty = isinstance(content, str) and not content.strip()
+        learned = message["role"] == "assistant" and message.get("weight") != 0
+        if learned and empty and not message.get("tool_calls"):
+            problems.append(
+                Problem(
+                    "empty_reply",
+                    "the assistant reply is empty, so training teaches the model to answer with "
+                    "nothing (help-desk exports write one for a ticket closed without a reply); "
+                    'write the reply, give it "weight": 0, or remove the example',
+                    line=number,
+                    message_index=index,
+                )
+            )
     if not any(m["role"] == "system" for m in messages):
         problems.append(
             Problem(
