@@ -565,6 +565,10 @@ def test_cli_rejects_a_bad_price_or_epochs(capsys):
     result = json.loads(printed.out)  # still the one JSON object a script parses
     assert result["valid"] is False and result["errors"][0]["code"] == "invalid_argument"
     assert "argument --epochs: must be 1 or more, not 0" in result["errors"][0]["message"]
+    # A limit on token counts that are not counted would pass every file silently.
+    both = ["--max-tokens", "10", "--no-tokens"]
+    assert cli.main(["validate", str(BROKEN / "too_few.jsonl"), *both]) == 2
+    assert "which --no-tokens skips" in capsys.readouterr().err
 
 
 def test_cli_json_is_one_object(capsys, tmp_path):

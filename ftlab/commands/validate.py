@@ -36,6 +36,11 @@ def _option_problem(args: argparse.Namespace) -> str | None:
             setattr(args, option[2:].replace("-", "_"), positive_int(value))
         except argparse.ArgumentTypeError as error:
             return f"argument {option}: {error}"
+    if args.no_tokens and args.max_tokens is not None:
+        return (
+            "argument --max-tokens: it checks examples' token counts, which --no-tokens skips; "
+            "leave one of the two out"
+        )
     if args.price_per_million is not None:
         try:
             resolve_price(args.price_per_million)
