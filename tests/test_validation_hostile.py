@@ -65,6 +65,10 @@ def test_json_hint_reads_the_error_position_not_the_strings():
     assert "cut off" in cut and "Python dict" not in cut
     ended_with_comma = check(with_bad(json.dumps(good(0)) + ",")).errors[0].message
     assert "remove the comma at the end of the line" in ended_with_comma
+    # An LF file with one old-Mac line end: two examples on what the parser calls one line.
+    lone_cr = json.dumps(good(0)) + "\r" + json.dumps(good(1))
+    message = check(with_bad(lone_cr)).errors[0].message
+    assert "lone carriage return" in message and "convert the file's line ends to LF" in message
 
 
 # --- 3. --against files that cannot be read ---------------------------------------------------

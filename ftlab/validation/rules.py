@@ -162,6 +162,12 @@ def _json_hint(text: str, error: json.JSONDecodeError) -> str:
     if error.msg.startswith("Extra data"):
         if rest.strip() == ",":
             return "remove the comma at the end of the line: JSONL separates examples by lines"
+        if text[: error.pos].rstrip(" \t").endswith("\r"):  # the parser skipped it
+            return (
+                "a lone carriage return (an old Mac line end, which most editors show as a new "
+                "line) separates two examples here, so the line numbers after it are one lower "
+                "than your editor shows; convert the file's line ends to LF (\\n)"
+            )
         return "there is more than one JSON value on the line: put each example on its own line"
     if error.msg.startswith("Unterminated") or not rest.strip():
         return (
