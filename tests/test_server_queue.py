@@ -83,6 +83,42 @@ def test_one_slot_takes_turns_so_a_learners_second_job_waits(tmp_path, monkeypat
     assert started == ["ftjob-ana1", "ftjob-ben1", "ftjob-ana2"]
 
 
+def test_file_checks_take_turns_by_learner(tmp_path, monkeypatch):
+    """ana creates three jobs on a large file (each check reads and tokenizes all of it),
+    then ben one: ben's is checked second, not after all of ana's."""
+    store = Store(tmp_path)
+    jobs = (
+        ("ftjob-ana1", "ana"),
+        ("ftjob-ana2", "ana"),
+        ("ftjob-ana3", "ana"),
+        ("ftjob-ben1", "ben"),
+    )
+    for job_id, owner in jobs:
+        store.add_job(
+            {
+                "id": job_id,
+                "owner": owner,
+                "org": owner,
+                "created_at": 1,
+                "model": BASE,
+                "status": "validating_files",
+                "training_file": "file-x",
+                "seed": 0,
+                "hyperparameters": {},
+            }
+        )
+    worker = Worker(store)
+    checked = []
+
+    def validate(job: dict) -> None:  # what `Worker._validate` ends with, without the check
+        checked.append(job["id"])
+        store.update_job(job["id"], status="queued")
+
+    monkeypatch.setattr(worker, "_validate", validate)
+    worker.check_files()
+    assert checked == ["ftjob-ana1", "ftjob-ben1", "ftjob-ana2", "ftjob-ana3"]
+
+
 def test_threads_are_shared_out_only_between_parallel_jobs(monkeypatch):
     monkeypatch.delenv("FTLAB_THREADS", raising=False)
     assert threads_per_job(1) is None  # a lone job picks its own count, as `ftlab train` does

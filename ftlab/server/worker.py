@@ -24,6 +24,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -208,6 +209,7 @@ class Worker:
         self._checker = threading.Thread(target=self._check_loop, name="ftlab-files", daemon=True)
         self._running: dict[str, RunningJob] = {}  # by job id
         self._replayed: dict[str, dict[str, Any]] = {}  # metrics of jobs read back on recovery
+        self._last_checked: dict[str, float] = {}  # by owner: whose turn it is to be checked
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -261,10 +263,20 @@ class Worker:
             self._checks_due.clear()
 
     def check_files(self) -> None:
-        """Check the files of every job in `validating_files`, queueing those that pass."""
-        for job in self.store.jobs_with_status("validating_files"):
-            if self._stopping.is_set():
+        """Check the files of every job in `validating_files`, queueing those that pass.
+
+        Learners take turns, as for training: the next job checked is the oldest of the
+        learner whose last check is longest ago, so one learner's many jobs on a large file
+        (a check reads and tokenizes all of it) do not hold up everyone else's."""
+        done: set[str] = set()
+        while not self._stopping.is_set():
+            waiting = self.store.jobs_with_status("validating_files")
+            waiting = [job for job in waiting if job["id"] not in done]
+            if not waiting:
                 return
+            job = min(waiting, key=lambda j: self._last_checked.get(j["owner"], -math.inf))
+            self._last_checked[job["owner"]] = time.monotonic()
+            done.add(job["id"])
             self._guarded(job["id"], self._validate, job)
             self._wake.set()  # a job may be queued now
 
