@@ -425,6 +425,23 @@ def test_an_encoding_error_gives_the_character_column():
     assert "éééé" in problem.message  # the sound é as é, the bad byte read as Windows-1252
 
 
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        (b"caf\xe9 au lait", "saved as Latin-1 or Windows-1252"),  # Windows-1252 text
+        (b"caf\xe9", "saved as Latin-1 or Windows-1252"),  # ... ending a string
+        (b"caf\xc3", "a UTF-8 character is cut short"),  # an export cut "caf\xc3\xa9" short
+        (b"euro \xe2\x82 sign", "a UTF-8 character is cut short"),
+        (b"smile \xed\xa0\xbd\xed\xb8\x80", "surrogate pair written as bytes (CESU-8"),
+    ],
+    ids=["latin-1", "latin-1 at the end", "cut at the end", "cut inside", "cesu-8"],
+)
+def test_an_encoding_error_says_which_kind_it_probably_is(text, phrase):
+    line = b'{"messages": [{"role": "user", "content": "' + text + b'"}]}'
+    problem = check(with_bad(line)).problems[0]
+    assert problem.code == "invalid_encoding" and phrase in problem.message
+
+
 def test_carriage_returns_between_tokens_are_json_whitespace_not_line_ends():
     line = json.dumps(good(1), separators=(",\r", ":")).encode()  # no LF anywhere
     report = check(line)

@@ -144,13 +144,53 @@ def decode_line(number: int, raw: bytes) -> tuple[str | None, Problem | None]:
         except UnicodeDecodeError:
             after = window.decode("latin-1")
         guess = f" (read as Windows-1252 the text there is {show(before[-25:] + after)})"
+        why = (
+            "; the file was probably saved as Latin-1 or Windows-1252: save it as UTF-8 (in "
+            "Python, open(path, 'w', encoding='utf-8'); in Excel, 'CSV UTF-8')"
+        )
+        if _surrogate_bytes(raw, error.start):
+            guess, why = (
+                "",
+                (
+                    ": it starts half of a surrogate pair written as bytes (CESU-8, what Java's "
+                    "modified UTF-8 and MySQL's 3-byte utf8 write for emoji); export the data as "
+                    "real UTF-8 (utf8mb4 in MySQL), or re-encode those characters"
+                ),
+            )
+        elif _cut_character(raw, error.start):
+            guess, why = (
+                "",
+                (
+                    ": a UTF-8 character is cut short here (an export that cuts text at a byte "
+                    "limit does this); delete the broken character, or export again without the limit"
+                ),
+            )
         return None, Problem(
             "invalid_encoding",
-            f"byte 0x{bad} at column {len(before) + 1} is not valid UTF-8{guess}; the file was "
-            "probably saved as Latin-1 or Windows-1252: save it as UTF-8 (in Python, "
-            "open(path, 'w', encoding='utf-8'); in Excel, 'CSV UTF-8')",
+            f"byte 0x{bad} at column {len(before) + 1} is not valid UTF-8{guess}{why}",
             line=number,
         )
+
+
+def _surrogate_bytes(raw: bytes, at: int) -> bool:
+    """True when the bytes at `at` are a UTF-16 surrogate encoded as UTF-8 (ED A0-BF ..)."""
+    return raw[at] == 0xED and len(raw) > at + 1 and 0xA0 <= raw[at + 1] <= 0xBF
+
+
+def _cut_character(raw: bytes, at: int) -> bool:
+    """True when the bytes at `at` look like a UTF-8 character cut short rather than Latin-1
+    text: a lead byte with some but too few continuation bytes, or one that Latin-1 text
+    rarely ends a string with (Â, Ã, â, ð) at the end of a string or of the line."""
+    lead = raw[at]
+    needed = 1 if 0xC2 <= lead <= 0xDF else 2 if 0xE0 <= lead <= 0xEF else 3 if lead <= 0xF4 else 0
+    if not needed or lead < 0xC2:
+        return False
+    following = raw[at + 1 : at + 1 + needed]
+    continued = len(following) - len(following.lstrip(bytes(range(0x80, 0xC0))))
+    if 0 < continued < needed:
+        return True
+    ends = following[:1] in (b"", b'"', b"\n", b"\r")
+    return continued == 0 and ends and lead in (0xC2, 0xC3, 0xE2, 0xF0)
 
 
 CURLY_QUOTES = "\u201c\u201d\u2018\u2019"
