@@ -43,9 +43,13 @@ def only_error(report) -> tuple[int | None, str, str]:
     ids=["array", "one-line array", "pretty objects", "pretty and broken"],
 )
 def test_whole_file_json_is_one_error_at_line_1(text, shape):
-    line, code, message = only_error(check(text.encode()))
+    report = check(text.encode())
+    line, code, message = only_error(report)
     assert (line, code) == (1, "invalid_json")
     assert shape in message and "not JSON Lines" in message and "json.dumps(example)" in message
+    # No line was read as an example, but the statistics still count the file's lines.
+    assert report.stats["n_lines"] == sum(1 for t in text.splitlines() if t.strip())
+    assert report.stats["n_examples"] == 0 and report.stats["epochs_rule"] is None
 
 
 def test_a_jsonl_line_holding_a_list_of_messages_is_still_not_an_object():

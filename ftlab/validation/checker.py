@@ -376,9 +376,11 @@ def validate_bytes(
     if count_tokens and (tokenizer is None or isinstance(tokenizer, str)):
         tokenizer = cached_tokenizer(tokenizer)
     examples = [r.example for r in accepted]
+    # A whole-file problem (a JSON array, UTF-16) reads no lines, but the file still has them.
+    lines = len(attempted) if results else sum(1 for line in data.splitlines() if line.strip())
     stats, too_long, over_train = file_stats(
         examples,
-        len(attempted),
+        lines,
         tokenizer=tokenizer if count_tokens else None,
         max_tokens=max_tokens,
         epochs=epochs,

@@ -149,21 +149,18 @@ def decode_line(number: int, raw: bytes) -> tuple[str | None, Problem | None]:
             "Python, open(path, 'w', encoding='utf-8'); in Excel, 'CSV UTF-8')"
         )
         if _surrogate_bytes(raw, error.start):
-            guess, why = (
-                "",
-                (
-                    ": it starts half of a surrogate pair written as bytes (CESU-8, what Java's "
-                    "modified UTF-8 and MySQL's 3-byte utf8 write for emoji); export the data as "
-                    "real UTF-8 (utf8mb4 in MySQL), or re-encode those characters"
-                ),
+            guess = ""
+            why = (
+                ": it starts half of a surrogate pair written as bytes (CESU-8, what Java's "
+                "modified UTF-8 and MySQL's 3-byte utf8 write for emoji); export the data as "
+                "real UTF-8 (utf8mb4 in MySQL), or re-encode those characters"
             )
         elif _cut_character(raw, error.start):
-            guess, why = (
-                "",
-                (
-                    ": a UTF-8 character is cut short here (an export that cuts text at a byte "
-                    "limit does this); delete the broken character, or export again without the limit"
-                ),
+            guess = ""
+            why = (
+                ": a UTF-8 character is cut short here (an export that cuts text at a byte "
+                "limit does this); delete the broken character, or export again without the "
+                "limit"
             )
         return None, Problem(
             "invalid_encoding",

@@ -409,7 +409,9 @@ def file_stats(
         "over_train_max_length": None,
         "train_max_length": TRAIN_MAX_LENGTH,
         "epochs": epochs if epochs is not None else (auto_epochs(n) if n else None),
-        "epochs_rule": "given" if epochs is not None else f"auto: OpenAI's rule for {n} examples",
+        "epochs_rule": "given"
+        if epochs is not None
+        else (f"auto: OpenAI's rule for {n} examples" if n else None),
         "billed_tokens": None,
         "price_per_million": None,
         "price_source": None,
