@@ -48,24 +48,32 @@ def test_next_job_takes_turns_by_learner_when_nothing_runs():
     assert next_job(queued, [], {"ana": 10, "ben": 50, "cy": 50})["id"] == "ftjob-1"
 
 
+def jobs_of(folder: Path, status: str, **counts: int) -> Store:
+    """A store with jobs in `status`, created learner by learner in the order given:
+    `ana=2, ben=1` makes ftjob-ana1, ftjob-ana2, then ftjob-ben1."""
+    store = Store(folder)
+    for owner, count in counts.items():
+        for number in range(1, count + 1):
+            store.add_job(
+                {
+                    "id": f"ftjob-{owner}{number}",
+                    "owner": owner,
+                    "org": owner,
+                    "created_at": 1,
+                    "model": BASE,
+                    "status": status,
+                    "training_file": "file-x",
+                    "seed": 0,
+                    "hyperparameters": {},
+                }
+            )
+    return store
+
+
 def test_one_slot_takes_turns_so_a_learners_second_job_waits(tmp_path, monkeypatch):
     """The default, one job at a time: ana queues two jobs, then ben one. ben's runs
     between ana's two, not after both."""
-    store = Store(tmp_path)
-    for job_id, owner in (("ftjob-ana1", "ana"), ("ftjob-ana2", "ana"), ("ftjob-ben1", "ben")):
-        store.add_job(
-            {
-                "id": job_id,
-                "owner": owner,
-                "org": owner,
-                "created_at": 1,
-                "model": BASE,
-                "status": "queued",
-                "training_file": "file-x",
-                "seed": 0,
-                "hyperparameters": {},
-            }
-        )
+    store = jobs_of(tmp_path, "queued", ana=2, ben=1)
     worker = Worker(store)
     started = []
 
@@ -87,26 +95,7 @@ def test_file_checks_take_turns_by_learner(tmp_path, monkeypatch):
     """ana creates three jobs on a large file (each check reads and tokenizes all of it),
     then ben one: ben's is checked second, not after all of ana's."""
     store = Store(tmp_path)
-    jobs = (
-        ("ftjob-ana1", "ana"),
-        ("ftjob-ana2", "ana"),
-        ("ftjob-ana3", "ana"),
-        ("ftjob-ben1", "ben"),
-    )
-    for job_id, owner in jobs:
-        store.add_job(
-            {
-                "id": job_id,
-                "owner": owner,
-                "org": owner,
-                "created_at": 1,
-                "model": BASE,
-                "status": "validating_files",
-                "training_file": "file-x",
-                "seed": 0,
-                "hyperparameters": {},
-            }
-        )
+    store = jobs_of(tmp_path, "validating_files", ana=3, ben=1)
     worker = Worker(store)
     checked = []
 
