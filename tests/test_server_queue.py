@@ -94,7 +94,6 @@ def test_one_slot_takes_turns_so_a_learners_second_job_waits(tmp_path, monkeypat
 def test_file_checks_take_turns_by_learner(tmp_path, monkeypatch):
     """ana creates three jobs on a large file (each check reads and tokenizes all of it),
     then ben one: ben's is checked second, not after all of ana's."""
-    store = Store(tmp_path)
     store = jobs_of(tmp_path, "validating_files", ana=3, ben=1)
     worker = Worker(store)
     checked = []
