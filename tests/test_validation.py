@@ -170,6 +170,12 @@ ERROR_CASES = {
         2,
         "0 (do not learn this reply) or 1",
     ),
+    "invalid_field": (
+        with_bad(edited(lambda e: e["messages"][1].update(name=5))),
+        3,
+        1,
+        "it must be a string",
+    ),
     "weight_not_on_assistant": (
         with_bad(edited(lambda e: e["messages"][0].update(weight=1))),
         3,

@@ -446,6 +446,27 @@ def test_an_encoding_error_says_which_kind_it_probably_is(text, phrase):
     assert problem.code == "invalid_encoding" and phrase in problem.message
 
 
+def test_optional_fields_of_the_wrong_type_are_errors_openai_would_give():
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    cases = {
+        "tool_call_id": lambda e: e["messages"].insert(
+            2, {"role": "tool", "tool_call_id": 7, "content": "done"}
+        ),
+        "on a tool message": lambda e: e["messages"].insert(
+            2, {"role": "tool", "tool_call_id": "c1", "content": "x", "tool_calls": [call]}
+        ),
+        "tools": lambda e: e.update(tools="oops"),
+        "parallel_tool_calls": lambda e: e.update(parallel_tool_calls="yes"),
+    }
+    for phrase, change in cases.items():
+        report = check(with_bad(edited(change)))
+        fields = [p for p in report.errors if p.code == "invalid_field"]
+        assert len(fields) == 1 and phrase in fields[0].message, report.format_text()
+        assert fields[0].line == 3
+    sound = edited(lambda e: e.update(tools=[], parallel_tool_calls=False))
+    assert check(with_bad(sound)).valid
+
+
 def test_carriage_returns_between_tokens_are_json_whitespace_not_line_ends():
     line = json.dumps(good(1), separators=(",\r", ":")).encode()  # no LF anywhere
     report = check(line)

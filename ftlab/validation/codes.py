@@ -24,6 +24,8 @@ ERROR_CODES: dict[str, str] = {
     "invalid_content": "`content` is neither a string nor null-with-tool_calls",
     "unrecognized_key": "a key the chat format does not allow",
     "no_assistant_message": "the example has no assistant message to learn from",
+    "invalid_field": "`name`, `tool_call_id`, `tools` or `parallel_tool_calls` has the wrong type, "
+    "or `tool_calls` is on a message that is not the assistant's",
     "invalid_weight": "`weight` is not 0 or 1",
     "weight_not_on_assistant": "`weight` on a message that is not from the assistant",
     "empty_file": "no examples at all",

@@ -332,6 +332,7 @@ def check_example(number: int, value: Any) -> list[Problem]:
         for key in value
         if key not in TOP_LEVEL_KEYS
     ]
+    problems.extend(_top_level_field_problems(value, number))
     if "messages" not in value:
         problems.append(
             Problem(
@@ -476,6 +477,7 @@ def check_message(number: int, index: int, message: Any) -> list[Problem]:
             problems.append(
                 problem("invalid_content", f"{calls_issue}; write it as {TOOL_CALLS_FORM}")
             )
+    problems.extend(_field_problems(message, role, problem))
     if "weight" in message:
         weight = message["weight"]
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight not in (0, 1):
@@ -495,6 +497,44 @@ def check_message(number: int, index: int, message: Any) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _field_problems(message: dict, role: Any, problem) -> list[Problem]:
+    """Wrong types of a message's optional fields, which OpenAI refuses too."""
+    problems = [
+        problem(
+            "invalid_field",
+            f'"{key}" is {type_name(message[key])}; it must be a string (write it in quotes)',
+        )
+        for key in ("name", "tool_call_id")
+        if key in message and not isinstance(message[key], str)
+    ]
+    if "tool_calls" in message and role in ALLOWED_ROLES and role != "assistant":
+        problems.append(
+            problem(
+                "invalid_field",
+                f'"tool_calls" is on a {role} message; only the assistant calls tools: move '
+                "the calls to the assistant message that made them",
+            )
+        )
+    return problems
+
+
+def _top_level_field_problems(value: dict, number: int) -> list[Problem]:
+    """Wrong types of the example's `tools` (a list) and `parallel_tool_calls` (true/false)."""
+    expected = {
+        "tools": (list, "a list of tool definitions"),
+        "parallel_tool_calls": (bool, "true or false"),
+    }
+    return [
+        Problem(
+            "invalid_field",
+            f'"{key}" is {type_name(value[key])}; it must be {what}',
+            line=number,
+        )
+        for key, (kind, what) in expected.items()
+        if key in value and not isinstance(value[key], kind)
+    ]
 
 
 def _no_content(problem, present: bool, calls_issue: str | None) -> Problem:
