@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -19,6 +20,29 @@ def template_message(message: dict) -> dict[str, str]:
     if message.get("tool_calls"):
         text += json.dumps(message["tool_calls"])
     return {"role": message["role"], "content": text}
+
+
+def is_learned(message: dict) -> bool:
+    """Whether training learns this message: an assistant reply without `weight: 0`."""
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
+
+
+def learned_positions(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> Iterator[int]:
+    """The positions of the tokens that training learns: those that start inside a span of
+    learned text (`offsets` are the tokens' character spans, in order, as are `spans`).
+
+    Training labels these positions and the checker counts them, so the two agree.
+    """
+    k = 0
+    for position, (start, end) in enumerate(offsets):
+        if end <= start:  # a token with no text of its own
+            continue
+        while k < len(spans) and spans[k][1] <= start:
+            k += 1
+        if k < len(spans) and spans[k][0] <= start:
+            yield position
 
 
 def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:

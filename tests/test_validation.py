@@ -341,6 +341,11 @@ def test_what_the_checker_counts_is_what_training_learns(tokenizer):
         totals, replies, _ = count_tokens([example], tokenizer)
         row = tokenize_example(tokenizer, example["messages"])
         assert (totals[0], replies[0]) == (len(row), row.trained_tokens), repr(reply)
+    # A character the tokenizer cannot encode (a lone surrogate) in one example of a batch
+    # leaves the others counted as training labels them.
+    bad = {"messages": [{"role": "user", "content": "q \ud800"}, turns[1]]}
+    totals, replies, _ = count_tokens([bad, example], tokenizer)
+    assert (totals[1], replies[1]) == (len(row), row.trained_tokens) and replies[0] > 0
 
 
 def test_an_opening_reply_the_template_cannot_locate_is_learned_whole_with_a_warning(tokenizer):

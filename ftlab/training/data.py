@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ftlab.chat_template import ChatRenderer
+from ftlab.chat_template import ChatRenderer, is_learned, learned_positions
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
 from ftlab.validation.stats import TRAIN_MAX_LENGTH
 
@@ -49,7 +49,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     text = renderer(messages)
     spans = []
     for index, message in enumerate(messages):
-        if message["role"] != "assistant" or message.get("weight", 1) == 0:
+        if not is_learned(message):
             continue
         before, through = renderer.reply_bounds(messages, index)
         if index == 0 and not before:
@@ -78,9 +78,8 @@ def tokenize_example(tokenizer, messages: list[dict]) -> TokenizedExample:
     )
     ids: list[int] = encoded["input_ids"]
     labels = [IGNORE] * len(ids)
-    for position, (start, end) in enumerate(encoded["offset_mapping"]):
-        if end > start and any(s <= start < e for s, e in spans):
-            labels[position] = ids[position]
+    for position in learned_positions(encoded["offset_mapping"], spans):
+        labels[position] = ids[position]
     return TokenizedExample(ids, labels)
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftlab.chat_template import is_learned
 from ftlab.validation.codes import ALLOWED_ROLES, MESSAGE_KEYS, TOP_LEVEL_KEYS
 from ftlab.validation.report import Problem
 
@@ -610,8 +611,7 @@ def check_conversation(number: int, messages: list[dict]) -> list[Problem]:
     for index, message in enumerate(messages):
         content = message.get("content")  # missing or null: errors of their own
         empty = isinstance(content, str) and not content.strip()
-        learned = message["role"] == "assistant" and message.get("weight") != 0
-        if learned and empty and not message.get("tool_calls"):
+        if is_learned(message) and empty and not message.get("tool_calls"):
             problems.append(
                 Problem(
                     "empty_reply",

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ftlab.chat_template import ChatRenderer, render, template_message
+from ftlab.chat_template import (
+    ChatRenderer,
+    is_learned,
+    learned_positions,
+    render,
+    template_message,
+)
 from ftlab.validation.prices import resolve_price
 
 # OpenAI's "auto" epochs rule (also used by the course's local server).
@@ -196,10 +202,6 @@ def _message_text(message: dict) -> str:
         return content if isinstance(content, str) else ""
 
 
-def _learned(message: dict) -> bool:
-    return message["role"] == "assistant" and message.get("weight", 1) != 0
-
-
 def _reply_spans(
     render: _Renderer, messages: list[dict], full: str
 ) -> list[tuple[int, int]] | None:
@@ -213,7 +215,7 @@ def _reply_spans(
         return None
     spans = []
     for index, message in enumerate(messages):
-        if not _learned(message):
+        if not is_learned(message):
             continue
         if index == 0:
             start = len(render.opening(full[: ends[0]]))  # skip the template's preamble
@@ -223,20 +225,6 @@ def _reply_spans(
             return None
         spans.append((start, ends[index]))
     return spans
-
-
-def _tokens_in_spans(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> int:
-    """How many tokens start inside a span: what training labels (`tokenize_example`), in
-    one pass over both (each is in order)."""
-    count, k = 0, 0
-    for start, end in offsets:
-        if end <= start:
-            continue
-        while k < len(spans) and spans[k][1] <= start:
-            k += 1
-        if k < len(spans) and spans[k][0] <= start:
-            count += 1
-    return count
 
 
 Spans = list[tuple[int, int]]  # character ranges of a rendering
@@ -250,19 +238,12 @@ def _span_counts(tokenizer: Any, items: list[tuple[str, Spans]]) -> list[tuple[i
     for first in range(0, len(items), TOKENIZE_BATCH):
         batch = items[first : first + TOKENIZE_BATCH]
         texts = [text for text, _ in batch]
-        try:
-            rows = tokenizer(
-                texts,
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                return_attention_mask=False,
-            )["offset_mapping"]
-        except Exception:  # noqa: BLE001 - no offsets, or unencodable characters
-            rows = None
-        if rows is not None and len(rows) == len(batch):
+        rows = _batch_offsets(tokenizer, texts)
+        if rows is not None:
             pairs = zip(rows, batch, strict=True)
             counts += [
-                (len(offsets), _tokens_in_spans(offsets, spans)) for offsets, (_, spans) in pairs
+                (len(offsets), sum(1 for _ in learned_positions(offsets, spans)))
+                for offsets, (_, spans) in pairs
             ]
             continue
         totals = _batch_lengths(tokenizer, texts)
@@ -273,6 +254,37 @@ def _span_counts(tokenizer: Any, items: list[tuple[str, Spans]]) -> list[tuple[i
             for total, (_, spans) in zip(totals, batch, strict=True)
         ]
     return counts
+
+
+def _batch_offsets(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]] | None:
+    """Each text's token offsets, or None from a tokenizer that has none (slow ones). A batch
+    with a character the tokenizer cannot encode (a lone surrogate) is redone text by text,
+    that character replaced by one of the same length, so one bad example does not change
+    how the other 999 are counted."""
+
+    def offsets(batch: list[str]) -> list[list[tuple[int, int]]]:
+        return tokenizer(
+            batch,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+        )["offset_mapping"]
+
+    try:
+        try:
+            rows = offsets(texts)
+        except NotImplementedError:  # a slow tokenizer
+            return None
+        except Exception:  # noqa: BLE001 - unencodable characters
+            rows = [offsets([_encodable(text)])[0] for text in texts]
+    except Exception:  # noqa: BLE001 - the checker counts another way rather than crash
+        return None
+    return rows if len(rows) == len(texts) else None
+
+
+def _encodable(text: str) -> str:
+    """`text` with each character UTF-8 cannot encode (a lone surrogate) replaced by '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
@@ -290,14 +302,7 @@ def _batch_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
         ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         return [len(row) for row in ids]
     except Exception:  # noqa: BLE001 - retry one by one with unencodable characters replaced
-        return [
-            len(
-                tokenizer(t.encode("utf-8", "replace").decode("utf-8"), add_special_tokens=False)[
-                    "input_ids"
-                ]
-            )
-            for t in texts
-        ]
+        return [len(tokenizer(_encodable(t), add_special_tokens=False)["input_ids"]) for t in texts]
 
 
 class _Texts:
@@ -352,7 +357,7 @@ def _count_by_prefix(
         messages = examples[number]["messages"]
         pairs = []
         for index, message in enumerate(messages):
-            if not _learned(message):
+            if not is_learned(message):
                 continue
             if context is not None and totals[number] > context:
                 pairs.append((texts.add(_message_text(message)), None))
