@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import copy
 import functools
+import io
 import json
 import os
 import sys
@@ -552,6 +553,19 @@ def test_cli_invalid_exits_1_and_unreadable_exits_2(tmp_path, capsys):
     out = capsys.readouterr()
     assert "directory" in out.err
     assert [e["code"] for e in json.loads(out.out)["errors"]] == ["unreadable_file"]
+
+
+def test_cli_reads_standard_input_for_a_dash(monkeypatch, capsys):
+    """`export | ftlab validate -`: the bytes as they come, BOM and bad lines included."""
+    data = codecs.BOM_UTF8 + jsonl([good(i) for i in range(10)]) + b"{oops\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert cli.main(["validate", "--json", "--no-tokens", "-"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [(11, "invalid_json")]
+    assert [w["code"] for w in report["warnings"]] == ["bom"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data[:-6])))
+    assert cli.main(["validate", "--no-tokens", "-"]) == 0
+    assert capsys.readouterr().out.startswith("<stdin>: valid")
 
 
 def test_cli_unreadable_file(tmp_path):

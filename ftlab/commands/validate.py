@@ -18,6 +18,7 @@ from ftlab.validation import (
     UnreadableFileError,
     price_table,
     resolve_price,
+    validate_bytes,
     validate_file,
 )
 
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "its line number and code; then token statistics (base model's tokenizer and chat "
         "template) and a cost estimate. Exit status: 0 valid, 1 invalid, 2 unreadable.",
     )
-    parser.add_argument("file", help="the .jsonl file to check")
+    parser.add_argument("file", help="the .jsonl file to check (- reads standard input)")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object {valid, errors, warnings, stats}"
     )
@@ -106,16 +107,19 @@ def run(args: argparse.Namespace) -> int:
     problem = _option_problem(args)
     if problem:
         return _no_report(args, problem, code=INVALID_ARGUMENT)
+    options = dict(
+        against=args.against,
+        epochs=args.epochs,
+        price_per_million=args.price_per_million,
+        tokenizer=args.model,
+        count_tokens=not args.no_tokens,
+        max_tokens=args.max_tokens,
+    )
     try:
-        report = validate_file(
-            args.file,
-            against=args.against,
-            epochs=args.epochs,
-            price_per_million=args.price_per_million,
-            tokenizer=args.model,
-            count_tokens=not args.no_tokens,
-            max_tokens=args.max_tokens,
-        )
+        if args.file == "-":  # `export_tickets | ftlab validate -`
+            report = validate_bytes(sys.stdin.buffer.read(), name="<stdin>", **options)
+        else:
+            report = validate_file(args.file, **options)
     except (UnreadableFileError, MemoryError) as error:
         return _no_report(args, str(error) or "there is not enough memory to check the file")
     except ModelNotFoundError as error:
