@@ -45,13 +45,33 @@ def learned_positions(
             yield position
 
 
+class ChatTemplateError(ValueError):
+    """A model's chat template cannot render a conversation (or there is none)."""
+
+
 def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) -> str:
-    """The conversation as the model reads it (the template's own text, not yet tokens)."""
-    return tokenizer.apply_chat_template(
-        [template_message(m) for m in messages],
-        tokenize=False,
-        add_generation_prompt=generation_prompt,
-    )
+    """The conversation as the model reads it (the template's own text, not yet tokens).
+
+    Raises ChatTemplateError, which says what to do, when the template refuses the messages
+    (Gemma's has no system role) or the tokenizer has no template (a base model)."""
+    conversation = [template_message(m) for m in messages]
+    try:
+        return tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as error:  # noqa: BLE001 - jinja2's errors, transformers' ValueError
+        name = getattr(tokenizer, "name_or_path", "") or "this model"
+        if not getattr(tokenizer, "chat_template", None):
+            raise ChatTemplateError(
+                f"The tokenizer of {name} has no chat template, so a conversation cannot be "
+                "turned into the text the model reads.\nFix: use a chat (instruct) model, or "
+                "set tokenizer.chat_template and save the tokenizer in the model's folder."
+            ) from error
+        raise ChatTemplateError(
+            f"The chat template of {name} cannot render this conversation: {error}\nFix: use a "
+            "model whose template takes these roles; for a template without a system role "
+            "(Gemma's), put the system prompt at the start of the first user message."
+        ) from error
 
 
 def generation_cue(tokenizer: Any) -> str:
@@ -105,3 +125,13 @@ class ChatRenderer:
         if index:
             return self(messages[:index], generation_prompt=True), through
         return self.opening(through), through  # an opening reply: skip the template's preamble
+
+    def locate_reply(self, messages: list[dict], index: int, text: str) -> tuple[str, str, bool]:
+        """`reply_bounds(messages, index)` and whether they locate that reply in `text`, the
+        rendering of the whole conversation: the rendering through the reply must start `text`,
+        and the one up to the reply's own text must start that. They do not when the template
+        does not render a conversation as one message after another (Qwen3's drops the thinking
+        of earlier replies): which tokens of `text` are the reply's cannot then be told, so
+        training refuses the example, and the checker warns about it from this same test."""
+        before, through = self.reply_bounds(messages, index)
+        return before, through, text.startswith(through) and through.startswith(before)

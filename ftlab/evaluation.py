@@ -110,16 +110,27 @@ def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> li
     return examples
 
 
-def _check_prompt_room(model, tokenizer, prompts: Sequence[list[dict]]) -> None:
-    """Fail before generating if the longest prompt leaves no room for an answer."""
+def _check_prompt_room(
+    model, tokenizer, prompts: Sequence[list[dict]], added: bool, label_guide: bool = False
+) -> None:
+    """Fail before generating if the longest prompt leaves no room for an answer; `added`:
+    the prompts hold few-shot examples or retrieved sections, which can be cut down."""
     context = getattr(model.config, "max_position_embeddings", None) or 2048
-    longest = max(len(prompt_ids(tokenizer, prompt)) for prompt in prompts)
-    if longest + MAX_ANSWER_TOKENS > context:
-        raise ValueError(
-            f"The longest prompt is {longest:,} tokens, and the model reads at most "
-            f"{context:,}, its answer of up to {MAX_ANSWER_TOKENS} tokens included.\nFix: "
-            "use fewer few-shot examples (few_shot, --few-shot) or retrieved sections (rag_k)."
-        )
+    lengths = [len(prompt_ids(tokenizer, prompt)) for prompt in prompts]
+    longest = max(lengths)
+    if longest + MAX_ANSWER_TOKENS <= context:
+        return
+    if added:
+        fix = "use fewer few-shot examples (few_shot, --few-shot) or retrieved sections (rag_k)."
+    elif label_guide:
+        fix = "leave out the label guide, or use a model with a longer context."
+    else:
+        fix = "shorten or remove that example, or use a model with a longer context."
+    raise ValueError(
+        f"The longest prompt, example {lengths.index(longest) + 1} (counting from 1 in file "
+        f"order), is {longest:,} tokens, and the model reads at most {context:,}, its answer "
+        f"of up to {MAX_ANSWER_TOKENS} tokens included.\nFix: {fix}"
+    )
 
 
 def _same_file(path: Path, other: object) -> bool:
@@ -238,7 +249,7 @@ def evaluate(
         torch.set_num_threads(sensible_threads())
     shots = pick_shots(shot_pool, few_shot)
     prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
-    _check_prompt_room(loaded, tokenizer, prompts)
+    _check_prompt_room(loaded, tokenizer, prompts, bool(shots or rag), label_guide)
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
     )

@@ -15,37 +15,51 @@ from collections.abc import Sequence
 
 import torch
 
+from ftlab.chat_template import render
 from ftlab.models import autocast
 
 # Below this many shared tokens, a separate pass for the prefix saves too little to matter.
 MIN_SHARED_TOKENS = 8
-# Tokens that end a turn in common chat templates (ChatML, Llama 3, Gemma).
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+_REPLY_MARK = "ftlab-reply-mark"  # a reply whose end is searched for in the rendered turn
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
     """The tokens that end an answer: the generation config's end-of-sequence id(s), the
-    tokenizer's, and the chat template's end-of-turn token if it has one.
+    tokenizer's, and the special token the chat template closes an assistant turn with.
 
-    A hub model's generation config may name another end token than the one its chat
-    template closes a turn with; a model fine-tuned on that template then writes the
-    end-of-turn token and, without it in this list, goes on writing.
+    A model's generation config may name another end token than the one its chat template
+    closes a turn with (Phi-3 writes `<|end|>`, its config ends at `<|endoftext|>`); a model
+    fine-tuned on that template writes the end-of-turn token and, unless it is in this list,
+    goes on writing.
     """
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = list(configured) if isinstance(configured, list | tuple) else [configured]
-    ids.append(tokenizer.eos_token_id)
-    template = getattr(tokenizer, "chat_template", None)
-    template = template if isinstance(template, str) else str(template or "")
-    for index, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
-        name = str(token)
-        if getattr(token, "special", False) and name in END_OF_TURN_TOKENS and name in template:
-            ids.append(index)
+    ids += [tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
     return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token right after an assistant reply in the chat template's rendering
+    (ChatML's `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Phi-3's
+    `<|end|>`), or None: a template that ends a turn with plain text such as a line break
+    (answers may hold line breaks), or no template that renders a reply."""
+    conversation = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": _REPLY_MARK},
+    ]
+    try:
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    except Exception:  # noqa: BLE001 - no template, or one that needs other messages
+        return None
+    at = text.rfind(_REPLY_MARK) if isinstance(text, str) else -1
+    after = text[at + len(_REPLY_MARK) :] if at >= 0 else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    return ids[0] if ids and ids[0] in set(tokenizer.all_special_ids) else None
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a conversation plus the assistant prefix: what the model is given."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = render(tokenizer, messages, generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

@@ -7,9 +7,18 @@ import json
 import pytest
 import torch
 from conftest import run_ftlab
+from other_models import GEMMA, PHI3, tiny_model
 
+from ftlab import cli
+from ftlab.chat_template import ChatTemplateError
 from ftlab.evaluation import evaluate
-from ftlab.generation import generate_batch, padded_batch, shared_prefix_length, stop_token_ids
+from ftlab.generation import (
+    end_of_turn_id,
+    generate_batch,
+    padded_batch,
+    shared_prefix_length,
+    stop_token_ids,
+)
 from ftlab.jsonl import write_jsonl
 from ftlab.models import compute_dtype, load_model, prepare_for_inference
 from ftlab.support import METRIC_NAMES, make_example
@@ -131,6 +140,39 @@ def test_answers_end_at_the_chat_templates_end_of_turn_token(base, monkeypatch):
     assert generate_batch(model, other, question, max_new_tokens=24) == expected
 
 
+def test_the_end_of_turn_token_is_read_from_the_chat_template(base):
+    """Phi-3 closes a turn with <|end|>, Llama 3 with <|eot_id|>: whatever special token the
+    template writes after a reply ends an answer; a plain line break does not (answers hold
+    them), and neither does anything of a tokenizer without a template."""
+    import copy
+
+    model, tokenizer = base
+    phi3 = copy.deepcopy(tokenizer)
+    phi3.add_special_tokens({"additional_special_tokens": ["<|end|>", "<|assistant|>"]})
+    phi3.chat_template = PHI3
+    assert end_of_turn_id(phi3) == phi3.convert_tokens_to_ids("<|end|>")
+    assert phi3.convert_tokens_to_ids("<|end|>") in stop_token_ids(model, phi3)
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    assert end_of_turn_id(plain) is None
+    plain.chat_template = None
+    assert end_of_turn_id(plain) is None
+    assert stop_token_ids(model, plain) == [tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("template", [GEMMA, None], ids=["no system role", "no template"])
+def test_a_template_that_cannot_render_the_prompts_is_a_clear_error(tmp_path, capsys, template):
+    folder = tiny_model(tmp_path / "model", template=template)
+    with pytest.raises(ChatTemplateError, match="Fix: ") as raised:
+        evaluate(str(folder), EXAMPLES)
+    assert str(folder) in str(raised.value)
+    data = write_jsonl(tmp_path / "test.jsonl", EXAMPLES)
+    assert cli.main(["eval", "--model", str(folder), "--data", str(data)]) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "Fix: " in error
+    assert ("System role not supported" if template else "no chat template") in error
+
+
 def test_answers_are_generated_without_dropout_and_the_mode_is_restored(base):
     model, tokenizer = base
     modes = []
@@ -152,13 +194,21 @@ def test_evaluate_refuses_missing_or_empty_data(tmp_path):
         evaluate("smollm2-135m-instruct", [])
 
 
-def test_evaluate_refuses_more_shots_than_the_file_has_or_prompts_too_long(base):
+def test_evaluate_refuses_more_shots_than_the_file_has_or_prompts_too_long(base, monkeypatch):
     with pytest.raises(ValueError, match="4 few-shot examples were asked for, but the few"):
         evaluate("no-such-model", EXAMPLES[:1], few_shot=4, train_data=EXAMPLES)
     story = "I walked up the trail with my new boots and the rain came down hard. " * 300
     long_shots = [make_example(story, "other", None, "neutral") for _ in range(3)]
-    with pytest.raises(ValueError, match=r"The longest prompt is [\d,]+ tokens.*reads at most"):
+    with pytest.raises(
+        ValueError, match=r"example 1 .* is [\d,]+ tokens.*reads at most"
+    ) as too_long:
         evaluate(base, EXAMPLES[:1], few_shot=3, train_data=long_shots)
+    assert "use fewer few-shot examples" in str(too_long.value)
+    # Without shots the fix is the example itself (a short model context, as GPT-2's 1,024).
+    monkeypatch.setattr(base[0].config, "max_position_embeddings", 1_024)
+    with pytest.raises(ValueError, match=r"example 2 .*reads at most 1,024") as too_long:
+        evaluate(base, [EXAMPLES[0], long_shots[0]])
+    assert "shorten or remove that example" in str(too_long.value)
 
 
 @pytest.mark.slow
