@@ -19,8 +19,10 @@ PHI3 = (  # turns end with <|end|>, while the tokenizer's eos is another token
 GEMMA = (  # refuses a system message, as Gemma's template does
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
     "{{ raise_exception('System role not supported') }}{% endif %}"
-    "{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\n' + "
-    "message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 NO_GENERATION_PROMPT = (  # ChatML that ignores add_generation_prompt

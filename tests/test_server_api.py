@@ -177,7 +177,8 @@ def test_job_create_errors(api, server):
         api.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
     assert caught.value.body["code"] == "model_not_found"
     assert caught.value.body["message"] == (
-        "The model `gpt-4o-mini-2024-07-18` does not exist or you do not have access to it."
+        "The model `gpt-4o-mini-2024-07-18` does not exist or you do not have access to it. "
+        "This server fine-tunes smollm2-135m-instruct only."
     )
 
     missing = raw(server, "POST", "/fine_tuning/jobs", json={"model": BASE})

@@ -390,7 +390,8 @@ def create_app(
     @app.post("/v1/fine_tuning/jobs")
     def create_job(body: JobCreate, who: Owner) -> dict[str, Any]:
         if body.model not in BASE_MODELS:
-            raise model_not_found(body.model)
+            names = ", ".join(BASE_MODELS)
+            raise model_not_found(body.model, f"This server fine-tunes {names} only.")
         check_file(who, body.training_file, "training_file")
         if body.validation_file is not None:
             check_file(who, body.validation_file, "validation_file")

@@ -66,10 +66,13 @@ def not_found(kind: str, object_id: str, param: str | None = None) -> APIError:
     return APIError(404, f"No such {kind} object: {object_id}", param=param, code="not_found")
 
 
-def model_not_found(model: str) -> APIError:
+def model_not_found(
+    model: str, hint: str = "client.models.list() shows the ones you can use."
+) -> APIError:
+    """OpenAI's 404 for a model, with a hint of what this server has (OpenAI's gives none)."""
     return APIError(
         404,
-        f"The model `{model}` does not exist or you do not have access to it.",
+        f"The model `{model}` does not exist or you do not have access to it. {hint}",
         param="model",
         code="model_not_found",
     )

@@ -16,7 +16,11 @@ from ftlab.validation.checker import (
     validate_bytes,
     validate_file,
 )
-from ftlab.validation.codes import ERROR_CODES, MIN_EXAMPLES, WARNING_CODES
+from ftlab.validation.codes import (
+    ERROR_CODES,
+    MIN_EXAMPLES,
+    WARNING_CODES,
+)
 from ftlab.validation.prices import Price, PriceError, PriceTable, price_table, resolve_price
 from ftlab.validation.report import InvalidDataError, Problem, ValidationReport
 from ftlab.validation.rules import normalise

@@ -1,8 +1,9 @@
 """Check a whole file: split the bytes into lines, run the line rules, then the file-wide ones.
 
 File-wide rules: the byte order mark, empty files, too few examples, duplicate
-examples, user messages shared with another split, and examples longer than
-the model's context (which needs the token counts).
+examples, user messages shared with another split, examples longer than
+the model's context, and what the model's chat template cannot do with an example
+(these two need the token counts).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ftlab.validation.rules import (
     show,
     user_texts,
 )
-from ftlab.validation.stats import cached_tokenizer, check_counts, file_stats
+from ftlab.validation.stats import TokenCounts, cached_tokenizer, check_counts, file_stats
 
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 PathLike = str | os.PathLike[str]
@@ -378,7 +379,7 @@ def validate_bytes(
     examples = [r.example for r in accepted]
     # A whole-file problem (a JSON array, UTF-16) reads no lines, but the file still has them.
     lines = len(attempted) if results else sum(1 for line in data.splitlines() if line.strip())
-    stats, too_long, over_train = file_stats(
+    stats, too_long, over_train, counts = file_stats(
         examples,
         lines,
         tokenizer=tokenizer if count_tokens else None,
@@ -406,6 +407,8 @@ def validate_bytes(
         _over_train_problem(tokens, accepted[i].line, stats["train_max_length"])
         for i, tokens in over_train
     )
+    if counts is not None:
+        problems.extend(_template_problems(counts, [r.line for r in accepted], stats["tokenizer"]))
     return ValidationReport(
         name=name,
         problems=problems,
@@ -425,6 +428,101 @@ def _over_train_problem(tokens: int, line: int, limit: int) -> Problem:
         f"the course server refuse examples over {limit:,} tokens; shorten it or split the "
         f"conversation (or give `ftlab train` a larger --max-length, which needs more memory)",
         line=line,
+    )
+
+
+LISTED_LINES = 5  # lines named in a file-level warning about many lines
+
+
+def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> list[Problem]:
+    """`template_error` for the examples the chat template cannot render, `reply_not_located`
+    for the replies `ftlab train` cannot locate. When the template fails on every example, the
+    model, not the file, is what to change: one file-level warning per thing it said."""
+    problems = []
+    errors = counts.template_errors
+    if errors and len(errors) == len(lines) and not counts.has_template:
+        problems.append(
+            Problem(
+                "template_error",
+                f"{model}'s tokenizer has no chat template, so the tokens of all {len(lines)} "
+                f"example(s) were {_COUNTED_AS_TEXT}. Fix: give --model a chat (instruct) model, "
+                "whose tokenizer has a chat template, or add --no-tokens to check the structure "
+                "only",
+                line=None,
+            )
+        )
+    elif errors and len(errors) == len(lines):
+        said: dict[str, list[int]] = {}
+        for number, reason in errors.items():
+            said.setdefault(reason, []).append(lines[number])
+        problems += [
+            Problem(
+                "template_error",
+                _whole_file_template_error(model, reason, where, len(lines)),
+                line=None,
+            )
+            for reason, where in said.items()
+        ]
+    else:
+        problems += [
+            Problem(
+                "template_error",
+                f'{model}\'s chat template cannot render this example; it says "{reason}". '
+                "Its tokens were counted as plain text, not as `ftlab train` reads them, and "
+                "`ftlab train` with this model stops on it (OpenAI is not affected). "
+                f"Fix: {_template_fix(reason)}",
+                line=lines[number],
+            )
+            for number, reason in errors.items()
+        ]
+    for number, indexes in counts.unlocated.items():
+        also = ", ".join(f"messages[{i}]" for i in indexes[1:])
+        which = ", ".join(f"messages[{i}]" for i in indexes)
+        problems.append(
+            Problem(
+                "reply_not_located",
+                f"{model}'s chat template does not render conversations as one message after "
+                "another (it renders a message differently once later ones follow, as Qwen3's "
+                "drops the thinking of earlier replies), so `ftlab train` with this model "
+                f"refuses this example: the answer of message {indexes[0]} cannot be located for "
+                f"label masking{f' (nor that of {also})' if also else ''}. OpenAI is not "
+                "affected. Fix: use a model whose chat template appends each message (most "
+                f'instruct models), or give {which} "weight": 0 (shown, not learned), or split '
+                "the conversation into one example per reply",
+                line=lines[number],
+                message_index=indexes[0],
+            )
+        )
+    return problems
+
+
+_COUNTED_AS_TEXT = (
+    "counted as plain text (role: text lines), not as `ftlab train` reads them, and "
+    "`ftlab train` with this model refuses the file (OpenAI is not affected)"
+)
+
+
+def _whole_file_template_error(model: str, reason: str, where: list[int], n_examples: int) -> str:
+    listed = ", ".join(map(str, where[:LISTED_LINES])) + (
+        ", ..." if len(where) > LISTED_LINES else ""
+    )
+    share = f"all {n_examples}" if len(where) == n_examples else f"{len(where)} of the {n_examples}"
+    return (
+        f"{model}'s chat template cannot render {share} example(s) (line {listed}); it says "
+        f'"{reason}". Their tokens were {_COUNTED_AS_TEXT}. Fix: {_template_fix(reason)}'
+    )
+
+
+def _template_fix(reason: str) -> str:
+    system = (
+        "merge the system prompt into the start of the first user message (this template has "
+        "no system role), or "
+        if "system" in reason.lower()
+        else ""
+    )
+    return (
+        f"{system}use a model whose chat template accepts these messages, or add --no-tokens to "
+        "check the structure only"
     )
 
 

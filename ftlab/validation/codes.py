@@ -44,6 +44,14 @@ WARNING_CODES: dict[str, str] = {
     "duplicate_example": "the same example appears on an earlier line",
     "overlap_with_split": "the same user message is in the other split (leakage)",
     "against_unreadable": "lines of an --against file could not be read, so were not compared",
+    # From the chat template of the model that counts the tokens (`--model`), not the file:
+    # fine for OpenAI and other models, but `ftlab train` with this one refuses the example.
+    "template_error": "the model's chat template cannot render the example (or the tokenizer "
+    "has none): its tokens were counted as plain text, and `ftlab train` with that model "
+    "refuses it",
+    "reply_not_located": "the model's chat template does not render the conversation as one "
+    "message after another, so `ftlab train` with that model cannot locate this reply to learn "
+    "it and refuses the example",
 }
 
 ALLOWED_ROLES = ("system", "user", "assistant", "tool")

@@ -211,6 +211,24 @@ def _fmt_number(value: float | int) -> str:
     return f"{value:,.1f}"
 
 
+def _counted_with(stats: dict[str, Any]) -> str:
+    """Whose tokenizer counted the tokens, and whether with its chat template: examples the
+    template cannot render are counted as plain text (`template_fallbacks`)."""
+    name, plain = stats["tokenizer"], stats.get("template_fallbacks") or 0
+    if not plain:
+        return f"; tokens counted with {name}'s tokenizer and chat template"
+    if plain >= stats["n_examples"]:
+        return (
+            f"; tokens counted with {name}'s tokenizer as plain text, NOT with its chat "
+            "template, which cannot render these examples (see the template_error warning)"
+        )
+    return (
+        f"; tokens counted with {name}'s tokenizer and chat template, except {plain:,} "
+        "example(s) counted as plain text, which the template cannot render (see the "
+        "template_error warnings)"
+    )
+
+
 def format_stats_text(stats: dict[str, Any]) -> str:
     """The statistics block of the terminal report."""
     if not stats:
@@ -220,7 +238,7 @@ def format_stats_text(stats: dict[str, Any]) -> str:
         f"non-blank line(s)"
     ]
     if stats.get("tokenizer"):
-        lines[0] += f"; tokens counted with {stats['tokenizer']}'s tokenizer and chat template"
+        lines[0] += _counted_with(stats)
     rows = [("messages per example", stats.get("messages_per_example"))]
     rows += [
         ("tokens per example", stats.get("tokens_per_example")),

@@ -4,11 +4,16 @@ Tokens are counted the way training sees them: each example rendered with the
 base model's own chat template, then tokenized. The assistant tokens of an
 example are the ones training learns (replies with weight 0 excluded): for each
 reply, the tokens its rendering adds after the prompt that precedes it.
+
+Counting also finds what `ftlab train` with that model would refuse: an example the
+template cannot render (counted as plain text instead), and a reply that cannot be
+located in the conversation's rendering (`TokenCounts`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -34,6 +39,7 @@ UNSET_CONTEXT = 10_000_000
 TOKENIZE_BATCH = 1_000  # texts per tokenizer call: fast, and memory stays flat
 # `ftlab train` refuses longer examples unless given --max-length (longer rows need more memory).
 TRAIN_MAX_LENGTH = 2048
+TEMPLATE_SAID_LIMIT = 300  # characters of a template's error message kept for the report
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -109,30 +115,55 @@ def context_length(tokenizer: Any) -> int | None:
     return _config_context(str(getattr(tokenizer, "name_or_path", "") or ""))
 
 
+def template_said(error: BaseException) -> str:
+    """A chat template's error in one short line, in the template's own words (the error that
+    `ChatTemplateError` wraps, not its advice: the report gives its own)."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    try:
+        text = " ".join(str(cause).split())
+    except Exception:  # noqa: BLE001 - an error that cannot even say what it is
+        text = ""
+    text = text or type(cause).__name__
+    return text if len(text) <= TEMPLATE_SAID_LIMIT else text[:TEMPLATE_SAID_LIMIT] + "..."
+
+
 class _Renderer(ChatRenderer):
     """The chat template, falling back to plain text when it rejects a conversation (the
-    checker counts any file; training refuses what its template cannot render)."""
+    checker counts any file; training refuses what its template cannot render). What the
+    template said is kept in `errors`, for the example being rendered (`example`)."""
 
     def __init__(self, tokenizer: Any):
         super().__init__(tokenizer)
-        self.fallbacks = 0
+        self.example: int | None = None
+        self.errors: dict[int, str] = {}  # example number -> the template's first error
         self.pieces: dict[tuple[str, str, str], str] = {}  # see `message_ends`
+
+    @property
+    def fallbacks(self) -> int:
+        """How many examples were (at least partly) counted as plain text."""
+        return len(self.errors)
+
+    def _failed(self, reason: str) -> None:
+        if self.example is not None:
+            self.errors.setdefault(self.example, reason)
 
     def __call__(self, messages: list[dict], generation_prompt: bool = False) -> str:
         try:
             text = super().__call__(messages, generation_prompt)
+        except Exception as error:  # noqa: BLE001 - a model's template may reject any conversation
+            self._failed(template_said(error))
+        else:
             if isinstance(text, str):
                 return text
-        except Exception:  # noqa: BLE001 - a model's template may reject any conversation
-            pass
-        self.fallbacks += 1
+            self._failed(f"the template gave {type(text).__name__}, not text")
         return _plain_text(messages, generation_prompt)
 
     def opening(self, rendered_reply: str) -> str:
         """What the template puts before a reply that opens a conversation ("" if unknown)."""
         try:
             return super().opening(rendered_reply)
-        except Exception:  # noqa: BLE001 - as above: count the whole rendering as the reply
+        except Exception as error:  # noqa: BLE001 - as above: count the whole rendering as the reply
+            self._failed(template_said(error))  # training needs it too, and would stop here
             return ""
 
     def appended_cue(self) -> str | None:
@@ -318,8 +349,35 @@ class _Texts:
         return _token_lengths(tokenizer, list(self.slots))
 
 
+@dataclass
+class TokenCounts:
+    """Per example, its tokens and learned tokens; and what `ftlab train` with this tokenizer's
+    chat template would refuse.
+
+    `template_errors`: example number -> what the template said when it could not render the
+    example (or the conversation up to one of its replies); its tokens were counted as plain
+    text. `unlocated`: example number -> the learned replies (message indexes) that cannot be
+    located in the example's rendering (`ChatRenderer.locate_reply`), for examples the template
+    renders; examples over the model's context are not looked at (they are `too_long`).
+    `has_template`: False when the tokenizer has no chat template at all.
+    """
+
+    totals: list[int]
+    replies: list[int]
+    template_errors: dict[int, str] = field(default_factory=dict)
+    unlocated: dict[int, list[int]] = field(default_factory=dict)
+    has_template: bool = True
+
+
 def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], list[int], int]:
-    """Per example: templated tokens, learned assistant tokens; and how many renders fell back.
+    """Per example: templated tokens, learned assistant tokens; and how many examples fell back
+    to plain text because the template could not render them (see `measure_tokens`)."""
+    counts = measure_tokens(examples, tokenizer)
+    return counts.totals, counts.replies, len(counts.template_errors)
+
+
+def measure_tokens(examples: Sequence[dict], tokenizer: Any) -> TokenCounts:
+    """Per example: templated tokens, learned assistant tokens, and the template's troubles.
 
     Each example is rendered once and tokenized once; its learned tokens are those that start
     in its replies' spans (`_reply_spans`, `_span_counts`): linear in the example's length. A
@@ -331,44 +389,69 @@ def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], l
     renderer = _Renderer(tokenizer)
     items, rest = [], []
     for number, example in enumerate(examples):
+        renderer.example = number
         messages = example["messages"]
         full = renderer(messages)
         spans = _reply_spans(renderer, messages, full)
         if spans is None:
             rest.append(number)
         items.append((full, spans or []))
+    renderer.example = None
     counted = _span_counts(tokenizer, items)
     totals = [total for total, _ in counted]
     replies = [learned for _, learned in counted]
-    for number, learned in _count_by_prefix(renderer, examples, rest, totals):
+    fulls = [full for full, _ in items]
+    unlocated = {}
+    for number, learned, indexes in _count_by_prefix(renderer, examples, rest, totals, fulls):
         replies[number] = learned
-    return totals, replies, renderer.fallbacks
+        if indexes and number not in renderer.errors:  # a plain-text fallback explains it
+            unlocated[number] = indexes
+    return TokenCounts(
+        totals,
+        replies,
+        dict(sorted(renderer.errors.items())),
+        unlocated,
+        has_template=bool(getattr(tokenizer, "chat_template", None)),
+    )
 
 
 def _count_by_prefix(
-    render: _Renderer, examples: Sequence[dict], numbers: list[int], totals: list[int]
-) -> list[tuple[int, int]]:
-    """(example number, learned tokens) by rendering the prompt before each reply and the
-    conversation through it; past the model's context, by the replies' own text."""
+    render: _Renderer,
+    examples: Sequence[dict],
+    numbers: list[int],
+    totals: list[int],
+    fulls: list[str],
+) -> list[tuple[int, int, list[int]]]:
+    """(example number, learned tokens, the replies training cannot locate) by rendering the
+    prompt before each reply and the conversation through it (`fulls`: each example's whole
+    rendering); past the model's context, by the replies' own text (not located)."""
     context = context_length(render.tokenizer)
     texts = _Texts()
     plans = []
     for number in numbers:
+        render.example = number
         messages = examples[number]["messages"]
-        pairs = []
+        pairs, unlocated = [], []
         for index, message in enumerate(messages):
             if not is_learned(message):
                 continue
             if context is not None and totals[number] > context:
                 pairs.append((texts.add(_message_text(message)), None))
             else:
-                before, through = render.reply_bounds(messages, index)
+                before, through, located = render.locate_reply(messages, index, fulls[number])
+                if not located:
+                    unlocated.append(index)
                 pairs.append((texts.add(through), texts.add(before)))
-        plans.append((number, pairs))
+        plans.append((number, pairs, unlocated))
+    render.example = None
     lengths = texts.lengths(render.tokenizer)
     return [
-        (number, sum(max(0, lengths[a] - (lengths[b] if b is not None else 0)) for a, b in pairs))
-        for number, pairs in plans
+        (
+            number,
+            sum(max(0, lengths[a] - (lengths[b] if b is not None else 0)) for a, b in pairs),
+            unlocated,
+        )
+        for number, pairs, unlocated in plans
     ]
 
 
@@ -389,15 +472,17 @@ def file_stats(
     max_tokens: int | None = None,
     epochs: int | None = None,
     price_per_million: float | str | None = None,
-) -> tuple[dict[str, Any], list[tuple[int, int]], list[tuple[int, int]]]:
-    """The report's statistics; (index, tokens) of the examples longer than the context; and
-    (index, tokens) of those within it but longer than `ftlab train` takes (TRAIN_MAX_LENGTH).
+) -> tuple[dict[str, Any], list[tuple[int, int]], list[tuple[int, int]], TokenCounts | None]:
+    """The report's statistics; (index, tokens) of the examples longer than the context;
+    (index, tokens) of those within it but longer than `ftlab train` takes (TRAIN_MAX_LENGTH);
+    and the token counts, with what the chat template could not do (None without a tokenizer).
 
     `tokenizer=None` skips token counting (structure checks only). Tokens past the
     model's context are cut off by OpenAI's training (and refused by `ftlab train`), so they are
     left out of the total; `max_tokens` replaces the context for the `too_long` check only.
     `over_train_max_length` counts the examples within the context that `ftlab train` still
-    refuses at its default `--max-length`.
+    refuses at its default `--max-length`. `template_fallbacks` (only when there are any) counts
+    the examples the chat template could not render, whose tokens were counted as plain text.
     """
     check_counts(epochs=epochs, max_tokens=max_tokens)
     n = len(examples)
@@ -425,8 +510,10 @@ def file_stats(
     }
     too_long: list[tuple[int, int]] = []
     over_train: list[tuple[int, int]] = []
+    counts = None
     if tokenizer is not None:
-        totals, replies, fallbacks = count_tokens(examples, tokenizer)
+        counts = measure_tokens(examples, tokenizer)
+        totals, replies = counts.totals, counts.replies
         model_context = context_length(tokenizer)
         context = max_tokens if max_tokens is not None else model_context
         if context is not None:
@@ -446,8 +533,8 @@ def file_stats(
             context_source=None if context is None else ("given" if max_tokens else "model"),
             over_train_max_length=len(over_train),
         )
-        if fallbacks:
-            stats["template_fallbacks"] = fallbacks
+        if counts.template_errors:
+            stats["template_fallbacks"] = len(counts.template_errors)
         if stats["epochs"] is not None:
             stats["billed_tokens"] = stats["total_tokens"] * stats["epochs"]
     if price_per_million is not None:
@@ -457,4 +544,4 @@ def file_stats(
         )
         if stats["billed_tokens"] is not None:
             stats["estimated_cost"] = round(stats["billed_tokens"] * price.per_million / 1e6, 6)
-    return stats, too_long, over_train
+    return stats, too_long, over_train, counts
