@@ -368,7 +368,12 @@ def load_tokenizer(name: str | Path | None = None):
     except (OSError, ValueError) as error:
         raise _cannot_load(name, resolved, error) from error
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        # Any token can pad: padding is masked out in generation, and training pads after a
+        # row's last token and learns nothing there. Tokens the text never holds come first.
+        fallbacks = (tokenizer.eos_token, tokenizer.unk_token, tokenizer.bos_token)
+        tokenizer.pad_token = next(
+            (token for token in fallbacks if token is not None), tokenizer.convert_ids_to_tokens(0)
+        )
     tokenizer.padding_side = "left"
     return tokenizer
 

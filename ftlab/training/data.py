@@ -14,14 +14,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ftlab.chat_template import ChatRenderer, is_learned, learned_positions
+from ftlab.chat_template import (
+    ChatRenderer,
+    ChatTemplateError,
+    generation_cue,
+    is_learned,
+    learned_positions,
+)
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
-from ftlab.validation.stats import TRAIN_MAX_LENGTH
+from ftlab.validation.stats import TRAIN_MAX_LENGTH, context_length, tokenizer_label
 
 IGNORE = -100
 
 
-class TemplateError(ValueError):
+class TemplateError(ChatTemplateError):
     """The tokenizer's chat template cannot be split into per-message spans."""
 
 
@@ -51,7 +57,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     for index, message in enumerate(messages):
         if not is_learned(message):
             continue
-        before, through = renderer.reply_bounds(messages, index)
+        before, through, located = renderer.locate_reply(messages, index, text)
         if index == 0 and not before:
             warnings.warn(
                 "This chat template's reply prompt was not found before a reply that opens a "
@@ -60,7 +66,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
                 "conversation with a system or user message.",
                 stacklevel=2,
             )
-        if not (text.startswith(through) and through.startswith(before)):
+        if not located:
             raise TemplateError(
                 "The chat template does not render conversations as one message after another, "
                 f"so the answer of message {index} cannot be located for label masking.\n"
@@ -91,15 +97,30 @@ def tokenize_examples(
 ) -> list[TokenizedExample]:
     """Tokenise every example, dropping those with nothing left to learn (e.g. all `weight: 0`).
 
-    Refuses examples longer than `max_length` rather than cutting them: the cut
-    would fall at the end, where the answer is, so the model would learn nothing
-    from them, or half an answer.
+    Refuses examples longer than `max_length`, or than the model's context (the checker's
+    `context_length`), rather than cutting them: the cut would fall at the end, where the
+    answer is, so the model would learn nothing from them, or half an answer. Past its
+    context a model has no position to give a token (GPT-2's learned positions end there:
+    training crashes) or one it never saw in its own training (rotary positions).
     """
     tokenized = [tokenize_example(tokenizer, e["messages"]) for e in examples]
-    too_long = [(n, len(t)) for n, t in enumerate(tokenized, 1) if len(t) > max_length]
+    context = context_length(tokenizer)
+    by_context = context is not None and context <= max_length  # raising max_length won't do
+    limit = context if context is not None and by_context else max_length
+    too_long = [(n, len(t)) for n, t in enumerate(tokenized, 1) if len(t) > limit]
     if too_long:
         listed = ", ".join(f"example {n} ({size:,} tokens)" for n, size in too_long[:5])
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        if by_context:
+            raise ValueError(
+                f"{len(too_long)} {what} example(s) are longer than the context of the model "
+                f"{tokenizer_label(tokenizer)} ({limit:,} tokens, the most it reads at once): "
+                f"{listed}{more} (counting examples from 1 in file order). The model has no "
+                "trained position for the tokens past its context.\n"
+                "Fix: shorten or split those examples (`ftlab validate FILE --model "
+                f"{tokenizer.name_or_path}` lists them by line), or train a model with a "
+                "longer context."
+            )
         raise ValueError(
             f"{len(too_long)} {what} example(s) are longer than max_length={max_length:,} "
             f"tokens: {listed}{more} (counting examples from 1 in file order). Training would "
@@ -109,6 +130,29 @@ def tokenize_examples(
             "`ftlab train`, `max_length=` in TrainConfig (longer examples need more memory)."
         )
     return [t for t in tokenized if t.trained_tokens]
+
+
+def warn_without_reply_prompt(tokenizer) -> None:
+    """Warn (once for a file, not per example) when the chat template adds no reply prompt.
+
+    Training learns each reply from the end of the prompt rendered before it with
+    `add_generation_prompt=True`. A template that ignores that flag adds nothing there,
+    so the role marker that opens every reply (ChatML's `<|im_start|>assistant`) is
+    learned as part of the reply, and the trained model writes it before its answers.
+    """
+    if generation_cue(tokenizer):
+        return
+    warnings.warn(
+        f"The chat template of {tokenizer_label(tokenizer)} adds no reply prompt when asked "
+        "for one (it ignores add_generation_prompt), so training cannot tell where a reply "
+        "starts: the text the template puts before each reply (such as a role marker) is "
+        "learned as part of it, and the trained model will write that text at the start of "
+        "its answers (so an answer compared with the expected one scores 0).\n"
+        "Fix: train a model whose chat template adds a reply prompt when "
+        "add_generation_prompt is true (most instruct models' do), or set such a template "
+        "(tokenizer.chat_template) in the model folder.",
+        stacklevel=2,
+    )
 
 
 @dataclass

@@ -28,9 +28,32 @@ SLICEABLE = frozenset({"llama"})
 MAX_STORED_BYTES = 2 * 2**30
 
 
+def decoder_blocks(causal_lm) -> torch.nn.ModuleList | None:
+    """The model's stack of decoder blocks (layers), or None where none is found.
+
+    Llama-style models keep it in `get_decoder().layers`; others under another name
+    (GPT-2, Falcon and Bloom: `transformer.h`). It is then the list of blocks of one
+    kind that holds the most weights (a mixture-of-experts block's list of experts
+    holds fewer than the list of blocks it sits in).
+    """
+    get_decoder = getattr(causal_lm, "get_decoder", None)
+    layers = getattr(get_decoder(), "layers", None) if callable(get_decoder) else None
+    if isinstance(layers, torch.nn.ModuleList):
+        return layers
+    stacks = [
+        module
+        for module in causal_lm.modules()
+        if isinstance(module, torch.nn.ModuleList)
+        and len(module)
+        and len({type(block) for block in module}) == 1
+    ]
+    return max(stacks, key=lambda s: sum(p.numel() for p in s.parameters()), default=None)
+
+
 def first_adapted_layer(causal_lm) -> int:
-    """Index of the lowest decoder layer with trainable weights (0 if the first has some)."""
-    for index, layer in enumerate(causal_lm.get_decoder().layers):
+    """Index of the lowest decoder layer with trainable weights (0 if the first has some, or
+    if the model's layers cannot be found: then every layer is adapted)."""
+    for index, layer in enumerate(decoder_blocks(causal_lm) or []):
         if any(parameter.requires_grad for parameter in layer.parameters()):
             return index
     return 0

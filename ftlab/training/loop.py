@@ -41,11 +41,13 @@ from ftlab.training.data import (
     iter_batches,
     steps_per_epoch,
     tokenize_examples,
+    warn_without_reply_prompt,
 )
 from ftlab.training.events import TrainEvent, TrainResult
 from ftlab.training.frozen import (
     MAX_STORED_BYTES,
     can_slice,
+    decoder_blocks,
     first_adapted_layer,
     frozen_outputs,
     stored_bytes,
@@ -81,21 +83,34 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
 
-def decoder_linear_names(base) -> list[str]:
-    """Names of the linear layers inside a decoder block (what "all-linear" adapts)."""
+def decoder_linear_names(blocks: torch.nn.Module) -> list[str]:
+    """Names of the linear layers inside the decoder blocks (what "all-linear" adapts;
+    GPT-2's are transformers' Conv1D, linear layers stored transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
     return sorted(
         {
             name.rsplit(".", 1)[-1]
-            for name, module in base.get_decoder().layers.named_modules()
-            if isinstance(module, torch.nn.Linear)
+            for name, module in blocks.named_modules()
+            if isinstance(module, torch.nn.Linear | Conv1D)
         }
     )
 
 
 def adapted_layer_indices(base, config: TrainConfig) -> list[int] | None:
     """The decoder layers that get adapters: the top `config.adapted_layers` (None: all)."""
-    count = base.config.num_hidden_layers
-    if config.adapted_layers is None or config.adapted_layers == count:
+    if config.adapted_layers is None:
+        return None
+    blocks = decoder_blocks(base)
+    if blocks is None:
+        raise ValueError(
+            f"adapted_layers={config.adapted_layers}, but ftlab cannot find the decoder layers "
+            f"of {config.model} (a {base.config.model_type} model) to choose the top ones.\n"
+            "Fix: adapt every layer: leave adapted_layers out (None), or pass "
+            "`--adapted-layers all` to ftlab train."
+        )
+    count = len(blocks)
+    if config.adapted_layers == count:
         return None
     if config.adapted_layers > count:
         raise ValueError(
@@ -108,17 +123,26 @@ def adapted_layer_indices(base, config: TrainConfig) -> list[int] | None:
 def lora_settings(base, config: TrainConfig):
     """The PEFT `LoraConfig` for `config` on this base model (which layers, rank, alpha)."""
     from peft import LoraConfig
+    from transformers.pytorch_utils import Conv1D
 
     layers = adapted_layer_indices(base, config)
-    targets = config.target_modules
-    if layers is not None and targets == "all-linear":  # PEFT needs the names with a layer list
-        targets = decoder_linear_names(base)
+    blocks = decoder_blocks(base)
+    targets, pattern = config.target_modules, None
+    if layers is not None:
+        # PEFT finds a module's layer number after this name (`h` in GPT-2's `transformer.h.3`).
+        pattern = next(name for name, module in base.named_modules() if module is blocks)
+        pattern = pattern.rsplit(".", 1)[-1]
+        if targets == "all-linear":  # PEFT needs the names with a layer list
+            targets = decoder_linear_names(blocks)
     return LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=targets,
         layers_to_transform=layers,
+        layers_pattern=pattern,
+        # GPT-2's layers (Conv1D) store their weights transposed; PEFT warns unless told.
+        fan_in_fan_out=any(isinstance(module, Conv1D) for module in (blocks or base).modules()),
         task_type="CAUSAL_LM",
     )
 
@@ -159,6 +183,7 @@ def training_rows(tokenizer, examples: list[dict], config: TrainConfig) -> list[
     rows = tokenize_examples(tokenizer, examples, config.max_length)
     if not rows:
         raise ValueError(f"{config.data} has no assistant tokens to learn (all weight 0?).")
+    warn_without_reply_prompt(tokenizer)
     return rows
 
 
@@ -394,13 +419,13 @@ def train(
         if valid_examples
         else []
     )
-    out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
-    if not config.resume:  # only now that every setting and example has been checked
-        clear_run(out)
     base = model.get_base_model()
     first_adapted = first_adapted_layer(base)
     lengths = [len(r) for r in rows]
     per_epoch, total_steps, epochs = run_length(config, len(rows))
+    out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
+    if not config.resume:  # only now that every setting and example has been checked
+        clear_run(out)
 
     optimizer = new_optimizer(model, config)
     step, first_epoch, trained_tokens = 0, 1, 0

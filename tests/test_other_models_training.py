@@ -1,0 +1,139 @@
+"""`ftlab train` on base models other than the built-in SmolLM2: other layer layouts (GPT-2),
+tokenizers without pad or eos tokens, short contexts and a chat template without a reply
+prompt. A refused run must leave an earlier run in its output folder as it was."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from other_models import NO_GENERATION_PROMPT, tiny_model
+from training_helpers import MESSAGES, tiny
+
+from ftlab.generation import generate_batch
+from ftlab.jsonl import write_jsonl
+from ftlab.models import ADAPTER_SIDECAR, load_model, load_tokenizer
+from ftlab.support import make_example
+from ftlab.training import loop, train
+from ftlab.training.data import IGNORE, tokenize_examples
+from ftlab.training.estimate import estimate_time
+from ftlab.training.frozen import decoder_blocks, first_adapted_layer
+from ftlab.training.loop import training_model, training_rows
+
+MODELS = {  # name: tiny_model's settings
+    "gpt2": {"arch": "gpt2"},
+    "gpt2-short": {"arch": "gpt2", "context": 128},
+    "llama-short": {"context": 64},
+    "no-pad-or-eos": {"pad": False, "eos": False},
+    "no-reply-prompt": {"template": NO_GENERATION_PROMPT},
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """`model_dir(name)`: the folder of one of MODELS, saved on first use."""
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = tiny_model(tmp_path_factory.mktemp(name), **MODELS[name])
+        return made[name]
+
+    return get
+
+
+def earlier_run(out: Path) -> list[Path]:
+    """An earlier run's adapter and checkpoint in `out` (what a new run would replace)."""
+    kept = [out / "adapter" / ADAPTER_SIDECAR, out / "checkpoints" / "epoch-1" / ADAPTER_SIDECAR]
+    for path in kept:
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"base_model": "earlier"}))
+    return kept
+
+
+def test_a_gpt2_trains_with_every_layer_adapted_and_its_adapter_loads(model_dir, data, tmp_path):
+    model = model_dir("gpt2")
+    result = train(tiny(data, tmp_path / "run", model=str(model), epochs=1, max_steps=1))
+    resolved = json.loads(result.config_path.read_text())["resolved"]
+    assert resolved["frozen_layers"] == 0 and result.adapter_dir.is_dir()
+    merged, tokenizer = load_model(tmp_path / "run", device="cpu")
+    conversation = make_example(*MESSAGES[0])["messages"][:2]
+    assert isinstance(generate_batch(merged, tokenizer, [conversation], max_new_tokens=2)[0], str)
+
+
+def test_adapted_layers_on_a_gpt2_adapts_its_top_layers(model_dir):
+    config = tiny("x", "y", model=str(model_dir("gpt2")), adapted_layers=1)
+    model, _ = training_model(config)
+    base = model.get_base_model()
+    assert decoder_blocks(base) is base.transformer.h
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".transformer.h.1." in name for name in trained)
+    assert first_adapted_layer(base) == 1
+
+
+def test_a_gpt2_run_can_be_estimated(model_dir, data):
+    estimate = estimate_time(tiny(data, "", model=str(model_dir("gpt2")), max_steps=2), 1)
+    assert estimate.total_steps == 2 and estimate.seconds_per_token > 0
+
+
+def test_adapted_layers_are_refused_where_the_layers_cannot_be_found(
+    model_dir, data, tmp_path, monkeypatch
+):
+    assert decoder_blocks(torch.nn.Sequential(torch.nn.Linear(2, 2))) is None
+    monkeypatch.setattr(loop, "decoder_blocks", lambda model: None)
+    out = tmp_path / "run"
+    kept = earlier_run(out)
+    config = tiny(data, out, model=str(model_dir("gpt2")), adapted_layers=1, max_steps=1)
+    with pytest.raises(ValueError, match="cannot find the decoder layers") as refused:
+        train(config)
+    assert "--adapted-layers all" in str(refused.value)
+    assert all(path.is_file() for path in kept)
+
+
+def test_a_tokenizer_without_pad_or_eos_trains_and_generates(model_dir, data, tmp_path):
+    model = model_dir("no-pad-or-eos")
+    tokenizer = load_tokenizer(model)
+    assert tokenizer.eos_token is None and tokenizer.pad_token_id is not None
+    result = train(tiny(data, tmp_path / "run", model=str(model), epochs=1, max_steps=1))
+    assert result.adapter_dir.is_dir()
+    merged, tokenizer = load_model(tmp_path / "run", device="cpu")
+    conversations = [make_example(*m)["messages"][:2] for m in MESSAGES[:3]]  # padded rows
+    assert len(generate_batch(merged, tokenizer, conversations, max_new_tokens=2)) == 3
+
+
+def test_examples_past_the_models_context_are_refused(model_dir):
+    tokenizer = load_tokenizer(model_dir("llama-short"))
+    examples = [make_example(*m) for m in MESSAGES[:2]]  # about 100 tokens each
+    with pytest.raises(ValueError, match=r"context of the model .*\(64 tokens") as refused:
+        tokenize_examples(tokenizer, examples)
+    assert f"ftlab validate FILE --model {tokenizer.name_or_path}" in str(refused.value)
+    with pytest.raises(ValueError, match="longer than max_length=50 tokens"):
+        tokenize_examples(tokenizer, examples, max_length=50)  # the tighter limit is named
+
+
+def test_a_gpt2_run_past_its_context_is_refused_and_keeps_the_earlier_run(model_dir, tmp_path):
+    long = make_example("my order " * 80, "other", None, "neutral")  # past GPT-2's 128 positions
+    data = write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES] + [long])
+    out = tmp_path / "run"
+    kept = earlier_run(out)
+    config = tiny(str(data), out, model=str(model_dir("gpt2-short")), max_steps=1)
+    with pytest.raises(ValueError, match=r"(?s)\(128 tokens.*example 13 .*Fix: shorten or split"):
+        train(config)
+    assert all(path.is_file() for path in kept)
+
+
+def test_a_template_without_reply_prompt_warns_once_per_file(model_dir, tokenizer):
+    examples = [make_example(*m) for m in MESSAGES[:4]]
+    config = tiny("train.jsonl", "y")
+    plain = load_tokenizer(model_dir("no-reply-prompt"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = training_rows(plain, examples, config)
+        training_rows(tokenizer, examples, config)  # SmolLM2's template adds a reply prompt
+    told = [w for w in caught if "adds no reply prompt" in str(w.message)]
+    assert len(told) == 1 and "Fix:" in str(told[0].message)
+    learned = plain.decode([t for t in rows[0].labels if t != IGNORE])
+    assert learned.startswith("<|im_start|>assistant\n")  # what the warning is about
