@@ -412,6 +412,13 @@ def adapter_base_model(folder: str | Path) -> str:
             f"The adapter at {folder} does not say which base model it was trained from.\n"
             f'Fix: add {ADAPTER_SIDECAR} with {{"base_model": "NAME"}} to the folder.'
         )
+    if Path(base).is_absolute() and not Path(base).exists():  # a base model folder moved
+        raise ModelNotFoundError(
+            f"The adapter at {folder} was trained from the base model folder {base} (as "
+            f"{record.name} in the adapter's folder records), and there is no folder there "
+            "now.\nFix: put the base model back there, or write where it is now into "
+            f"{record}."
+        )
     return base
 
 

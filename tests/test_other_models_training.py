@@ -15,13 +15,14 @@ from training_helpers import MESSAGES, tiny
 
 from ftlab.generation import generate_batch
 from ftlab.jsonl import write_jsonl
-from ftlab.models import ADAPTER_SIDECAR, load_model, load_tokenizer
+from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model, load_tokenizer
 from ftlab.support import make_example
 from ftlab.training import loop, train
 from ftlab.training.data import IGNORE, tokenize_examples
 from ftlab.training.estimate import estimate_time
 from ftlab.training.frozen import decoder_blocks, first_adapted_layer
 from ftlab.training.loop import training_model, training_rows
+from ftlab.validation.stats import context_length
 
 MODELS = {  # name: tiny_model's settings
     "gpt2": {"arch": "gpt2"},
@@ -137,3 +138,29 @@ def test_a_template_without_reply_prompt_warns_once_per_file(model_dir, tokenize
     assert len(told) == 1 and "Fix:" in str(told[0].message)
     learned = plain.decode([t for t in rows[0].labels if t != IGNORE])
     assert learned.startswith("<|im_start|>assistant\n")  # what the warning is about
+
+
+def test_the_context_is_the_smaller_of_the_tokenizers_and_the_models(model_dir):
+    tokenizer = load_tokenizer(model_dir("llama-short"))
+    tokenizer.model_max_length = 8_192  # a tokenizer that claims more than the model has
+    assert context_length(tokenizer) == 64
+
+
+def test_an_adapter_whose_base_folder_moved_says_so(data, tmp_path):
+    base = tiny_model(tmp_path / "base")
+    result = train(tiny(data, tmp_path / "run", model=str(base), epochs=1, max_steps=1))
+    base.rename(tmp_path / "moved")
+    with pytest.raises(ModelNotFoundError, match="trained from the base model folder") as moved:
+        load_tokenizer(tmp_path / "run")
+    assert str(base) in str(moved.value) and ADAPTER_SIDECAR in str(moved.value)
+    assert str(result.adapter_dir) in str(moved.value)
+
+
+def test_an_adapter_is_refused_as_the_model_to_train_or_time(model_dir, data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data, run, model=str(model_dir("gpt2")), epochs=1, max_steps=1))
+    again = tiny(data, tmp_path / "again", model=str(run))
+    for attempt in (train, estimate_time):
+        with pytest.raises(ValueError, match="is a fine-tuned adapter"):
+            attempt(again)
+    assert not (tmp_path / "again").exists()

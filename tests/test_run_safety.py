@@ -240,7 +240,7 @@ def test_starting_over_in_a_run_folder_says_what_it_replaces(run, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": []}\n')
     done = run_ftlab("train", "--data", str(bad), "--out", str(run_dir))
-    assert f"note: {run_dir} holds an earlier run: starting over replaces" in done.stderr
+    assert f"note: {run_dir} holds an earlier run: once the data and settings" in done.stderr
     assert done.returncode == 1 and _kept(run_dir)  # refused data: nothing was replaced
 
 

@@ -151,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
         elif not args.resume and is_training_run(Path(args.out)):
             print(
-                f"note: {args.out} holds an earlier run: starting over replaces its adapter and "
-                "checkpoints (add --resume to continue it, or pass another --out to keep it)",
+                f"note: {args.out} holds an earlier run: once the data and settings pass their "
+                "checks, this run replaces its adapter and checkpoints (add --resume to "
+                "continue it, or pass another --out to keep it)",
                 file=sys.stderr,
             )
         result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)

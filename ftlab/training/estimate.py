@@ -29,6 +29,7 @@ from ftlab.training.data import (
 )
 from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import (
+    check_base_model,
     check_data,
     new_optimizer,
     resume_point,
@@ -153,6 +154,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     if timed_steps < 1:
         raise ValueError(f"timed_steps must be at least 1, got {timed_steps}")
     load = load_average()  # before this process adds its own threads to it
+    check_base_model(config)
     examples = check_data(config.data)
     valid_examples = check_data(config.valid, validation=True) if config.valid else []
     resumed = resume_point(config, Path(config.out)) if config.out else None

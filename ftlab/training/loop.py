@@ -75,6 +75,15 @@ def check_data(path: str, validation: bool = False) -> list[dict]:
     return report.examples
 
 
+def check_base_model(config: TrainConfig) -> None:
+    """Refuse an adapter as the model to train: LoRA goes on a base model."""
+    if is_adapter_dir(run_adapter(config.model)):
+        raise ValueError(
+            f"{config.model} is a fine-tuned adapter (or a training run's folder); "
+            "train from its base model instead."
+        )
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """Linear warm-up, then linear decay to zero: the schedule for step `step` (0-based)."""
     warmup = max(1, math.ceil(config.warmup_ratio * total_steps))
@@ -389,11 +398,7 @@ def train(
     notify = callback or (lambda event: None)
     stop = should_stop or (lambda: False)
     out = Path(config.out)
-    if is_adapter_dir(run_adapter(config.model)):
-        raise ValueError(
-            f"{config.model} is a fine-tuned adapter (or a training run's folder); "
-            "train from its base model instead."
-        )
+    check_base_model(config)
     check_output_folder(out)
     train_examples = check_data(config.data)
     valid_examples = check_data(config.valid, validation=True) if config.valid else None

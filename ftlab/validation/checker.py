@@ -394,7 +394,7 @@ def validate_bytes(
         else:
             why = (
                 f"more than the model's context of {context:,}; OpenAI's training cuts off "
-                "the rest and `ftlab train` refuses it (above its max_length)"
+                "the rest and `ftlab train` refuses it"
             )
         problems.append(
             Problem(

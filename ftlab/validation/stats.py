@@ -108,11 +108,12 @@ def _config_context(name_or_path: str) -> int | None:
 
 
 def context_length(tokenizer: Any) -> int | None:
-    """The model's context in tokens: the tokenizer's limit, else the config's positions."""
+    """The model's context in tokens: the smaller of the tokenizer's limit and the config's
+    positions (a tokenizer may claim more than the model has positions for), else None."""
     limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT:
-        return limit
-    return _config_context(str(getattr(tokenizer, "name_or_path", "") or ""))
+    limits = [limit] if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT else []
+    limits.append(_config_context(str(getattr(tokenizer, "name_or_path", "") or "")))
+    return min((n for n in limits if n is not None), default=None)
 
 
 def template_said(error: BaseException) -> str:
