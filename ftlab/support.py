@@ -132,10 +132,16 @@ def load_examples(path: str | Path) -> list[dict]:
     return examples
 
 
+# A reasoning model (Qwen3, DeepSeek-R1) writes its thinking first, in <think> tags, even
+# when empty; its answer is what follows, as OpenAI-compatible servers return it.
+THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
+
+
 def parse_answer(text: str) -> dict | None:
-    """The model's answer as a dict if it is exactly one JSON object, else None."""
+    """The model's answer as a dict if it is exactly one JSON object (after the thinking of a
+    reasoning model, if any), else None."""
     try:
-        value = json.loads(text.strip())
+        value = json.loads(THINKING.sub("", text).strip())
     except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) else None

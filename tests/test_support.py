@@ -68,6 +68,14 @@ def test_parse_answer_accepts_surrounding_whitespace_only():
     assert parse_answer("```json\n" + answer() + "\n```") is None
 
 
+def test_a_reasoning_models_thinking_before_its_answer_is_not_part_of_it():
+    """Qwen3 writes an empty <think></think> before every answer (its template trains it to)."""
+    assert parse_answer(f"<think>\n\n</think>\n\n{answer()}") == GOLD
+    assert parse_answer(f"<think>It is about an order.</think>{answer()}") == GOLD
+    assert parse_answer(f"<think>unfinished {answer()}") is None
+    assert parse_answer(f"{answer()} <think></think>") is None  # only before the answer
+
+
 def test_prompt_messages_are_everything_before_the_gold_answer():
     from ftlab.support import SYSTEM_PROMPT, make_example, prompt_messages
 
