@@ -21,7 +21,7 @@ from ftlab.training import loop, train
 from ftlab.training.data import IGNORE, tokenize_examples
 from ftlab.training.estimate import estimate_time
 from ftlab.training.frozen import decoder_blocks, first_adapted_layer
-from ftlab.training.loop import training_model, training_rows
+from ftlab.training.loop import StaleRunError, training_model, training_rows
 from ftlab.validation.stats import context_length
 
 MODELS = {  # name: tiny_model's settings
@@ -164,3 +164,16 @@ def test_an_adapter_is_refused_as_the_model_to_train_or_time(model_dir, data, tm
         with pytest.raises(ValueError, match="is a fine-tuned adapter"):
             attempt(again)
     assert not (tmp_path / "again").exists()
+
+
+def test_resuming_notices_other_weights_in_the_base_model_folder(data, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_model(tmp_path / "base")
+    config = tiny(data, tmp_path / "run", model=str(base), epochs=1, max_steps=1)
+    train(config)
+    weights = base / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({name: t + 0.01 for name, t in tensors.items()}, weights, metadata={"format": "pt"})
+    with pytest.raises(StaleRunError, match="the base model folder holds another model now"):
+        train(tiny(data, tmp_path / "run", model=str(base), epochs=1, max_steps=1, resume=True))

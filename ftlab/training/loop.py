@@ -334,15 +334,48 @@ class StaleRunError(ValueError):
 
 
 def data_fingerprints(config: TrainConfig) -> dict[str, str | None]:
-    """SHA-256 of the training and validation files, so a resume notices edited data."""
+    """SHA-256 of the training and validation files, so a resume notices edited data, and of
+    a local base model folder, so it notices other weights put in the same folder."""
 
     def digest(path: str | None) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
 
-    return {"data_sha256": digest(config.data), "valid_sha256": digest(config.valid)}
+    return {
+        "data_sha256": digest(config.data),
+        "valid_sha256": digest(config.valid),
+        "model_sha256": model_fingerprint(config.model),
+    }
+
+
+FINGERPRINT_BYTES = 2**20
+
+
+def model_fingerprint(model: str) -> str | None:
+    """A digest of a local model folder, None for a model name: its settings files whole, and
+    of each weights file its size and first and last MiB (where the tensors of other weights
+    of the same shape differ), so a model of gigabytes is not read whole."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix not in {".json", ".safetensors", ".bin"}:
+            continue
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}\n".encode())
+        with path.open("rb") as file:
+            if path.suffix == ".json" or size <= 2 * FINGERPRINT_BYTES:
+                digest.update(file.read())
+            else:
+                digest.update(file.read(FINGERPRINT_BYTES))
+                file.seek(size - FINGERPRINT_BYTES)
+                digest.update(file.read())
+    return digest.hexdigest()
 
 
 def _file_change(key: str, before: str | None, now: str | None) -> str:
+    if key == "model_sha256":
+        return "the base model folder holds another model now"
     role = {"data_sha256": "training data", "valid_sha256": "validation"}[key]
     if before is None:
         return f"a {role} file was added"
