@@ -82,7 +82,11 @@ def generation_cue(tokenizer: Any) -> str:
     except (KeyError, TypeError):  # TypeError: a tokenizer that cannot be weakly referenced
         pass
     probe = [{"role": "user", "content": "x"}]
-    without = render(tokenizer, probe)
+    try:
+        without = render(tokenizer, probe)
+    except ChatTemplateError:  # a template that wants a system message first
+        probe = [{"role": "system", "content": "s"}, *probe]
+        without = render(tokenizer, probe)
     with_prompt = render(tokenizer, probe, generation_prompt=True)
     cue = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
     with contextlib.suppress(TypeError):

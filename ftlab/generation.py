@@ -54,7 +54,15 @@ def end_of_turn_id(tokenizer) -> int | None:
     at = text.rfind(_REPLY_MARK) if isinstance(text, str) else -1
     after = text[at + len(_REPLY_MARK) :] if at >= 0 else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    return ids[0] if ids and ids[0] in set(tokenizer.all_special_ids) else None
+    return ids[0] if ids and ids[0] in special_ids(tokenizer) else None
+
+
+def special_ids(tokenizer) -> set[int]:
+    """The ids of a tokenizer's special tokens: its named ones (eos, pad...) and added tokens
+    marked special (Llama 3's `<|eot_id|>` and Phi-3's `<|end|>` are only the latter)."""
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    marked = {index for index, token in added.items() if getattr(token, "special", False)}
+    return set(tokenizer.all_special_ids) | marked
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -96,7 +96,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_record(path: Path) -> dict[str, Any]:
+def file_record(path: Path) -> dict[str, Any]:
+    """Size, modification time and SHA-256 of a file: a file whose size and time match its
+    record is trusted without hashing it again."""
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
 
@@ -167,7 +169,7 @@ def _convert_gguf(target: Path) -> None:
     plain.generation_config.pad_token_id = tokenizer.pad_token_id
     plain.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    files = {p.name: _file_record(p) for p in sorted(target.iterdir()) if p.is_file()}
+    files = {p.name: file_record(p) for p in sorted(target.iterdir()) if p.is_file()}
     marker = {"conversion_version": CONVERSION_VERSION, "source": str(gguf), "files": files}
     (target / MARKER).write_text(json.dumps(marker, indent=2))
 

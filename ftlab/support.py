@@ -133,8 +133,9 @@ def load_examples(path: str | Path) -> list[dict]:
 
 
 # A reasoning model (Qwen3, DeepSeek-R1) writes its thinking first, in <think> tags, even
-# when empty; its answer is what follows, as OpenAI-compatible servers return it.
-THINKING = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
+# when empty; its answer is what follows, as OpenAI-compatible servers return it. Where the
+# generation prompt opens the tag itself (R1's), the answer holds only the closing one.
+THINKING = re.compile(r"\A.*?</think>", re.DOTALL)
 
 
 def parse_answer(text: str) -> dict | None:

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 from conftest import run_ftlab
-from other_models import GEMMA, PHI3, tiny_model
+from other_models import GEMMA, LLAMA3, PHI3, tiny_model
+from tokenizers import AddedToken
 
 from ftlab import cli
 from ftlab.chat_template import ChatTemplateError
@@ -152,6 +153,13 @@ def test_the_end_of_turn_token_is_read_from_the_chat_template(base):
     phi3.chat_template = PHI3
     assert end_of_turn_id(phi3) == phi3.convert_tokens_to_ids("<|end|>")
     assert phi3.convert_tokens_to_ids("<|end|>") in stop_token_ids(model, phi3)
+    # Llama 3's tokenizer marks <|eot_id|> special among its added tokens only.
+    llama3 = copy.deepcopy(tokenizer)
+    names = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+    llama3.add_tokens([AddedToken(name, special=True) for name in names])
+    llama3.chat_template = LLAMA3
+    assert "<|eot_id|>" not in llama3.all_special_tokens
+    assert end_of_turn_id(llama3) == llama3.convert_tokens_to_ids("<|eot_id|>")
     plain = copy.deepcopy(tokenizer)
     plain.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
     assert end_of_turn_id(plain) is None

@@ -24,12 +24,22 @@ from ftlab.training.frozen import decoder_blocks, first_adapted_layer
 from ftlab.training.loop import StaleRunError, training_model, training_rows
 from ftlab.validation.stats import context_length
 
+# ChatML that refuses a conversation without a system message first.
+SYSTEM_FIRST = (
+    "{% if messages[0]['role'] != 'system' %}"
+    "{{ raise_exception('A system message must come first') }}{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 MODELS = {  # name: tiny_model's settings
     "gpt2": {"arch": "gpt2"},
     "gpt2-short": {"arch": "gpt2", "context": 128},
     "llama-short": {"context": 64},
     "no-pad-or-eos": {"pad": False, "eos": False},
     "no-reply-prompt": {"template": NO_GENERATION_PROMPT},
+    "system-first": {"template": SYSTEM_FIRST},
+    "qwen2": {"arch": "qwen2"},
 }
 
 
@@ -55,8 +65,11 @@ def earlier_run(out: Path) -> list[Path]:
     return kept
 
 
-def test_a_gpt2_trains_with_every_layer_adapted_and_its_adapter_loads(model_dir, data, tmp_path):
-    model = model_dir("gpt2")
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_another_family_trains_with_every_layer_adapted_and_its_adapter_loads(
+    model_dir, data, tmp_path, arch
+):
+    model = model_dir(arch)
     result = train(tiny(data, tmp_path / "run", model=str(model), epochs=1, max_steps=1))
     resolved = json.loads(result.config_path.read_text())["resolved"]
     assert resolved["frozen_layers"] == 0 and result.adapter_dir.is_dir()
@@ -138,6 +151,12 @@ def test_a_template_without_reply_prompt_warns_once_per_file(model_dir, tokenize
     assert len(told) == 1 and "Fix:" in str(told[0].message)
     learned = plain.decode([t for t in rows[0].labels if t != IGNORE])
     assert learned.startswith("<|im_start|>assistant\n")  # what the warning is about
+    # A template that wants a system message first has a reply prompt: no warning, no error.
+    strict = load_tokenizer(model_dir("system-first"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(training_rows(strict, examples, config)) == 4
+    assert not [w for w in caught if "reply prompt" in str(w.message)]
 
 
 def test_the_context_is_the_smaller_of_the_tokenizers_and_the_models(model_dir):
@@ -166,14 +185,36 @@ def test_an_adapter_is_refused_as_the_model_to_train_or_time(model_dir, data, tm
     assert not (tmp_path / "again").exists()
 
 
-def test_resuming_notices_other_weights_in_the_base_model_folder(data, tmp_path):
+def test_resuming_notices_another_model_in_the_base_model_folder(data, tmp_path):
+    """Any change to any file of the folder, one layer's weights or the chat template; a file
+    only touched (same bytes, new time) is not a change."""
+    import os
+
     from safetensors.torch import load_file, save_file
 
     base = tiny_model(tmp_path / "base")
-    config = tiny(data, tmp_path / "run", model=str(base), epochs=1, max_steps=1)
-    train(config)
+    train(tiny(data, tmp_path / "run", model=str(base), epochs=2, max_steps=1))
+
+    def resume() -> None:
+        train(tiny(data, tmp_path / "run", model=str(base), epochs=2, max_steps=1, resume=True))
+
     weights = base / "model.safetensors"
+    os.utime(weights)  # touched: the bytes are hashed again and are the same
+    template = (base / "chat_template.jinja").read_text()
+    (base / "chat_template.jinja").write_text(template.replace("<|im_start|>", "<|im_start|> "))
+    with pytest.raises(StaleRunError, match=r"another model now \(chat_template.jinja changed"):
+        resume()
+    (base / "chat_template.jinja").write_text(template)
+    original = weights.read_bytes()
     tensors = load_file(weights)
-    save_file({name: t + 0.01 for name, t in tensors.items()}, weights, metadata={"format": "pt"})
-    with pytest.raises(StaleRunError, match="the base model folder holds another model now"):
-        train(tiny(data, tmp_path / "run", model=str(base), epochs=1, max_steps=1, resume=True))
+    name = next(n for n in tensors if "layers.1." in n and n.endswith("q_proj.weight"))
+    tensors[name] = tensors[name] + 0.01  # one matrix deep inside the file
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(StaleRunError, match=r"another model now \(model.safetensors changed"):
+        resume()
+    base.rename(tmp_path / "moved")
+    with pytest.raises(StaleRunError, match="the base model folder .* is missing"):
+        resume()
+    (tmp_path / "moved").rename(base)
+    weights.write_bytes(original)
+    resume()  # the same model again: the run goes on

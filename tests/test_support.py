@@ -73,6 +73,7 @@ def test_a_reasoning_models_thinking_before_its_answer_is_not_part_of_it():
     assert parse_answer(f"<think>\n\n</think>\n\n{answer()}") == GOLD
     assert parse_answer(f"<think>It is about an order.</think>{answer()}") == GOLD
     assert parse_answer(f"<think>unfinished {answer()}") is None
+    assert parse_answer(f"It is about an order.\n</think>\n\n{answer()}") == GOLD  # R1
     assert parse_answer(f"{answer()} <think></think>") is None  # only before the answer
 
 

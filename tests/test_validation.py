@@ -568,6 +568,9 @@ def test_cli_reads_standard_input_for_a_dash(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data[:-6])))
     assert cli.main(["validate", "--no-tokens", "-"]) == 0
     assert capsys.readouterr().out.startswith("<stdin>: valid")
+    monkeypatch.setattr(sys, "stdin", None)  # `ftlab validate - <&-`: no standard input
+    assert cli.main(["validate", "--no-tokens", "-"]) == 2
+    assert "cannot read standard input" in capsys.readouterr().err
 
 
 def test_cli_unreadable_file(tmp_path):

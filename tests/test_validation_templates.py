@@ -199,12 +199,18 @@ def _write(lines: list, folder) -> str:
 
 def test_a_template_whose_reply_prompt_differs_from_its_replies_is_warned_about(models):
     """MISMATCHED prompts a reply with `<start_of_turn>model` but renders it as
-    `...assistant`: `ftlab train` refuses every example."""
+    `...assistant`: `ftlab train` refuses every example, which one warning says (not ten)."""
     lines = [no_system(i) for i in range(10)]
     assert "answer of message 1 cannot be located" in refusal(models["mismatched"], lines[0])
     report = validate_bytes(jsonl(lines), tokenizer=str(models["mismatched"]))
-    found = {(p.code, p.line, p.message_index) for p in template_problems(report)}
-    assert found == {("reply_not_located", line, 1) for line in range(1, 11)}
+    [problem] = template_problems(report)
+    assert (problem.code, problem.line) == ("reply_not_located", None)
+    assert "all 10 example(s) (line 1, 2, 3, 4, 5, ...)" in problem.message
+    assert "Fix: use a model whose chat template appends each message" in problem.message
+    # Some of the examples: each on its line, with the reply's message index.
+    few = validate_bytes(jsonl(lines[:4]), tokenizer=str(models["mismatched"]))
+    found = {(p.code, p.line, p.message_index) for p in template_problems(few)}
+    assert found == {("reply_not_located", line, 1) for line in range(1, 5)}
 
 
 class Unprintable(Exception):

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-length",
         type=positive_int,
         default=DEFAULTS.max_length,
-        help="longest example in tokens; longer ones are refused, not cut (default: %(default)s)",
+        help="longest example in tokens; longer ones are refused, not cut, and so are those "
+        "past the model's context whatever this says (default: %(default)s)",
     )
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many steps in all")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="default: %(default)s")

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         if args.file == "-":  # `export_tickets | ftlab validate -`
-            report = validate_bytes(sys.stdin.buffer.read(), name="<stdin>", **options)
+            report = validate_bytes(_standard_input(), name="<stdin>", **options)
         else:
             report = validate_file(args.file, **options)
     except (UnreadableFileError, MemoryError) as error:
@@ -135,6 +135,13 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `ftlab validate big.jsonl | head`: the reader left early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return status
+
+
+def _standard_input() -> bytes:
+    try:
+        return sys.stdin.buffer.read()
+    except (AttributeError, OSError, ValueError) as error:  # closed, or no stdin at all
+        raise UnreadableFileError(f"cannot read standard input ({error})") from error
 
 
 def _no_report(args: argparse.Namespace, message: str, code: str = UNREADABLE_FILE) -> int:

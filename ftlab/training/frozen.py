@@ -40,12 +40,14 @@ def decoder_blocks(causal_lm) -> torch.nn.ModuleList | None:
     layers = getattr(get_decoder(), "layers", None) if callable(get_decoder) else None
     if isinstance(layers, torch.nn.ModuleList):
         return layers
+    count = getattr(getattr(causal_lm, "config", None), "num_hidden_layers", None)
     stacks = [
         module
         for module in causal_lm.modules()
         if isinstance(module, torch.nn.ModuleList)
         and len(module)
         and len({type(block) for block in module}) == 1
+        and (not isinstance(count, int) or len(module) == count)  # not a block's inner list
     ]
     return max(stacks, key=lambda s: sum(p.numel() for p in s.parameters()), default=None)
 

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from ftlab.files import write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     available_cores,
+    file_record,
     is_adapter_dir,
     load_model,
     run_adapter,
@@ -141,6 +143,7 @@ def lora_settings(base, config: TrainConfig):
         # PEFT finds a module's layer number after this name (`h` in GPT-2's `transformer.h.3`).
         pattern = next(name for name, module in base.named_modules() if module is blocks)
         pattern = pattern.rsplit(".", 1)[-1]
+        pattern = None if pattern == "layers" else pattern  # PEFT's own guess: as before
         if targets == "all-linear":  # PEFT needs the names with a layer list
             targets = decoder_linear_names(blocks)
     return LoraConfig(
@@ -333,49 +336,54 @@ class StaleRunError(ValueError):
     """A run cannot be resumed: its settings or its data files changed since it started."""
 
 
-def data_fingerprints(config: TrainConfig) -> dict[str, str | None]:
-    """SHA-256 of the training and validation files, so a resume notices edited data, and of
-    a local base model folder, so it notices other weights put in the same folder."""
+def data_fingerprints(config: TrainConfig) -> dict[str, Any]:
+    """What a run records so that a resume notices a change: the data's SHA-256 (edited data)
+    and the files of a local base model folder (another model put in the same folder)."""
+    return {**data_digests(config), "model_files": model_files(config.model)}
+
+
+def data_digests(config: TrainConfig) -> dict[str, str | None]:
+    """SHA-256 of the training and validation files."""
 
     def digest(path: str | None) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
 
-    return {
-        "data_sha256": digest(config.data),
-        "valid_sha256": digest(config.valid),
-        "model_sha256": model_fingerprint(config.model),
-    }
+    return {"data_sha256": digest(config.data), "valid_sha256": digest(config.valid)}
 
 
-FINGERPRINT_BYTES = 2**20
-
-
-def model_fingerprint(model: str) -> str | None:
-    """A digest of a local model folder, None for a model name: its settings files whole, and
-    of each weights file its size and first and last MiB (where the tensors of other weights
-    of the same shape differ), so a model of gigabytes is not read whole."""
+def model_files(model: str) -> dict[str, dict[str, Any]] | None:
+    """Size, modification time and SHA-256 of each file of a local model folder; None for a
+    model name (the built-in model, a hub id)."""
     folder = Path(model).expanduser()
     if not folder.is_dir():
         return None
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix not in {".json", ".safetensors", ".bin"}:
-            continue
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}\n".encode())
-        with path.open("rb") as file:
-            if path.suffix == ".json" or size <= 2 * FINGERPRINT_BYTES:
-                digest.update(file.read())
-            else:
-                digest.update(file.read(FINGERPRINT_BYTES))
-                file.seek(size - FINGERPRINT_BYTES)
-                digest.update(file.read())
-    return digest.hexdigest()
+    return {
+        path.relative_to(folder).as_posix(): file_record(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def _model_change(before: dict[str, dict[str, Any]] | None, model: str) -> str | None:
+    """How the base model folder differs from what a run recorded, or None. A file with the
+    recorded size and modification time is trusted without hashing it again."""
+    folder = Path(model).expanduser()
+    if before is None:
+        return None if not folder.is_dir() else "the base model is a folder now"
+    if not folder.is_dir():
+        return f"the base model folder {folder} is missing"
+    now = {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+    if now != set(before):
+        return "the base model folder holds other files now"
+    for name, record in before.items():
+        stat = (folder / name).stat()
+        same_file = (stat.st_size, stat.st_mtime_ns) == (record["size"], record["mtime_ns"])
+        if not same_file and file_record(folder / name)["sha256"] != record["sha256"]:
+            return f"the base model folder holds another model now ({name} changed)"
+    return None
 
 
 def _file_change(key: str, before: str | None, now: str | None) -> str:
-    if key == "model_sha256":
-        return "the base model folder holds another model now"
     role = {"data_sha256": "training data", "valid_sha256": "validation"}[key]
     if before is None:
         return f"a {role} file was added"
@@ -399,9 +407,12 @@ def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
         except (KeyError, TypeError, ValueError) as error:
             raise damaged(config_path, error) from error
         changed = config.differences(previous)
-        for key, value in data_fingerprints(config).items():
-            if key in recorded and recorded[key] != value:
-                changed.append(_file_change(key, recorded[key], value))
+        for key, now in data_digests(config).items():
+            if key in recorded and recorded[key] != now:
+                changed.append(_file_change(key, recorded[key], now))
+        if "model_files" in recorded:
+            change = _model_change(recorded["model_files"], config.model)
+            changed += [change] if change else []
         if changed:
             reasons = "; ".join(changed)
             raise StaleRunError(
@@ -461,6 +472,7 @@ def train(
     first_adapted = first_adapted_layer(base)
     lengths = [len(r) for r in rows]
     per_epoch, total_steps, epochs = run_length(config, len(rows))
+    fingerprints = data_fingerprints(config)  # may fail to read a file: before anything goes
     out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
     if not config.resume:  # only now that every setting and example has been checked
         clear_run(out)
@@ -494,7 +506,7 @@ def train(
             # Results repeat exactly for the same seed, data and thread count; a resumed
             # run reuses this count (see above) unless FTLAB_THREADS sets one.
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            **data_fingerprints(config),
+            **fingerprints,
             "examples": len(rows),
             "valid_examples": len(valid_rows),
             "steps_per_epoch": per_epoch,

@@ -475,20 +475,37 @@ def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> lis
             )
             for number, reason in errors.items()
         ]
+    why = (
+        f"{model}'s chat template does not render conversations as one message after another "
+        "(it renders a message differently once later ones follow, as Qwen3's drops the "
+        "thinking of earlier replies), so `ftlab train` with this model refuses"
+    )
+    fix = (
+        "OpenAI is not affected. Fix: use a model whose chat template appends each message "
+        '(most instruct models), or give {which} "weight": 0 (shown, not learned), or split '
+        "the conversation into one example per reply"
+    )
+    if len(counts.unlocated) == len(lines) > LISTED_LINES:  # every example: one warning
+        where = [lines[number] for number in counts.unlocated]
+        listed = ", ".join(map(str, where[:LISTED_LINES])) + ", ..."
+        problems.append(
+            Problem(
+                "reply_not_located",
+                f"{why} all {len(lines)} example(s) (line {listed}): an earlier reply of each "
+                "cannot be located for label masking. " + fix.format(which="the earlier replies"),
+                line=None,
+            )
+        )
+        return problems
     for number, indexes in counts.unlocated.items():
         also = ", ".join(f"messages[{i}]" for i in indexes[1:])
         which = ", ".join(f"messages[{i}]" for i in indexes)
         problems.append(
             Problem(
                 "reply_not_located",
-                f"{model}'s chat template does not render conversations as one message after "
-                "another (it renders a message differently once later ones follow, as Qwen3's "
-                "drops the thinking of earlier replies), so `ftlab train` with this model "
-                f"refuses this example: the answer of message {indexes[0]} cannot be located for "
-                f"label masking{f' (nor that of {also})' if also else ''}. OpenAI is not "
-                "affected. Fix: use a model whose chat template appends each message (most "
-                f'instruct models), or give {which} "weight": 0 (shown, not learned), or split '
-                "the conversation into one example per reply",
+                f"{why} this example: the answer of message {indexes[0]} cannot be located for "
+                f"label masking{f' (nor that of {also})' if also else ''}. "
+                + fix.format(which=which),
                 line=lines[number],
                 message_index=indexes[0],
             )
