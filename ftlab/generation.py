@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ftlab.chat_template import render
+from ftlab.chat_template import ChatTemplateError, render
 from ftlab.models import autocast
 
 # Below this many shared tokens, a separate pass for the prefix saves too little to matter.
@@ -48,8 +48,8 @@ def end_of_turn_id(tokenizer) -> int | None:
         {"role": "assistant", "content": _REPLY_MARK},
     ]
     try:
-        text = tokenizer.apply_chat_template(conversation, tokenize=False)
-    except Exception:  # noqa: BLE001 - no template, or one that needs other messages
+        text = render(tokenizer, conversation)
+    except ChatTemplateError:  # no template, or one that needs other messages
         return None
     at = text.rfind(_REPLY_MARK) if isinstance(text, str) else -1
     after = text[at + len(_REPLY_MARK) :] if at >= 0 else ""

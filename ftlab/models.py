@@ -119,16 +119,36 @@ def cache_problem(folder: Path, deep: bool = False) -> str | None:
         return "completion marker is unreadable"
     if record.get("conversion_version") != CONVERSION_VERSION:
         return "made by an older version of ftlab"
-    for name, expected in files.items():
+    changed = changed_file(folder, files, deep)
+    return None if changed is None else " ".join(changed)
+
+
+def folder_files(folder: Path) -> list[str]:
+    """The files under `folder`, by path relative to it, in order."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """`file_record` of every file under `folder`, by path relative to it."""
+    return {name: file_record(folder / name) for name in folder_files(folder)}
+
+
+def changed_file(
+    folder: Path, records: dict[str, dict[str, Any]], deep: bool = False
+) -> tuple[str, str] | None:
+    """(name, how) of the first file of `records` (`file_records`) that is missing from
+    `folder` or differs from its record; None when every one matches. A file whose size and
+    modification time match is trusted without hashing it again, unless `deep`."""
+    for name, expected in records.items():
         path = folder / name
         if not path.is_file():
-            return f"{name} is missing"
+            return name, "is missing"
         stat = path.stat()
         if stat.st_size != expected["size"]:
-            return f"{name} has the wrong size ({stat.st_size} bytes, expected {expected['size']})"
+            return name, f"has the wrong size ({stat.st_size} bytes, expected {expected['size']})"
         if deep or stat.st_mtime_ns != expected["mtime_ns"]:
             if _sha256(path) != expected["sha256"]:
-                return f"{name} is corrupted (checksum mismatch)"
+                return name, "is corrupted (checksum mismatch)"
     return None
 
 
@@ -169,7 +189,7 @@ def _convert_gguf(target: Path) -> None:
     plain.generation_config.pad_token_id = tokenizer.pad_token_id
     plain.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    files = {p.name: file_record(p) for p in sorted(target.iterdir()) if p.is_file()}
+    files = file_records(target)
     marker = {"conversion_version": CONVERSION_VERSION, "source": str(gguf), "files": files}
     (target / MARKER).write_text(json.dumps(marker, indent=2))
 

@@ -106,7 +106,7 @@ def tokenize_examples(
     tokenized = [tokenize_example(tokenizer, e["messages"]) for e in examples]
     context = context_length(tokenizer)
     by_context = context is not None and context <= max_length  # raising max_length won't do
-    limit = context if context is not None and by_context else max_length
+    limit = context if by_context else max_length
     too_long = [(n, len(t)) for n, t in enumerate(tokenized, 1) if len(t) > limit]
     if too_long:
         listed = ", ".join(f"example {n} ({size:,} tokens)" for n, size in too_long[:5])

@@ -17,7 +17,9 @@ from ftlab.files import write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     available_cores,
-    file_record,
+    changed_file,
+    file_records,
+    folder_files,
     is_adapter_dir,
     load_model,
     run_adapter,
@@ -355,13 +357,7 @@ def model_files(model: str) -> dict[str, dict[str, Any]] | None:
     """Size, modification time and SHA-256 of each file of a local model folder; None for a
     model name (the built-in model, a hub id)."""
     folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return None
-    return {
-        path.relative_to(folder).as_posix(): file_record(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
+    return file_records(folder) if folder.is_dir() else None
 
 
 def _model_change(before: dict[str, dict[str, Any]] | None, model: str) -> str | None:
@@ -372,15 +368,12 @@ def _model_change(before: dict[str, dict[str, Any]] | None, model: str) -> str |
         return None if not folder.is_dir() else "the base model is a folder now"
     if not folder.is_dir():
         return f"the base model folder {folder} is missing"
-    now = {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
-    if now != set(before):
+    if folder_files(folder) != sorted(before):
         return "the base model folder holds other files now"
-    for name, record in before.items():
-        stat = (folder / name).stat()
-        same_file = (stat.st_size, stat.st_mtime_ns) == (record["size"], record["mtime_ns"])
-        if not same_file and file_record(folder / name)["sha256"] != record["sha256"]:
-            return f"the base model folder holds another model now ({name} changed)"
-    return None
+    changed = changed_file(folder, before)
+    if changed is None:
+        return None
+    return f"the base model folder holds another model now ({changed[0]} changed)"
 
 
 def _file_change(key: str, before: str | None, now: str | None) -> str:

@@ -486,8 +486,7 @@ def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> lis
         "the conversation into one example per reply"
     )
     if len(counts.unlocated) == len(lines) > LISTED_LINES:  # every example: one warning
-        where = [lines[number] for number in counts.unlocated]
-        listed = ", ".join(map(str, where[:LISTED_LINES])) + ", ..."
+        listed = _listed_lines([lines[number] for number in counts.unlocated])
         problems.append(
             Problem(
                 "reply_not_located",
@@ -519,10 +518,14 @@ _COUNTED_AS_TEXT = (
 )
 
 
+def _listed_lines(where: list[int]) -> str:
+    """The first LISTED_LINES line numbers of `where`, and "..." if there are more."""
+    more = ", ..." if len(where) > LISTED_LINES else ""
+    return ", ".join(map(str, where[:LISTED_LINES])) + more
+
+
 def _whole_file_template_error(model: str, reason: str, where: list[int], n_examples: int) -> str:
-    listed = ", ".join(map(str, where[:LISTED_LINES])) + (
-        ", ..." if len(where) > LISTED_LINES else ""
-    )
+    listed = _listed_lines(where)
     share = f"all {n_examples}" if len(where) == n_examples else f"{len(where)} of the {n_examples}"
     return (
         f"{model}'s chat template cannot render {share} example(s) (line {listed}); it says "

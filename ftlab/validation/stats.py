@@ -139,11 +139,6 @@ class _Renderer(ChatRenderer):
         self.errors: dict[int, str] = {}  # example number -> the template's first error
         self.pieces: dict[tuple[str, str, str], str] = {}  # see `message_ends`
 
-    @property
-    def fallbacks(self) -> int:
-        """How many examples were (at least partly) counted as plain text."""
-        return len(self.errors)
-
     def _failed(self, reason: str) -> None:
         if self.example is not None:
             self.errors.setdefault(self.example, reason)
