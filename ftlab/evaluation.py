@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ftlab.generation import generate_batch, prompt_ids
+from ftlab.generation import generate_batch, model_context, prompt_ids
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
 from ftlab.paths import cannot_write_in, support_split
@@ -115,7 +115,7 @@ def _check_prompt_room(
 ) -> None:
     """Fail before generating if the longest prompt leaves no room for an answer; `added`:
     the prompts hold few-shot examples or retrieved sections, which can be cut down."""
-    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    context = model_context(model, tokenizer)
     lengths = [len(prompt_ids(tokenizer, prompt)) for prompt in prompts]
     longest = max(lengths)
     if longest + MAX_ANSWER_TOKENS <= context:

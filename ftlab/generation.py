@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -43,6 +45,11 @@ def end_of_turn_id(tokenizer) -> int | None:
     (ChatML's `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Phi-3's
     `<|end|>`), or None: a template that ends a turn with plain text such as a line break
     (answers may hold line breaks), or no template that renders a reply."""
+    template = getattr(tokenizer, "chat_template", None)
+    with contextlib.suppress(KeyError, TypeError):  # TypeError: not weakly referenceable
+        probed_with, found = _turn_ends[tokenizer]
+        if probed_with == template:
+            return found
     conversation = [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": _REPLY_MARK},
@@ -50,11 +57,18 @@ def end_of_turn_id(tokenizer) -> int | None:
     try:
         text = render(tokenizer, conversation)
     except ChatTemplateError:  # no template, or one that needs other messages
-        return None
+        text = ""
     at = text.rfind(_REPLY_MARK) if isinstance(text, str) else -1
     after = text[at + len(_REPLY_MARK) :] if at >= 0 else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    return ids[0] if ids and ids[0] in special_ids(tokenizer) else None
+    found = ids[0] if ids and ids[0] in special_ids(tokenizer) else None
+    with contextlib.suppress(TypeError):
+        _turn_ends[tokenizer] = (template, found)  # asked each time the server starts a batch
+    return found
+
+
+# The answer per tokenizer, with the template it was probed with (a notebook may change it).
+_turn_ends: weakref.WeakKeyDictionary[Any, tuple[Any, int | None]] = weakref.WeakKeyDictionary()
 
 
 def special_ids(tokenizer) -> set[int]:
@@ -63,6 +77,24 @@ def special_ids(tokenizer) -> set[int]:
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     marked = {index for index, token in added.items() if getattr(token, "special", False)}
     return set(tokenizer.all_special_ids) | marked
+
+
+# transformers gives tokenizers without a length limit a huge model_max_length (1e30).
+UNSET_CONTEXT = 10_000_000
+
+
+def tokenizer_limit(tokenizer) -> int | None:
+    """The length a tokenizer says its model reads at most, or None when it sets none."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT else None
+
+
+def model_context(model, tokenizer) -> int:
+    """How many tokens a loaded model reads: its positions (2,048 when its config does not
+    say), or fewer when its tokenizer sets a lower limit (the checker and training use the
+    same rule: `ftlab.validation.stats.context_length`)."""
+    positions = getattr(model.config, "max_position_embeddings", None) or 2048
+    return min(positions, tokenizer_limit(tokenizer) or positions)
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -19,9 +19,12 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import shutil
+import socket
 import tempfile
 import threading
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +44,9 @@ MARKER = "ftlab-complete.json"
 ADAPTER_SIDECAR = "ftlab_adapter.json"
 # Bump when the conversion changes, so old caches are rebuilt.
 CONVERSION_VERSION = 1
+# How long to wait for the Hugging Face hub to accept a connection before a hub id is read
+# from the local hub cache only (transformers itself retries for about 50 s without a network).
+HUB_PROBE_SECONDS = 3.0
 
 # peft 0.21 reads `model.is_gradient_checkpointing` whenever it wraps a model, and
 # transformers 5 has deprecated that property with a FutureWarning: a red box in the
@@ -223,7 +229,8 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
     - a missing folder inside an existing one (`runs/03_lora` before notebook 03 ran): an
       error, not a hub id that would be tried for a minute without a network;
     - anything else of the form 'owner/name': a hub id (downloaded only because the user
-      asked).
+      asked); when the hub cannot be reached, the folder it was downloaded to earlier, else
+      an error at once.
     """
     if name is None or str(name) == DEFAULT_MODEL:
         return ResolvedModel(DEFAULT_MODEL, str(prepare_base_model()), True)
@@ -245,7 +252,43 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
             f"No model folder at {name!r}, and it is not a hub id of the form 'owner/name'.\n"
             f"Fix: use {DEFAULT_MODEL!r} (the built-in model), an existing folder, or a hub id."
         )
-    return ResolvedModel(text, text, False)
+    if hub_reachable():
+        return ResolvedModel(text, text, False)
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    with contextlib.suppress(LocalEntryNotFoundError):  # downloaded before: its cached folder
+        return ResolvedModel(text, snapshot_download(text, local_files_only=True), False)
+    raise ModelNotFoundError(
+        f"{text!r} is read as a Hugging Face hub id, but the hub ({constants.ENDPOINT}) cannot "
+        f"be reached from here and the model is not in the local hub cache "
+        f"({constants.HF_HUB_CACHE}).\nFix: connect to the network and try again (the model is "
+        f"downloaded once, then read from the cache), or run `hf download {text}` on a "
+        "connected machine and copy its hub cache here, or use a local model folder or "
+        f"{DEFAULT_MODEL!r} (the built-in model)."
+    )
+
+
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether the Hugging Face hub accepts a connection (False when HF_HUB_OFFLINE is set).
+
+    Asked once before a hub id is loaded, so that an offline laptop gets a clear answer in
+    seconds, not after transformers' minute of retries. Behind a proxy the answer is left to
+    the hub library (a direct connection may fail where the proxy works)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(name) for name in proxies):
+        return True
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:  # no network, no name service, refused or timed out
+        return False
 
 
 def pick_device() -> torch.device:

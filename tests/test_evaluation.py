@@ -16,6 +16,7 @@ from ftlab.evaluation import evaluate
 from ftlab.generation import (
     end_of_turn_id,
     generate_batch,
+    model_context,
     padded_batch,
     shared_prefix_length,
     stop_token_ids,
@@ -153,6 +154,8 @@ def test_the_end_of_turn_token_is_read_from_the_chat_template(base):
     phi3.chat_template = PHI3
     assert end_of_turn_id(phi3) == phi3.convert_tokens_to_ids("<|end|>")
     assert phi3.convert_tokens_to_ids("<|end|>") in stop_token_ids(model, phi3)
+    phi3.chat_template = tokenizer.chat_template  # asked again when the template changes
+    assert end_of_turn_id(phi3) == tokenizer.convert_tokens_to_ids("<|im_end|>")
     # Llama 3's tokenizer marks <|eot_id|> special among its added tokens only.
     llama3 = copy.deepcopy(tokenizer)
     names = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
@@ -252,3 +255,20 @@ def test_eval_command_label_guide_changes_what_the_model_is_asked(tmp_path):
         assert ("label guide" in done.stdout) == bool(extra)
         answers[name] = json.loads(out.read_text())["answer"]
     assert answers["plain"] != answers["guided"]
+
+
+def test_a_tokenizer_limit_below_the_model_positions_is_the_context(base):
+    """A tokenizer may say its model reads fewer tokens than the config has positions for:
+    evaluation and the server then keep to the lower figure, as the checker and training do."""
+    import copy
+
+    from ftlab.server.decoding import ContextTooLong, answer_room
+
+    model, tokenizer = base
+    assert model_context(model, tokenizer) == 8192  # SmolLM2's tokenizer sets no limit
+    short = copy.deepcopy(tokenizer)
+    short.model_max_length = 512
+    assert model_context(model, short) == 512
+    assert answer_room(model, short, [1] * 500) == 12
+    with pytest.raises(ContextTooLong, match="maximum context length is 512 tokens"):
+        answer_room(model, short, [1] * 600)

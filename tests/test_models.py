@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -32,12 +33,82 @@ def test_builtin_cache_is_sound():
 def test_resolve_model_rules(tmp_path):
     assert models.resolve_model(None).is_builtin
     assert models.resolve_model(tmp_path).source == str(tmp_path.resolve())
-    assert models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").source.startswith("Hugging")
     with pytest.raises(models.ModelNotFoundError, match="not a hub id"):
         models.resolve_model("./no/such/folder")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(models.ModelNotFoundError, match="is a file"):
         models.resolve_model(tmp_path / "file.txt")
+
+
+@pytest.fixture
+def hub_at(monkeypatch):
+    """Point the hub library at a local address (`hub_at(url)`), as HF_ENDPOINT would."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    return lambda url: monkeypatch.setattr(constants, "ENDPOINT", url)
+
+
+def test_a_hub_id_is_a_hub_id_when_the_hub_answers(hub_at):
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # a hub that accepts connections
+        hub_at(f"http://127.0.0.1:{listening.getsockname()[1]}")
+        resolved = models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert resolved.source == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_a_hub_id_offline_and_not_cached_fails_at_once_with_the_fix(hub_at, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # nothing listens there once it is closed
+    hub_at(f"http://127.0.0.1:{port}")
+    assert not models.hub_reachable()
+    with pytest.raises(models.ModelNotFoundError) as caught:
+        models.resolve_model("someone/some-model")
+    said = str(caught.value)
+    assert "cannot be reached" in said and "not in the local hub cache" in said
+    assert str(tmp_path) in said and "hf download someone/some-model" in said
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1: not even tried
+    assert not models.hub_reachable()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert models.hub_reachable()  # behind a proxy the hub library decides
+
+
+def test_a_cached_hub_model_loads_offline(tmp_path):
+    """A model downloaded earlier loads from the hub cache without a network, in a fresh
+    process whose hub address refuses connections (HF_ENDPOINT, HF_HUB_CACHE)."""
+    from other_models import tiny_model
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny" / "snapshots" / "0123abcd"
+    tiny_model(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+        "HF_HUB_OFFLINE": "0",
+    }
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        env.pop(name, None)
+    code = (
+        "from ftlab.models import load_model, resolve_model\n"
+        "model, tokenizer = load_model('someone/tiny')\n"
+        "print(resolve_model('someone/tiny').source, model.config.num_hidden_layers)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(snapshot), "2"]
+    assert "Retrying" not in done.stderr
 
 
 def test_a_run_folder_not_trained_yet_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):

@@ -361,7 +361,7 @@ class ChatBatcher:
         handle = pending.handle
         try:
             ids = prompt_ids(decoder.tokenizer, pending.messages)
-            room = answer_room(decoder.model, ids)
+            room = answer_room(decoder.model, decoder.tokenizer, ids)
         except Exception as error:  # noqa: BLE001 - too long, or a template that refuses it:
             handle.deliver(error)  # only this request fails
             handle.deliver(_DONE)

@@ -23,6 +23,7 @@ from ftlab.generation import (
     MIN_SHARED_TOKENS,
     common_prefix,
     encode_prefix,
+    model_context,
     padded_batch,
     shared_prefix_length,
     stop_token_ids,
@@ -131,9 +132,9 @@ class _Choice:
         return Delta(index, rest, reason)
 
 
-def answer_room(model, ids: Sequence[int]) -> int:
+def answer_room(model, tokenizer, ids: Sequence[int]) -> int:
     """How many tokens fit after the prompt in the model's context window."""
-    context = getattr(model.config, "max_position_embeddings", None) or 2048
+    context = model_context(model, tokenizer)
     room = context - len(ids)
     if room <= 0:
         raise ContextTooLong(

@@ -110,11 +110,13 @@ def decoder_linear_names(blocks: torch.nn.Module) -> list[str]:
     )
 
 
-def adapted_layer_indices(base, config: TrainConfig) -> list[int] | None:
-    """The decoder layers that get adapters: the top `config.adapted_layers` (None: all)."""
+def adapted_layer_indices(
+    base, blocks: torch.nn.ModuleList | None, config: TrainConfig
+) -> list[int] | None:
+    """The decoder layers that get adapters: the top `config.adapted_layers` (None: all);
+    `blocks` are the base model's decoder layers (`decoder_blocks`), None if none were found."""
     if config.adapted_layers is None:
         return None
-    blocks = decoder_blocks(base)
     if blocks is None:
         raise ValueError(
             f"adapted_layers={config.adapted_layers}, but ftlab cannot find the decoder layers "
@@ -138,8 +140,8 @@ def lora_settings(base, config: TrainConfig):
     from peft import LoraConfig
     from transformers.pytorch_utils import Conv1D
 
-    layers = adapted_layer_indices(base, config)
     blocks = decoder_blocks(base)
+    layers = adapted_layer_indices(base, blocks, config)
     targets, pattern = config.target_modules, None
     if layers is not None:
         # PEFT finds a module's layer number after this name (`h` in GPT-2's `transformer.h.3`).
