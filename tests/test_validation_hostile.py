@@ -214,6 +214,8 @@ def test_nan_big_numbers_and_a_bom_mid_file_are_explained():
     assert "allow_nan=False" in nan and "write the line with json.dumps" not in nan
     big = check(with_bad('{"messages": [], "weight": ' + "1" * 5000 + "}")).errors[0].message
     assert "5,000 digits is too long" in big and "sys." not in big
+    huge = check(with_bad('{"messages": [], "weight": 1e400}')).errors[0].message
+    assert "1e400 is too large" in huge and "Infinity" not in huge
     joined = jsonl([good(i) for i in range(5)]) + b"\xef\xbb\xbf" + jsonl([good(5)])
     line, code, message = only_error(check(joined + jsonl([good(i) for i in range(6, 11)])))
     assert (line, code) == (6, "invalid_json")

@@ -120,6 +120,16 @@ def _parse_int(digits: str) -> int:
         ) from None
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: Python would read it as infinity
+        raise _UnreadableValue(
+            f"the number {text} is too large to hold (it would be read as infinity); "
+            "an example holds text and small numbers: fix or remove that value"
+        )
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) < len(pairs):
@@ -265,6 +275,7 @@ def parse_json(number: int, text: str) -> tuple[Any, Problem | None]:
             text,
             parse_constant=_reject_constant,
             parse_int=_parse_int,
+            parse_float=_parse_float,
             object_pairs_hook=_unique_keys,
         )
         return value, None
