@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -45,6 +45,16 @@ def learned_positions(
             yield position
 
 
+# transformers gives a tokenizer without a length limit a huge model_max_length (1e30).
+UNSET_CONTEXT = 10_000_000
+
+
+def tokenizer_limit(tokenizer: Any) -> int | None:
+    """The length a tokenizer says its model reads at most, or None when it sets none."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT else None
+
+
 class ChatTemplateError(ValueError):
     """A model's chat template cannot render a conversation (or there is none)."""
 
@@ -74,13 +84,31 @@ def render(tokenizer: Any, messages: list[dict], generation_prompt: bool = False
         ) from error
 
 
+def once_per_template(
+    cache: weakref.WeakKeyDictionary, tokenizer: Any, probe: Callable[[Any], Any]
+) -> Any:
+    """`probe(tokenizer)`, computed once per tokenizer and chat template: probes render a
+    template, which is slow next to a lookup, and training, the checker and the server ask
+    for every example or batch. Asked again when the template changes (a notebook may set
+    `tokenizer.chat_template`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    with contextlib.suppress(KeyError, TypeError):  # TypeError: not weakly referenceable
+        probed_with, value = cache[tokenizer]
+        if probed_with == template:
+            return value
+    value = probe(tokenizer)
+    with contextlib.suppress(TypeError):
+        cache[tokenizer] = (template, value)
+    return value
+
+
 def generation_cue(tokenizer: Any) -> str:
     """The text the template adds to ask for a reply (`<|im_start|>assistant\\n` for SmolLM2),
     or "" when its generation prompt is not simply appended. Computed once per tokenizer."""
-    try:
-        return _cues[tokenizer]
-    except (KeyError, TypeError):  # TypeError: a tokenizer that cannot be weakly referenced
-        pass
+    return once_per_template(_cues, tokenizer, _probe_cue)
+
+
+def _probe_cue(tokenizer: Any) -> str:
     probe = [{"role": "user", "content": "x"}]
     try:
         without = render(tokenizer, probe)
@@ -88,13 +116,34 @@ def generation_cue(tokenizer: Any) -> str:
         probe = [{"role": "system", "content": "s"}, *probe]
         without = render(tokenizer, probe)
     with_prompt = render(tokenizer, probe, generation_prompt=True)
-    cue = with_prompt[len(without) :] if with_prompt.startswith(without) else ""
-    with contextlib.suppress(TypeError):
-        _cues[tokenizer] = cue
-    return cue
+    return with_prompt[len(without) :] if with_prompt.startswith(without) else ""
 
 
-_cues: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_cues: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
+SYSTEM_MARKER = "ftlabsystemprobe7q"  # letters and digits: survives trim, escaping, lower()
+
+
+def keeps_system(tokenizer: Any) -> bool:
+    """Whether the chat template keeps a system message's text. Some older templates render
+    [system, user] as the user message alone: the model then never reads the system prompt,
+    in training or when asked, and nothing fails, so the checker and training warn about it.
+
+    True when it cannot tell: a template that raises on a system message (Gemma's) or cannot
+    render at all is not this case, and is already refused (`template_error`). Computed once
+    per tokenizer."""
+    return once_per_template(_systems, tokenizer, _probe_system)
+
+
+def _probe_system(tokenizer: Any) -> bool:
+    probe = [{"role": "system", "content": SYSTEM_MARKER}, {"role": "user", "content": "x"}]
+    try:
+        text = render(tokenizer, probe)
+    except ChatTemplateError:
+        return True
+    return not isinstance(text, str) or SYSTEM_MARKER in text.lower()
+
+
+_systems: weakref.WeakKeyDictionary[Any, tuple[Any, bool]] = weakref.WeakKeyDictionary()
 
 
 def opening_prompt(tokenizer: Any, rendered_reply: str) -> str:

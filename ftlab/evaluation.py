@@ -1,4 +1,4 @@
-"""Scoring a model on the support task: greedy answers for every example, the course metric.
+"""Scoring a model: greedy answers for every example, scored against its gold answer.
 
     result = evaluate("runs/x/adapter", support_split("test"))
     result.scores.exact, result.to_frame()
@@ -6,6 +6,8 @@
 `model` may be a base model name, an adapter folder (merged for speed) or an
 already loaded `(model, tokenizer)` pair; `few_shot=K` is the prompting
 baseline that puts K training examples in front of each question.
+Support-task files are scored with the course metric (`ftlab.support`); files of
+another task, whose answers are free text, with `ftlab.text_metrics`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from ftlab.prompting import (
 )
 from ftlab.support import (
     KEYS,
-    METRIC_NAMES,
     Scores,
     gold_answer,
     load_examples,
@@ -41,36 +42,47 @@ from ftlab.support import (
     score,
     score_one,
 )
+from ftlab.text_metrics import TextScores, text_score, text_score_one
 
 # The longest gold answer is about 30 tokens; a little room for a wrong but longer answer.
 MAX_ANSWER_TOKENS = 48
+# A free-text answer may run this many tokens past the longest gold answer before it is cut.
+TEXT_ANSWER_SLACK = 32
+# "auto": the support task when the answers are its JSON, else free text.
+TASKS = ("auto", "support", "text")
 
 
 @dataclass
 class EvalResult:
     """Scores plus one row per example (user text, gold, raw answer, which metrics it earned)."""
 
-    scores: Scores
+    scores: Scores | TextScores
     predictions: list[dict[str, Any]] = field(repr=False)
 
+    @property
+    def task(self) -> str:
+        """ "support" or "text": which metrics scored the answers."""
+        return "text" if isinstance(self.scores, TextScores) else "support"
+
     def to_frame(self):
-        """One row per example; `gold` written as JSON, like the answers it sits next to."""
+        """One row per example; a support `gold` written as JSON, like the answers beside it."""
         import pandas as pd
 
         frame = pd.DataFrame(self.predictions)
         if "gold" in frame:
-            frame["gold"] = frame["gold"].map(lambda gold: json.dumps(gold, ensure_ascii=False))
+            frame["gold"] = frame["gold"].map(shown_gold)
         return frame
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{name}</th>" for name in ("n", *METRIC_NAMES))
         values = self.scores.as_dict()
-        cells = f"<td>{values['n']}</td>" + "".join(
-            f"<td>{values[name]:.3f}</td>" for name in METRIC_NAMES
+        head = "".join(f"<th>{name}</th>" for name in values)
+        cells = "".join(
+            f"<td>{value:.3f}</td>" if isinstance(value, float) else f"<td>{value}</td>"
+            for value in values.values()
         )
         wrong = [p for p in self.predictions if not p["exact"]][:10]
         rows = "".join(
-            f"<tr><td>{html.escape(p['user'])}</td><td><code>{html.escape(json.dumps(p['gold']))}"
+            f"<tr><td>{html.escape(p['user'])}</td><td><code>{html.escape(shown_gold(p['gold']))}"
             f"</code></td><td><code>{html.escape(p['answer'])}</code></td></tr>"
             for p in wrong
         )
@@ -85,40 +97,67 @@ class EvalResult:
         return f"<table><tr>{head}</tr><tr>{cells}</tr></table>{misses}"
 
 
-def _examples(data: str | Path | Sequence[dict], role: str = "evaluation") -> list[dict]:
-    """The examples of a file or list, each checked to have a customer message and a gold answer."""
+def shown_gold(gold: Any) -> str:
+    """A gold answer as text: a support answer as its JSON, a free-text answer as it is."""
+    return gold if isinstance(gold, str) else json.dumps(gold, ensure_ascii=False)
+
+
+def _examples(
+    data: str | Path | Sequence[dict],
+    role: str = "evaluation",
+    task: str = "auto",
+    limit: int | None = None,
+) -> tuple[list[dict], str]:
+    """The first `limit` examples of a file or list and their task ("support" or "text";
+    `task` unless "auto"), each checked to have a user message and a gold answer that the
+    task can score."""
     if isinstance(data, str | Path):
         if Path(data).is_dir():
             raise FileNotFoundError(f"{data} is a folder. Fix: pass a chat JSONL file.")
         if not Path(data).is_file():
             raise FileNotFoundError(f"No {role} file at {data}. Fix: pass a chat JSONL file.")
-        examples, source = load_examples(data), str(data)
+        examples, source = load_examples(data)[:limit], str(data)
     else:
-        examples, source = list(data), f"the {role} examples"
+        examples, source = list(data)[:limit], f"the {role} examples"
+    if task == "auto":
+        task = "support" if any(not _support_problem(e) for e in examples) else "text"
+    check = _support_problem if task == "support" else _chat_problem
     problems = [
         f"example {number}: {problem}"
         for number, example in enumerate(examples, 1)
-        if (problem := _scoring_problem(example))
+        if (problem := check(example))
     ]
     if problems:
         more = f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else ""
+        fix = (
+            "every example needs a user message and, last, an assistant answer that is a JSON "
+            "object with the support task's keys; for a task of your own, whose answers are "
+            "text, pass task='text' (ftlab eval --task text)"
+            if task == "support"
+            else "every example needs a user message and, last, an assistant answer with text"
+        )
         raise ValueError(
             f"{source} cannot be scored:\n  " + "\n  ".join(problems[:5]) + more + "\n"
-            "Fix: every example needs a user message and, last, an assistant answer that is "
-            "a JSON object with the support task's keys (`ftlab validate FILE` checks the format)."
+            f"Fix: {fix} (`ftlab validate FILE` checks the chat format)."
         )
-    return examples
+    return examples, task
 
 
 def _check_prompt_room(
-    model, tokenizer, prompts: Sequence[list[dict]], added: bool, label_guide: bool = False
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    added: bool,
+    label_guide: bool = False,
+    answer_tokens: int = MAX_ANSWER_TOKENS,
 ) -> None:
-    """Fail before generating if the longest prompt leaves no room for an answer; `added`:
-    the prompts hold few-shot examples or retrieved sections, which can be cut down."""
+    """Fail before generating if the longest prompt leaves no room for an answer of
+    `answer_tokens`; `added`: the prompts hold few-shot examples or retrieved sections, which
+    can be cut down."""
     context = model_context(model, tokenizer)
     lengths = [len(prompt_ids(tokenizer, prompt)) for prompt in prompts]
     longest = max(lengths)
-    if longest + MAX_ANSWER_TOKENS <= context:
+    if longest + answer_tokens <= context:
         return
     if added:
         fix = "use fewer few-shot examples (few_shot, --few-shot) or retrieved sections (rag_k)."
@@ -129,7 +168,7 @@ def _check_prompt_room(
     raise ValueError(
         f"The longest prompt, example {lengths.index(longest) + 1} (counting from 1 in file "
         f"order), is {longest:,} tokens, and the model reads at most {context:,}, its answer "
-        f"of up to {MAX_ANSWER_TOKENS} tokens included.\nFix: {fix}"
+        f"of up to {answer_tokens} tokens included.\nFix: {fix}"
     )
 
 
@@ -140,8 +179,8 @@ def _same_file(path: Path, other: object) -> bool:
     return os.path.samefile(path, other)
 
 
-def _scoring_problem(example: object) -> str | None:
-    """Why one example cannot be scored, or None (examples count from 1 in file order)."""
+def _chat_problem(example: object) -> str | None:
+    """Why one example has no prompt and gold answer to compare, or None."""
     messages = example.get("messages") if isinstance(example, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return 'it is not {"messages": [...]} with one object per message'
@@ -150,6 +189,16 @@ def _scoring_problem(example: object) -> str | None:
         return "it has no user message"
     if "assistant" not in roles:
         return "it has no assistant message (the gold answer)"
+    if not isinstance(_gold_text(example), str):
+        return "its last assistant message has no text content"
+    return None
+
+
+def _support_problem(example: object) -> str | None:
+    """Why one example cannot be scored with the support metrics, or None."""
+    if problem := _chat_problem(example):
+        return problem
+    assert isinstance(example, dict)
     try:
         gold = gold_answer(example)
     except (TypeError, ValueError):
@@ -157,6 +206,11 @@ def _scoring_problem(example: object) -> str | None:
     if not isinstance(gold, dict) or set(gold) != set(KEYS):
         return f"its last assistant message is not a JSON object with the keys {', '.join(KEYS)}"
     return None
+
+
+def _gold_text(example: dict) -> object:
+    """The content of an example's last assistant message (its gold answer), as written."""
+    return [m for m in example["messages"] if m.get("role") == "assistant"][-1].get("content")
 
 
 def _user_text(example: dict) -> str:
@@ -196,11 +250,19 @@ def evaluate(
     rag_k: int = 2,
     label_guide: bool = False,
     predictions_path: str | Path | None = None,
+    task: str = "auto",
+    max_new_tokens: int | None = None,
 ) -> EvalResult:
     """Answer every example's prompt greedily and score the answers.
 
     The prompt is every message before the example's answer (its last assistant message):
     [system, user] in the support task, earlier turns too in a longer conversation.
+
+    `task`: "support" scores answers with the support task's metrics; "text" compares free
+    text (`ftlab.text_metrics`: `exact` and `word_f1`), for a task of your own; "auto" (the
+    default) picks "support" when the gold answers are the support task's JSON. `limit`
+    takes the first examples. `max_new_tokens` caps each answer (default: 48 tokens for the
+    support task; for text, the longest gold answer plus 32).
 
     `train_data` is where few-shot examples come from (default: the course's
     train split). `rag` retrieves the `rag_k` best policy sections for each
@@ -213,6 +275,11 @@ def evaluate(
         raise ValueError(
             f"batch_size and limit must be 1 or more and few_shot 0 or more; got "
             f"batch_size={batch_size}, limit={limit}, few_shot={few_shot}"
+        )
+    if task not in TASKS or (max_new_tokens is not None and max_new_tokens < 1):
+        raise ValueError(
+            f"task must be one of {', '.join(TASKS)} and max_new_tokens 1 or more; got "
+            f"task={task!r}, max_new_tokens={max_new_tokens}"
         )
     shots_source = train_data or support_split("train")
     if predictions_path is not None:
@@ -230,10 +297,17 @@ def evaluate(
                     "predictions would replace your examples.\nFix: pass a new file, for "
                     "example predictions.jsonl."
                 )
-    examples = _examples(data)[:limit]
+    examples, task = _examples(data, task=task, limit=limit)
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
-    shot_pool = _examples(shots_source, "few-shot") if few_shot else []
+    if task == "text" and (label_guide or rag is not None or (few_shot and not train_data)):
+        raise ValueError(
+            "The label guide, the policy retriever and the default few-shot examples belong "
+            "to the support task, and these answers are free text (task 'text').\nFix: leave "
+            "out label_guide and rag, and pass your own train_data (--train-data) for few-shot "
+            "examples."
+        )
+    shot_pool = _examples(shots_source, "few-shot", task)[0] if few_shot else []
     if few_shot > len(shot_pool):
         raise ValueError(
             f"{few_shot:,} few-shot examples were asked for, but the few-shot file has "
@@ -249,16 +323,22 @@ def evaluate(
         torch.set_num_threads(sensible_threads())
     shots = pick_shots(shot_pool, few_shot)
     prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
-    _check_prompt_room(loaded, tokenizer, prompts, bool(shots or rag), label_guide)
+    golds = [gold_answer(e) if task == "support" else _gold_text(e) for e in examples]
+    if max_new_tokens is None:
+        max_new_tokens = MAX_ANSWER_TOKENS
+        if task == "text":
+            longest = max(len(tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds)
+            max_new_tokens = longest + TEXT_ANSWER_SLACK
+    _check_prompt_room(loaded, tokenizer, prompts, bool(shots or rag), label_guide, max_new_tokens)
     answers = generate_batch(
-        loaded, tokenizer, prompts, max_new_tokens=MAX_ANSWER_TOKENS, batch_size=batch_size
+        loaded, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    golds = [gold_answer(e) for e in examples]
-    predictions = []
-    for example, answer, gold in zip(examples, answers, golds, strict=True):
-        predictions.append(
-            {"user": _user_text(example), "gold": gold, "answer": answer, **score_one(answer, gold)}
-        )
+    score_answer = score_one if task == "support" else text_score_one
+    predictions = [
+        {"user": _user_text(example), "gold": gold, "answer": answer, **score_answer(answer, gold)}
+        for example, answer, gold in zip(examples, answers, golds, strict=True)
+    ]
     if predictions_path is not None:
         write_jsonl(predictions_path, predictions)
-    return EvalResult(score(answers, golds), predictions)
+    scores = score(answers, golds) if task == "support" else text_score(answers, golds)
+    return EvalResult(scores, predictions)

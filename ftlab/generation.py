@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ftlab.chat_template import ChatTemplateError, render
+from ftlab.chat_template import ChatTemplateError, once_per_template, render, tokenizer_limit
 from ftlab.models import autocast
 
 # Below this many shared tokens, a separate pass for the prefix saves too little to matter.
@@ -45,11 +45,10 @@ def end_of_turn_id(tokenizer) -> int | None:
     (ChatML's `<|im_end|>`, Llama 3's `<|eot_id|>`, Gemma's `<end_of_turn>`, Phi-3's
     `<|end|>`), or None: a template that ends a turn with plain text such as a line break
     (answers may hold line breaks), or no template that renders a reply."""
-    template = getattr(tokenizer, "chat_template", None)
-    with contextlib.suppress(KeyError, TypeError):  # TypeError: not weakly referenceable
-        probed_with, found = _turn_ends[tokenizer]
-        if probed_with == template:
-            return found
+    return once_per_template(_turn_ends, tokenizer, _probe_turn_end)
+
+
+def _probe_turn_end(tokenizer) -> int | None:
     conversation = [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": _REPLY_MARK},
@@ -61,13 +60,10 @@ def end_of_turn_id(tokenizer) -> int | None:
     at = text.rfind(_REPLY_MARK) if isinstance(text, str) else -1
     after = text[at + len(_REPLY_MARK) :] if at >= 0 else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
-    found = ids[0] if ids and ids[0] in special_ids(tokenizer) else None
-    with contextlib.suppress(TypeError):
-        _turn_ends[tokenizer] = (template, found)  # asked each time the server starts a batch
-    return found
+    return ids[0] if ids and ids[0] in special_ids(tokenizer) else None
 
 
-# The answer per tokenizer, with the template it was probed with (a notebook may change it).
+# Asked each time the server starts a batch.
 _turn_ends: weakref.WeakKeyDictionary[Any, tuple[Any, int | None]] = weakref.WeakKeyDictionary()
 
 
@@ -77,16 +73,6 @@ def special_ids(tokenizer) -> set[int]:
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     marked = {index for index, token in added.items() if getattr(token, "special", False)}
     return set(tokenizer.all_special_ids) | marked
-
-
-# transformers gives tokenizers without a length limit a huge model_max_length (1e30).
-UNSET_CONTEXT = 10_000_000
-
-
-def tokenizer_limit(tokenizer) -> int | None:
-    """The length a tokenizer says its model reads at most, or None when it sets none."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT else None
 
 
 def model_context(model, tokenizer) -> int:

@@ -1,6 +1,7 @@
 """`ftlab train` on base models other than the built-in SmolLM2: other layer layouts (GPT-2),
-tokenizers without pad or eos tokens, short contexts and a chat template without a reply
-prompt. A refused run must leave an earlier run in its output folder as it was."""
+tokenizers without pad or eos tokens, short contexts, a chat template without a reply prompt,
+one that leaves out system messages and one written for another tokenizer. A refused run must
+leave an earlier run in its output folder as it was."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from other_models import NO_GENERATION_PROMPT, tiny_model
+from other_models import LLAMA3, NO_GENERATION_PROMPT, tiny_model
+from test_validation_templates import DROPS_SYSTEM
 from training_helpers import MESSAGES, tiny
 
+from ftlab.chat_template import render
 from ftlab.generation import generate_batch
 from ftlab.jsonl import write_jsonl
 from ftlab.models import ADAPTER_SIDECAR, ModelNotFoundError, load_model, load_tokenizer
-from ftlab.support import make_example
+from ftlab.support import SYSTEM_PROMPT, load_examples, make_example
 from ftlab.training import loop, train
 from ftlab.training.data import IGNORE, tokenize_examples
 from ftlab.training.estimate import estimate_time
@@ -39,6 +42,8 @@ MODELS = {  # name: tiny_model's settings
     "no-pad-or-eos": {"pad": False, "eos": False},
     "no-reply-prompt": {"template": NO_GENERATION_PROMPT},
     "system-first": {"template": SYSTEM_FIRST},
+    "drops-system": {"template": DROPS_SYSTEM},
+    "llama3": {"template": LLAMA3},  # the built-in tokenizer with a Llama-3 template
     "qwen2": {"arch": "qwen2"},
 }
 
@@ -157,6 +162,67 @@ def test_a_template_without_reply_prompt_warns_once_per_file(model_dir, tokenize
         warnings.simplefilter("always")
         assert len(training_rows(strict, examples, config)) == 4
     assert not [w for w in caught if "reply prompt" in str(w.message)]
+
+
+def caught_warnings(run, *args, **kwargs) -> tuple[object, list[str]]:
+    """What `run(*args, **kwargs)` returns, and the text of every warning it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(*args, **kwargs)
+    return result, [str(w.message) for w in caught]
+
+
+def test_a_template_that_drops_system_messages_warns_once_per_file(model_dir, tokenizer):
+    """Such a template renders [system, user] as the user message alone: training ran without
+    the system prompt, unwarned, and the learner never knew the model does not read it."""
+    examples = [make_example(*m) for m in MESSAGES[:4]]
+    config = tiny("train.jsonl", "y")
+    dropping = load_tokenizer(model_dir("drops-system"))
+    rows, told = caught_warnings(training_rows, dropping, examples, config)
+    assert SYSTEM_PROMPT not in dropping.decode(rows[0].input_ids)  # what it is about
+    [message] = [t for t in told if "leaves out system messages" in t]
+    for words in (
+        "the 4 training example(s) with one",
+        "never reads it, neither in training nor when it is asked",
+        "Fix: put the system prompt at the start of the first user message",
+    ):
+        assert words in message
+    _, told = caught_warnings(training_rows, tokenizer, examples, config)  # SmolLM2 keeps it
+    assert not [t for t in told if "system" in t]
+    without = [{"messages": e["messages"][1:]} for e in examples]  # no system prompt to lose
+    _, told = caught_warnings(training_rows, dropping, without, config)
+    assert not [t for t in told if "system" in t]
+
+
+def test_a_prompt_that_tokenizes_differently_alone_warns_once_per_file(model_dir):
+    """SmolLM2's tokenizer with a Llama-3 template: inside the conversation the reply prompt
+    ends '\\n', '\\n', alone (as the model is asked) '\\n\\n', so the model would be asked
+    with a token it was never trained on at the start of its reply."""
+    llama = load_tokenizer(model_dir("llama3"))
+    examples = [make_example(*m) for m in MESSAGES[:4]]
+    messages = examples[0]["messages"]
+    prompt = render(llama, messages[:2], generation_prompt=True)
+    alone = llama(prompt, add_special_tokens=False)["input_ids"]
+    inside = llama(render(llama, messages), add_special_tokens=False)["input_ids"]
+    assert inside[: len(alone)] != alone and llama.decode(alone[-1:]) == "\n\n"
+    rows, told = caught_warnings(training_rows, llama, examples, tiny("train.jsonl", "y"))
+    assert len(rows) == 4
+    [message] = [t for t in told if "other tokens alone" in t]
+    for words in (
+        "In 4 of the 4 training example(s) (example 1 is one,",
+        "trained on one token sequence at the start of its reply and asked with another",
+        "Fix: use the model's own chat template",
+    ):
+        assert words in message
+    # Once per run: not again for the validation file.
+    _, told = caught_warnings(tokenize_examples, llama, examples, what="validation")
+    assert not told
+
+
+def test_the_builtin_model_warns_nothing_on_the_course_data(tokenizer, repo):
+    examples = load_examples(repo / "data" / "support" / "train.jsonl")
+    rows, told = caught_warnings(tokenize_examples, tokenizer, examples)
+    assert len(rows) == len(examples) == 1_059 and not told
 
 
 def test_the_context_is_the_smaller_of_the_tokenizers_and_the_models(model_dir):

@@ -222,7 +222,7 @@ def test_every_code_has_a_case():
     # These need a tokenizer, a second file or another model: tested below and in
     # test_validation_hostile and test_validation_templates.
     needs_more = {"too_long", "over_train_max_length", "overlap_with_split", "against_unreadable"}
-    needs_more |= {"template_error", "reply_not_located"}
+    needs_more |= {"template_error", "reply_not_located", "system_dropped"}
     assert set(WARNING_CASES) | needs_more == set(WARNING_CODES)
 
 

@@ -1,7 +1,7 @@
 """The data checker with other base models' chat templates: it says what `ftlab train` with that
 model will refuse (a template that cannot render the examples, or has none; one that does not
-render a conversation as one message after another), and never claims to have counted tokens
-with a template it could not use."""
+render a conversation as one message after another) or silently leave out (system messages),
+and never claims to have counted tokens with a template it could not use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from other_models import GEMMA, tiny_model
 from test_validation import good, jsonl
 
 from ftlab import cli
-from ftlab.chat_template import ChatRenderer
+from ftlab.chat_template import ChatRenderer, keeps_system, render
 from ftlab.models import load_tokenizer
 from ftlab.training.data import tokenize_example
 from ftlab.validation import validate_bytes, validate_file
@@ -47,8 +47,16 @@ NO_SYSTEM = (
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# ChatML that leaves out system messages without a word, as some older templates do.
+DROPS_SYSTEM = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 TEMPLATES = {
     "gemma": GEMMA,
+    "dropsystem": DROPS_SYSTEM,
     "mismatched": MISMATCHED,
     "nosystem": NO_SYSTEM,
     "bare": None,
@@ -244,3 +252,53 @@ def test_a_template_that_fails_oddly_never_crashes_the_checker():
     assert [(p.code, p.line) for p in found] == [("template_error", None)] * 2  # two reasons
     assert all("5 of the 10 example(s)" in p.message for p in found)
     assert report.stats["total_tokens"] > 0 and report.stats["template_fallbacks"] == 10
+
+
+def system_dropped(report) -> list:
+    return [p for p in report.problems if p.code == "system_dropped"]
+
+
+def test_a_template_that_drops_system_messages_is_one_file_warning(models, tmp_path, capsys):
+    """Nothing fails with such a template: training ran without the system prompt, and the
+    checker said 'valid, 0 warnings', so the learner never knew the model does not read it."""
+    lines = [good(i) for i in range(10)]
+    lines[1], lines[4] = no_system(1), no_system(4)  # 8 examples with a system message
+    messages = lines[0]["messages"]
+    assert refusal(models["dropsystem"], lines[0]) is None  # `ftlab train` takes it...
+    rendered = render(load_tokenizer(models["dropsystem"]), messages)
+    assert messages[0]["content"] not in rendered and messages[1]["content"] in rendered  # ...so
+    report = validate_bytes(jsonl(lines), tokenizer=str(models["dropsystem"]))
+    assert report.valid and not template_problems(report)
+    [warning] = system_dropped(report)
+    assert (warning.line, warning.is_error) == (None, False)
+    for words in (
+        "leaves out system messages",
+        "the 8 example(s) with one (line 1, 3, 4, 6, 7, ...)",
+        "never reads it, neither in `ftlab train` nor when it is asked",
+        "Fix: put the system prompt at the start of the first user message, or use another model",
+    ):
+        assert words in warning.message
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(jsonl(lines))
+    model = str(models["dropsystem"])
+    assert cli.main(["validate", "--json", str(path), "--model", model]) == 0
+    shown = json.loads(capsys.readouterr().out)["warnings"]
+    assert [w["line"] for w in shown if w["code"] == "system_dropped"] == [None]
+    # Only when counting tokens with the model, and only for a file with system messages.
+    assert cli.main(["validate", "--json", str(path), "--model", model, "--no-tokens"]) == 0
+    shown = json.loads(capsys.readouterr().out)["warnings"]
+    assert shown and not [w for w in shown if w["code"] == "system_dropped"]
+    none = validate_bytes(jsonl([no_system(i) for i in range(10)]), tokenizer=model)
+    assert none.stats["total_tokens"] and not system_dropped(none)
+
+
+def test_templates_that_keep_or_refuse_system_messages_give_no_system_dropped(models, tokenizer):
+    """The built-in model's template keeps the system prompt; Gemma's refuses it, which
+    `template_error` says (and `ftlab train` stops), so it is not dropped silently."""
+    assert keeps_system(tokenizer)
+    assert not system_dropped(validate_bytes(jsonl([good(i) for i in range(10)])))
+    for name in ("gemma", "nosystem", "bare"):
+        assert keeps_system(load_tokenizer(models[name])), name
+    report = validate_bytes(jsonl([good(i) for i in range(10)]), tokenizer=str(models["gemma"]))
+    assert template_problems(report) and not system_dropped(report)
+    assert keeps_system(MoodyTokenizer())  # a template that gives no text cannot tell

@@ -1,4 +1,4 @@
-"""`ftlab eval`: score a base model or a fine-tuned adapter on a support-task file."""
+"""`ftlab eval`: score a base model or a fine-tuned adapter on a chat file."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import json
 import sys
 
 from ftlab.commands import non_negative_int, positive_int
-from ftlab.evaluation import evaluate
+from ftlab.evaluation import TASKS, evaluate, shown_gold
 from ftlab.models import ModelNotFoundError
-from ftlab.support import METRIC_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="score a model (base name, adapter or training run folder) on a support-task file",
+        help="score a model (base name, adapter or training run folder) on a chat file",
         description="Greedy answers for every example's prompt (its messages before the "
-        "answer: [system, user] in the support task), scored with the support-task metrics.",
+        "answer: [system, user] in the support task), scored against the example's answer: "
+        "with the support-task metrics when the answers are its JSON, else as text (exact "
+        "match and word F1: for a task of your own).",
     )
     parser.add_argument(
         "--model", required=True, help="base model name, adapter folder or training run folder"
@@ -41,6 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--limit", type=positive_int, help="score only the first N examples")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="auto",
+        help="support: the support-task metrics; text: compare answers as text; auto (default): "
+        "support when the answers are the support task's JSON",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        metavar="N",
+        help="longest answer (default: 48 for the support task, else the longest gold answer "
+        "plus 32)",
+    )
     parser.add_argument("--predictions", metavar="PATH", help="write per-example JSONL here")
     parser.add_argument("--json", action="store_true", help="print one JSON object of scores")
     parser.set_defaults(handler=run)
@@ -57,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             train_data=args.train_data,
             predictions_path=args.predictions,
+            task=args.task,
+            max_new_tokens=args.max_new_tokens,
         )
     except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,13 +83,17 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(scores))
         return 0
     guide = ", label guide" if args.label_guide else ""
-    print(f"{args.model} on {args.data} (n={scores['n']}, few-shot {args.few_shot}{guide})")
-    for name in METRIC_NAMES:
-        print(f"  {name:<14} {scores[name]:.3f}")
+    print(
+        f"{args.model} on {args.data} (n={scores['n']}, few-shot {args.few_shot}{guide}, "
+        f"{result.task} metrics)"
+    )
+    for name, value in scores.items():
+        if name != "n":
+            print(f"  {name:<14} {value:.3f}")
     wrong = [p for p in result.predictions if not p["exact"]]
     for row in wrong[:5]:
         print(
-            f"\n  wrong: {row['user'][:90]!r}\n    gold:   {json.dumps(row['gold'])}"
+            f"\n  wrong: {row['user'][:90]!r}\n    gold:   {shown_gold(row['gold'])[:120]}"
             f"\n    answer: {row['answer'][:120]}"
         )
     if len(wrong) > 5:

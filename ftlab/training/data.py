@@ -3,12 +3,17 @@
 Only assistant tokens are learned: every other token gets the label -100, which
 the loss ignores. An assistant message with `"weight": 0` is shown to the model
 but not learned from (the OpenAI fine-tuning convention).
+
+Tokenizing a training file also warns, once for the file, about what would go wrong without
+an error: a template that adds no reply prompt, one that leaves out system messages, and
+prompts that the tokenizer splits differently alone than inside the conversation.
 """
 
 from __future__ import annotations
 
 import random
 import warnings
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +24,7 @@ from ftlab.chat_template import (
     ChatTemplateError,
     generation_cue,
     is_learned,
+    keeps_system,
     learned_positions,
 )
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
@@ -76,17 +82,74 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return text, spans
 
 
-def tokenize_example(tokenizer, messages: list[dict]) -> TokenizedExample:
-    """Token ids and labels (-100 outside the learned answers) for one conversation."""
+Spans = list[tuple[int, int]]
+
+
+def _encode(tokenizer, messages: list[dict]) -> tuple[str, Spans, list[int], Spans]:
+    """The rendered conversation, its learned spans, its token ids and their character offsets."""
     text, spans = assistant_spans(tokenizer, messages)
     encoded = tokenizer(
         text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
     )
-    ids: list[int] = encoded["input_ids"]
+    return text, spans, encoded["input_ids"], encoded["offset_mapping"]
+
+
+def _labelled(ids: list[int], offsets: Spans, spans: Spans) -> TokenizedExample:
     labels = [IGNORE] * len(ids)
-    for position in learned_positions(encoded["offset_mapping"], spans):
+    for position in learned_positions(offsets, spans):
         labels[position] = ids[position]
     return TokenizedExample(ids, labels)
+
+
+def tokenize_example(tokenizer, messages: list[dict]) -> TokenizedExample:
+    """Token ids and labels (-100 outside the learned answers) for one conversation."""
+    text, spans, ids, offsets = _encode(tokenizer, messages)
+    return _labelled(ids, offsets, spans)
+
+
+class ReplyStarts:
+    """Whether the prompt before each reply tokenizes alone as it does inside the conversation.
+
+    Training learns a reply after the tokens of the whole rendered conversation, but a model
+    is asked with the prompt tokenized alone. With a template that does not match the
+    tokenizer (SmolLM2's tokenizer, a Llama-3 template), the two differ at the reply's start
+    ('\\n', '\\n' inside, '\\n\\n' alone): the model is asked with tokens it was never trained
+    on there. Tokenizing every prompt again would add nearly half to the time of tokenizing,
+    so only its end is: from the last added token (`<|im_start|>`: split off before anything
+    else is tokenized, so nothing before it changes what follows) or else WINDOW tokens back
+    (tokenizers split text by local rules). That end is mostly the template's own text, the
+    same in every example (tokenized once). A difference there is confirmed on the whole
+    prompt, which the few examples that differ can afford.
+    """
+
+    WINDOW = 16
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.added = set(getattr(tokenizer, "added_tokens_decoder", None) or ())
+        self.ends: dict[str, list[int]] = {}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def agree(self, text: str, ids: list[int], offsets: Spans, spans: Spans) -> bool:
+        """True when, for every span, the tokens of `text` before it, tokenized alone, are the
+        first tokens of `ids` (the whole text's, with `offsets`)."""
+        for start, _ in spans:
+            before = bisect_left(offsets, start, key=lambda span: span[0])  # tokens before it
+            if not before:
+                continue
+            low = max(0, before - self.WINDOW)
+            first = next((i for i in range(before - 1, low - 1, -1) if ids[i] in self.added), low)
+            end = text[offsets[first][0] : start]
+            if end not in self.ends:
+                self.ends[end] = self._ids(end)
+            if ids[first : first + len(self.ends[end])] == self.ends[end]:
+                continue
+            alone = self._ids(text[:start])
+            if ids[: len(alone)] != alone:
+                return False
+        return True
 
 
 def tokenize_examples(
@@ -103,7 +166,13 @@ def tokenize_examples(
     context a model has no position to give a token (GPT-2's learned positions end there:
     training crashes) or one it never saw in its own training (rotary positions).
     """
-    tokenized = [tokenize_example(tokenizer, e["messages"]) for e in examples]
+    starts = ReplyStarts(tokenizer) if what == "training" else None  # warned once, in training
+    tokenized, differ = [], []
+    for number, example in enumerate(examples, 1):
+        text, spans, ids, offsets = _encode(tokenizer, example["messages"])
+        tokenized.append(_labelled(ids, offsets, spans))
+        if starts is not None and not starts.agree(text, ids, offsets, spans):
+            differ.append(number)
     context = context_length(tokenizer)
     by_context = context is not None and context <= max_length  # raising max_length won't do
     limit = context if by_context else max_length
@@ -129,7 +198,46 @@ def tokenize_examples(
             f"{max_length}` lists them by line), or raise the limit: `--max-length` for "
             "`ftlab train`, `max_length=` in TrainConfig (longer examples need more memory)."
         )
+    if starts is not None:
+        warn_prompt_tokens_differ(tokenizer, differ, len(examples))
+        warn_if_system_dropped(tokenizer, examples)
     return [t for t in tokenized if t.trained_tokens]
+
+
+def warn_prompt_tokens_differ(tokenizer, differ: list[int], count: int) -> None:
+    """Warn once for a file whose prompts tokenize differently alone (`ReplyStarts`): nothing
+    fails, the trained model only answers worse, so without a warning no one would know."""
+    if not differ:
+        return
+    warnings.warn(
+        f"In {len(differ)} of the {count} training example(s) (example {differ[0]} is one, "
+        "counting from 1 in file order), the tokenizer of "
+        f"{tokenizer_label(tokenizer)} splits the text before a reply into other tokens "
+        "alone than inside the whole conversation: the model is trained on one token "
+        "sequence at the start of its reply and asked with another (the prompt is tokenized "
+        "alone), which can hurt its answers. This happens when the chat template was written "
+        "for another model family's tokenizer.\n"
+        "Fix: use the model's own chat template, or a tokenizer that matches this template.",
+        stacklevel=3,
+    )
+
+
+def warn_if_system_dropped(tokenizer, examples: Sequence[dict]) -> None:
+    """Warn (once for a file) when the chat template leaves out system messages and the data
+    has some (`keeps_system`): training then runs without the system prompt, unnoticed, and
+    the learner never finds out that the model does not read it."""
+    have = sum(any(m["role"] == "system" for m in e["messages"]) for e in examples)
+    if not have or keeps_system(tokenizer):
+        return
+    warnings.warn(
+        f"The chat template of {tokenizer_label(tokenizer)} leaves out system messages: the "
+        f"{have} training example(s) with one are rendered without their system prompt, so "
+        "the model never reads it, neither in training nor when it is asked, and learns the "
+        "replies as if there were none.\n"
+        "Fix: put the system prompt at the start of the first user message, or train a model "
+        "whose chat template keeps system messages.",
+        stacklevel=3,
+    )
 
 
 def warn_without_reply_prompt(tokenizer) -> None:

@@ -6,8 +6,8 @@
     report.valid      # False if any error
     report.examples   # the parsed examples that passed, ready for training
 
-The same checks run as `ftlab validate FILE`. Codes and rules: data-validation.md
-and `ftlab.validation.codes`.
+The same checks run as `ftlab validate FILE`. The codes and what each means:
+`ftlab.validation.codes`; broken example files, one per code: `data/broken/`.
 """
 
 from ftlab.validation.checker import (

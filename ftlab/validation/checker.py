@@ -2,8 +2,8 @@
 
 File-wide rules: the byte order mark, empty files, too few examples, duplicate
 examples, user messages shared with another split, examples longer than
-the model's context, and what the model's chat template cannot do with an example
-(these two need the token counts).
+the model's context, and what the model's chat template cannot do with an example or
+leaves out of it (these need the token counts).
 """
 
 from __future__ import annotations
@@ -409,6 +409,7 @@ def validate_bytes(
     )
     if counts is not None:
         problems.extend(_template_problems(counts, [r.line for r in accepted], stats["tokenizer"]))
+        problems.extend(_system_dropped(counts, accepted, stats["tokenizer"]))
     return ValidationReport(
         name=name,
         problems=problems,
@@ -510,6 +511,29 @@ def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> lis
             )
         )
     return problems
+
+
+def _system_dropped(counts: TokenCounts, accepted: list[LineResult], model: str) -> list[Problem]:
+    """One file-level `system_dropped` when the chat template leaves out system messages and
+    the file has some: nothing fails, so without it the learner would never know that the
+    model does not read their system prompt (the template is to change, not a line)."""
+    if not counts.drops_system:
+        return []
+    where = [r.line for r in accepted if any(m["role"] == "system" for m in r.example["messages"])]
+    if not where:
+        return []
+    return [
+        Problem(
+            "system_dropped",
+            f"{model}'s chat template leaves out system messages: the {len(where)} example(s) "
+            f"with one (line {_listed_lines(where)}) are rendered without their system prompt, "
+            "so the model never reads it, neither in `ftlab train` nor when it is asked, and "
+            "learns the replies as if there were none (OpenAI is not affected). Fix: put the "
+            "system prompt at the start of the first user message, or use another model, whose "
+            "chat template keeps system messages",
+            line=None,
+        )
+    ]
 
 
 _COUNTED_AS_TEXT = (

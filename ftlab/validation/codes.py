@@ -1,4 +1,4 @@
-"""The stable problem codes of the data checker (see data-validation.md).
+"""The stable problem codes of the data checker, each with what it means.
 
 Errors make a file invalid; warnings are worth reading but do not stop training.
 The codes never change meaning: notebooks, tests and instructors' scripts match on them.
@@ -52,6 +52,9 @@ WARNING_CODES: dict[str, str] = {
     "reply_not_located": "the model's chat template does not render the conversation as one "
     "message after another, so `ftlab train` with that model cannot locate this reply to learn "
     "it and refuses the example",
+    "system_dropped": "the model's chat template leaves out system messages, so that model never "
+    "reads the file's system prompts, in `ftlab train` or when asked; put the system prompt at "
+    "the start of the first user message, or use another model",
 }
 
 ALLOWED_ROLES = ("system", "user", "assistant", "tool")

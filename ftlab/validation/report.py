@@ -1,8 +1,8 @@
 """The checker's result: problems with line numbers, the examples that passed, and statistics.
 
 A `ValidationReport` prints as a table in the terminal (`format_text()`), renders
-as an HTML table in Jupyter (`_repr_html_`), and serialises to the JSON object of
-data-validation.md (`to_dict()`).
+as an HTML table in Jupyter (`_repr_html_`), and serialises to the JSON object that
+`ftlab validate --json` prints (`to_dict()`: valid, errors, warnings, stats).
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ import numpy as np
 from ftlab.chat_template import (
     ChatRenderer,
     is_learned,
+    keeps_system,
     learned_positions,
     render,
     template_message,
+    tokenizer_limit,
 )
 from ftlab.validation.prices import resolve_price
 
@@ -34,8 +36,6 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MAX_AUTO_EPOCHS = 25
 MIN_AUTO_EPOCHS = 1
-# A tokenizer's model_max_length above this is transformers' "unknown" placeholder.
-UNSET_CONTEXT = 10_000_000
 TOKENIZE_BATCH = 1_000  # texts per tokenizer call: fast, and memory stays flat
 # `ftlab train` refuses longer examples unless given --max-length (longer rows need more memory).
 TRAIN_MAX_LENGTH = 2048
@@ -110,9 +110,10 @@ def _config_context(name_or_path: str) -> int | None:
 def context_length(tokenizer: Any) -> int | None:
     """The model's context in tokens: the smaller of the tokenizer's limit and the config's
     positions (a tokenizer may claim more than the model has positions for), else None."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    limits = [limit] if isinstance(limit, int) and 0 < limit < UNSET_CONTEXT else []
-    limits.append(_config_context(str(getattr(tokenizer, "name_or_path", "") or "")))
+    limits = [
+        tokenizer_limit(tokenizer),
+        _config_context(str(getattr(tokenizer, "name_or_path", "") or "")),
+    ]
     return min((n for n in limits if n is not None), default=None)
 
 
@@ -355,7 +356,9 @@ class TokenCounts:
     text. `unlocated`: example number -> the learned replies (message indexes) that cannot be
     located in the example's rendering (`ChatRenderer.locate_reply`), for examples the template
     renders; examples over the model's context are not looked at (they are `too_long`).
-    `has_template`: False when the tokenizer has no chat template at all.
+    `has_template`: False when the tokenizer has no chat template at all. `drops_system`: True
+    when the template renders a conversation without its system message's text
+    (`keeps_system`), so the model would never read the file's system prompts.
     """
 
     totals: list[int]
@@ -363,6 +366,7 @@ class TokenCounts:
     template_errors: dict[int, str] = field(default_factory=dict)
     unlocated: dict[int, list[int]] = field(default_factory=dict)
     has_template: bool = True
+    drops_system: bool = False
 
 
 def count_tokens(examples: Sequence[dict], tokenizer: Any) -> tuple[list[int], list[int], int]:
@@ -408,6 +412,7 @@ def measure_tokens(examples: Sequence[dict], tokenizer: Any) -> TokenCounts:
         dict(sorted(renderer.errors.items())),
         unlocated,
         has_template=bool(getattr(tokenizer, "chat_template", None)),
+        drops_system=not keeps_system(tokenizer),
     )
 
 
