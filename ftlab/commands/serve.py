@@ -36,6 +36,16 @@ def megabytes(text: str) -> float:
     return value
 
 
+def named_adapter(text: str) -> tuple[str, str]:
+    """An argparse type: NAME=FOLDER."""
+    name, equals, folder = text.partition("=")
+    if not equals or not name or not folder:
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=FOLDER (a model name, then the adapter's folder), not {text!r}"
+        )
+    return name, folder
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
@@ -94,6 +104,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"chat answers generated together when requests arrive at once (default "
         f"{DEFAULT_CHAT_BATCH}; 1 answers one request at a time)",
     )
+    parser.add_argument(
+        "--adapter",
+        type=named_adapter,
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="also serve a LoRA adapter of the built-in model trained with `ftlab train` (its "
+        "run folder or adapter folder) under the model name NAME, to every key; repeat for more",
+    )
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
@@ -119,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             chat_batch=args.chat_batch,
             ready_file=args.ready_file,
             no_keys=args.no_keys,
+            adapters=dict(args.adapter),
         )
     except (KeysFileError, DataDirInUse, OSError, ValueError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)

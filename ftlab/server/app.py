@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -488,9 +489,18 @@ def create_app(
 
     # ---- models ---------------------------------------------------------------------------
 
+    def served_model(name: str) -> dict[str, Any]:
+        """A model of `ftlab serve --adapter`: created when its adapter was written."""
+        try:
+            created = int((Path(inference.adapters[name]) / "adapter_config.json").stat().st_mtime)
+        except OSError:  # deleted since the server started: chat says so
+            created = BASE_MODEL_CREATED
+        return model_object(name, created, "ftlab")
+
     @app.get("/v1/models")
     def list_models(who: Owner) -> dict[str, Any]:
         data = [model_object(name, BASE_MODEL_CREATED, "ftlab") for name in BASE_MODELS]
+        data += [served_model(name) for name in inference.adapters]
         data += [
             model_object(m["id"], m["created_at"], organization_id(m["org"]))
             for m in store.list_models(who)
@@ -501,6 +511,8 @@ def create_app(
     def get_model(model: str, who: Owner) -> dict[str, Any]:
         if model in BASE_MODELS:
             return model_object(model, BASE_MODEL_CREATED, "ftlab")
+        if model in inference.adapters:
+            return served_model(model)
         found = store.get_model(who, model)
         if found is not None:
             return model_object(found["id"], found["created_at"], organization_id(found["org"]))
@@ -517,6 +529,15 @@ def create_app(
                 403,
                 f"You cannot delete the base model `{model}`; only fine-tuned "
                 "models can be deleted.",
+                param="model",
+                code="permission_denied",
+            )
+        if model in inference.adapters:
+            raise APIError(
+                403,
+                f"`{model}` is served from the folder {inference.adapters[model]}, given to "
+                "`ftlab serve --adapter` when the server started: restart the server without "
+                "it to stop serving it (its files are left as they are).",
                 param="model",
                 code="permission_denied",
             )

@@ -16,14 +16,23 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ftlab.models import DEFAULT_MODEL, load_model, prepare_for_inference
+from ftlab.models import (
+    DEFAULT_MODEL,
+    ModelNotFoundError,
+    adapter_base_model,
+    builtin_model_dir,
+    is_adapter_dir,
+    load_model,
+    prepare_for_inference,
+    run_adapter,
+)
 from ftlab.server.batching import ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling, Usage
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH
@@ -40,6 +49,40 @@ MAX_TOKENS_LIMIT = 2048
 # How often a request waiting for its whole answer checks that its client is still there.
 CLIENT_CHECK_S = 0.5
 ROLES = {"system", "developer", "user", "assistant", "tool"}
+
+
+def served_adapters(pairs: Mapping[str, str | Path]) -> dict[str, str]:
+    """Model names and adapter folders given to `ftlab serve --adapter NAME=FOLDER`, checked:
+    each is a LoRA adapter (or a training run's folder) of the built-in model, under a name
+    of its own. Raises ValueError saying what to fix."""
+    served = {}
+    for name, folder in pairs.items():
+        where = f"--adapter {name}={folder}"
+        if not name or name != name.strip() or any(c.isspace() for c in name):
+            raise ValueError(f"{where}: the model name must be one word, without spaces.")
+        if name in BASE_MODELS or name.startswith("ft:"):
+            raise ValueError(
+                f"{where}: {name!r} is the name of the base model or of a fine-tuned one "
+                "(ft:...). Fix: serve the adapter under another name."
+            )
+        adapter = run_adapter(Path(folder).expanduser())
+        if not is_adapter_dir(adapter):
+            raise ValueError(
+                f"{where}: there is no LoRA adapter in {folder} (no adapter_config.json). "
+                "Fix: give the folder `ftlab train --out` wrote, or its adapter/ folder."
+            )
+        try:
+            base = adapter_base_model(adapter)
+        except ModelNotFoundError as error:
+            raise ValueError(f"{where}: {error}") from error
+        if base not in (DEFAULT_MODEL, str(builtin_model_dir())):
+            raise ValueError(
+                f"{where}: that adapter was trained from {base}, and this server serves "
+                f"{DEFAULT_MODEL} and the models fine-tuned from it. Fix: use `ftlab eval` or "
+                "`ftlab.models.load_model` for adapters of other models."
+            )
+        served[name] = str(Path(adapter).resolve())
+    return served
 
 
 class StreamOptions(BaseModel):
@@ -196,9 +239,15 @@ class Inference:
     """Resolves model names for an owner and answers chat completion requests."""
 
     def __init__(
-        self, store: Store, max_models: int = 3, max_batch_rows: int = DEFAULT_CHAT_BATCH
+        self,
+        store: Store,
+        max_models: int = 3,
+        max_batch_rows: int = DEFAULT_CHAT_BATCH,
+        adapters: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        # Adapters trained elsewhere (`ftlab train`), served to every key under these names.
+        self.adapters = dict(adapters or {})
         self.cache = ModelCache(max_models)
         self.lock = threading.Lock()  # guards the cache: the batcher loads, deletions forget
         self.batcher = ChatBatcher(self._load, max_rows=max_batch_rows, max_models=max_models)
@@ -207,8 +256,17 @@ class Inference:
         """What `load_model` loads for a model name this owner may use."""
         if name in BASE_MODELS:
             return name
+        if name in self.adapters:
+            return self.adapters[name]
         model = self.store.get_model(owner, name)
         found = model or self.store.get_checkpoint_model(owner, name)
+        if found is None and ("/" in name or name.startswith(".")):  # runs/03_lora, say
+            raise model_not_found(
+                name,
+                "A folder is not a model name here: an adapter trained with `ftlab train` is "
+                "served when the server is started with `--adapter NAME=FOLDER`, as the model "
+                "NAME; client.models.list() shows the ones you can use.",
+            )
         if found is None:
             raise model_not_found(name)
         if not Path(found["path"]).is_dir():

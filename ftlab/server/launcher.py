@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,13 +78,15 @@ def start_server(
     max_upload_mb: float | None = None,
     parallel_jobs: int = 1,
     chat_batch: int | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
     timeout: float = 120.0,
 ) -> ServerHandle:
     """Start `ftlab serve` in a background process and return once it answers.
 
     `port=0` picks a free port; `keys` is a keys file for workshop mode (see
     `ftlab.server.auth`); `parallel_jobs` training jobs run side by side; up to
-    `chat_batch` chat answers are generated together (default 16). Raises
+    `chat_batch` chat answers are generated together (default 16); `adapters` maps model
+    names to adapters trained with `ftlab train` (`ftlab serve --adapter`). Raises
     RuntimeError with the end of the server's log if it does not come up.
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -113,6 +116,8 @@ def start_server(
         command += ["--parallel-jobs", str(parallel_jobs)]
     if chat_batch is not None:
         command += ["--chat-batch", str(chat_batch)]
+    for name, folder in (adapters or {}).items():
+        command += ["--adapter", f"{name}={Path(folder).resolve()}"]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,

@@ -168,22 +168,26 @@ def serve(
     chat_batch: int = DEFAULT_CHAT_BATCH,
     ready_file: str | Path | None = None,
     no_keys: bool = False,
+    adapters: dict[str, str | Path] | None = None,
 ) -> None:
     """Serve until interrupted. Prints the base URL once it accepts connections.
 
+    `adapters` maps model names to LoRA adapters of the built-in model trained elsewhere
+    (`ftlab train`), served to every key beside the base model and the fine-tuned ones.
     Raises SharedWithoutKeys for a `host` other machines can reach without a `keys_file`,
-    unless `no_keys` is true."""
+    unless `no_keys` is true, and ValueError for an adapter that cannot be served."""
     import uvicorn
 
     from ftlab.models import thread_override
     from ftlab.server.app import create_app
     from ftlab.server.auth import Authenticator
-    from ftlab.server.inference import Inference
+    from ftlab.server.inference import Inference, served_adapters
     from ftlab.server.lifecycle import serving_threads
     from ftlab.server.store import Store
     from ftlab.server.worker import Worker
 
     check_sharing(host, keys_file, no_keys)
+    served = served_adapters(adapters or {})
     os.umask(0o077)  # what the server and its training processes write is theirs alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data_dir = Path(data_dir) if data_dir else default_data_dir()
@@ -208,7 +212,9 @@ def serve(
             store,
             auth=auth,
             worker=Worker(store, parallel_jobs=parallel_jobs),
-            inference=Inference(store, max_models=max_models, max_batch_rows=chat_batch),
+            inference=Inference(
+                store, max_models=max_models, max_batch_rows=chat_batch, adapters=served
+            ),
             max_upload_mb=max_upload_mb,
             on_ready=ready,
         )

@@ -1,0 +1,109 @@
+"""`ftlab serve --adapter NAME=FOLDER`: an adapter trained with `ftlab train`, served by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import openai
+import pytest
+from conftest import run_ftlab
+from fastapi.testclient import TestClient
+from server_helpers import client, start
+
+from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL
+from ftlab.server.app import create_app
+from ftlab.server.auth import Authenticator
+from ftlab.server.inference import Inference, served_adapters
+from ftlab.server.store import Store
+from ftlab.server.worker import Worker
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    """A training run's folder as `ftlab train --out` leaves it, with a real adapter of the
+    base model (untrained, so it answers as the base model does)."""
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab.models import load_model
+    from ftlab.training.checkpoints import save_adapter
+
+    model, _ = load_model(DEFAULT_MODEL, device="cpu")
+    lora = LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    run = tmp_path_factory.mktemp("runs") / "mine"
+    save_adapter(get_peft_model(model, lora), run / "adapter", DEFAULT_MODEL)
+    return run
+
+
+def test_adapters_to_serve_are_checked_with_a_fix(run_folder, tmp_path):
+    served = served_adapters({"support": run_folder, "direct": run_folder / "adapter"})
+    assert served == {"support": str(run_folder / "adapter"), "direct": str(run_folder / "adapter")}
+    refusals = {
+        "two words": (run_folder, "one word"),
+        DEFAULT_MODEL: (run_folder, "another name"),
+        "ft:smollm2-135m-instruct:x": (run_folder, "another name"),
+        "empty": (tmp_path, "no LoRA adapter in"),
+    }
+    for name, (folder, said) in refusals.items():
+        with pytest.raises(ValueError, match=said):
+            served_adapters({name: folder})
+    other = shutil.copytree(run_folder / "adapter", tmp_path / "other")
+    (other / ADAPTER_SIDECAR).write_text(json.dumps({"base_model": "someone/bigger-model"}))
+    with pytest.raises(ValueError, match="trained from someone/bigger-model"):
+        served_adapters({"other": other})
+
+
+def test_a_served_adapter_is_listed_answers_and_cannot_be_deleted(run_folder, tmp_path):
+    store = Store(tmp_path / "data")
+    adapters = served_adapters({"support": run_folder})
+    app = create_app(
+        store,
+        auth=Authenticator(),
+        worker=Worker(store),
+        inference=Inference(store, adapters=adapters),
+        max_upload_mb=1,
+    )
+    http = TestClient(app)
+    listed = [m["id"] for m in http.get("/v1/models").json()["data"]]
+    assert listed == [DEFAULT_MODEL, "support"]
+    assert http.get("/v1/models/support").json()["id"] == "support"
+    ask = {"messages": HELLO, "max_tokens": 8, "temperature": 0}
+    base = http.post("/v1/chat/completions", json={"model": DEFAULT_MODEL, **ask}).json()
+    mine = http.post("/v1/chat/completions", json={"model": "support", **ask}).json()
+    assert mine["model"] == "support"
+    # an untrained adapter changes nothing: the same answer as the base model
+    assert mine["choices"][0]["message"] == base["choices"][0]["message"]
+    refused = http.delete("/v1/models/support")
+    assert refused.status_code == 403 and "restart the server" in refused.json()["error"]["message"]
+    folder = http.post("/v1/chat/completions", json={"model": str(run_folder), **ask})
+    assert folder.status_code == 404
+    assert "--adapter NAME=FOLDER" in folder.json()["error"]["message"]
+    store.close()
+
+
+@pytest.mark.slow
+def test_ftlab_serve_adapter_with_the_openai_sdk(run_folder, tmp_path):
+    server = start(tmp_path / "data", adapters={"support": run_folder})
+    try:
+        api = client(server)
+        assert "support" in [m.id for m in api.models.list()]
+        answer = api.chat.completions.create(
+            model="support", messages=HELLO, max_tokens=8, temperature=0
+        )
+        assert answer.model == "support" and answer.choices[0].message.content
+        with pytest.raises(openai.NotFoundError, match="--adapter NAME=FOLDER"):
+            api.chat.completions.create(model="runs/mine", messages=HELLO, max_tokens=2)
+    finally:
+        server.stop()
+
+
+def test_ftlab_serve_refuses_an_adapter_it_cannot_serve(tmp_path):
+    done = run_ftlab("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--adapter", "x")
+    assert done.returncode == 2 and "must be NAME=FOLDER" in done.stderr
+    done = run_ftlab(
+        "serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--adapter", f"x={tmp_path}"
+    )
+    assert done.returncode == 1 and "no LoRA adapter in" in done.stderr
