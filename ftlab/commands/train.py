@@ -11,11 +11,41 @@ from ftlab.commands import positive_int, positive_number
 from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
 from ftlab.training.checkpoints import is_training_run
+from ftlab.training.data import steps_per_epoch
 from ftlab.training.estimate import estimate_time
 from ftlab.training.loop import resume_point
 from ftlab.validation.checker import UnreadableFileError
 
 DEFAULTS = TrainConfig(data="", out="")
+# Fewer optimiser steps than this rarely teach a task (the defaults were chosen on about
+# 1,000 examples); aim a suggestion at SUGGESTED_STEPS.
+FEW_STEPS, SUGGESTED_STEPS, SMALL_BATCH, MAX_SUGGESTED_EPOCHS = 10, 20, 8, 10
+
+
+def few_steps_note(data: str | Path, config: TrainConfig) -> str | None:
+    """A note for a run on so few examples that it makes only a handful of update steps, with
+    settings that make more; None otherwise, or when --max-steps sets the length on purpose."""
+    try:
+        with open(data, "rb") as handle:
+            examples = sum(1 for line in handle if line.strip())
+    except OSError:
+        return None  # training says what is wrong with the file
+    per_epoch = steps_per_epoch(examples, config.batch_size)
+    if not examples or config.max_steps is not None or per_epoch * config.epochs >= FEW_STEPS:
+        return None
+    batch = min(SMALL_BATCH, config.batch_size)
+    epochs = max(
+        config.epochs,
+        min(MAX_SUGGESTED_EPOCHS, -(-SUGGESTED_STEPS // steps_per_epoch(examples, batch))),
+    )
+    return (
+        f"note: {examples} examples at batch {config.batch_size} make only "
+        f"{per_epoch * config.epochs} training steps ({config.epochs} epochs), which rarely "
+        "teach a task: the defaults were chosen on about 1,000 examples. For this file, "
+        f"--epochs {epochs} --batch-size {batch} makes "
+        f"{steps_per_epoch(examples, batch) * epochs} steps; more examples help most. Check "
+        "the result on examples it was not trained on (ftlab eval)."
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -150,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if nothing_to_resume:
             print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
+        if note := few_steps_note(args.data, config):
+            print(note, file=sys.stderr)
         elif not args.resume and is_training_run(Path(args.out)):
             print(
                 f"note: {args.out} holds an earlier run: once the data and settings pass their "

@@ -329,7 +329,9 @@ def _count_problem(attempted: int, accepted: int, has_errors: bool) -> Problem |
     return Problem(
         "too_few_examples",
         f"{have}; fine-tuning needs at least {MIN_EXAMPLES} (OpenAI refuses "
-        "fewer, and 50 to 100 good ones is a better start)",
+        "fewer, and 50 to 100 good ones is a better start). This is a rule for a training "
+        "file: a validation or test file may be smaller (ftlab train --valid and ftlab eval "
+        "take it as it is)",
         line=None,
     )
 
