@@ -172,6 +172,11 @@ def caught_warnings(run, *args, **kwargs) -> tuple[object, list[str]]:
     return result, [str(w.message) for w in caught]
 
 
+def says_all(message: str, *words: str) -> None:
+    missing = [w for w in words if w not in message]
+    assert not missing, f"{missing} not in {message!r}"
+
+
 def test_a_template_that_drops_system_messages_warns_once_per_file(model_dir, tokenizer):
     """Such a template renders [system, user] as the user message alone: training ran without
     the system prompt, unwarned, and the learner never knew the model does not read it."""
@@ -181,12 +186,12 @@ def test_a_template_that_drops_system_messages_warns_once_per_file(model_dir, to
     rows, told = caught_warnings(training_rows, dropping, examples, config)
     assert SYSTEM_PROMPT not in dropping.decode(rows[0].input_ids)  # what it is about
     [message] = [t for t in told if "leaves out system messages" in t]
-    for words in (
+    says_all(
+        message,
         "the 4 training example(s) with one",
         "never reads it, neither in training nor when it is asked",
         "Fix: put the system prompt at the start of the first user message",
-    ):
-        assert words in message
+    )
     _, told = caught_warnings(training_rows, tokenizer, examples, config)  # SmolLM2 keeps it
     assert not [t for t in told if "system" in t]
     without = [{"messages": e["messages"][1:]} for e in examples]  # no system prompt to lose
@@ -208,12 +213,12 @@ def test_a_prompt_that_tokenizes_differently_alone_warns_once_per_file(model_dir
     rows, told = caught_warnings(training_rows, llama, examples, tiny("train.jsonl", "y"))
     assert len(rows) == 4
     [message] = [t for t in told if "other tokens alone" in t]
-    for words in (
+    says_all(
+        message,
         "In 4 of the 4 training example(s) (example 1 is one,",
         "trained on one token sequence at the start of its reply and asked with another",
         "Fix: use the model's own chat template",
-    ):
-        assert words in message
+    )
     # Once per run: not again for the validation file.
     _, told = caught_warnings(tokenize_examples, llama, examples, what="validation")
     assert not told
