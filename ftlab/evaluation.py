@@ -37,12 +37,13 @@ from ftlab.support import (
     KEYS,
     Scores,
     gold_answer,
+    last_reply,
     load_examples,
     prompt_messages,
     score,
     score_one,
 )
-from ftlab.text_metrics import TextScores, text_score, text_score_one
+from ftlab.text_metrics import TextScores, text_score, text_score_one, tidy
 
 # The longest gold answer is about 30 tokens; a little room for a wrong but longer answer.
 MAX_ANSWER_TOKENS = 48
@@ -150,6 +151,7 @@ def _check_prompt_room(
     added: bool,
     label_guide: bool = False,
     answer_tokens: int = MAX_ANSWER_TOKENS,
+    task: str = "support",
 ) -> None:
     """Fail before generating if the longest prompt leaves no room for an answer of
     `answer_tokens`; `added`: the prompts hold few-shot examples or retrieved sections, which
@@ -165,6 +167,11 @@ def _check_prompt_room(
         fix = "leave out the label guide, or use a model with a longer context."
     else:
         fix = "shorten or remove that example, or use a model with a longer context."
+    if task == "text":
+        fix += (
+            f" The room kept for an answer, {answer_tokens} tokens, is the longest gold answer "
+            "plus 32 unless you set it: max_new_tokens= (--max-new-tokens) sets less."
+        )
     raise ValueError(
         f"The longest prompt, example {lengths.index(longest) + 1} (counting from 1 in file "
         f"order), is {longest:,} tokens, and the model reads at most {context:,}, its answer "
@@ -189,8 +196,11 @@ def _chat_problem(example: object) -> str | None:
         return "it has no user message"
     if "assistant" not in roles:
         return "it has no assistant message (the gold answer)"
-    if not isinstance(_gold_text(example), str):
+    gold = _gold_text(example)
+    if not isinstance(gold, str):
         return "its last assistant message has no text content"
+    if not gold.strip():
+        return "its last assistant message (the gold answer) is empty"
     return None
 
 
@@ -210,7 +220,12 @@ def _support_problem(example: object) -> str | None:
 
 def _gold_text(example: dict) -> object:
     """The content of an example's last assistant message (its gold answer), as written."""
-    return [m for m in example["messages"] if m.get("role") == "assistant"][-1].get("content")
+    return last_reply(example).get("content")
+
+
+def _answer_label(example: dict) -> str:
+    """What few-shot examples of a text task are spread over: their different answers."""
+    return tidy(str(_gold_text(example)))
 
 
 def _user_text(example: dict) -> str:
@@ -321,7 +336,7 @@ def evaluate(
         prepare_for_inference(loaded)
     if loaded.device.type == "cpu":
         torch.set_num_threads(sensible_threads())
-    shots = pick_shots(shot_pool, few_shot)
+    shots = pick_shots(shot_pool, few_shot, *([_answer_label] if task == "text" else []))
     prompts = build_prompts(examples, shots, rag, rag_k, label_guide)
     golds = [gold_answer(e) if task == "support" else _gold_text(e) for e in examples]
     if max_new_tokens is None:
@@ -329,7 +344,9 @@ def evaluate(
         if task == "text":
             longest = max(len(tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds)
             max_new_tokens = longest + TEXT_ANSWER_SLACK
-    _check_prompt_room(loaded, tokenizer, prompts, bool(shots or rag), label_guide, max_new_tokens)
+    _check_prompt_room(
+        loaded, tokenizer, prompts, bool(shots or rag), label_guide, max_new_tokens, task
+    )
     answers = generate_batch(
         loaded, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )

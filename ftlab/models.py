@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ CONVERSION_VERSION = 1
 # How long to wait for the Hugging Face hub to accept a connection before a hub id is read
 # from the local hub cache only (transformers itself retries for about 50 s without a network).
 HUB_PROBE_SECONDS = 3.0
+HUB_ANSWER_KEPT_SECONDS = 60.0
 
 # peft 0.21 reads `model.is_gradient_checkpointing` whenever it wraps a model, and
 # transformers 5 has deprecated that property with a FutureWarning: a red box in the
@@ -252,17 +254,33 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
             f"No model folder at {name!r}, and it is not a hub id of the form 'owner/name'.\n"
             f"Fix: use {DEFAULT_MODEL!r} (the built-in model), an existing folder, or a hub id."
         )
+    return _resolve_hub_id(text)
+
+
+def _resolve_hub_id(text: str) -> ResolvedModel:
+    """A hub id as the hub library loads it; offline, the folder it was downloaded to."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
     if hub_reachable():
         return ResolvedModel(text, text, False)
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    with contextlib.suppress(LocalEntryNotFoundError):  # downloaded before: its cached folder
+    try:
         return ResolvedModel(text, snapshot_download(text, local_files_only=True), False)
+    except LocalEntryNotFoundError:
+        pass
+    except HFValidationError as error:
+        raise ModelNotFoundError(
+            f"{text!r} is not a Hugging Face hub id: {str(error).splitlines()[0]}\nFix: check "
+            f"the name, or use a local model folder or {DEFAULT_MODEL!r} (the built-in model)."
+        ) from error
+    if constants.HF_HUB_OFFLINE:
+        why, fix = "HF_HUB_OFFLINE is set, so the hub is not asked", "unset HF_HUB_OFFLINE"
+    else:
+        why = f"the hub ({constants.ENDPOINT}) cannot be reached from here"
+        fix = "connect to the network (through a proxy: set HTTPS_PROXY)"
     raise ModelNotFoundError(
-        f"{text!r} is read as a Hugging Face hub id, but the hub ({constants.ENDPOINT}) cannot "
-        f"be reached from here and the model is not in the local hub cache "
-        f"({constants.HF_HUB_CACHE}).\nFix: connect to the network and try again (the model is "
+        f"{text!r} is read as a Hugging Face hub id, but {why} and the model is not in the "
+        f"local hub cache ({constants.HF_HUB_CACHE}).\nFix: {fix} and try again (the model is "
         f"downloaded once, then read from the cache), or run `hf download {text}` on a "
         "connected machine and copy its hub cache here, or use a local model folder or "
         f"{DEFAULT_MODEL!r} (the built-in model)."
@@ -272,9 +290,10 @@ def resolve_model(name: str | Path | None = None) -> ResolvedModel:
 def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
     """Whether the Hugging Face hub accepts a connection (False when HF_HUB_OFFLINE is set).
 
-    Asked once before a hub id is loaded, so that an offline laptop gets a clear answer in
-    seconds, not after transformers' minute of retries. Behind a proxy the answer is left to
-    the hub library (a direct connection may fail where the proxy works)."""
+    Asked before a hub id is loaded, so that an offline laptop gets a clear answer within
+    `timeout` seconds, not after transformers' minute of retries; the answer is kept for a
+    minute (loading a model asks for its weights and its tokenizer). Behind a proxy the answer
+    is left to the hub library (a direct connection may fail where the proxy works)."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -282,13 +301,36 @@ def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
     proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
     if any(os.environ.get(name) for name in proxies):
         return True
+    known = _hub_answers.get(constants.ENDPOINT)
+    if known is not None and time.monotonic() - known[0] < HUB_ANSWER_KEPT_SECONDS:
+        return known[1]
     url = urllib.parse.urlsplit(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:  # no network, no name service, refused or timed out
-        return False
+    answer = connects(url.hostname or "", port, timeout)
+    _hub_answers[constants.ENDPOINT] = (time.monotonic(), answer)
+    return answer
+
+
+def connects(host: str, port: int, timeout: float) -> bool:
+    """Whether `host` accepts a TCP connection on `port` within `timeout` seconds in all. The
+    name lookup has no time limit of its own, and a name with several addresses is tried
+    address by address, so the attempt runs on a thread that is waited for `timeout` at most."""
+    answers: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answers.append(True)
+        except OSError:  # no network, no name service, refused or timed out
+            answers.append(False)
+
+    thread = threading.Thread(target=attempt, name="ftlab-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answers and answers[0])
+
+
+_hub_answers: dict[str, tuple[float, bool]] = {}
 
 
 def pick_device() -> torch.device:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,17 +68,26 @@ def with_label_guide(messages: Sequence[dict]) -> list[dict]:
     return _add_to_system(messages, LABEL_GUIDE)
 
 
-def pick_shots(train_examples: Sequence[dict], k: int) -> list[dict]:
-    """K training examples covering as many different intents as possible, deterministically.
+def support_intent(example: dict) -> Hashable:
+    """The intent of a support example's gold answer."""
+    return gold_answer(example).get("intent")
 
-    Round-robin over the intents in their fixed order, taking the earliest
-    unused example of each, so the same file always gives the same shots.
+
+def pick_shots(
+    train_examples: Sequence[dict], k: int, label: Callable[[dict], Hashable] = support_intent
+) -> list[dict]:
+    """K training examples covering as many different labels as possible, deterministically:
+    intents for the support task; for another task, any `label`, such as the answer's text.
+
+    Round-robin over the labels (the support intents in their fixed order, then others in
+    the order they first appear), taking the earliest unused example of each, so the same
+    file always gives the same shots.
     """
     if k <= 0:
         return []
-    by_intent: dict[str, list[dict]] = {}
+    by_intent: dict[Hashable, list[dict]] = {}
     for example in train_examples:
-        by_intent.setdefault(gold_answer(example).get("intent"), []).append(example)
+        by_intent.setdefault(label(example), []).append(example)
     order = [i for i in INTENTS if i in by_intent] + [i for i in by_intent if i not in INTENTS]
     shots: list[dict] = []
     rank = 0

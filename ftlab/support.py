@@ -70,10 +70,14 @@ def prompt_messages(example: dict) -> list[dict]:
     return [{k: v for k, v in m.items() if k != "weight"} if "weight" in m else m for m in before]
 
 
+def last_reply(example: dict) -> dict:
+    """An example's last assistant message: its gold answer, as written."""
+    return [m for m in example["messages"] if m.get("role") == "assistant"][-1]
+
+
 def gold_answer(example: dict) -> dict:
     """The labelled answer of an example (its last assistant message, parsed)."""
-    last = [m for m in example["messages"] if m["role"] == "assistant"][-1]
-    return json.loads(last["content"])
+    return json.loads(last_reply(example)["content"])
 
 
 def near_copies(

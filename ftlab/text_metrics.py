@@ -4,12 +4,15 @@ Two metrics that need no knowledge of the task:
 
 - `exact`: the answer equals the gold answer once spaces and line breaks are tidied (runs of
   them count as one space, none at the ends): right for labels and short fixed answers;
-- `word_f1`: how far the answer's words overlap the gold answer's (the F1 score of the
-  SQuAD benchmark: lower case, punctuation ignored), between 0 and 1: partial credit for
-  a rewrite or a summary that says most of what the gold answer says.
+- `word_f1`: how far the answer's words overlap the gold answer's, between 0 and 1 (like the
+  F1 score of the SQuAD benchmark: lower case, punctuation ignored; unlike it, "a" and "the"
+  count as words): partial credit for a rewrite or a summary that says most of what the gold
+  answer says.
 
 Neither knows what a good answer means for your task: write your own metric when they do not
-fit (`evaluate(...).predictions` holds every answer next to its gold answer).
+fit (`evaluate(...).predictions` holds every answer next to its gold answer). Words are what
+lies between spaces and punctuation, so text written without spaces (Chinese, Japanese) gets
+no partial credit: one differing character makes the whole sentence a different word.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ def words(text: str) -> list[str]:
 def word_f1(answer: str, gold: str) -> float:
     """The harmonic mean of the share of the answer's words found in the gold answer and the
     share of the gold answer's words found in the answer (each word counted as often as it
-    occurs); 1.0 when both have no words, 0.0 when only one of them has none."""
+    occurs). Without words on one side (an answer of punctuation or emoji only), it is 1.0 for
+    the same text and 0.0 otherwise."""
     said, wanted = words(answer), words(gold)
     if not said or not wanted:
-        return float(said == wanted)
+        return float(tidy(answer) == tidy(gold))
     common = sum((Counter(said) & Counter(wanted)).values())
     if not common:
         return 0.0

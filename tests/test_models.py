@@ -72,8 +72,13 @@ def test_a_hub_id_offline_and_not_cached_fails_at_once_with_the_fix(hub_at, tmp_
     said = str(caught.value)
     assert "cannot be reached" in said and "not in the local hub cache" in said
     assert str(tmp_path) in said and "hf download someone/some-model" in said
+    with pytest.raises(models.ModelNotFoundError, match="'my model/v2' is not a Hugging Face hub"):
+        models.resolve_model("my model/v2")  # the hub library's own check, with a fix
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1: not even tried
     assert not models.hub_reachable()
+    with pytest.raises(models.ModelNotFoundError, match="HF_HUB_OFFLINE is set") as caught:
+        models.resolve_model("someone/some-model")
+    assert "Fix: unset HF_HUB_OFFLINE" in str(caught.value)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert models.hub_reachable()  # behind a proxy the hub library decides
@@ -96,18 +101,27 @@ def test_a_cached_hub_model_loads_offline(tmp_path):
         "HF_ENDPOINT": f"http://127.0.0.1:{port}",
         "HF_HUB_OFFLINE": "0",
     }
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         env.pop(name, None)
     code = (
         "from ftlab.models import load_model, resolve_model\n"
         "model, tokenizer = load_model('someone/tiny')\n"
-        "print(resolve_model('someone/tiny').source, model.config.num_hidden_layers)"
+        "from ftlab.validation.stats import tokenizer_label\n"
+        "print(resolve_model('someone/tiny').source, model.config.num_hidden_layers, "
+        "tokenizer_label(tokenizer))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [str(snapshot), "2"]
+    assert done.stdout.split() == [str(snapshot), "2", "someone/tiny"]
     assert "Retrying" not in done.stderr
 
 

@@ -230,6 +230,18 @@ def test_the_builtin_model_warns_nothing_on_the_course_data(tokenizer, repo):
     assert len(rows) == len(examples) == 1_059 and not told
 
 
+def test_replies_that_start_with_spaces_are_blamed_not_the_template(tokenizer):
+    """With the built-in model's own template, a reply starting with two spaces has them
+    joined to the prompt's last line break inside the conversation, not when asked: the
+    warning says to strip the replies, not to change the template."""
+    examples = [make_example(*m) for m in MESSAGES[:4]]
+    examples[2]["messages"][-1]["content"] = "  " + examples[2]["messages"][-1]["content"]
+    _, told = caught_warnings(tokenize_examples, tokenizer, examples)
+    [message] = told
+    says_all(message, "In 1 of the 4 training example(s) (example 3 is one,", "reply.strip()")
+    assert "chat template" not in message
+
+
 def test_the_context_is_the_smaller_of_the_tokenizers_and_the_models(model_dir):
     tokenizer = load_tokenizer(model_dir("llama-short"))
     tokenizer.model_max_length = 8_192  # a tokenizer that claims more than the model has

@@ -50,6 +50,9 @@ def test_adapters_to_serve_are_checked_with_a_fix(run_folder, tmp_path):
     for name, (folder, said) in refusals.items():
         with pytest.raises(ValueError, match=said):
             served_adapters({name: folder})
+    (tmp_path / "running" / "checkpoints").mkdir(parents=True)  # a run still training
+    with pytest.raises(ValueError, match="That run has not finished"):
+        served_adapters({"running": tmp_path / "running"})
     other = shutil.copytree(run_folder / "adapter", tmp_path / "other")
     (other / ADAPTER_SIDECAR).write_text(json.dumps({"base_model": "someone/bigger-model"}))
     with pytest.raises(ValueError, match="trained from someone/bigger-model"):
@@ -78,9 +81,27 @@ def test_a_served_adapter_is_listed_answers_and_cannot_be_deleted(run_folder, tm
     assert mine["choices"][0]["message"] == base["choices"][0]["message"]
     refused = http.delete("/v1/models/support")
     assert refused.status_code == 403 and "restart the server" in refused.json()["error"]["message"]
+    assert str(run_folder) not in refused.text  # other keys need not see the server's folders
     folder = http.post("/v1/chat/completions", json={"model": str(run_folder), **ask})
     assert folder.status_code == 404
     assert "--adapter NAME=FOLDER" in folder.json()["error"]["message"]
+    store.close()
+
+
+def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folder, tmp_path):
+    copy = shutil.copytree(run_folder, tmp_path / "copy")
+    store = Store(tmp_path / "data")
+    inference = Inference(store, adapters=served_adapters({"gone": copy}))
+    http = TestClient(
+        create_app(
+            store, auth=Authenticator(), worker=Worker(store), inference=inference, max_upload_mb=1
+        )
+    )
+    shutil.rmtree(copy)
+    answer = http.post("/v1/chat/completions", json={"model": "gone", "messages": HELLO})
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert error["code"] == "model_files_missing" and "no longer there" in error["message"]
     store.close()
 
 
@@ -107,3 +128,15 @@ def test_ftlab_serve_refuses_an_adapter_it_cannot_serve(tmp_path):
         "serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--adapter", f"x={tmp_path}"
     )
     assert done.returncode == 1 and "no LoRA adapter in" in done.stderr
+    done = run_ftlab(
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--adapter",
+        "x=a",
+        "--adapter",
+        "x=b",
+    )
+    assert done.returncode == 1 and "'x' more than once" in done.stderr

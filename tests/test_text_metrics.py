@@ -42,6 +42,7 @@ def test_word_f1_and_exact_by_hand():
     )
     assert word_f1("Billing!", "billing") == 1.0  # case and punctuation do not count
     assert word_f1("", "") == 1.0 and word_f1("", "billing") == 0.0 and word_f1("x", "y") == 0.0
+    assert word_f1("?", "?") == 1.0 and word_f1("?", "!") == 0.0  # no words: the text decides
     assert word_f1("the the the", "the cat") == pytest.approx(0.4)  # each word counted once per use
     assert text_score_one(" billing\n", "billing") == {"exact": True, "word_f1": 1.0}
     assert text_score_one("Billing", "billing")["exact"] is False  # exact keeps letter case
@@ -141,3 +142,21 @@ def test_ftlab_eval_scores_a_text_task_on_the_command_line(tmp_path):
         "eval", "--model", "smollm2-135m-instruct", "--data", str(path), "--task", "support"
     )
     assert refused.returncode == 1 and "is not JSON" in refused.stderr
+
+
+@pytest.mark.slow
+def test_few_shot_examples_of_a_text_task_spread_over_its_answers(base):
+    from ftlab.evaluation import _answer_label
+    from ftlab.prompting import pick_shots
+
+    pool = routing([(f"message {i}", answer) for i, answer in enumerate("aabbbc")])
+    shots = pick_shots(pool, 3, _answer_label)
+    assert [s["messages"][-1]["content"] for s in shots] == ["a", "b", "c"]
+    result = evaluate(base, routing(), few_shot=3, train_data=pool, max_new_tokens=4)
+    assert result.task == "text" and result.scores.n == 3
+
+
+def test_an_empty_gold_answer_is_refused_with_its_example():
+    empty = routing([("hello", " ")])
+    with pytest.raises(ValueError, match="example 1: its last assistant message .* is empty"):
+        evaluate("unused", empty)

@@ -46,6 +46,17 @@ def named_adapter(text: str) -> tuple[str, str]:
     return name, folder
 
 
+def _unique(adapters: list[tuple[str, str]]) -> dict[str, str]:
+    """The --adapter options as a dict; a name given twice is an error, not the last one."""
+    names = [name for name, _ in adapters]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(
+            f"--adapter gives the model name {twice[0]!r} more than once. Fix: one name per "
+            "adapter."
+        )
+    return dict(adapters)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             chat_batch=args.chat_batch,
             ready_file=args.ready_file,
             no_keys=args.no_keys,
-            adapters=dict(args.adapter),
+            adapters=_unique(args.adapter),
         )
     except (KeysFileError, DataDirInUse, OSError, ValueError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)

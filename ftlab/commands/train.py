@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
         if note := few_steps_note(args.data, config):
             print(note, file=sys.stderr)
-        elif not args.resume and is_training_run(Path(args.out)):
+        if not args.resume and is_training_run(Path(args.out)):
             print(
                 f"note: {args.out} holds an earlier run: once the data and settings pass their "
                 "checks, this run replaces its adapter and checkpoints (add --resume to "

@@ -535,9 +535,9 @@ def create_app(
         if model in inference.adapters:
             raise APIError(
                 403,
-                f"`{model}` is served from the folder {inference.adapters[model]}, given to "
-                "`ftlab serve --adapter` when the server started: restart the server without "
-                "it to stop serving it (its files are left as they are).",
+                f"`{model}` is served from a folder given to `ftlab serve --adapter` when the "
+                "server started: restart the server without it to stop serving it (its files "
+                "are left as they are).",
                 param="model",
                 code="permission_denied",
             )

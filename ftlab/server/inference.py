@@ -67,9 +67,15 @@ def served_adapters(pairs: Mapping[str, str | Path]) -> dict[str, str]:
             )
         adapter = run_adapter(Path(folder).expanduser())
         if not is_adapter_dir(adapter):
+            unfinished = (Path(folder).expanduser() / "checkpoints").is_dir()
             raise ValueError(
                 f"{where}: there is no LoRA adapter in {folder} (no adapter_config.json). "
-                "Fix: give the folder `ftlab train --out` wrote, or its adapter/ folder."
+                + (
+                    "That run has not finished: serve it once `ftlab train` is done, or serve "
+                    "one of its checkpoints/epoch-N folders."
+                    if unfinished
+                    else "Fix: give the folder `ftlab train --out` wrote, or its adapter/ folder."
+                )
             )
         try:
             base = adapter_base_model(adapter)
@@ -257,15 +263,25 @@ class Inference:
         if name in BASE_MODELS:
             return name
         if name in self.adapters:
+            if not Path(self.adapters[name]).is_dir():
+                raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
+                    404,
+                    f"The model `{name}` is served from a folder (`ftlab serve --adapter`) that "
+                    "is no longer there. Restart the server with an --adapter folder that exists.",
+                    type="server_error",
+                    param="model",
+                    code="model_files_missing",
+                )
             return self.adapters[name]
         model = self.store.get_model(owner, name)
         found = model or self.store.get_checkpoint_model(owner, name)
         if found is None and ("/" in name or name.startswith(".")):  # runs/03_lora, say
             raise model_not_found(
                 name,
-                "A folder is not a model name here: an adapter trained with `ftlab train` is "
-                "served when the server is started with `--adapter NAME=FOLDER`, as the model "
-                "NAME; client.models.list() shows the ones you can use.",
+                "This server serves its own models, not folders or hub ids: an adapter trained "
+                "with `ftlab train` is served when the server is started with "
+                "`--adapter NAME=FOLDER`, as the model NAME; client.models.list() shows the "
+                "ones you can use.",
             )
         if found is None:
             raise model_not_found(name)

@@ -132,9 +132,9 @@ class ReplyStarts:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def agree(self, text: str, ids: list[int], offsets: Spans, spans: Spans) -> bool:
-        """True when, for every span, the tokens of `text` before it, tokenized alone, are the
-        first tokens of `ids` (the whole text's, with `offsets`)."""
+    def differs(self, text: str, ids: list[int], offsets: Spans, spans: Spans) -> int | None:
+        """The start of the first span whose preceding text, tokenized alone, is not the first
+        tokens of `ids` (the whole text's, with `offsets`); None when every span's is."""
         for start, _ in spans:
             before = bisect_left(offsets, start, key=lambda span: span[0])  # tokens before it
             if not before:
@@ -148,8 +148,8 @@ class ReplyStarts:
                 continue
             alone = self._ids(text[:start])
             if ids[: len(alone)] != alone:
-                return False
-        return True
+                return start
+        return None
 
 
 def tokenize_examples(
@@ -167,12 +167,13 @@ def tokenize_examples(
     training crashes) or one it never saw in its own training (rotary positions).
     """
     starts = ReplyStarts(tokenizer) if what == "training" else None  # warned once, in training
-    tokenized, differ = [], []
+    tokenized, differ, spaced = [], [], []
     for number, example in enumerate(examples, 1):
         text, spans, ids, offsets = _encode(tokenizer, example["messages"])
         tokenized.append(_labelled(ids, offsets, spans))
-        if starts is not None and not starts.agree(text, ids, offsets, spans):
-            differ.append(number)
+        at = starts.differs(text, ids, offsets, spans) if starts is not None else None
+        if at is not None:  # a reply that starts with spaces merges them into the prompt's end
+            (spaced if text[at : at + 1].isspace() else differ).append(number)
     context = context_length(tokenizer)
     by_context = context is not None and context <= max_length  # raising max_length won't do
     limit = context if by_context else max_length
@@ -200,6 +201,7 @@ def tokenize_examples(
         )
     if starts is not None:
         warn_prompt_tokens_differ(tokenizer, differ, len(examples))
+        warn_replies_start_with_space(spaced, len(examples))
         warn_if_system_dropped(tokenizer, examples)
     return [t for t in tokenized if t.trained_tokens]
 
@@ -218,6 +220,23 @@ def warn_prompt_tokens_differ(tokenizer, differ: list[int], count: int) -> None:
         "alone), which can hurt its answers. This happens when the chat template was written "
         "for another model family's tokenizer.\n"
         "Fix: use the model's own chat template, or a tokenizer that matches this template.",
+        stacklevel=3,
+    )
+
+
+def warn_replies_start_with_space(spaced: list[int], count: int) -> None:
+    """Warn once for a file whose replies start with spaces or line breaks that the tokenizer
+    joins to the end of the prompt: as in `warn_prompt_tokens_differ`, the model is then trained
+    on one token sequence and asked with another, but here the data is the cause."""
+    if not spaced:
+        return
+    warnings.warn(
+        f"In {len(spaced)} of the {count} training example(s) (example {spaced[0]} is one, "
+        "counting from 1 in file order), a reply starts with spaces or line breaks that the "
+        "tokenizer joins to the end of the prompt: the model is trained on one token sequence "
+        "at the start of its reply and asked with another (the prompt is tokenized alone), "
+        "which can hurt its answers.\nFix: remove the spaces and line breaks at the start of "
+        "the replies (reply.strip() when you write the file).",
         stacklevel=3,
     )
 

@@ -7,7 +7,7 @@
     report.examples   # the parsed examples that passed, ready for training
 
 The same checks run as `ftlab validate FILE`. The codes and what each means:
-`ftlab.validation.codes`; broken example files, one per code: `data/broken/`.
+`ftlab.validation.codes`; broken files that show the common errors: `data/broken/`.
 """
 
 from ftlab.validation.checker import (

@@ -12,6 +12,7 @@ located in the conversation's rendering (`TokenCounts`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -87,11 +88,16 @@ def _load_tokenizer(name: str | None):
 
 
 def tokenizer_label(tokenizer: Any) -> str:
+    """The model's name as the learner knows it: the built-in model's, a hub id (also when it
+    was loaded offline from the hub cache's `models--owner--name/snapshots/...`), or the last
+    part of a folder's path."""
     from ftlab.models import DEFAULT_MODEL, builtin_model_dir
 
     path = str(getattr(tokenizer, "name_or_path", "") or "")
     if path and path.rstrip("/") == str(builtin_model_dir()):
         return DEFAULT_MODEL
+    if cached := re.search(r"/models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$", path):
+        return f"{cached[1]}/{cached[2]}"
     return path.rstrip("/").rsplit("/", 1)[-1] if path.startswith("/") else (path or "tokenizer")
 
 
