@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from ftlab.support import (
     score_one,
 )
 from ftlab.text_metrics import TextScores, text_score, text_score_one, tidy
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # The longest gold answer is about 30 tokens; a little room for a wrong but longer answer.
 MAX_ANSWER_TOKENS = 48
@@ -254,7 +257,7 @@ def build_prompts(
 
 
 def evaluate(
-    model,
+    model: str | Path | tuple[PreTrainedModel, PreTrainedTokenizerBase],
     data: str | Path | Sequence[dict],
     *,
     few_shot: int = 0,

@@ -13,19 +13,22 @@ import contextlib
 import copy
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ftlab.chat_template import ChatTemplateError, once_per_template, render, tokenizer_limit
 from ftlab.models import autocast
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 # Below this many shared tokens, a separate pass for the prefix saves too little to matter.
 MIN_SHARED_TOKENS = 8
 _REPLY_MARK = "ftlab-reply-mark"  # a reply whose end is searched for in the rendered turn
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The tokens that end an answer: the generation config's end-of-sequence id(s), the
     tokenizer's, and the special token the chat template closes an assistant turn with.
 
@@ -75,7 +78,7 @@ def special_ids(tokenizer) -> set[int]:
     return set(tokenizer.all_special_ids) | marked
 
 
-def model_context(model, tokenizer) -> int:
+def model_context(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
     """How many tokens a loaded model reads: its positions (2,048 when its config does not
     say), or fewer when its tokenizer sets a lower limit (the checker and training use the
     same rule: `ftlab.validation.stats.context_length`)."""
@@ -83,7 +86,7 @@ def model_context(model, tokenizer) -> int:
     return min(positions, tokenizer_limit(tokenizer) or positions)
 
 
-def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Token ids of a conversation plus the assistant prefix: what the model is given."""
     text = render(tokenizer, messages, generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -142,8 +145,8 @@ def padded_batch(
 
 @torch.inference_mode()
 def generate_batch(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[list[dict]],
     max_new_tokens: int = 64,
     batch_size: int = 16,
@@ -203,6 +206,11 @@ def _answers(model, tokenizer, conversations, max_new_tokens, batch_size, share_
     return answers
 
 
-def chat(model, tokenizer, messages: list[dict], max_new_tokens: int = 128) -> str:
+def chat(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict],
+    max_new_tokens: int = 128,
+) -> str:
     """The model's greedy reply to one conversation."""
     return generate_batch(model, tokenizer, [messages], max_new_tokens=max_new_tokens)[0]

