@@ -188,7 +188,7 @@ def test_a_template_that_drops_system_messages_warns_once_per_file(model_dir, to
     [message] = [t for t in told if "leaves out system messages" in t]
     says_all(
         message,
-        "the 4 training example(s) with one",
+        "the 4 training examples with one",
         "never reads it, neither in training nor when it is asked",
         "Fix: put the system prompt at the start of the first user message",
     )
@@ -215,7 +215,7 @@ def test_a_prompt_that_tokenizes_differently_alone_warns_once_per_file(model_dir
     [message] = [t for t in told if "other tokens alone" in t]
     says_all(
         message,
-        "In 4 of the 4 training example(s) (example 1 is one,",
+        "In 4 of the 4 training examples (example 1 is one,",
         "trained on one token sequence at the start of its reply and asked with another",
         "Fix: use the model's own chat template",
     )
@@ -238,7 +238,7 @@ def test_replies_that_start_with_spaces_are_blamed_not_the_template(tokenizer):
     examples[2]["messages"][-1]["content"] = "  " + examples[2]["messages"][-1]["content"]
     _, told = caught_warnings(tokenize_examples, tokenizer, examples)
     [message] = told
-    says_all(message, "In 1 of the 4 training example(s) (example 3 is one,", "reply.strip()")
+    says_all(message, "In 1 of the 4 training examples (example 3 is one,", "reply.strip()")
     assert "chat template" not in message
 
 

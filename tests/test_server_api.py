@@ -309,7 +309,7 @@ def test_too_few_examples_fail_the_job_after_create(api):
     assert failed.status == "failed"
     assert (failed.error.code, failed.error.param) == ("invalid_n_examples", "training_file")
     assert failed.error.message == (
-        "Training file has 7 example(s), but must have at least 10 examples"
+        "Training file has 7 examples, but must have at least 10 examples"
     )
     assert messages(api, job.id)[:2] == [
         f"Created fine-tuning job: {job.id}",

@@ -293,7 +293,7 @@ def test_examples_ftlab_train_would_refuse_are_counted(tokenizer):
     assert "`ftlab train` and the course server refuse" in message and "split" in message
     assert report.stats["over_train_max_length"] == 1
     assert report.stats["train_max_length"] == TrainConfig(data="x", out="y").max_length
-    assert "1 example(s) are longer than 2,048 tokens" in report.format_text()
+    assert "1 example is longer than 2,048 tokens" in report.format_text()
     # Past the model's own context, a larger given limit lets it through, but it is not
     # "within the model's context".
     longer = make_example("please help " * 4200, "other", None, "neutral")

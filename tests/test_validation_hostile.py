@@ -35,9 +35,9 @@ def only_error(report) -> tuple[int | None, str, str]:
 @pytest.mark.parametrize(
     "text, shape",
     [
-        (json.dumps([good(i) for i in range(12)], indent=2), "one JSON array of 12 example(s)"),
-        (json.dumps([good(i) for i in range(12)]), "one JSON array of 12 example(s)"),
-        ("\n".join(json.dumps(good(i), indent=2) for i in range(12)), "12 example(s) spread"),
+        (json.dumps([good(i) for i in range(12)], indent=2), "one JSON array of 12 examples"),
+        (json.dumps([good(i) for i in range(12)]), "one JSON array of 12 examples"),
+        ("\n".join(json.dumps(good(i), indent=2) for i in range(12)), "12 examples spread"),
         (json.dumps([good(i) for i in range(12)], indent=2)[:-40], "pretty-printed JSON"),
     ],
     ids=["array", "one-line array", "pretty objects", "pretty and broken"],
@@ -109,7 +109,7 @@ def test_against_lines_that_cannot_be_read_are_counted_in_a_warning(tmp_path):
     assert report.valid
     [warning] = report.warnings
     assert (warning.line, warning.code) == (None, "against_unreadable")
-    assert "2 line(s)" in warning.message and "line 2, 3" in warning.message
+    assert "2 lines of" in warning.message and "line 2, 3" in warning.message
     assert "not compared" in warning.message
 
 
@@ -191,7 +191,7 @@ def test_too_few_examples_counts_every_example_line():
         (None, "too_few_examples"),
     }
     message = next(p.message for p in report.errors if p.code == "too_few_examples")
-    assert "the file has 9 example(s), 1 of them with errors" in message
+    assert "the file has 9 examples, 1 of them with errors" in message
 
 
 # --- 7. look-alike characters in roles --------------------------------------------------------

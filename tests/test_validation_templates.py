@@ -115,7 +115,7 @@ def test_a_template_that_refuses_every_example_is_one_file_warning(models, tmp_p
     assert (warning.code, warning.line, warning.is_error) == ("template_error", None, False)
     for words in (
         "System role not supported",
-        "all 10 example(s)",
+        "all 10 examples",
         "line 1, 2, 3, 4, 5, ...",
         "first user message",
         "--no-tokens",
@@ -142,7 +142,7 @@ def test_examples_a_template_refuses_are_warned_about_line_by_line(models):
     assert [(p.code, p.line) for p in found] == [("template_error", 3), ("template_error", 7)]
     assert all('it says "System role not supported"' in p.message for p in found)
     assert report.stats["template_fallbacks"] == 2
-    assert "chat template, except 2 example(s) counted as plain text" in report.format_text()
+    assert "chat template, except 2 examples counted as plain text" in report.format_text()
 
 
 def test_a_tokenizer_without_a_chat_template_is_one_file_warning(models):
@@ -213,7 +213,7 @@ def test_a_template_whose_reply_prompt_differs_from_its_replies_is_warned_about(
     report = validate_bytes(jsonl(lines), tokenizer=str(models["mismatched"]))
     [problem] = template_problems(report)
     assert (problem.code, problem.line) == ("reply_not_located", None)
-    assert "all 10 example(s) (line 1, 2, 3, 4, 5, ...)" in problem.message
+    assert "all 10 examples (line 1, 2, 3, 4, 5, ...)" in problem.message
     assert "Fix: use a model whose chat template appends each message" in problem.message
     # Some of the examples: each on its line, with the reply's message index.
     few = validate_bytes(jsonl(lines[:4]), tokenizer=str(models["mismatched"]))
@@ -250,7 +250,7 @@ def test_a_template_that_fails_oddly_never_crashes_the_checker():
     report = validate_bytes(jsonl(lines), tokenizer=MoodyTokenizer())
     found = template_problems(report)
     assert [(p.code, p.line) for p in found] == [("template_error", None)] * 2  # two reasons
-    assert all("5 of the 10 example(s)" in p.message for p in found)
+    assert all("5 of the 10 examples" in p.message for p in found)
     assert report.stats["total_tokens"] > 0 and report.stats["template_fallbacks"] == 10
 
 
@@ -273,7 +273,7 @@ def test_a_template_that_drops_system_messages_is_one_file_warning(models, tmp_p
     assert (warning.line, warning.is_error) == (None, False)
     for words in (
         "leaves out system messages",
-        "the 8 example(s) with one (line 1, 3, 4, 6, 7, ...)",
+        "the 8 examples with one (line 1, 3, 4, 6, 7, ...)",
         "never reads it, neither in `ftlab train` nor when it is asked",
         "Fix: put the system prompt at the start of the first user message, or use another model",
     ):

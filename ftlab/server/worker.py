@@ -39,6 +39,7 @@ from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
 from ftlab.validation import MIN_EXAMPLES, auto_epochs, validate_file
+from ftlab.wording import counted
 
 log = logging.getLogger("ftlab.server")
 CANCEL_GRACE_SECONDS = 5.0
@@ -157,8 +158,8 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
     if first.code in COUNT_CODES:
         return failure(
             "invalid_n_examples",
-            f"{what} file has {len(report.examples)} example(s), but must have at least "
-            f"{MIN_EXAMPLES} examples",
+            f"{what} file has {counted(len(report.examples), 'example')}, but must have at "
+            f"least {MIN_EXAMPLES} examples",
             param,
         )
     where = f"{first.where}: " if first.line is not None else ""  # `line 7, messages[2]: `

@@ -29,6 +29,7 @@ from ftlab.chat_template import (
 )
 from ftlab.generation import MIN_SHARED_TOKENS, shared_prefix_length
 from ftlab.validation.stats import TRAIN_MAX_LENGTH, context_length, tokenizer_label
+from ftlab.wording import counted, is_are
 
 IGNORE = -100
 
@@ -183,7 +184,8 @@ def tokenize_examples(
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
         if by_context:
             raise ValueError(
-                f"{len(too_long)} {what} example(s) are longer than the context of the model "
+                f"{counted(len(too_long), what + ' example')} {is_are(len(too_long))} longer "
+                "than the context of the model "
                 f"{tokenizer_label(tokenizer)} ({limit:,} tokens, the most it reads at once): "
                 f"{listed}{more} (counting examples from 1 in file order). The model has no "
                 "trained position for the tokens past its context.\n"
@@ -192,7 +194,8 @@ def tokenize_examples(
                 "longer context."
             )
         raise ValueError(
-            f"{len(too_long)} {what} example(s) are longer than max_length={max_length:,} "
+            f"{counted(len(too_long), what + ' example')} {is_are(len(too_long))} longer "
+            f"than max_length={max_length:,} "
             f"tokens: {listed}{more} (counting examples from 1 in file order). Training would "
             "cut off their ends, answers included.\n"
             f"Fix: shorten or split those examples (`ftlab validate FILE --max-tokens "
@@ -212,7 +215,8 @@ def warn_prompt_tokens_differ(tokenizer, differ: list[int], count: int) -> None:
     if not differ:
         return
     warnings.warn(
-        f"In {len(differ)} of the {count} training example(s) (example {differ[0]} is one, "
+        f"In {len(differ)} of the {counted(count, 'training example')} (example {differ[0]} "
+        "is one, "
         "counting from 1 in file order), the tokenizer of "
         f"{tokenizer_label(tokenizer)} splits the text before a reply into other tokens "
         "alone than inside the whole conversation: the model is trained on one token "
@@ -231,7 +235,8 @@ def warn_replies_start_with_space(spaced: list[int], count: int) -> None:
     if not spaced:
         return
     warnings.warn(
-        f"In {len(spaced)} of the {count} training example(s) (example {spaced[0]} is one, "
+        f"In {len(spaced)} of the {counted(count, 'training example')} (example {spaced[0]} "
+        "is one, "
         "counting from 1 in file order), a reply starts with spaces or line breaks that the "
         "tokenizer joins to the end of the prompt: the model is trained on one token sequence "
         "at the start of its reply and asked with another (the prompt is tokenized alone), "
@@ -250,7 +255,8 @@ def warn_if_system_dropped(tokenizer, examples: Sequence[dict]) -> None:
         return
     warnings.warn(
         f"The chat template of {tokenizer_label(tokenizer)} leaves out system messages: the "
-        f"{have} training example(s) with one are rendered without their system prompt, so "
+        f"{counted(have, 'training example')} with one {is_are(have)} rendered without their "
+        "system prompt, so "
         "the model never reads it, neither in training nor when it is asked, and learns the "
         "replies as if there were none.\n"
         "Fix: put the system prompt at the start of the first user message, or train a model "

@@ -29,6 +29,7 @@ from ftlab.validation.rules import (
     user_texts,
 )
 from ftlab.validation.stats import TokenCounts, cached_tokenizer, check_counts, file_stats
+from ftlab.wording import counted, is_are
 
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 PathLike = str | os.PathLike[str]
@@ -193,7 +194,7 @@ def _is_example(value: Any) -> bool:
 
 
 def _count(values: list[Any]) -> str:
-    return f"{len(values)} {'example' if all(map(_is_example, values)) else 'JSON value'}(s)"
+    return counted(len(values), "example" if all(map(_is_example, values)) else "JSON value")
 
 
 def _pretty_problem(shape: str) -> Problem:
@@ -268,7 +269,8 @@ def read_split(path: PathLike) -> tuple[str, dict[str, int], list[Problem]]:
         warnings.append(
             Problem(
                 "against_unreadable",
-                f"{len(unread)} line(s) of {name} (line {lines}) could not be read, so their "
+                f"{counted(len(unread), 'line')} of {name} (line {lines}) could not be read, so "
+                "their "
                 "user messages were not compared with this file; fix them (run "
                 f"`ftlab validate {name}`) and check again",
                 line=None,
@@ -323,7 +325,7 @@ def _count_problem(attempted: int, accepted: int, has_errors: bool) -> Problem |
         )
     if attempted >= MIN_EXAMPLES:
         return None
-    have = f"the file has {attempted} example(s)"
+    have = f"the file has {counted(attempted, 'example')}"
     if accepted < attempted:
         have += f", {attempted - accepted} of them with errors"
     return Problem(
@@ -447,8 +449,9 @@ def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> lis
         problems.append(
             Problem(
                 "template_error",
-                f"{model}'s tokenizer has no chat template, so the tokens of all {len(lines)} "
-                f"example(s) were {_COUNTED_AS_TEXT}. Fix: give --model a chat (instruct) model, "
+                f"{model}'s tokenizer has no chat template, so the tokens of all "
+                f"{counted(len(lines), 'example')} were {_COUNTED_AS_TEXT}. Fix: give --model a "
+                "chat (instruct) model, "
                 "whose tokenizer has a chat template, or add --no-tokens to check the structure "
                 "only",
                 line=None,
@@ -493,7 +496,8 @@ def _template_problems(counts: TokenCounts, lines: list[int], model: str) -> lis
         problems.append(
             Problem(
                 "reply_not_located",
-                f"{why} all {len(lines)} example(s) (line {listed}): an earlier reply of each "
+                f"{why} all {counted(len(lines), 'example')} (line {listed}): an earlier reply "
+                "of each "
                 "cannot be located for label masking. " + fix.format(which="the earlier replies"),
                 line=None,
             )
@@ -527,8 +531,9 @@ def _system_dropped(counts: TokenCounts, accepted: list[LineResult], model: str)
     return [
         Problem(
             "system_dropped",
-            f"{model}'s chat template leaves out system messages: the {len(where)} example(s) "
-            f"with one (line {_listed_lines(where)}) are rendered without their system prompt, "
+            f"{model}'s chat template leaves out system messages: the "
+            f"{counted(len(where), 'example')} with one (line {_listed_lines(where)}) "
+            f"{is_are(len(where))} rendered without their system prompt, "
             "so the model never reads it, neither in `ftlab train` nor when it is asked, and "
             "learns the replies as if there were none (OpenAI is not affected). Fix: put the "
             "system prompt at the start of the first user message, or use another model, whose "
@@ -552,9 +557,10 @@ def _listed_lines(where: list[int]) -> str:
 
 def _whole_file_template_error(model: str, reason: str, where: list[int], n_examples: int) -> str:
     listed = _listed_lines(where)
-    share = f"all {n_examples}" if len(where) == n_examples else f"{len(where)} of the {n_examples}"
+    every = counted(n_examples, "example")
+    share = f"all {every}" if len(where) == n_examples else f"{len(where)} of the {every}"
     return (
-        f"{model}'s chat template cannot render {share} example(s) (line {listed}); it says "
+        f"{model}'s chat template cannot render {share} (line {listed}); it says "
         f'"{reason}". Their tokens were {_COUNTED_AS_TEXT}. Fix: {_template_fix(reason)}'
     )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftlab.validation.codes import is_error
+from ftlab.wording import counted, is_are
 
 HTML_ROW_LIMIT = 200  # a notebook cell with 10,000 rows helps nobody
 
@@ -223,8 +224,9 @@ def _counted_with(stats: dict[str, Any]) -> str:
             "template, which cannot render these examples (see the template_error warning)"
         )
     return (
-        f"; tokens counted with {name}'s tokenizer and chat template, except {plain:,} "
-        "example(s) counted as plain text, which the template cannot render (see the "
+        f"; tokens counted with {name}'s tokenizer and chat template, except "
+        f"{counted(plain, 'example')} counted as plain text, which the template cannot render "
+        "(see the "
         "template_error warnings)"
     )
 
@@ -234,8 +236,8 @@ def format_stats_text(stats: dict[str, Any]) -> str:
     if not stats:
         return "Statistics: none"
     lines = [
-        f"Statistics: {stats['n_examples']:,} example(s) passed of {stats['n_lines']:,} "
-        f"non-blank line(s)"
+        f"Statistics: {counted(stats['n_examples'], 'example')} passed of "
+        f"{counted(stats['n_lines'], 'non-blank line')}"
     ]
     if stats.get("tokenizer"):
         lines[0] += _counted_with(stats)
@@ -263,7 +265,8 @@ def format_stats_text(stats: dict[str, Any]) -> str:
     if stats.get("over_train_max_length"):
         count, limit = stats["over_train_max_length"], stats["train_max_length"]
         lines.append(
-            f"  ({count:,} example(s) are longer than {limit:,} tokens: `ftlab train` refuses "
+            f"  ({counted(count, 'example')} {is_are(count)} longer than {limit:,} tokens: "
+            "`ftlab train` refuses "
             "them unless given --max-length; see the over_train_max_length warnings)"
         )
     if stats.get("epochs") is not None:
