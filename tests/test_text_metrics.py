@@ -133,6 +133,7 @@ def test_ftlab_eval_scores_a_text_task_on_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)
     assert set(scores) == {"n", "exact", "word_f1"} and scores["n"] == 3
+    assert "compared as text" in done.stderr  # chosen by --task auto: said, not only in --json
     shown = run_ftlab(
         "eval", "--model", "smollm2-135m-instruct", "--data", str(path), "--max-new-tokens", "8"
     )

@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     scores = result.scores.as_dict()
+    if args.task == "auto" and result.task == "text":
+        print(
+            "note: no answer in the file is the support task's JSON, so the answers are "
+            "compared as text (exact, word_f1); --task support insists on the support metrics",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(scores))
         return 0
