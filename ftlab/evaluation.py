@@ -173,7 +173,8 @@ def _check_prompt_room(
     if task == "text":
         fix += (
             f" The room kept for an answer, {answer_tokens} tokens, is the longest gold answer "
-            "plus 32 unless you set it: max_new_tokens= (--max-new-tokens) sets less."
+            f"plus {TEXT_ANSWER_SLACK} unless you set it: max_new_tokens= (--max-new-tokens) "
+            "sets less."
         )
     raise ValueError(
         f"The longest prompt, example {lengths.index(longest) + 1} (counting from 1 in file "

@@ -215,14 +215,10 @@ def warn_prompt_tokens_differ(tokenizer, differ: list[int], count: int) -> None:
     if not differ:
         return
     warnings.warn(
-        f"In {len(differ)} of the {counted(count, 'training example')} (example {differ[0]} "
-        "is one, "
-        "counting from 1 in file order), the tokenizer of "
-        f"{tokenizer_label(tokenizer)} splits the text before a reply into other tokens "
-        "alone than inside the whole conversation: the model is trained on one token "
-        "sequence at the start of its reply and asked with another (the prompt is tokenized "
-        "alone), which can hurt its answers. This happens when the chat template was written "
-        "for another model family's tokenizer.\n"
+        f"{_in_examples(differ, count)} the tokenizer of {tokenizer_label(tokenizer)} splits "
+        "the text before a reply into other tokens alone than inside the whole conversation: "
+        f"{_ASKED_OTHERWISE} This happens when the chat template was written for another model "
+        "family's tokenizer.\n"
         "Fix: use the model's own chat template, or a tokenizer that matches this template.",
         stacklevel=3,
     )
@@ -235,14 +231,25 @@ def warn_replies_start_with_space(spaced: list[int], count: int) -> None:
     if not spaced:
         return
     warnings.warn(
-        f"In {len(spaced)} of the {counted(count, 'training example')} (example {spaced[0]} "
-        "is one, "
-        "counting from 1 in file order), a reply starts with spaces or line breaks that the "
-        "tokenizer joins to the end of the prompt: the model is trained on one token sequence "
-        "at the start of its reply and asked with another (the prompt is tokenized alone), "
-        "which can hurt its answers.\nFix: remove the spaces and line breaks at the start of "
-        "the replies (reply.strip() when you write the file).",
+        f"{_in_examples(spaced, count)} a reply starts with spaces or line breaks that the "
+        f"tokenizer joins to the end of the prompt: {_ASKED_OTHERWISE}\nFix: remove the spaces "
+        "and line breaks at the start of the replies (reply.strip() when you write the file).",
         stacklevel=3,
+    )
+
+
+# What both prompt-boundary warnings mean for the trained model.
+_ASKED_OTHERWISE = (
+    "the model is trained on one token sequence at the start of its reply and asked with "
+    "another (the prompt is tokenized alone), which can hurt its answers."
+)
+
+
+def _in_examples(found: list[int], count: int) -> str:
+    """How many of the file's examples a warning is about, and the first of them."""
+    return (
+        f"In {len(found)} of the {counted(count, 'training example')} (example "
+        f"{found[0]} is one, counting from 1 in file order),"
     )
 
 
