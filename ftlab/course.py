@@ -15,6 +15,7 @@ import binascii
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,23 @@ if TYPE_CHECKING:
     from ftlab.course_server import CourseServer
     from ftlab.support import Scores
 
+QUICK_VARIABLE = "FTLAB_QUICK"
+# In quick mode: notebook 03's run stops after this many steps, notebook 04's job trains on
+# this many examples.
+QUICK_STEPS = 8
+QUICK_API_SUBSET = 32
+
+
+def quick_mode() -> bool:
+    """Whether FTLAB_QUICK is set (to anything but 0): the course's runs are cut short.
+
+    `make test` sets it for the notebooks, so that checking that every cell runs takes minutes
+    on a slow CPU, not an hour. Every cell still trains, answers and scores for real, but the
+    scores of such short runs say little about fine-tuning: learners leave it unset.
+    """
+    return os.environ.get(QUICK_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
 LORA_RUN = "03_lora"
 API_RUN = "04_api"
 API_SERVER = "04_server"
@@ -40,7 +58,7 @@ API_SUFFIX = "support"
 # so that the job finishes in a few minutes on a laptop CPU).
 API_HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
 API_METHOD = {"type": "supervised", "supervised": {"hyperparameters": API_HYPERPARAMETERS}}
-API_TRAIN_SUBSET = 160
+API_TRAIN_SUBSET = QUICK_API_SUBSET if quick_mode() else 160
 # Chat requests in flight while scoring through an API: one local server batch
 # (`ftlab serve --chat-batch`), and well inside a hosted API's rate limits.
 API_CONCURRENCY = 16
@@ -50,7 +68,8 @@ def lora_config(**overrides: Any) -> TrainConfig:
     """The course's LoRA run: the support train split, validated on the valid split.
 
     `resume=True`, so running it again continues an interrupted run from its
-    last finished epoch, and a finished run is not trained twice.
+    last finished epoch, and a finished run is not trained twice. In quick mode
+    (`quick_mode()`), the run stops after QUICK_STEPS steps.
     """
     settings: dict[str, Any] = {
         "data": support_split("train"),
@@ -58,6 +77,8 @@ def lora_config(**overrides: Any) -> TrainConfig:
         "out": runs_dir() / LORA_RUN,
         "resume": True,
     }
+    if quick_mode():
+        settings["max_steps"] = QUICK_STEPS
     settings.update(overrides)
     return TrainConfig(**settings)
 
