@@ -46,8 +46,9 @@ lab: setup
 # The tests start their own servers, even where a workshop's shared one is configured,
 # and train from scratch in test-output/runs (kept only when a test fails), leaving runs/
 # as learners will find it. The notebooks run in quick mode (FTLAB_QUICK=1: notebook 03's
-# run stops after 8 steps, notebook 04's job trains on 32 examples), so that every cell is
-# checked in minutes even on a slow CPU; `make bench` measures the full runs.
+# run and notebook 04's job are cut short, by QUICK_STEPS and QUICK_API_SUBSET in
+# ftlab/course.py), so that every cell is checked in minutes even on a slow CPU; `make bench`
+# measures the full runs.
 test: export FTLAB_SERVER_URL =
 test: export FTLAB_SERVER_KEY =
 test: export FTLAB_RUNS = $(CURDIR)/test-output/runs

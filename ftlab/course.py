@@ -58,7 +58,7 @@ API_SUFFIX = "support"
 # so that the job finishes in a few minutes on a laptop CPU).
 API_HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 1.0}
 API_METHOD = {"type": "supervised", "supervised": {"hyperparameters": API_HYPERPARAMETERS}}
-API_TRAIN_SUBSET = QUICK_API_SUBSET if quick_mode() else 160
+API_TRAIN_SUBSET = 160
 # Chat requests in flight while scoring through an API: one local server batch
 # (`ftlab serve --chat-batch`), and well inside a hosted API's rate limits.
 API_CONCURRENCY = 16
@@ -305,11 +305,15 @@ def job_results(client: Any, job: Any) -> list[dict[str, float]]:
 
 
 def api_train_file() -> Path:
-    """The first API_TRAIN_SUBSET lines of the train split (already shuffled, so a fair sample)."""
+    """The first API_TRAIN_SUBSET lines of the train split (already shuffled, so a fair sample).
+
+    In quick mode (`quick_mode()`), the first QUICK_API_SUBSET lines.
+    """
     from ftlab.jsonl import write_jsonl
     from ftlab.support import load_examples
 
-    subset = load_examples(support_split("train"))[:API_TRAIN_SUBSET]
+    size = QUICK_API_SUBSET if quick_mode() else API_TRAIN_SUBSET
+    subset = load_examples(support_split("train"))[:size]
     return write_jsonl(runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl", subset)
 
 
@@ -363,4 +367,5 @@ def run_api_job(on_event: Callable[[str], None] = print, poll_s: float = 2.0) ->
         answers = api_answers(client, job.fine_tuned_model, [prompt_messages(e) for e in examples])
         seconds = time.perf_counter() - started
         scores = score(answers, [gold_answer(e) for e in examples])
-        return api_record(client, job, server, scores, answers, API_TRAIN_SUBSET, seconds)
+        trained_on = len(load_examples(files[0]))
+        return api_record(client, job, server, scores, answers, trained_on, seconds)

@@ -1,10 +1,10 @@
 """Quick mode (FTLAB_QUICK, set by `make test` for the notebooks): the same runs, cut short."""
 
-import importlib
-
 import pytest
 
 import ftlab.course as course
+from ftlab.paths import REPO_ROOT
+from ftlab.support import load_examples
 
 
 @pytest.mark.parametrize(
@@ -24,11 +24,18 @@ def test_quick_mode_stops_notebook_03s_run_early_and_only_then(monkeypatch):
     assert course.lora_config(max_steps=3).max_steps == 3  # a choice made in the call wins
 
 
-def test_quick_mode_gives_notebook_04s_job_fewer_examples(monkeypatch):
-    try:
-        monkeypatch.setenv("FTLAB_QUICK", "1")
-        assert importlib.reload(course).API_TRAIN_SUBSET == course.QUICK_API_SUBSET
-    finally:
-        monkeypatch.delenv("FTLAB_QUICK")
-        importlib.reload(course)
-    assert course.API_TRAIN_SUBSET == 160
+def test_quick_mode_gives_notebook_04s_job_fewer_examples(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    monkeypatch.delenv("FTLAB_QUICK", raising=False)
+    assert len(load_examples(course.api_train_file())) == course.API_TRAIN_SUBSET
+    monkeypatch.setenv("FTLAB_QUICK", "1")
+    quick_file = course.api_train_file()
+    assert len(load_examples(quick_file)) == course.QUICK_API_SUBSET
+    assert course.API_TRAIN_SUBSET == 160  # what `make bench-server` and the notebook text use
+
+
+def test_the_readme_states_the_quick_numbers_in_use():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    sentence = " ".join(readme.split())  # the README wraps its lines anywhere
+    assert f"stops after {course.QUICK_STEPS} steps" in sentence
+    assert f"trains on {course.QUICK_API_SUBSET} examples" in sentence
