@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import torch
 from conftest import run_ftlab
 from fastapi.testclient import TestClient
 from server_helpers import client, start
@@ -102,6 +103,37 @@ def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folde
     assert answer.status_code == 404
     error = answer.json()["error"]
     assert error["code"] == "model_files_missing" and "no longer there" in error["message"]
+    store.close()
+
+
+def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(run_folder, tmp_path):
+    """A learner retrains into the folder the server serves: the next chat uses the new
+    weights, not the copy the server loaded before (no restart needed)."""
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab.models import load_model
+    from ftlab.training.checkpoints import save_adapter
+
+    folder = shutil.copytree(run_folder, tmp_path / "run")
+    store = Store(tmp_path / "data")
+    inference = Inference(store, adapters=served_adapters({"mine": folder}))
+    http = TestClient(
+        create_app(
+            store, auth=Authenticator(), worker=Worker(store), inference=inference, max_upload_mb=1
+        )
+    )
+    ask = {"model": "mine", "messages": HELLO, "max_tokens": 8, "temperature": 0}
+
+    def answer() -> str:
+        return http.post("/v1/chat/completions", json=ask).json()["choices"][0]["message"]
+
+    before = answer()
+    assert answer() == before  # answered from the cache: the same model
+    model, _ = load_model(DEFAULT_MODEL, device="cpu")
+    torch.manual_seed(0)
+    lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    save_adapter(get_peft_model(model, lora), folder / "adapter", DEFAULT_MODEL)  # random LoRA
+    assert answer() != before
     store.close()
 
 

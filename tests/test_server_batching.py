@@ -364,6 +364,24 @@ def test_models_still_decoding_are_not_dropped_from_the_model_cache(monkeypatch)
     assert list(cache._models) == ["d", "e"]
 
 
+def test_a_model_whose_folder_changed_is_loaded_again(monkeypatch, tmp_path):
+    loads = []
+    monkeypatch.setattr(inference, "load_model", lambda source: loads.append(source) or (1, 2))
+    monkeypatch.setattr(inference, "prepare_for_inference", lambda model: None)
+    cache = inference.ModelCache(2)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(b"old")
+    cache.get(str(tmp_path))
+    cache.get(str(tmp_path))
+    cache.get(DEFAULT_MODEL)
+    cache.get(DEFAULT_MODEL)
+    assert loads == [str(tmp_path), DEFAULT_MODEL]
+    weights.with_suffix(".new").write_bytes(b"new weights")
+    weights.with_suffix(".new").replace(weights)  # as `ftlab train` replaces its files
+    cache.get(str(tmp_path))
+    assert loads == [str(tmp_path), DEFAULT_MODEL, str(tmp_path)]
+
+
 @pytest.mark.slow
 def test_a_model_loading_does_not_pause_the_batches_decoding(loaded, float32_decoding):
     """Loading and merging a fine-tuned model takes seconds: it happens on its own thread."""

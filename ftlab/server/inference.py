@@ -198,40 +198,68 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return plain
 
 
+def files_stamp(source: str) -> tuple[tuple[str, int, int, int], ...]:
+    """What identifies the files of an adapter folder as they are now (empty for a base model's
+    name): a folder that `ftlab train` has written again since it was loaded has another."""
+    path = Path(source)
+    stamp = []
+    try:
+        for file in sorted(path.iterdir()) if path.is_dir() else []:
+            if file.name.startswith("adapter_"):  # adapter_config.json, adapter_model.*
+                found = file.stat()
+                stamp.append((file.name, found.st_ino, found.st_mtime_ns, found.st_size))
+    except OSError:  # the folder is being replaced: loading it again will say what is wrong
+        return (("unreadable", 0, 0, 0),)
+    return tuple(stamp)
+
+
 class ModelCache:
-    """At most `size` loaded models, the least recently used dropped first."""
+    """At most `size` loaded models, the least recently used dropped first.
+
+    A model whose folder changed after it was loaded (an adapter retrained into the folder
+    `ftlab serve --adapter` serves) counts as not loaded, so the next request gets the new one.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
         self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._stamps: dict[str, tuple] = {}
 
     def get(self, source: str, keep: Collection[str] = ()) -> tuple[Any, Any]:
         """The loaded model, loaded now if it is not (see `add` for `keep`)."""
         found = self.lookup(source)
-        return found if found is not None else self.add(source, load_for_inference(source), keep)
+        if found is not None:
+            return found
+        stamp = files_stamp(source)  # before loading: files written meanwhile are newer
+        return self.add(source, load_for_inference(source), keep, stamp)
 
     def lookup(self, source: str) -> tuple[Any, Any] | None:
         """The model if it is loaded (and now the most recently used), else None."""
+        if source in self._models and self._stamps.get(source) != files_stamp(source):
+            self.drop(source)
         if source in self._models:
             self._models.move_to_end(source)
             return self._models[source]
         return None
 
     def add(
-        self, source: str, loaded: tuple[Any, Any], keep: Collection[str] = ()
+        self, source: str, loaded: tuple[Any, Any], keep: Collection[str], stamp: tuple
     ) -> tuple[Any, Any]:
-        """Keep a model loaded; making room drops the least recently used one not in `keep`
-        (models decoding now stay: they are in memory until their batch ends anyway)."""
+        """Keep a model loaded from files with `stamp` (`files_stamp` taken before loading);
+        making room drops the least recently used one not in `keep` (models decoding now
+        stay: they are in memory until their batch ends anyway)."""
         self._models[source] = loaded
+        self._stamps[source] = stamp
         self._models.move_to_end(source)
         for old in [name for name in self._models if name not in keep and name != source]:
             if len(self._models) <= self.size:
                 break
-            del self._models[old]
+            self.drop(old)
         return loaded
 
     def drop(self, source: str) -> None:
         self._models.pop(source, None)
+        self._stamps.pop(source, None)
 
 
 def load_for_inference(source: str) -> tuple[Any, Any]:
@@ -315,9 +343,10 @@ class Inference:
             found = self.cache.lookup(source)
         if found is not None:
             return found
+        stamp = files_stamp(source)
         loaded = load_for_inference(source)
         with self.lock:  # which models are wanted is asked now, not before the load
-            return self.cache.add(source, loaded, keep=self.batcher.decoding_sources())
+            return self.cache.add(source, loaded, self.batcher.decoding_sources(), stamp)
 
     def _submit(self, request: ChatRequest, owner: str) -> ChatHandle:
         """Validate everything that can fail before any output exists, then queue it."""
