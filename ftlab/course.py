@@ -64,17 +64,23 @@ API_TRAIN_SUBSET = 160
 API_CONCURRENCY = 16
 
 
+def lora_run_dir() -> Path:
+    """Notebook 03's run folder: `runs/03_lora`, or `runs/03_lora_quick` in quick mode, so
+    that a run cut short and the full one never meet (neither resumes or reuses the other)."""
+    return runs_dir() / (f"{LORA_RUN}_quick" if quick_mode() else LORA_RUN)
+
+
 def lora_config(**overrides: Any) -> TrainConfig:
     """The course's LoRA run: the support train split, validated on the valid split.
 
     `resume=True`, so running it again continues an interrupted run from its
     last finished epoch, and a finished run is not trained twice. In quick mode
-    (`quick_mode()`), the run stops after QUICK_STEPS steps.
+    (`quick_mode()`), the run stops after QUICK_STEPS steps, in a folder of its own.
     """
     settings: dict[str, Any] = {
         "data": support_split("train"),
         "valid": support_split("valid"),
-        "out": runs_dir() / LORA_RUN,
+        "out": lora_run_dir(),
         "resume": True,
     }
     if quick_mode():
@@ -91,7 +97,7 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     deleted to train the default one. An unfinished run with other settings stops
     with an error that says how to go on.
     """
-    folder = runs_dir() / LORA_RUN
+    folder = lora_run_dir()
     adapter = folder / "adapter"
     if not adapter.is_dir():
         print(

@@ -1,5 +1,7 @@
 """Quick mode (FTLAB_QUICK, set by `make test` for the notebooks): the same runs, cut short."""
 
+from pathlib import Path
+
 import pytest
 
 import ftlab.course as course
@@ -16,11 +18,15 @@ def test_quick_mode_follows_the_variable(monkeypatch, value, quick):
     assert course.quick_mode() is quick
 
 
-def test_quick_mode_stops_notebook_03s_run_early_and_only_then(monkeypatch):
+def test_quick_mode_stops_notebook_03s_run_early_and_only_then(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
     monkeypatch.delenv("FTLAB_QUICK", raising=False)
-    assert course.lora_config().max_steps is None
+    full = course.lora_config()
+    assert full.max_steps is None and Path(full.out) == tmp_path / course.LORA_RUN
     monkeypatch.setenv("FTLAB_QUICK", "1")
-    assert course.lora_config().max_steps == course.QUICK_STEPS
+    quick = course.lora_config()
+    assert quick.max_steps == course.QUICK_STEPS
+    assert Path(quick.out) != Path(full.out)  # the full run never resumes a quick one
     assert course.lora_config(max_steps=3).max_steps == 3  # a choice made in the call wins
 
 
