@@ -89,15 +89,21 @@ def test_a_served_adapter_is_listed_answers_and_cannot_be_deleted(run_folder, tm
     store.close()
 
 
-def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folder, tmp_path):
+def serving_a_copy(run_folder: Path, tmp_path: Path, name: str) -> tuple[Path, Store, TestClient]:
+    """A copy of `run_folder` the test may change, served as the model `name` by an app."""
     copy = shutil.copytree(run_folder, tmp_path / "copy")
     store = Store(tmp_path / "data")
-    inference = Inference(store, adapters=served_adapters({"gone": copy}))
+    inference = Inference(store, adapters=served_adapters({name: copy}))
     http = TestClient(
         create_app(
             store, auth=Authenticator(), worker=Worker(store), inference=inference, max_upload_mb=1
         )
     )
+    return copy, store, http
+
+
+def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folder, tmp_path):
+    copy, store, http = serving_a_copy(run_folder, tmp_path, "gone")
     shutil.rmtree(copy)
     answer = http.post("/v1/chat/completions", json={"model": "gone", "messages": HELLO})
     assert answer.status_code == 404
@@ -114,14 +120,7 @@ def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(run_fold
     from ftlab.models import load_model
     from ftlab.training.checkpoints import save_adapter
 
-    folder = shutil.copytree(run_folder, tmp_path / "run")
-    store = Store(tmp_path / "data")
-    inference = Inference(store, adapters=served_adapters({"mine": folder}))
-    http = TestClient(
-        create_app(
-            store, auth=Authenticator(), worker=Worker(store), inference=inference, max_upload_mb=1
-        )
-    )
+    folder, store, http = serving_a_copy(run_folder, tmp_path, "mine")
     ask = {"model": "mine", "messages": HELLO, "max_tokens": 8, "temperature": 0}
 
     def answer() -> str:
