@@ -120,7 +120,7 @@ def _examples(
             raise FileNotFoundError(f"{data} is a folder. Fix: pass a chat JSONL file.")
         if not Path(data).is_file():
             raise FileNotFoundError(f"No {role} file at {data}. Fix: pass a chat JSONL file.")
-        examples, source = load_examples(data)[:limit], str(data)
+        examples, source = load_examples(data, limit), str(data)
     else:
         examples, source = list(data)[:limit], f"the {role} examples"
     if task == "auto":

@@ -105,11 +105,12 @@ def near_copies(
     return found
 
 
-def load_examples(path: str | Path) -> list[dict]:
-    """Read a chat-format JSONL file (blank lines skipped). Untrusted files: ftlab.validation.
+def load_examples(path: str | Path, limit: int | None = None) -> list[dict]:
+    """Read a chat-format JSONL file (blank lines skipped), or its first `limit` examples.
+    Untrusted files: ftlab.validation.
 
     A line that is not JSON, or bytes that are not UTF-8, raise a ValueError that
-    names the file and the line.
+    names the file and the line (lines after the first `limit` examples are not read).
     """
     fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
     try:
@@ -123,6 +124,8 @@ def load_examples(path: str | Path) -> list[dict]:
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     examples = []
     for number, line in enumerate(lines, 1):
+        if limit is not None and len(examples) >= limit:
+            break
         if not line.strip():
             continue
         try:

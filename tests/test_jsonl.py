@@ -25,3 +25,12 @@ def test_a_failure_half_way_leaves_the_old_file_as_it_was(tmp_path):
         write_jsonl(path, [{"fine": 1}, {"not json": object()}])
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
+def test_a_limit_reads_only_the_first_examples(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"n": 1}\n\n{"n": 2}\n{"n": 3}\nnot json\n', encoding="utf-8")
+    assert load_examples(path, limit=2) == [{"n": 1}, {"n": 2}]
+    assert load_examples(path, limit=3) == [{"n": 1}, {"n": 2}, {"n": 3}]  # line 5 never read
+    with pytest.raises(ValueError, match="line 5 is not valid JSON"):
+        load_examples(path)
