@@ -9,7 +9,8 @@ VENV_OK := test -x $(BIN)/python && $(BIN)/python -c 'import pip' >/dev/null 2>&
 KERNEL_INSTALL := $(BIN)/python -m ipykernel install --sys-prefix --name ftlab --display-name "Python 3 (ftlab)" >/dev/null
 LAB_PORT ?= 8888
 # datasets' load_dataset pings the hub to count a download, even of a local file: not from
-# an offline course (where the network hangs, each ping waits for it).
+# an offline course (where the network hangs, each ping waits for it). `import ftlab` sets
+# it too; this covers scripts that import datasets first.
 export HF_UPDATE_DOWNLOAD_COUNTS := 0
 # Jupyter refuses to run as root without this flag (containers, CI, workshop servers).
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)

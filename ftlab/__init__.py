@@ -17,9 +17,15 @@ They are loaded on first use, so `import ftlab` stays quick.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# `datasets.load_dataset` pings the hub to count a download, even of a local file (notebook
+# 02): not from an offline course, where each ping waits for the network. Set before datasets
+# is imported (it reads the variable once); a value of the user's own is kept.
+os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
 
 _HOMES = {
     "TrainConfig": "ftlab.training",

@@ -103,7 +103,7 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
         print(
             f"Notebook 03's adapter is not in {folder} yet: training it now with notebook 03's "
             "settings. On a 2-core CPU that takes about 8 minutes with bf16 and 13 to 23 "
-            "without (the last cell of notebook 00 estimates it for this machine)."
+            "without (section 4 of notebook 00 estimates it for this machine)."
         )
     try:  # resume=True: a finished run with the same settings and data returns at once
         result = train(lora_config(), callback=callback)
