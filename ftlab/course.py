@@ -64,10 +64,15 @@ API_TRAIN_SUBSET = 160
 API_CONCURRENCY = 16
 
 
+def course_run_dir(name: str) -> Path:
+    """A course run's folder: `runs/NAME`, or `runs/NAME_quick` in quick mode, so that runs
+    cut short and full ones never meet (neither resumes nor reuses the other)."""
+    return runs_dir() / (f"{name}_quick" if quick_mode() else name)
+
+
 def lora_run_dir() -> Path:
-    """Notebook 03's run folder: `runs/03_lora`, or `runs/03_lora_quick` in quick mode, so
-    that a run cut short and the full one never meet (neither resumes or reuses the other)."""
-    return runs_dir() / (f"{LORA_RUN}_quick" if quick_mode() else LORA_RUN)
+    """Notebook 03's run folder (`runs/03_lora`)."""
+    return course_run_dir(LORA_RUN)
 
 
 def lora_config(**overrides: Any) -> TrainConfig:
@@ -126,7 +131,7 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
 
 def api_result_path() -> Path:
     """Where notebook 04 records its fine-tuned model: `runs/04_api/result.json`."""
-    return runs_dir() / API_RUN / "result.json"
+    return course_run_dir(API_RUN) / "result.json"
 
 
 def save_api_result(record: dict[str, Any]) -> Path:
@@ -320,7 +325,7 @@ def api_train_file() -> Path:
 
     size = QUICK_API_SUBSET if quick_mode() else API_TRAIN_SUBSET
     subset = load_examples(support_split("train"))[:size]
-    return write_jsonl(runs_dir() / API_RUN / f"train_first_{len(subset)}.jsonl", subset)
+    return write_jsonl(course_run_dir(API_RUN) / f"train_first_{len(subset)}.jsonl", subset)
 
 
 def api_job_settings(model: str, hyperparameters: dict[str, Any] | None = None) -> dict:

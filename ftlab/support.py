@@ -110,8 +110,10 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[dict]:
     Untrusted files: ftlab.validation.
 
     A line that is not JSON, or bytes that are not UTF-8, raise a ValueError that
-    names the file and the line (lines after the first `limit` examples are not read).
+    names the file and the line (lines after the first `limit` examples are not parsed).
     """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}.")
     fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")

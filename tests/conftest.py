@@ -17,6 +17,13 @@ def repo() -> Path:
     return REPO
 
 
+@pytest.fixture(autouse=True)
+def full_course_runs(monkeypatch):
+    """The unit tests check the course's full settings, even where FTLAB_QUICK is exported
+    (`make test` sets it for the notebooks only); tests of quick mode set it themselves."""
+    monkeypatch.delenv("FTLAB_QUICK", raising=False)
+
+
 def run_ftlab(
     *args: str, input: str | None = None, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:

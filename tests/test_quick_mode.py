@@ -34,9 +34,11 @@ def test_quick_mode_gives_notebook_04s_job_fewer_examples(monkeypatch, tmp_path)
     monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
     monkeypatch.delenv("FTLAB_QUICK", raising=False)
     assert len(load_examples(course.api_train_file())) == course.API_TRAIN_SUBSET
+    full_record = course.api_result_path()
     monkeypatch.setenv("FTLAB_QUICK", "1")
     quick_file = course.api_train_file()
     assert len(load_examples(quick_file)) == course.QUICK_API_SUBSET
+    assert course.api_result_path() != full_record  # notebook 05 never mixes the two jobs
     assert course.API_TRAIN_SUBSET == 160  # what `make bench-server` and the notebook text use
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from server_helpers import client, start
 
 from ftlab.models import ADAPTER_SIDECAR, DEFAULT_MODEL
+from ftlab.server import inference
 from ftlab.server.app import create_app
 from ftlab.server.auth import Authenticator
 from ftlab.server.inference import Inference, served_adapters
@@ -108,11 +109,13 @@ def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folde
     answer = http.post("/v1/chat/completions", json={"model": "gone", "messages": HELLO})
     assert answer.status_code == 404
     error = answer.json()["error"]
-    assert error["code"] == "model_files_missing" and "no longer there" in error["message"]
+    assert error["code"] == "model_files_missing" and "no restart is needed" in error["message"]
     store.close()
 
 
-def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(run_folder, tmp_path):
+def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(
+    run_folder, tmp_path, monkeypatch
+):
     """A learner retrains into the folder the server serves: the next chat uses the new
     weights, not the copy the server loaded before (no restart needed)."""
     from peft import LoraConfig, get_peft_model
@@ -120,6 +123,9 @@ def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(run_fold
     from ftlab.models import load_model
     from ftlab.training.checkpoints import save_adapter
 
+    loads = []
+    load = inference.load_for_inference
+    monkeypatch.setattr(inference, "load_for_inference", lambda s: loads.append(s) or load(s))
     folder, store, http = serving_a_copy(run_folder, tmp_path, "mine")
     ask = {"model": "mine", "messages": HELLO, "max_tokens": 8, "temperature": 0}
 
@@ -127,12 +133,17 @@ def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(run_fold
         return http.post("/v1/chat/completions", json=ask).json()["choices"][0]["message"]
 
     before = answer()
-    assert answer() == before  # answered from the cache: the same model
+    assert answer() == before and len(loads) == 1  # answered from the cache
     model, _ = load_model(DEFAULT_MODEL, device="cpu")
     torch.manual_seed(0)
     lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     save_adapter(get_peft_model(model, lora), folder / "adapter", DEFAULT_MODEL)  # random LoRA
-    assert answer() != before
+    assert answer() != before and len(loads) == 2
+    sidecar = folder / "adapter" / ADAPTER_SIDECAR
+    sidecar.write_text(json.dumps({"base_model": "someone/bigger-model"}))  # --model elsewhere
+    refused = http.post("/v1/chat/completions", json=ask)
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_supported"
+    assert "trained from someone/bigger-model" in refused.json()["error"]["message"]
     store.close()
 
 

@@ -349,37 +349,64 @@ def test_a_request_that_fails_to_join_leaves_the_batch_it_joins_alone(loaded, fl
     assert collect(running) == expected
 
 
-def test_models_still_decoding_are_not_dropped_from_the_model_cache(monkeypatch):
-    """The cache's rule only: loading is replaced by a name, as the real loads take minutes."""
-    monkeypatch.setattr(inference, "load_model", lambda source: (f"model {source}", None))
-    monkeypatch.setattr(inference, "prepare_for_inference", lambda model: None)
+def test_models_still_decoding_are_not_dropped_from_the_model_cache():
+    """The cache's rule only: a loaded model is replaced by a name, as real loads take time."""
     cache = inference.ModelCache(2)
-    cache.get("a")
-    cache.get("b")
-    cache.get("c", keep={"a"})  # "a" is decoding: "b" makes room, though used more recently
+
+    def add(name: str, keep: set[str] = frozenset()) -> None:
+        cache.add(name, (f"model {name}", None), keep, stamp=())
+
+    add("a")
+    add("b")
+    add("c", keep={"a"})  # "a" is decoding: "b" makes room, though used more recently
     assert list(cache._models) == ["a", "c"]
-    cache.get("d", keep={"a", "c"})  # nothing may go: one more for now
+    add("d", keep={"a", "c"})  # nothing may go: one more for now
     assert list(cache._models) == ["a", "c", "d"]
-    cache.get("e")
+    add("e")
     assert list(cache._models) == ["d", "e"]
 
 
 def test_a_model_whose_folder_changed_is_loaded_again(monkeypatch, tmp_path):
+    """The server's loader (`Inference._load`): from the cache while the files are the same."""
+    from ftlab.server.store import Store
+
     loads = []
-    monkeypatch.setattr(inference, "load_model", lambda source: loads.append(source) or (1, 2))
-    monkeypatch.setattr(inference, "prepare_for_inference", lambda model: None)
-    cache = inference.ModelCache(2)
-    weights = tmp_path / "adapter_model.safetensors"
+    monkeypatch.setattr(inference, "load_for_inference", lambda s: loads.append(s) or (s, None))
+    server = inference.Inference(Store(tmp_path / "data"))
+    adapter = tmp_path / "adapter"
+    weights = adapter / "adapter_model.safetensors"
+    weights.parent.mkdir()
     weights.write_bytes(b"old")
-    cache.get(str(tmp_path))
-    cache.get(str(tmp_path))
-    cache.get(DEFAULT_MODEL)
-    cache.get(DEFAULT_MODEL)
-    assert loads == [str(tmp_path), DEFAULT_MODEL]
+    for source in (str(adapter), str(adapter), DEFAULT_MODEL, DEFAULT_MODEL):
+        server._load(source)
+    assert loads == [str(adapter), DEFAULT_MODEL]
     weights.with_suffix(".new").write_bytes(b"new weights")
     weights.with_suffix(".new").replace(weights)  # as `ftlab train` replaces its files
-    cache.get(str(tmp_path))
-    assert loads == [str(tmp_path), DEFAULT_MODEL, str(tmp_path)]
+    server._load(str(adapter))
+    server._load(DEFAULT_MODEL)
+    assert loads == [str(adapter), DEFAULT_MODEL, str(adapter)]
+    server.store.close()
+
+
+def test_a_request_never_joins_a_batch_of_a_model_whose_files_changed(loaded, float32_decoding):
+    """A learner retrains the adapter a batch is answering with: later requests wait for that
+    batch to end and get the model loaded again, not the old one's answers."""
+    versions = {"mine": 1}
+    loads = []
+    batcher = ChatBatcher(
+        lambda source: loads.append(source) or loaded, threaded=False, version=versions.get
+    )
+    long = Sampling(max_tokens=JOIN_IF_TOKENS_LEFT + 20, temperature=0)  # long enough to join
+    story = [{"role": "user", "content": "Write a story about a fox."}]
+    first = batcher.submit("mine", story, long)
+    batcher._turn()
+    versions["mine"] = 2  # the folder was written again
+    later = batcher.submit("mine", ask("hello"), Sampling(max_tokens=5, temperature=0))
+    batcher._turn()
+    assert batcher.batch_sizes == [1], "the request should not join the old model's batch"
+    batcher.run_pending()
+    assert batcher.batch_sizes == [1, 1] and loads == ["mine", "mine"]
+    assert collect(first)[0] and collect(later)[0]
 
 
 @pytest.mark.slow

@@ -132,6 +132,7 @@ class _Batch:
     source: str
     decoder: BatchDecoder
     requests: list[_Pending] = field(default_factory=list)
+    version: object = None  # the model's files when the batch started (`ChatBatcher.version`)
 
     @property
     def rows(self) -> int:
@@ -165,7 +166,10 @@ class ChatBatcher:
     With `threaded=False` no thread is started: `run_pending` answers what is waiting
     on the caller's thread, which makes a batch's contents exact (tests, benchmarks).
     With `join=False` a request for a model that is decoding waits until its batch has
-    ended, as the server did before (for `bench/chat_batching.py`).
+    ended, as the server did before (for `bench/chat_batching.py`). `version(source)` says
+    which files a model would load from now (the server: `inference.files_stamp`): a request
+    never joins a batch started from other files (an adapter retrained in place); it waits
+    for that batch to end, and the model is loaded again.
     """
 
     def __init__(
@@ -175,8 +179,9 @@ class ChatBatcher:
         threaded: bool = True,
         max_models: int = 1,
         join: bool = True,
+        version: Callable[[str], object] = lambda source: None,
     ) -> None:
-        self.load, self.join = load, join
+        self.load, self.join, self.version = load, join, version
         self.max_rows = max(1, max_rows)
         self.max_models = max(1, max_models)
         self.threaded = threaded
@@ -257,6 +262,7 @@ class ChatBatcher:
             elif batch is not None and (
                 starved
                 or not self.join
+                or batch.version != self.version(source)
                 or not batch.decoder.can_join()
                 or batch.decoder.tokens_left() <= JOIN_IF_TOKENS_LEFT
             ):
@@ -344,7 +350,7 @@ class ChatBatcher:
                 loaded = self.load(source)
             if isinstance(loaded, Exception):
                 raise loaded
-            batch = _Batch(source, BatchDecoder(*loaded))
+            batch = _Batch(source, BatchDecoder(*loaded), version=self.version(source))
             self._batches.append(batch)
         except Exception as error:  # noqa: BLE001 - its requests are told
             for pending in group:

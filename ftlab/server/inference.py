@@ -77,18 +77,26 @@ def served_adapters(pairs: Mapping[str, str | Path]) -> dict[str, str]:
                     else "Fix: give the folder `ftlab train --out` wrote, or its adapter/ folder."
                 )
             )
-        try:
-            base = adapter_base_model(adapter)
-        except ModelNotFoundError as error:
-            raise ValueError(f"{where}: {error}") from error
-        if base not in (DEFAULT_MODEL, str(builtin_model_dir())):
-            raise ValueError(
-                f"{where}: that adapter was trained from {base}, and this server serves "
-                f"{DEFAULT_MODEL} and the models fine-tuned from it. Fix: use `ftlab eval` or "
-                "`ftlab.models.load_model` for adapters of other models."
-            )
+        if problem := base_problem(adapter):
+            raise ValueError(f"{where}: {problem}")
         served[name] = str(Path(adapter).resolve())
     return served
+
+
+def base_problem(adapter: str | Path) -> str | None:
+    """Why this server cannot serve an adapter folder (its base model is not the built-in
+    one, or cannot be read), or None."""
+    try:
+        base = adapter_base_model(adapter)
+    except ModelNotFoundError as error:
+        return str(error)
+    if base in (DEFAULT_MODEL, str(builtin_model_dir())):
+        return None
+    return (
+        f"that adapter was trained from {base}, and this server serves {DEFAULT_MODEL} and the "
+        "models fine-tuned from it. Fix: use `ftlab eval` or `ftlab.models.load_model` for "
+        "adapters of other models."
+    )
 
 
 class StreamOptions(BaseModel):
@@ -225,14 +233,6 @@ class ModelCache:
         self._models: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._stamps: dict[str, tuple] = {}
 
-    def get(self, source: str, keep: Collection[str] = ()) -> tuple[Any, Any]:
-        """The loaded model, loaded now if it is not (see `add` for `keep`)."""
-        found = self.lookup(source)
-        if found is not None:
-            return found
-        stamp = files_stamp(source)  # before loading: files written meanwhile are newer
-        return self.add(source, load_for_inference(source), keep, stamp)
-
     def lookup(self, source: str) -> tuple[Any, Any] | None:
         """The model if it is loaded (and now the most recently used), else None."""
         if source in self._models and self._stamps.get(source) != files_stamp(source):
@@ -284,23 +284,16 @@ class Inference:
         self.adapters = dict(adapters or {})
         self.cache = ModelCache(max_models)
         self.lock = threading.Lock()  # guards the cache: the batcher loads, deletions forget
-        self.batcher = ChatBatcher(self._load, max_rows=max_batch_rows, max_models=max_models)
+        self.batcher = ChatBatcher(
+            self._load, max_rows=max_batch_rows, max_models=max_models, version=files_stamp
+        )
 
     def source(self, owner: str, name: str) -> str:
         """What `load_model` loads for a model name this owner may use."""
         if name in BASE_MODELS:
             return name
         if name in self.adapters:
-            if not Path(self.adapters[name]).is_dir():
-                raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
-                    404,
-                    f"The model `{name}` is served from a folder (`ftlab serve --adapter`) that "
-                    "is no longer there. Restart the server with an --adapter folder that exists.",
-                    type="server_error",
-                    param="model",
-                    code="model_files_missing",
-                )
-            return self.adapters[name]
+            return self._served_adapter(name)
         model = self.store.get_model(owner, name)
         found = model or self.store.get_checkpoint_model(owner, name)
         if found is None and ("/" in name or name.startswith(".")):  # runs/03_lora, say
@@ -331,6 +324,31 @@ class Inference:
             )
         return found["path"]
 
+    def _served_adapter(self, name: str) -> str:
+        """The folder of an adapter served with `--adapter`, checked again on every request:
+        a learner may be training into it again (with another base model, even)."""
+        folder = self.adapters[name]
+        if not is_adapter_dir(folder):
+            raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
+                404,
+                f"The model `{name}` is served from a folder (`ftlab serve --adapter`) that has "
+                "no adapter now. If `ftlab train` is training that run again (it clears the "
+                "folder first), ask again once it has finished: no restart is needed. If the "
+                "folder was deleted, restart the server with an --adapter folder that exists.",
+                type="server_error",
+                param="model",
+                code="model_files_missing",
+            )
+        if problem := base_problem(folder):
+            raise APIError(
+                404,
+                f"The model `{name}` (`ftlab serve --adapter`) cannot be served any more: "
+                f"{problem}",
+                param="model",
+                code="model_not_supported",
+            )
+        return folder
+
     def forget(self, source: str) -> None:
         with self.lock:
             self.cache.drop(source)
@@ -343,7 +361,7 @@ class Inference:
             found = self.cache.lookup(source)
         if found is not None:
             return found
-        stamp = files_stamp(source)
+        stamp = files_stamp(source)  # before loading: files written meanwhile are newer
         loaded = load_for_inference(source)
         with self.lock:  # which models are wanted is asked now, not before the load
             return self.cache.add(source, loaded, self.batcher.decoding_sources(), stamp)
