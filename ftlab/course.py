@@ -27,7 +27,9 @@ from ftlab.evaluation import MAX_ANSWER_TOKENS
 from ftlab.files import write_text_atomically
 from ftlab.models import DEFAULT_MODEL, is_adapter_dir
 from ftlab.paths import data_dir, runs_dir, support_split
+from ftlab.support import load_examples
 from ftlab.training import StaleRunError, TrainConfig, TrainEvent, train
+from ftlab.training.loop import run_length
 
 if TYPE_CHECKING:
     from ftlab.course_server import CourseServer
@@ -127,6 +129,24 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     if result.adapter_dir is None:
         raise RuntimeError(f"The LoRA run in {folder} stopped before finishing an epoch.")
     return result.adapter_dir
+
+
+def lora_run_summary() -> str:
+    """How much notebook 03's run trained, read from the config.json in its folder.
+
+    Notebook 05 prints it beside the adapter's scores: a run cut short (quick mode, or a
+    learner's own `max_steps`) scores lower for that reason alone.
+    """
+    config = TrainConfig.from_json(lora_run_dir() / "config.json")
+    examples = len(load_examples(config.data))
+    per_epoch, total, _ = run_length(config, examples)
+    planned = per_epoch * config.epochs
+    if total < planned:
+        return (
+            f"stopped by max_steps after {total} of {planned} steps, batches of "
+            f"{config.batch_size} drawn from {examples:,} training examples"
+        )
+    return f"{config.epochs} epochs over {examples:,} training examples ({total} steps)"
 
 
 def api_result_path() -> Path:

@@ -1,12 +1,14 @@
 """Quick mode (FTLAB_QUICK, set by `make test` for the notebooks): the same runs, cut short."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 import ftlab.course as course
-from ftlab.paths import REPO_ROOT
+from ftlab.paths import REPO_ROOT, support_split
 from ftlab.support import load_examples
+from ftlab.training import TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -47,3 +49,27 @@ def test_the_readme_states_the_quick_numbers_in_use():
     sentence = " ".join(readme.split())  # the README wraps its lines anywhere
     assert f"stops after {course.QUICK_STEPS} steps" in sentence
     assert f"trains on {course.QUICK_API_SUBSET} examples" in sentence
+
+
+def record_run(config: TrainConfig) -> None:
+    """Write the config.json that `train` leaves in a run's folder, without training."""
+    Path(config.out).mkdir(parents=True)
+    record = {"config": config.to_dict(), "resolved": {}}
+    (Path(config.out) / "config.json").write_text(json.dumps(record, default=str))
+
+
+def test_notebook_05_says_how_much_the_adapter_it_scores_trained(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    examples = len(load_examples(support_split("train")))
+    per_epoch = -(-examples // 16)  # batch 16, the last batch smaller
+    monkeypatch.delenv("FTLAB_QUICK", raising=False)
+    record_run(course.lora_config())
+    assert course.lora_run_summary() == (
+        f"2 epochs over {examples:,} training examples ({2 * per_epoch} steps)"
+    )
+    monkeypatch.setenv("FTLAB_QUICK", "1")  # the quick run's own folder and record
+    record_run(course.lora_config())
+    assert course.lora_run_summary() == (
+        f"stopped by max_steps after {course.QUICK_STEPS} of {2 * per_epoch} steps, "
+        f"batches of 16 drawn from {examples:,} training examples"
+    )
