@@ -410,9 +410,16 @@ def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
             changed += [change] if change else []
         if changed:
             reasons = "; ".join(changed)
+            # The most natural wish (train this finished run for longer) cannot be granted.
+            why = (
+                "A run's learning rate falls to zero at the last step it planned, so it cannot "
+                "be lengthened or shortened part-way: a run of another length starts afresh.\n"
+                if any(change.startswith(("epochs:", "max_steps:")) for change in changed)
+                else ""
+            )
             raise StaleRunError(
                 f"Cannot resume the run in {out}: its settings or data differ ({reasons}).\n"
-                "Fix: resume with the same settings and data, or start a new run "
+                f"{why}Fix: resume with the same settings and data, or start a new run "
                 "(without --resume / resume=False, or in another output folder)."
             )
     checkpoints = list_checkpoints(out)
