@@ -11,6 +11,7 @@ from ftlab.labs.data_lab import (
     copied_examples_problems,
     kept_and_labelled_problems,
     new_example_problems,
+    repaired_content_problems,
 )
 from ftlab.paths import data_dir, support_split
 from ftlab.support import load_examples, make_example
@@ -110,3 +111,23 @@ def test_spaced_out_known_spellings_are_not_new_and_the_place_must_vary():
     texts[3] = f"Hello, my order was due on Monday and nothing came. It is ac/{30003}"
     texts[6] = f"Hi there, about the parcel ac/{30006}, tracking shows nothing at all"
     assert new_example_problems(ten_new(texts)) == []
+
+
+def asking_back(weight: object | None) -> dict:
+    """An example whose assistant first asks for the order number, then answers."""
+    example = make_example("Where is my parcel?", "order_status", None, "neutral")
+    reply = {"role": "assistant", "content": "Could you give me your order number, please?"}
+    if weight is not None:
+        reply["weight"] = weight
+    question = {"role": "user", "content": "Sorry, it is AC-12345."}
+    answer = json.dumps({"intent": "order_status", "order_id": "AC-12345", "sentiment": "neutral"})
+    example["messages"][2:] = [reply, question, {"role": "assistant", "content": answer}]
+    return example
+
+
+def test_a_reply_before_the_answer_must_not_be_learned():
+    assert repaired_content_problems({NAME: checked([asking_back(0)])}, BROKEN) == []
+    for weight, shown in ((1, "weight 1"), (None, "no weight")):
+        [problem] = repaired_content_problems({NAME: checked([asking_back(weight)])}, BROKEN)
+        assert f"line 1: a reply before the final answer has {shown}" in problem
+        assert "give every reply before the answer weight 0" in problem

@@ -98,6 +98,7 @@ def answer_problems(example: Any) -> list[str]:
     last = messages[-1] if messages else {}
     if not isinstance(last, dict) or last.get("role") != "assistant":
         return [*problems, "the last message is not the assistant's answer: add the answer last"]
+    problems.extend(_earlier_reply_problems(messages[1:-1]))
     try:
         answer = gold_answer(example)
     except (ValueError, TypeError, KeyError, IndexError):
@@ -120,6 +121,23 @@ def answer_problems(example: Any) -> list[str]:
     if "order_id" in answer:
         problems.extend(_order_id_problems(answer["order_id"], _user_text(example)))
     return problems
+
+
+def _earlier_reply_problems(earlier: list) -> list[str]:
+    """A reply before the final answer (asking for the order number) that would be learned."""
+    learned = [
+        m
+        for m in earlier
+        if isinstance(m, dict) and m.get("role") == "assistant" and m.get("weight", 1) != 0
+    ]
+    if not learned:
+        return []
+    weight = f"weight {learned[0]['weight']!r}" if "weight" in learned[0] else "no weight"
+    return [
+        f"a reply before the final answer has {weight}, so the model would learn to ask back "
+        "instead of answering: give every reply before the answer weight 0 (notebook 02, "
+        "section 1)"
+    ]
 
 
 def _order_id_problems(order_id: object, text: str) -> list[str]:
