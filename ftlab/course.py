@@ -109,7 +109,7 @@ def lora_adapter(callback: Callable[[TrainEvent], None] | None = None) -> Path:
     if not adapter.is_dir():
         print(
             f"Notebook 03's adapter is not in {folder} yet: training it now with notebook 03's "
-            "settings. On a 2-core CPU that takes about 8 minutes with bf16 and 13 to 23 "
+            "settings. On a 2-core CPU that takes 4 to 9 minutes with bf16 and 13 to 23 "
             "without (section 4 of notebook 00 estimates it for this machine)."
         )
     try:  # resume=True: a finished run with the same settings and data returns at once
