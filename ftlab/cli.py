@@ -7,6 +7,7 @@ A command module defines `register(subparsers)`, which adds its parser and sets
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import pkgutil
@@ -16,12 +17,24 @@ from ftlab import __version__, commands
 from ftlab.paths import HomeError
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: options are spelled out in full, so that a typo such as `--epoch`
+    is refused instead of being read as `--epochs`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ftlab", description="Tools for the fine-tuning course (run `ftlab check` first)."
     )
     parser.add_argument("--version", action="version", version=f"ftlab {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=CommandParser
+    )
+    parser.set_defaults(commands=subparsers.choices)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(subparsers)
@@ -30,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, with its usage and the likely option
+        refuse_unknown(args.commands.get(args.command, parser), unknown)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -45,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     except HomeError as error:
         print(f"ftlab {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit (status 2) naming the arguments `parser` does not take, and the option meant."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    hints = []
+    for argument in unknown:
+        close = difflib.get_close_matches(argument.split("=")[0], known, n=1)
+        if argument.startswith("-") and close:
+            hints.append(f"{argument}: did you mean {close[0]}?")
+    parser.error(
+        f"unrecognized arguments: {' '.join(unknown)}"
+        + ("".join(f"\n  {hint}" for hint in hints))
+        + f"\n  (`{parser.prog} --help` lists its options)"
+    )
 
 
 if __name__ == "__main__":

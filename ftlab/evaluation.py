@@ -190,6 +190,18 @@ def _same_file(path: Path, other: object) -> bool:
     return os.path.samefile(path, other)
 
 
+def _holds_chat_examples(path: Path) -> bool:
+    """True if `path` is a file whose first line is a chat example: someone's data, which a
+    predictions file written there would replace."""
+    try:
+        with path.open("rb") as handle:
+            first = next((line for line in handle if line.strip()), b"")
+        value = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and "messages" in value
+
+
 def _chat_problem(example: object) -> str | None:
     """Why one example has no prompt and gold answer to compare, or None."""
     messages = example.get("messages") if isinstance(example, dict) else None
@@ -316,6 +328,12 @@ def evaluate(
                     "predictions would replace your examples.\nFix: pass a new file, for "
                     "example predictions.jsonl."
                 )
+        if path.is_file() and _holds_chat_examples(path):
+            raise ValueError(
+                f"{predictions_path} holds chat examples: writing the predictions would replace "
+                "them.\nFix: pass a new file, for example predictions.jsonl, or delete that one "
+                "first if you really mean to."
+            )
     examples, task = _examples(data, task=task, limit=limit)
     if not examples:
         raise ValueError("Nothing to evaluate: the data holds no examples.")
@@ -323,8 +341,8 @@ def evaluate(
         raise ValueError(
             "The label guide, the policy retriever and the default few-shot examples belong "
             "to the support task, and these answers are free text (task 'text').\nFix: leave "
-            "out label_guide and rag, and pass your own train_data (--train-data) for few-shot "
-            "examples."
+            "out the label guide (label_guide, --label-guide) and the retriever (rag), and pass "
+            "your own train_data (--train-data) for few-shot examples."
         )
     shot_pool = _examples(shots_source, "few-shot", task)[0] if few_shot else []
     if few_shot > len(shot_pool):

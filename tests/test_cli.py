@@ -54,3 +54,14 @@ def test_a_run_of_few_steps_says_so_and_what_makes_more(tmp_path):
         "train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "./no/model"
     )
     assert done.returncode == 1 and "only 6 training steps" in done.stderr
+
+
+def test_a_misspelled_option_is_named_by_its_command_with_the_one_meant(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["validate", "data/support/valid.jsonl", "--epcohs", "3"])
+    error = capsys.readouterr().err
+    assert caught.value.code == 2 and error.startswith("usage: ftlab validate")
+    assert "unrecognized arguments: --epcohs 3\n  --epcohs: did you mean --epochs?" in error
+    with pytest.raises(SystemExit) as caught:  # a shortened option is not taken for the full one
+        cli.main(["train", "--data", "x.jsonl", "--out", "runs/x", "--epoch", "3"])
+    assert caught.value.code == 2 and "--epoch: did you mean --epochs?" in capsys.readouterr().err

@@ -113,7 +113,10 @@ def test_the_command_line_estimates_without_an_output_folder(data, tmp_path, cap
     assert printed.startswith(f"note: no checkpoint in {tmp_path / 'no-run'}: estimating a whole")
     assert "2 steps" in printed and not (tmp_path / "no-run").exists()
     assert cli.main(["train", "--data", str(tmp_path / "missing.jsonl"), "--estimate"]) == 1
-    assert "No data file at" in capsys.readouterr().err
+    assert "No training file (data, --data) at" in capsys.readouterr().err
+    valid = ["--valid", str(tmp_path / "missing.jsonl"), "--estimate"]
+    assert cli.main(["train", "--data", data, *valid]) == 1
+    assert "No validation file (valid, --valid) at" in capsys.readouterr().err
 
 
 def test_durations_read_naturally():

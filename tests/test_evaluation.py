@@ -58,6 +58,8 @@ def test_evaluate_scores_every_example_and_writes_predictions(base, tmp_path):
     frame = result.to_frame()
     assert list(frame.columns)[:3] == ["user", "gold", "answer"]
     assert [json.loads(gold) for gold in frame["gold"]] == [row["gold"] for row in rows]
+    evaluate(base, EXAMPLES, limit=1, predictions_path=path)  # earlier predictions: replaced
+    assert len(path.read_text().splitlines()) == 1
     assert any("null" in gold for gold in frame["gold"])  # JSON, not a Python dict with None
     assert "<table>" in result._repr_html_() and "exact" in result._repr_html_()
 
@@ -272,3 +274,11 @@ def test_a_tokenizer_limit_below_the_model_positions_is_the_context(base):
     assert answer_room(model, short, [1] * 500) == 12
     with pytest.raises(ContextTooLong, match="maximum context length is 512 tokens"):
         answer_room(model, short, [1] * 600)
+
+
+def test_support_only_options_on_text_answers_name_the_command_line_options(tmp_path):
+    reply = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    data = tmp_path / "text.jsonl"
+    data.write_text(json.dumps({"messages": reply}) + "\n")
+    with pytest.raises(ValueError, match=r"label guide \(label_guide, --label-guide\)"):
+        evaluate("no-such-model", data, label_guide=True)  # refused before any model loads

@@ -204,7 +204,12 @@ def test_predictions_never_overwrite_the_data_and_unwritable_places_are_refused(
         evaluate("no-such-model", data, train_data=other, predictions_path=other)
     with pytest.raises(ValueError, match="is the --train-data file"):  # the default shots' file
         evaluate("no-such-model", data, predictions_path=support_split("train"))
+    copy = tmp_path / "copy_of_my_data.jsonl"  # another learner's examples, or a backup
+    copy.write_bytes(b"\n" + before)
+    done = run_ftlab("eval", "--model", "x", "--data", str(data), "--predictions", str(copy))
+    assert done.returncode == 1 and "holds chat examples" in done.stderr, done.stderr
     assert data.read_bytes() == before and other.read_bytes() == before
+    assert copy.read_bytes() == b"\n" + before
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)

@@ -41,6 +41,18 @@ def test_bad_keys_files_say_what_and_where(tmp_path, text, problem):
         load_keys(path)
 
 
+def test_a_keys_file_that_cannot_be_read_says_why_in_words(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("jos\xe9 sk-a\n".encode("latin-1"))
+    for name, why in [
+        ("missing.txt", "there is no such file"),
+        (".", "it is a folder"),
+        ("latin1.txt", "it is not UTF-8 text"),
+    ]:
+        with pytest.raises(KeysFileError, match=f": {why}.\nFix: pass a text file") as caught:
+            load_keys(tmp_path / name)
+        assert "Errno" not in str(caught.value)
+
+
 def test_keys_readable_by_others_or_short_enough_to_guess_are_warned_about(tmp_path):
     keys = tmp_path / "keys.txt"
     strong = "sk-" + "x" * 30

@@ -670,3 +670,17 @@ def test_an_interrupted_replacement_is_undone_at_the_next_start(tmp_path):
     assert (checkpoints / "epoch-2" / "file").read_text() == "epoch-2"
     assert sorted(p.name for p in out.iterdir()) == [".notes.old", "adapter", "checkpoints"]
     assert (out / "adapter" / "file").read_text() == ".adapter.old"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_folder_that_cannot_be_made_gets_the_fix_not_an_errno(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    write_jsonl(
+        data,
+        [make_example(f"Where is AC-1000{i}?", "order_status", None, "neutral") for i in range(10)],
+    )
+    out = "/proc/ftlab-no-such-run"  # no folder can be made in /proc, even by root
+    assert cli.main(["train", "--data", str(data), "--out", out, "--max-steps", "1"]) == 1
+    printed = capsys.readouterr().err
+    assert f"cannot write the run to {out}" in printed and "Fix: choose a folder" in printed

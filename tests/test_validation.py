@@ -5,10 +5,12 @@ from __future__ import annotations
 import codecs
 import copy
 import functools
+import gzip
 import io
 import json
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -400,6 +402,21 @@ def test_utf16_file_is_one_encoding_error(encoding):
     assert [(p.line, p.code) for p in report.problems] == [(None, "invalid_encoding")]
     assert "the file is UTF-16" in report.problems[0].message
     assert "save it as UTF-8" in report.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("packed", "said"),
+    [
+        (gzip.compress, "gzip-compressed"),
+        (lambda data: b"PK\x03\x04" + zlib.compress(data), "ZIP archive"),
+        (lambda data: len(data).to_bytes(8, "little") + data, "NUL bytes"),  # like .safetensors
+    ],
+)
+def test_a_binary_file_is_one_encoding_error_that_says_what_it_is(packed, said):
+    report = check(packed(jsonl([good(i) for i in range(10)])))
+    assert [(p.line, p.code) for p in report.problems] == [(None, "invalid_encoding")]
+    assert "this is not a text file" in report.problems[0].message
+    assert said in report.problems[0].message
 
 
 def test_html_and_text_show_every_code():

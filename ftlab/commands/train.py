@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
+    except (ValueError, ModelNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a file that cannot be read, or the run that cannot be written

@@ -40,7 +40,16 @@ def load_keys(path: str | Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise KeysFileError(f"Cannot read the keys file {path}: {error}") from error
+        why = {
+            FileNotFoundError: "there is no such file",
+            IsADirectoryError: "it is a folder",
+            PermissionError: "you may not read it",
+            UnicodeDecodeError: "it is not UTF-8 text",
+        }.get(type(error), str(error))
+        raise KeysFileError(
+            f"Cannot read the keys file {path}: {why}.\nFix: pass a text file with one "
+            '`name key` line per learner (README, "Running a workshop").'
+        ) from error
     keys: dict[str, str] = {}
     names: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):

@@ -208,10 +208,11 @@ def serve(
                     ready_file, json.dumps({"base_url": base_url, "pid": os.getpid()})
                 )
 
+        worker = Worker(store, parallel_jobs=parallel_jobs)
         app = create_app(
             store,
             auth=auth,
-            worker=Worker(store, parallel_jobs=parallel_jobs),
+            worker=worker,
             inference=Inference(
                 store, max_models=max_models, max_batch_rows=chat_batch, adapters=served
             ),
@@ -222,4 +223,7 @@ def serve(
         try:
             uvicorn.Server(config).run(sockets=[sock])
         finally:
+            # The app's shutdown stops the worker, but a second Ctrl+C makes uvicorn skip it:
+            # the worker must not poll a closed database (stopping twice is harmless).
+            worker.shutdown()
             store.close()

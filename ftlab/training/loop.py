@@ -67,10 +67,13 @@ def check_data(path: str, validation: bool = False) -> list[dict]:
     """Run the course's data checker on `path`; return its examples or raise InvalidDataError.
 
     A validation file (`validation=True`) may hold fewer examples than training needs."""
+    role = "validation file (valid, --valid)" if validation else "training file (data, --data)"
     if Path(path).is_dir():
-        raise FileNotFoundError(f"{path} is a folder. Fix: pass the path of a chat JSONL file.")
+        raise FileNotFoundError(
+            f"The {role} {path} is a folder. Fix: pass the path of a chat JSONL file."
+        )
     if not Path(path).is_file():
-        raise FileNotFoundError(f"No data file at {path}. Fix: pass the path of a chat JSONL file.")
+        raise FileNotFoundError(f"No {role} at {path}. Fix: pass the path of a chat JSONL file.")
     report = validate_file(path, count_tokens=False)
     if validation and "too_few_examples" in report.codes() and report.examples:
         report.problems = [p for p in report.problems if p.code != "too_few_examples"]

@@ -37,6 +37,15 @@ PathLike = str | os.PathLike[str]
 MAX_FILE_BYTES = 1_000_000_000
 SPACE = re.compile(r"\s*")
 UTF16_PROBE_BYTES = 64  # the start of the file that tells UTF-16 without a byte order mark
+# Files a learner passes by mistake, by their first bytes: one problem, not one per "line".
+BINARY_STARTS = {
+    b"\x1f\x8b": "a gzip-compressed file: decompress it first (gunzip FILE), then check the .jsonl",
+    b"PK\x03\x04": "a ZIP archive (an Excel .xlsx file is one): unzip it, or save the sheet as "
+    "JSON Lines",
+    b"PAR1": "a Parquet file: convert it, e.g. pandas.read_parquet(path).to_json(out, "
+    "orient='records', lines=True)",
+}
+BINARY_PROBE_BYTES = 8192  # a NUL byte here (and not UTF-16): not a text file at all
 
 
 class UnreadableFileError(OSError):
@@ -124,6 +133,19 @@ def _utf16_without_bom(data: bytes) -> bool:
     )
 
 
+def _binary_kind(data: bytes) -> str | None:
+    """What binary file `data` is, with how to get the JSON Lines out of it; None for text."""
+    for start, kind in BINARY_STARTS.items():
+        if data.startswith(start):
+            return f"it is {kind}"
+    if b"\x00" in data[:BINARY_PROBE_BYTES]:
+        return (
+            "it holds NUL bytes, as model weights, archives and spreadsheets do; pass the "
+            "JSON Lines file itself"
+        )
+    return None
+
+
 def _lines(data: bytes) -> tuple[list[LineResult], list[Problem]]:
     if data.startswith(UTF16_BOMS) or _utf16_without_bom(data):
         how = (
@@ -140,6 +162,8 @@ def _lines(data: bytes) -> tuple[list[LineResult], list[Problem]]:
                 line=None,
             )
         ]
+    if binary := _binary_kind(data):
+        return [], [Problem("invalid_encoding", f"this is not a text file: {binary}", line=None)]
     raw_lines, problems = split_lines(data)
     whole = not_json_lines(raw_lines)
     if whole is not None:
