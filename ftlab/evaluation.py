@@ -38,7 +38,7 @@ from ftlab.support import (
     Scores,
     gold_answer,
     last_reply,
-    load_examples,
+    numbered_examples,
     prompt_messages,
     score,
     score_one,
@@ -120,15 +120,18 @@ def _examples(
             raise FileNotFoundError(f"{data} is a folder. Fix: pass a chat JSONL file.")
         if not Path(data).is_file():
             raise FileNotFoundError(f"No {role} file at {data}. Fix: pass a chat JSONL file.")
-        examples, source = load_examples(data, limit), str(data)
+        numbered, source = numbered_examples(data, limit), str(data)
+        places = [f"line {number}" for number, _ in numbered]
+        examples = [example for _, example in numbered]
     else:
         examples, source = list(data)[:limit], f"the {role} examples"
+        places = [f"example {number}" for number in range(1, len(examples) + 1)]
     if task == "auto":
         task = "support" if any(not _support_problem(e) for e in examples) else "text"
     check = _support_problem if task == "support" else _chat_problem
     problems = [
-        f"example {number}: {problem}"
-        for number, example in enumerate(examples, 1)
+        f"{place}: {problem}"
+        for place, example in zip(places, examples, strict=True)
         if (problem := check(example))
     ]
     if problems:

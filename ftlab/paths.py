@@ -35,7 +35,11 @@ def ftlab_home() -> Path:
         fix = "set FTLAB_HOME to a folder you may create and write in"
         if home:
             fix = f"{fix}, or unset it to use {default}"
-        reason = error.strerror or str(error)
+        reason = (
+            f"{path} is a file, not a folder"
+            if isinstance(error, FileExistsError) and path.is_file()
+            else error.strerror or str(error)
+        )
         raise HomeError(f"{where} cannot be used: {reason}.\nFix: {fix}.") from error
     return path
 

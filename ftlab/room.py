@@ -66,12 +66,13 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
     except APIStatusError as error:
         if error.status_code in (401, 403):
             row.problem = f"the server refused this learner's key ({error.status_code})"
-        else:
-            row.problem = (
-                f"the server answered {error.status_code}: is --url the address `ftlab serve` "
-                "printed, ending in /v1?"
-            )
-        return
+            return
+        # Not a learner's problem: another program answers there, or the address lacks /v1.
+        raise ConnectionError(
+            f"the server at {base_url} answered {error.status_code} to a request of the "
+            "fine-tuning API, so it is not the course's server, or the address is incomplete. "
+            "Fix: pass the address `ftlab serve` printed, ending in /v1."
+        ) from error
     counts = Counter(job.status for job in jobs)
     row.jobs = {status: counts[status] for status in STATUSES if counts[status]}
     if jobs:
@@ -100,6 +101,11 @@ def room_report(
     `progress` is where each learner's quiz record lies, with `{name}` for the learner's name
     (`/home/{name}/ftlab-progress.json`); None leaves the quiz columns empty. Raises
     KeysFileError for a bad keys file and ConnectionError when the server cannot be reached."""
+    if not base_url.startswith(("http://", "https://")):
+        raise ConnectionError(
+            f"{base_url} is not an address the room can ask: it must start with http:// or "
+            "https://. Fix: pass the address `ftlab serve` printed, e.g. http://HOST:8000/v1."
+        )
     rows = []
     for key, name in load_keys(keys_file).items():
         row = LearnerRow(name)

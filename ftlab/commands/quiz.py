@@ -56,6 +56,13 @@ def _run(args: argparse.Namespace) -> int:
     from ftlab.quiz.progress import ProgressStore
 
     if args.list:
+        if args.name or args.progress:  # a learner who meant one of them must not be ignored
+            print(
+                "ftlab quiz: --list takes no quiz name and no --progress; use one of "
+                "`ftlab quiz --list`, `ftlab quiz --progress [NAME]` or `ftlab quiz NAME`",
+                file=sys.stderr,
+            )
+            return 2
         return _list(list_banks(), quiz_dir())
     if args.progress:
         return _progress(ProgressStore(), args.name)

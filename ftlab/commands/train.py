@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ftlab.commands import positive_int, positive_number
 from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
-from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, train
+from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, TrainEvent, train
 from ftlab.training.checkpoints import is_training_run
 from ftlab.training.data import steps_per_epoch
 from ftlab.training.estimate import estimate_time
@@ -108,6 +109,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _with_notes(data: str, config: TrainConfig) -> Callable[[TrainEvent], None]:
+    """The progress bar, and the few-steps note once training starts: by then the data has
+    passed its checks, so the note never counts the lines of a file about to be refused."""
+    bar = ProgressBar()
+
+    def callback(event: TrainEvent) -> None:
+        if event.kind == "start" and (note := few_steps_note(data, config)):
+            print(note, file=sys.stderr)
+        bar(event)
+
+    return callback
+
+
 def _inside(filename: object, folder: str) -> bool:
     """True if an OSError's `filename` lies in the run's output `folder`."""
     if not isinstance(filename, str | Path):
@@ -180,8 +194,6 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if nothing_to_resume:
             print(f"note: no checkpoint in {args.out} to resume from; starting a new run")
-        if note := few_steps_note(args.data, config):
-            print(note, file=sys.stderr)
         if not args.resume and is_training_run(Path(args.out)):
             print(
                 f"note: {args.out} holds an earlier run: once the data and settings pass their "
@@ -189,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
                 "continue it, or pass another --out to keep it)",
                 file=sys.stderr,
             )
-        result = train(config, callback=ProgressBar(), should_stop=lambda: stop.requested)
+        result = train(
+            config, callback=_with_notes(args.data, config), should_stop=lambda: stop.requested
+        )
     except InvalidDataError as error:
         print(error, file=sys.stderr)
         return 1

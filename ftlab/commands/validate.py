@@ -13,6 +13,7 @@ import sys
 
 from ftlab.commands import positive_int
 from ftlab.models import ModelNotFoundError
+from ftlab.paths import HomeError
 from ftlab.validation import (
     PriceError,
     UnreadableFileError,
@@ -47,7 +48,20 @@ def _option_problem(args: argparse.Namespace) -> str | None:
             resolve_price(args.price_per_million)
         except PriceError as error:
             return f"argument --price-per-million: {error}"
+    for other in args.against or []:
+        if args.file != "-" and _same_file(args.file, other):
+            return (
+                f"argument --against: {other} is the file being checked, and every example "
+                "would overlap itself; pass the other split (the validation or test file)"
+            )
     return None
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # a missing file: the check itself says so
+        return False
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="check a chat-format JSONL data file: problems by line, token stats, cost",
         description="Check a chat-format JSONL fine-tuning file. Every problem is listed with "
         "its line number and code; then token statistics (base model's tokenizer and chat "
-        "template) and a cost estimate. Exit status: 0 valid, 1 invalid, 2 unreadable.",
+        "template) and a cost estimate. Exit status: 0 valid, 1 invalid, 2 no report (the file "
+        "cannot be read, an option's value is wrong, or --model cannot be loaded).",
     )
     parser.add_argument("file", help="the .jsonl file to check (- reads standard input)")
     parser.add_argument(
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             report = validate_file(args.file, **options)
     except (UnreadableFileError, MemoryError) as error:
         return _no_report(args, str(error) or "there is not enough memory to check the file")
-    except ModelNotFoundError as error:
+    except (ModelNotFoundError, HomeError) as error:  # the tokenizer lives in FTLAB_HOME
         return _no_report(
             args,
             f"cannot count tokens: {error}\n(or add --no-tokens to check the file's structure "

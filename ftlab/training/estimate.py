@@ -31,6 +31,7 @@ from ftlab.training.frozen import first_adapted_layer, frozen_outputs
 from ftlab.training.loop import (
     check_base_model,
     check_data,
+    check_separate_splits,
     new_optimizer,
     resume_point,
     run_length,
@@ -156,6 +157,7 @@ def estimate_time(config: TrainConfig, timed_steps: int = 3) -> TimeEstimate:
     load = load_average()  # before this process adds its own threads to it
     check_base_model(config)
     examples = check_data(config.data)
+    check_separate_splits(config)
     valid_examples = check_data(config.valid, validation=True) if config.valid else []
     resumed = resume_point(config, Path(config.out)) if config.out else None
     # The steps come from the tokenized rows alone, so a finished run is told so without

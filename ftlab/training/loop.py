@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,21 @@ def check_data(path: str, validation: bool = False) -> list[dict]:
     if not report.valid:
         raise InvalidDataError(report)
     return report.examples
+
+
+def check_separate_splits(config: TrainConfig) -> None:
+    """Refuse a validation file that is the training file itself: its loss would measure the
+    examples the model learns from, and so could never show over-fitting."""
+    try:
+        same = bool(config.valid) and os.path.samefile(config.data, str(config.valid))
+    except OSError:  # a missing file: check_data says so
+        return
+    if same:
+        raise ValueError(
+            f"The validation file {config.valid} is the training file: its loss would measure "
+            "the examples the model learns from, not new ones.\nFix: pass a separate "
+            "validation split (valid, --valid), or leave it out."
+        )
 
 
 def check_base_model(config: TrainConfig) -> None:
@@ -450,6 +466,7 @@ def train(
     check_base_model(config)
     check_output_folder(out)
     train_examples = check_data(config.data)
+    check_separate_splits(config)
     valid_examples = check_data(config.valid, validation=True) if config.valid else None
 
     remove_stale_staging(out)
