@@ -462,6 +462,17 @@ def test_terminal_quiz_reads_piped_answers_and_records_them(tmp_path: Path) -> N
     ), shown.stdout
 
 
+def test_a_quiz_whose_answers_could_not_be_saved_says_so_and_fails(tmp_path: Path) -> None:
+    right = load_bank("quick_check").questions[0].correct_choices[0]
+    folder = tmp_path / "progress"  # FTLAB_PROGRESS pointing at a folder: nothing can be saved
+    folder.mkdir()
+    result = run_cli("quick_check", stdin=f"{right + 1}\n", progress=folder)
+    assert result.returncode == 1, result.stdout
+    assert "Score: 1 / 1" in result.stdout and "Errno" not in result.stdout
+    assert "1 of your answers could not be saved" in result.stdout
+    assert "Fix: set FTLAB_PROGRESS to a file in a folder you can write to" in result.stdout
+
+
 def test_terminal_quiz_explains_a_wrong_answer_and_stops_at_end_of_input(tmp_path: Path) -> None:
     first = load_bank("02_preparing_data").questions[0]
     wrong = next(i for i, c in enumerate(first.choices) if c.text.startswith("One message"))

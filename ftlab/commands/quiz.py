@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftlab.quiz.terminal import run_terminal
 
     result = run_terminal(bank, None if args.no_save else ProgressStore())
-    return 0 if result.finished else 1
+    return 0 if result.finished and not result.unsaved else 1
 
 
 def _list(names: list[str], folder: Path) -> int:

@@ -28,6 +28,7 @@ class TerminalResult:
     correct: int
     answered: int
     total: int
+    unsaved: int = 0  # answers that could not be recorded
 
     @property
     def finished(self) -> bool:
@@ -47,7 +48,7 @@ def run_terminal(
     total = len(bank.questions)
     say = _printer(out)
     say(f"Quiz: {bank.title} ({total} question{'s' if total != 1 else ''})\n")
-    correct = answered = 0
+    correct = answered = unsaved = 0
     for question in bank.questions:
         say(_wrap(f"Question {question.index + 1} of {total}. {question.text}"))
         if question.code:
@@ -61,11 +62,16 @@ def run_terminal(
         answered += 1
         correct += outcome.correct
         _report(question, outcome, say)
-        if store is not None:
-            _save(store, bank, question, outcome, say)
+        if store is not None and not _save(store, bank, question, outcome, say):
+            unsaved += 1
         say("")
     say(f"Score: {correct} / {total}")
-    return TerminalResult(correct, answered, total)
+    if unsaved:
+        say(
+            f"{unsaved} of your answers could not be saved to {store.path}. Fix: set "
+            "FTLAB_PROGRESS to a file in a folder you can write to, and take the quiz again."
+        )
+    return TerminalResult(correct, answered, total, unsaved)
 
 
 def _ask(question: Question, stdin: TextIO, out: TextIO, echo: bool) -> Outcome | None:
@@ -130,8 +136,9 @@ def _report(question: Question, outcome: Outcome, say: Say) -> None:
         say(_wrap(f"The right answer: {question.right_answer_text()}", indent="  ", hang="  "))
 
 
-def _save(store: ProgressStore, bank: Bank, question: Question, outcome: Outcome, say: Say) -> None:
-    """Record one answer; a ProgressWarning goes to `ftlab quiz`, which prints it on stderr."""
+def _save(store: ProgressStore, bank: Bank, question: Question, outcome: Outcome, say: Say) -> bool:
+    """Record one answer (False: it could not be written); a ProgressWarning goes to
+    `ftlab quiz`, which prints it on stderr."""
     try:
         store.record(
             bank.name,
@@ -142,7 +149,9 @@ def _save(store: ProgressStore, bank: Bank, question: Question, outcome: Outcome
             options=question.options_key,
         )
     except OSError as error:
-        say(f"  (could not save your answer to {store.path}: {error})")
+        say(f"  (could not save your answer to {store.path}: {error.strerror or error})")
+        return False
+    return True
 
 
 def _printer(out: TextIO) -> Say:
