@@ -3,6 +3,7 @@ tiny training file."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,10 @@ def data(tmp_path) -> str:
     from ftlab.support import make_example
 
     return str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))
+
+
+@pytest.fixture
+def valid(data, tmp_path) -> str:
+    """The same messages in a file of their own, for a validation file in tiny runs (training
+    refuses the training file itself as one)."""
+    return str(shutil.copy(data, tmp_path / "valid.jsonl"))

@@ -51,9 +51,9 @@ def refuse_to_load(config):
 
 @pytest.mark.parametrize("adapted_layers", [None, 4])
 def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
-    data, tmp_path, adapted_layers, monkeypatch
+    data, valid, tmp_path, adapted_layers, monkeypatch
 ):
-    config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
+    config = tiny(data, tmp_path / "run", epochs=3, valid=valid, adapted_layers=adapted_layers)
     estimate = estimate_time(config, timed_steps=2)
     assert not (tmp_path / "run").exists()
     assert estimate.total_steps == 9 and estimate.timed_steps == 2
@@ -73,7 +73,7 @@ def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
     cut = train(config, should_stop=lambda: len(polls.append(1) or polls) > 4)  # in epoch 2
     assert cut.stopped and [step for step, _, _ in cut.checkpoints] == [3]
     resumed = tiny(
-        data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers, resume=True
+        data, tmp_path / "run", epochs=3, valid=valid, adapted_layers=adapted_layers, resume=True
     )
     left = estimate_time(resumed, timed_steps=1)
     assert (left.done_steps, left.total_steps) == (3, 6)
@@ -85,7 +85,7 @@ def test_an_estimate_writes_nothing_and_counts_what_a_resume_has_left(
                 data,
                 tmp_path / "run",
                 epochs=3,
-                valid=data,
+                valid=valid,
                 lr=1e-2,
                 resume=True,
                 adapted_layers=adapted_layers,

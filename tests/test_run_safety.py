@@ -109,9 +109,8 @@ def test_a_run_folder_stands_for_its_adapter_and_a_damaged_adapter_gets_a_fix(ru
 
 
 @pytest.mark.slow
-def test_a_finished_run_trained_again_reports_its_logged_losses(tmp_path, capsys):
-    data = str(write_jsonl(tmp_path / "train.jsonl", [make_example(*m) for m in MESSAGES]))
-    config = tiny(data, tmp_path / "run", epochs=1, batch_size=12, valid=data, resume=True)
+def test_a_finished_run_trained_again_reports_its_logged_losses(data, valid, tmp_path, capsys):
+    config = tiny(data, tmp_path / "run", epochs=1, batch_size=12, valid=valid, resume=True)
     first = train(config)
     plot = LiveLossPlot(every_s=0)
     again = train(config, callback=plot)

@@ -333,12 +333,12 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
 # With adapters on the top 4 layers only, the 26 below are frozen: their outputs are stored.
 @pytest.mark.parametrize("adapted_layers", [None, 4])
 def test_tiny_run_learns_and_the_adapter_reloads_to_the_same_outputs(
-    data, tmp_path, adapted_layers, tokenizer
+    data, valid, tmp_path, adapted_layers, tokenizer
 ):
     from peft import PeftModel
 
     events = []
-    config = tiny(data, tmp_path / "run", epochs=3, valid=data, adapted_layers=adapted_layers)
+    config = tiny(data, tmp_path / "run", epochs=3, valid=valid, adapted_layers=adapted_layers)
     result = train(config, callback=events.append)
     kinds = [e.kind for e in events]
     # The frozen layers run once, before training starts, and report how far they are.
