@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ftlab.files import same_file
 from ftlab.generation import generate_batch, model_context, prompt_ids
 from ftlab.jsonl import write_jsonl
 from ftlab.models import load_model, prepare_for_inference, sensible_threads
@@ -186,13 +186,6 @@ def _check_prompt_room(
     )
 
 
-def _same_file(path: Path, other: object) -> bool:
-    """True if `other` (a path, or examples in memory) names the file at `path`."""
-    if not isinstance(other, str | Path) or not path.exists() or not Path(other).exists():
-        return False
-    return os.path.samefile(path, other)
-
-
 def _holds_chat_examples(path: Path) -> bool:
     """True if `path` is a file whose first line is a chat example: someone's data, which a
     predictions file written there would replace."""
@@ -325,7 +318,7 @@ def evaluate(
                 "a file in a folder you can write to (the folder is created if missing)."
             )
         for name, source in (("--data", data), ("--train-data", shots_source)):
-            if _same_file(path, source):
+            if same_file(path, source):
                 raise ValueError(
                     f"The predictions path {predictions_path} is the {name} file: writing the "
                     "predictions would replace your examples.\nFix: pass a new file, for "

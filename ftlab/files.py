@@ -1,10 +1,22 @@
-"""Writing a file all or nothing, so that a crash never leaves half of one."""
+"""Writing a file all or nothing, so that a crash never leaves half of one; telling whether two
+paths name one file."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+
+
+def same_file(path: object, other: object) -> bool:
+    """True if `path` and `other` are paths of one existing file (however spelled); False when
+    either is missing or is not a path (examples in memory, say)."""
+    if not isinstance(path, str | os.PathLike) or not isinstance(other, str | os.PathLike):
+        return False
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def fsync_folder(folder: str | Path) -> None:

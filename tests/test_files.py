@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.files import fsync_tree, write_text_atomically
+from ftlab.files import fsync_tree, same_file, write_text_atomically
 
 
 def test_text_lands_in_a_new_folder_with_nothing_beside_it(tmp_path):
@@ -48,3 +48,14 @@ def test_fsync_tree_flushes_every_file_and_folder(tmp_path, monkeypatch):
         model.parent,  # the folder's own entry
     }
     assert synced.index(model / "nested" / "config.json") < synced.index(model / "nested")
+
+
+def test_same_file_follows_the_file_not_the_spelling(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("{}\n")
+    assert same_file(path, str(tmp_path / "." / "train.jsonl"))
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("{}\n")
+    assert not same_file(path, copy)  # the same contents, another file
+    assert not same_file(path, tmp_path / "missing.jsonl")
+    assert not same_file(path, [{"messages": []}])  # examples in memory, not a path

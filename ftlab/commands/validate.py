@@ -12,6 +12,7 @@ import os
 import sys
 
 from ftlab.commands import positive_int
+from ftlab.files import same_file
 from ftlab.models import ModelNotFoundError
 from ftlab.paths import HomeError
 from ftlab.validation import (
@@ -49,19 +50,12 @@ def _option_problem(args: argparse.Namespace) -> str | None:
         except PriceError as error:
             return f"argument --price-per-million: {error}"
     for other in args.against or []:
-        if args.file != "-" and _same_file(args.file, other):
+        if args.file != "-" and same_file(args.file, other):
             return (
                 f"argument --against: {other} is the file being checked, and every example "
                 "would overlap itself; pass the other split (the validation or test file)"
             )
     return None
-
-
-def _same_file(path: str, other: str) -> bool:
-    try:
-        return os.path.samefile(path, other)
-    except OSError:  # a missing file: the check itself says so
-        return False
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ftlab.chat_template import is_learned
 from ftlab.labs.checks import plural, short
 from ftlab.support import (
     INTENTS,
@@ -125,11 +126,7 @@ def answer_problems(example: Any) -> list[str]:
 
 def _earlier_reply_problems(earlier: list) -> list[str]:
     """A reply before the final answer (asking for the order number) that would be learned."""
-    learned = [
-        m
-        for m in earlier
-        if isinstance(m, dict) and m.get("role") == "assistant" and m.get("weight", 1) != 0
-    ]
+    learned = [m for m in earlier if isinstance(m, dict) and "role" in m and is_learned(m)]
     if not learned:
         return []
     weight = f"weight {learned[0]['weight']!r}" if "weight" in learned[0] else "no weight"

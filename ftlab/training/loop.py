@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 
 from ftlab import __version__
-from ftlab.files import write_text_atomically
+from ftlab.files import same_file, write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
     available_cores,
@@ -86,11 +85,7 @@ def check_data(path: str, validation: bool = False) -> list[dict]:
 def check_separate_splits(config: TrainConfig) -> None:
     """Refuse a validation file that is the training file itself: its loss would measure the
     examples the model learns from, and so could never show over-fitting."""
-    try:
-        same = bool(config.valid) and os.path.samefile(config.data, str(config.valid))
-    except OSError:  # a missing file: check_data says so
-        return
-    if same:
+    if same_file(config.data, config.valid):  # False for a missing file: check_data says so
         raise ValueError(
             f"The validation file {config.valid} is the training file: its loss would measure "
             "the examples the model learns from, not new ones.\nFix: pass a separate "
