@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import run_ftlab
+from conftest import REPO, run_ftlab
 from training_helpers import MESSAGES, tiny
 
 from ftlab.check import FAIL, check_device
@@ -55,6 +58,82 @@ def test_a_new_run_that_cannot_start_leaves_the_previous_one_alone(run):
     with pytest.raises(ValueError, match="12 training examples are longer than max_length"):
         train(tiny(data, run_dir, max_length=20))
     assert _kept(run_dir)
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+
+
+def _stop_after_one_step():
+    """A callback and a should_stop that stop a run after its first step."""
+    steps = []
+
+    def callback(event):
+        steps.extend([event.step] if event.kind == "step" else [])
+
+    return callback, lambda: bool(steps)
+
+
+@pytest.mark.slow
+def test_a_new_run_stopped_before_its_first_checkpoint_puts_the_earlier_run_back(run):
+    data, run_dir = run
+    before = _files(run_dir)
+    callback, should_stop = _stop_after_one_step()
+    result = train(tiny(data, run_dir, seed=1, log_every=1), callback, should_stop)
+    assert result.stopped and result.kept_earlier_run and result.adapter_dir is None
+    assert result.checkpoints == [] and _files(run_dir) == before  # metrics and plot too
+
+    def interrupt(event):  # Ctrl-C in a notebook: KeyboardInterrupt out of the training loop
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(data, run_dir, seed=1, log_every=1), interrupt)
+    assert _files(run_dir) == before
+
+    replaced = train(tiny(data, run_dir, seed=1, epochs=1))  # one that saves: it replaces
+    assert not replaced.kept_earlier_run and _kept(run_dir)
+    assert _files(run_dir) != before and not (run_dir / ".replaced-run").exists()
+
+
+def test_an_earlier_run_set_aside_by_a_crashed_run_is_put_back_at_the_next_start(tmp_path):
+    from ftlab.training.checkpoints import RUN_OUTPUTS, RunReplacement, remove_stale_staging
+
+    def earlier_run(out):
+        for name in RUN_OUTPUTS:
+            if "." in name:
+                (out / name).write_text(f"earlier {name}")
+            else:
+                (out / name / "epoch-1").mkdir(parents=True)
+                (out / name / "epoch-1" / "file").write_text(f"earlier {name}")
+        return _files(out)
+
+    out = tmp_path / "crashed-early"  # the new run wrote its config and log, then died
+    out.mkdir()
+    before = earlier_run(out)
+    RunReplacement(out).begin()
+    assert sorted(p.name for p in out.iterdir()) == [".replaced-run"]
+    (out / "config.json").write_text("the new run's")
+    (out / "metrics.jsonl").write_text("the new run's")
+    remove_stale_staging(out)
+    assert _files(out) == before and not (out / ".replaced-run").exists()
+
+    out = tmp_path / "crashed-later"  # the new run had saved its first checkpoint
+    out.mkdir()
+    earlier_run(out)
+    RunReplacement(out).begin()
+    (out / "checkpoints" / "epoch-1").mkdir(parents=True)
+    (out / "checkpoints" / "epoch-1" / "file").write_text("the new run's")
+    remove_stale_staging(out)
+    assert _files(out) == {"checkpoints/epoch-1/file": b"the new run's"}
+
+    out = tmp_path / "crashed-while-setting-aside"  # only the adapter had been moved
+    out.mkdir()
+    before = earlier_run(out)
+    (out / ".replaced-run").mkdir()
+    (out / "adapter").rename(out / ".replaced-run" / "adapter")
+    remove_stale_staging(out)
+    assert _files(out) == before and not (out / ".replaced-run").exists()
 
 
 def test_an_output_folder_with_other_files_is_refused(tmp_path):
@@ -247,6 +326,24 @@ def test_starting_over_in_a_run_folder_says_what_it_replaces(run, tmp_path):
     done = run_ftlab("train", "--data", str(bad), "--out", str(run_dir))
     assert f"note: {run_dir} holds an earlier run: once the data and settings" in done.stderr
     assert done.returncode == 1 and _kept(run_dir)  # refused data: nothing was replaced
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_before_the_first_checkpoint_keeps_the_earlier_run(run):
+    data, run_dir = run
+    before = _files(run_dir)
+    command = [sys.executable, "-m", "ftlab.cli", "train", "--data", data, "--out", str(run_dir)]
+    with subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        for line in process.stderr:  # Ctrl-C once the command has said what it replaces
+            if "holds an earlier run" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        out, _ = process.communicate(timeout=300)
+    assert process.returncode == 130
+    assert f"stopped before the first checkpoint; the earlier run in {run_dir} is back" in out
+    assert _files(run_dir) == before
 
 
 def test_a_data_file_that_cannot_be_read_is_not_blamed_on_the_output_folder(

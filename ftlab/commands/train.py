@@ -197,8 +197,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume and is_training_run(Path(args.out)):
             print(
                 f"note: {args.out} holds an earlier run: once the data and settings pass their "
-                "checks, this run replaces its adapter and checkpoints (add --resume to "
-                "continue it, or pass another --out to keep it)",
+                "checks, this run replaces it, deleting it when this run saves its first "
+                "checkpoint; stopped before then, it puts the earlier run back (add --resume "
+                "to continue that run instead, or pass another --out to keep both)",
                 file=sys.stderr,
             )
         result = train(
@@ -232,6 +233,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
+    if result.stopped and result.kept_earlier_run:
+        print(
+            f"stopped before the first checkpoint; the earlier run in {args.out} is back as it was"
+        )
+        return 130
     if result.stopped:
         where = result.adapter_dir or "no checkpoint yet"
         print(

@@ -332,9 +332,10 @@ class Inference:
             raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
                 404,
                 f"The model `{name}` is served from a folder (`ftlab serve --adapter`) that has "
-                "no adapter now. If `ftlab train` is training that run again (it clears the "
-                "folder first), ask again once it has finished: no restart is needed. If the "
-                "folder was deleted, restart the server with an --adapter folder that exists.",
+                "no adapter now. If `ftlab train` is training that run again (it sets the "
+                "earlier adapter aside), ask again once it has finished: no restart is needed. "
+                "If the folder was deleted, restart the server with an --adapter folder that "
+                "exists.",
                 type="server_error",
                 param="model",
                 code="model_files_missing",

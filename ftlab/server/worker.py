@@ -245,7 +245,7 @@ class Worker:
             step = self.store.last_checkpoint_step(job["id"])
             if step:
                 message = f"Job interrupted by a server restart; resuming from step {step}"
-            else:  # training clears its folder when not resuming
+            else:  # a run not resumed starts afresh
                 message = "Job interrupted by a server restart; restarting from the beginning"
             self.store.add_event(
                 job["id"],

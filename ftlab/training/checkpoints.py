@@ -9,6 +9,10 @@ training starts, puts that one back (and deletes it when the new folder made it 
 and deletes unfinished temporary folders. So a crash or Ctrl-C never leaves a
 half-written checkpoint that looks complete, and the previous one stays usable (in
 that one narrow case, once the next run has started).
+
+A new run in the folder of an earlier one sets the earlier run aside (`RunReplacement`)
+and deletes it only once the new run has saved a checkpoint or its adapter, so a run
+stopped before then leaves the earlier one as it was.
 """
 
 from __future__ import annotations
@@ -207,10 +211,82 @@ def load_trainer_state(checkpoint: Checkpoint) -> tuple[dict, dict]:
     return weights, state
 
 
-def clear_run(out: Path) -> None:
-    """Remove a previous run's outputs from `out` (a fresh, non-resumed run)."""
-    for name in ("checkpoints", "adapter"):
-        shutil.rmtree(out / name, ignore_errors=True)
+# What a run writes in its folder; `RunReplacement` moves these, and nothing else.
+RUN_OUTPUTS = ("adapter", "checkpoints", "metrics.jsonl", "loss.png", "config.json")
+REPLACED_RUN = ".replaced-run"
+_SET_ASIDE_COMPLETE = "complete"  # a marker: every output of the earlier run was moved
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class RunReplacement:
+    """An earlier run in `out`, set aside while a new (not resumed) run starts in its place.
+
+    Deleting the earlier run's adapter and checkpoints when the new run starts would leave
+    neither run after a Ctrl-C or a crash in the new run's first epoch. So `begin` moves
+    (renames, never copies) the earlier run's files into `out/.replaced-run`; `commit`
+    deletes them once the new run has saved a checkpoint or its adapter; until then `undo`
+    puts them back, and after a crash `remove_stale_staging` does, when training next starts.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.pending = False  # an earlier run is set aside and not yet deleted
+
+    @property
+    def folder(self) -> Path:
+        return self.out / REPLACED_RUN
+
+    def begin(self) -> None:
+        found = [name for name in RUN_OUTPUTS if (self.out / name).exists()]
+        if not found:
+            return
+        _remove(self.folder)  # (remove_stale_staging has already dealt with an older one)
+        self.folder.mkdir()
+        self.pending = True
+        for name in found:
+            (self.out / name).rename(self.folder / name)
+        (self.folder / _SET_ASIDE_COMPLETE).touch()
+        fsync_folder(self.folder)
+        fsync_folder(self.out)
+
+    def commit(self) -> None:
+        if self.pending:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.pending = False
+
+    def undo(self) -> None:
+        """Put the earlier run back, deleting what the new run wrote in its place."""
+        complete = (self.folder / _SET_ASIDE_COMPLETE).exists()
+        for name in RUN_OUTPUTS:
+            kept = self.folder / name
+            # After a crash part-way through `begin`, what is still in `out` is the earlier
+            # run's own: only a complete set-aside means the rest is the new run's.
+            if complete or kept.exists():
+                _remove(self.out / name)
+            if kept.exists():
+                kept.rename(self.out / name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        fsync_folder(self.out)
+        self.pending = False
+
+
+def _recover_replaced_run(out: Path) -> None:
+    """After a crash: put back an earlier run set aside by a new run that saved nothing."""
+    replacement = RunReplacement(out)
+    if not replacement.folder.is_dir():
+        return
+    replacement.pending = True
+    saved = (out / "adapter").is_dir() or any((out / "checkpoints").glob("epoch-*"))
+    if saved and (replacement.folder / _SET_ASIDE_COMPLETE).exists():
+        replacement.commit()
+    else:
+        replacement.undo()
 
 
 def remove_stale_staging(out: Path) -> None:
@@ -218,7 +294,8 @@ def remove_stale_staging(out: Path) -> None:
 
     Deletes unfinished temporary folders; a folder set aside to be replaced
     (`.adapter.old`, `.epoch-N.old`) is put back if its replacement never arrived,
-    and deleted otherwise. Only the names that saves use are touched.
+    and deleted otherwise. Only the names that saves use are touched. Last, an earlier
+    run set aside by a new run (`RunReplacement`) is put back if the new run saved nothing.
     """
     for root, ours in ((out, re.compile(r"^adapter$")), (out / "checkpoints", CHECKPOINT_NAME)):
         if not root.is_dir():
@@ -232,3 +309,4 @@ def remove_stale_staging(out: Path) -> None:
                 item.rename(target)  # the crash came between the two renames
             else:
                 shutil.rmtree(item, ignore_errors=True)
+    _recover_replaced_run(out)

@@ -42,7 +42,10 @@ class TrainEvent:
 @dataclass
 class TrainResult:
     """What a run produced. `adapter_dir` is DIR/adapter after a complete run; after a stop
-    (`stopped=True`) it is the last epoch checkpoint, or None if no epoch finished."""
+    (`stopped=True`) it is the last epoch checkpoint, or None if no epoch finished.
+
+    `kept_earlier_run`: the run stopped before saving anything, in the folder of an earlier
+    run, and put that run back as it was (the paths then name the earlier run's files)."""
 
     adapter_dir: Path | None
     checkpoints: list[tuple[int, int, Path]]
@@ -55,3 +58,4 @@ class TrainResult:
     final_valid_loss: float | None
     stopped: bool
     elapsed_s: float = 0.0
+    kept_earlier_run: bool = False

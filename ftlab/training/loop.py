@@ -29,8 +29,8 @@ from ftlab.models import (
 )
 from ftlab.training.checkpoints import (
     Checkpoint,
+    RunReplacement,
     check_output_folder,
-    clear_run,
     damaged,
     list_checkpoints,
     load_trainer_state,
@@ -453,7 +453,26 @@ def train(
     `should_stop()` is polled before every step (and before every batch of that
     one-off pass), and when it returns True the run ends at once, saving nothing
     new (the last epoch checkpoint stays usable).
+
+    A new run in the folder of an earlier one replaces it only once it has saved a
+    checkpoint or its adapter: stopped, interrupted or failing before then, it puts the
+    earlier run back as it was (`TrainResult.kept_earlier_run`).
     """
+    replacement = RunReplacement(Path(config.out))
+    try:
+        return _train(config, callback, should_stop, replacement)
+    except BaseException:  # Ctrl-C in a notebook included
+        if replacement.pending:
+            replacement.undo()
+        raise
+
+
+def _train(
+    config: TrainConfig,
+    callback: Callable[[TrainEvent], None] | None,
+    should_stop: Callable[[], bool] | None,
+    replacement: RunReplacement,
+) -> TrainResult:
     started = time.perf_counter()
     notify = callback or (lambda event: None)
     stop = should_stop or (lambda: False)
@@ -492,7 +511,7 @@ def train(
     fingerprints = data_fingerprints(config)  # may fail to read a file: before anything goes
     out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
     if not config.resume:  # only now that every setting and example has been checked
-        clear_run(out)
+        replacement.begin()
 
     optimizer = new_optimizer(model, config)
     step, first_epoch, trained_tokens = 0, 1, 0
@@ -648,15 +667,22 @@ def train(
                 epoch,
                 progress,
             )
+            replacement.commit()
             save_loss_plot(log.rows, out / "loss.png")
             event("checkpoint", epoch=float(epoch), checkpoint_dir=folder)
 
-    checkpoints = [(c.step, c.epoch, c.path) for c in list_checkpoints(out)]
+    kept_earlier_run = stopped and replacement.pending
+    if kept_earlier_run:  # stopped before saving anything: the earlier run goes back
+        replacement.undo()
+    checkpoints = (
+        [] if kept_earlier_run else [(c.step, c.epoch, c.path) for c in list_checkpoints(out)]
+    )
     if stopped:
         adapter_dir = checkpoints[-1][2] if checkpoints else None
     else:
         adapter_dir = save_adapter(model, out / "adapter", base_name, {"step": step})
-    plot_path = save_loss_plot(log.rows, out / "loss.png")
+        replacement.commit()
+    plot_path = out / "loss.png" if kept_earlier_run else save_loss_plot(log.rows, out / "loss.png")
     if last_train is None:  # resumed a finished run: report its logged losses
         last_train = _last_logged(log.rows, "train_loss")
         last_valid = _last_logged(log.rows, "valid_loss")
@@ -673,4 +699,5 @@ def train(
         final_valid_loss=last_valid,
         stopped=stopped,
         elapsed_s=time.perf_counter() - started,
+        kept_earlier_run=kept_earlier_run,
     )
