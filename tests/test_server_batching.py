@@ -471,3 +471,18 @@ def test_a_load_nobody_waits_for_any_more_hands_its_place_on(loaded, float32_dec
         assert not woken.is_set(), "the request for y waited for another request to wake it"
     finally:
         watchdog.cancel()
+
+
+def test_a_closed_batcher_answers_waiting_and_later_requests_with_its_error():
+    def load(source):
+        raise AssertionError("a closed batcher loads nothing")
+
+    batcher = ChatBatcher(load, threaded=False)
+    waiting = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=2))
+    stopping = RuntimeError("the server is stopping")
+    batcher.close(stopping)
+    later = batcher.submit(DEFAULT_MODEL, ask("hello"), Sampling(max_tokens=2))
+    batcher.run_pending()  # nothing left to answer
+    for handle in (waiting, later):
+        with pytest.raises(RuntimeError, match="the server is stopping"):
+            collect(handle)

@@ -194,16 +194,42 @@ class ChatBatcher:
         self._loaded: dict[str, tuple[Any, Any] | Exception] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed: Exception | None = None  # set by `close`: the error every request gets
 
     def submit(self, source: str, messages: list[dict], sampling: Sampling) -> ChatHandle:
         pending = _Pending(source, messages, sampling)
         with self._wake:
+            if self._closed is not None:
+                pending.handle.deliver(self._closed)
+                pending.handle.deliver(_DONE)
+                return pending.handle
             self._pending.append(pending)
             if self.threaded and self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="chat-batcher", daemon=True)
                 self._thread.start()
             self._wake.notify()
         return pending.handle
+
+    def close(self, error: Exception) -> None:
+        """Answer nothing more: every request waiting or decoding, and any submitted later,
+        gets `error` at once (the server is stopping). The thread ends after the token it is
+        computing, so the web server is not left waiting for long answers nobody will get."""
+        with self._wake:
+            self._closed = error
+            self._wake.notify_all()
+            threaded = self._thread is not None
+        if not threaded:  # nothing decodes on another thread
+            self._fail_all(error)
+
+    def _fail_all(self, error: Exception) -> None:
+        for batch in self._batches:
+            self._end(batch, error)
+        self._batches.clear()
+        with self._wake:
+            pending, self._pending = self._pending, []
+        for waiting in pending:
+            waiting.handle.deliver(error)
+            waiting.handle.deliver(_DONE)
 
     def _admit(self) -> list[tuple[_Batch | str, list[_Pending]]]:
         """Take the waiting requests that can start now, in order of arrival: those for a
@@ -213,13 +239,16 @@ class ChatBatcher:
         thread, a model that may start is loaded on a thread of its own meanwhile, and this
         waits while every request waits for a model."""
         with self._wake:
-            while True:
-                while not self._pending and not self._batches:
+            while self._closed is None:
+                while not self._pending and not self._batches and self._closed is None:
                     self._wake.wait()
+                if self._closed is not None:
+                    break
                 groups = self._take()
                 if groups or self._batches or not self.threaded:
                     return groups
-                self._wake.wait()  # woken by a new request or a finished load
+                self._wake.wait()  # woken by a new request, a finished load or `close`
+            return []
 
     def _take(self) -> list[tuple[_Batch | str, list[_Pending]]]:
         """`_admit`'s choice, made with `_wake` held."""
@@ -302,7 +331,7 @@ class ChatBatcher:
             self._turn()
 
     def _loop(self) -> None:
-        while True:
+        while self._closed is None:
             try:
                 self._turn()
             except Exception as error:  # noqa: BLE001 - a bug here must not hang every reader
@@ -310,13 +339,15 @@ class ChatBatcher:
                 for batch in self._batches:
                     self._end(batch, error)
                 self._batches.clear()
+        self._fail_all(self._closed)
 
     def _turn(self) -> None:
-        """Start what can start, then one token for every batch."""
+        """Start what can start, then one token for every batch (none once closed)."""
         for batch_or_source, group in self._admit():
             self._start(batch_or_source, group)
         for batch in list(self._batches):
-            self._guarded(batch, batch.decoder.step)
+            if self._closed is None:
+                self._guarded(batch, batch.decoder.step)
 
     def _start(self, batch_or_source: _Batch | str, group: list[_Pending]) -> None:
         """Start `group` as a new batch, or add it to a running one."""

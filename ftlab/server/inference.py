@@ -288,6 +288,22 @@ class Inference:
             self._load, max_rows=max_batch_rows, max_models=max_models, version=files_stamp
         )
 
+    def stop(self) -> None:
+        """The server is stopping: every chat in flight, and any later one, gets a 503 now.
+
+        uvicorn waits for open requests before the app shuts down; a long answer would
+        hold it until its grace period ran out, and then the client got a bare 500."""
+        self.batcher.close(
+            APIError(
+                503,
+                "The server is stopping (Ctrl-C, or a restart), so this answer was not "
+                "finished. Send the request again once the server is back: its files, jobs "
+                "and models are kept.",
+                type="server_error",
+                code="server_stopping",
+            )
+        )
+
     def source(self, owner: str, name: str) -> str:
         """What `load_model` loads for a model name this owner may use."""
         if name in BASE_MODELS:
@@ -480,10 +496,13 @@ class Inference:
             yield "data: [DONE]\n\n"
         except Exception as error:  # noqa: BLE001 - reported to the client in-stream
             code = "context_length_exceeded" if isinstance(error, ContextTooLong) else None
-            body = APIError(
-                500, f"{type(error).__name__}: {error}", type="server_error", code=code
-            ).body()
-            yield f"data: {json.dumps(body)}\n\n"
+            message = f"{type(error).__name__}: {error}"
+            reported = (
+                error
+                if isinstance(error, APIError)  # the server stopping, say: its own words
+                else APIError(500, message, type="server_error", code=code)
+            )
+            yield f"data: {json.dumps(reported.body())}\n\n"
         finally:
             handle.cancel()  # a no-op once finished; stops the rows of a client that left
 

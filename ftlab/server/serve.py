@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from ftlab.files import write_text_atomically
@@ -157,6 +158,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _uvicorn_server(config, on_exit: Callable[[], None]):
+    """uvicorn's server, calling `on_exit()` when Ctrl-C (or SIGTERM) asks it to stop."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -209,19 +222,20 @@ def serve(
                 )
 
         worker = Worker(store, parallel_jobs=parallel_jobs)
+        inference = Inference(
+            store, max_models=max_models, max_batch_rows=chat_batch, adapters=served
+        )
         app = create_app(
             store,
             auth=auth,
             worker=worker,
-            inference=Inference(
-                store, max_models=max_models, max_batch_rows=chat_batch, adapters=served
-            ),
+            inference=inference,
             max_upload_mb=max_upload_mb,
             on_ready=ready,
         )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            _uvicorn_server(config, inference.stop).run(sockets=[sock])
         finally:
             # The app's shutdown stops the worker, but a second Ctrl+C makes uvicorn skip it:
             # the worker must not poll a closed database (stopping twice is harmless).
