@@ -216,3 +216,30 @@ def test_a_data_dir_that_is_a_file_or_a_host_that_does_not_resolve_is_named(tmp_
         assert cli.main([*nowhere, *keys]) == 1
         error = capsys.readouterr().err
         assert "no address for 'nosuchhost.invalid'" in error and "--port" not in error
+
+
+def test_a_class_data_folder_is_refused_without_keys_and_keys_name_what_they_hide(
+    tmp_path, capsys, caplog, served
+):
+    from ftlab.server.store import Store
+
+    data = tmp_path / "data"
+    store = Store(data)
+    for learner in ("ana", "ben"):  # their uploads on the class server, started with --keys
+        store.add_file(learner, "train.jsonl", "fine-tune", [b"{}\n"])
+    store.close()
+    command = ["serve", "--port", "0", "--data-dir", str(data)]
+    assert cli.main(command) == 1  # without --keys, each learner's lists would come back empty
+    error = capsys.readouterr().err
+    assert "holds the files, jobs and models of 2 learner(s) (ana, ben)" in error
+    assert "Fix: start it with the same keys file (--keys FILE)" in error and served == []
+
+    store = Store(data)
+    store.add_file("local", "mine.jsonl", "fine-tune", [b"{}\n"])  # made without keys
+    store.close()
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana-0123456789abcdef\nben sk-ben-0123456789abcdef\n")
+    keys.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="ftlab.server"):
+        assert cli.main([*command, "--keys", str(keys)]) == 0
+    assert "also holds 1 file(s), job(s) and model(s) made without --keys" in caplog.text

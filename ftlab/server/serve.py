@@ -21,6 +21,40 @@ class DataDirInUse(RuntimeError):
     """Another server already uses this data directory."""
 
 
+class DataOfAnotherMode(ValueError):
+    """A data folder of a class server (with --keys) started without keys."""
+
+
+def check_owners(store, single_user: bool, data_dir: Path) -> None:
+    """Refuse to start without keys on a class's data, which would seem lost; warn when keys
+    hide what a single-user server left there.
+
+    Each object belongs to a key's name, or to `local` without keys; a server shows a
+    request only its own owner's objects.
+    """
+    from ftlab.server.auth import SINGLE_USER
+
+    owners = store.owners()
+    if single_user:
+        learners = sorted(owner for owner in owners if owner != SINGLE_USER)
+        if learners:
+            shown = ", ".join(learners[:5]) + (" and more" if len(learners) > 5 else "")
+            raise DataOfAnotherMode(
+                f"The data folder {data_dir} holds the files, jobs and models of "
+                f"{len(learners)} learner(s) ({shown}), made on a server started with --keys. "
+                "Without --keys the server would list none of them, and would accept any key.\n"
+                "Fix: start it with the same keys file (--keys FILE), or give this server "
+                "another --data-dir."
+            )
+    elif owners.get(SINGLE_USER):
+        logging.getLogger("ftlab.server").warning(
+            "the data folder %s also holds %d file(s), job(s) and model(s) made without --keys; "
+            "no key sees them while the server runs with --keys",
+            data_dir,
+            owners[SINGLE_USER],
+        )
+
+
 class SharedWithoutKeys(ValueError):
     """A server that other machines can reach would run without a keys file."""
 
@@ -209,6 +243,11 @@ def serve(
     auth = Authenticator.from_file(keys_file) if keys_file else Authenticator()
     with exclusive(data_dir):
         store = Store(data_dir)
+        try:
+            check_owners(store, auth.keys is None, data_dir)
+        except DataOfAnotherMode:
+            store.close()
+            raise
         sock = _bind(host, port)
         shown_host = f"[{host}]" if ":" in host else host
         base_url = f"http://{shown_host}:{sock.getsockname()[1]}/v1"

@@ -398,6 +398,14 @@ class Store:
         )
         return {row["owner"]: row["started"] for row in rows}
 
+    def owners(self) -> dict[str, int]:
+        """How many files, jobs and models each owner has (a key's name, or `local`)."""
+        rows = self._all(
+            "SELECT owner, COUNT(*) AS n FROM (SELECT owner FROM files UNION ALL "
+            "SELECT owner FROM jobs UNION ALL SELECT owner FROM models) GROUP BY owner"
+        )
+        return {row["owner"]: row["n"] for row in rows}
+
     def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields: Any) -> bool:
         """Set fields on a job; with `only_if_status`, only while it has one of those statuses."""
         with self.transaction() as db:
