@@ -196,6 +196,8 @@ def test_job_create_errors(api, server):
         "metadata": {"metadata": {"note": "x" * 513}},
         "method.supervsed": {"method": {"type": "supervised", "supervsed": {}}},
         "method.type": {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}},
+        "integrations": {"integrations": [{"type": "wandb", "wandb": {"project": "x"}}]},
+        "sufix": {"extra_body": {"sufix": "mine"}},  # "Did you mean 'suffix'?"
     }
     for param, options in mistakes.items():
         with pytest.raises(openai.BadRequestError) as caught:
@@ -451,6 +453,24 @@ def test_chat_request_errors(api):
     with pytest.raises(openai.BadRequestError) as caught:
         api.chat.completions.create(model=BASE, messages=HELLO, seed=2**64)
     assert caught.value.body["param"] == "seed"
+    broken = {  # the messages OpenAI refuses too
+        "messages[0].role": ([{"content": "x"}], "Missing required parameter"),
+        "messages[0].content": ([{"role": "user"}], "Missing required parameter"),
+        "messages[1].content": ([HELLO[0], {"role": "assistant", "content": None}], "Missing"),
+        "messages[1].role": ([HELLO[0], {"role": "tool", "content": "42"}], "tool calling"),
+    }
+    for param, (sent, words) in broken.items():
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.chat.completions.create(model=BASE, messages=sent, max_tokens=1)
+        assert caught.value.body["param"] == param and words in caught.value.body["message"]
+    # A field OpenAI does not know is refused as OpenAI refuses it, with the one meant.
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(
+            model=BASE, messages=HELLO, extra_body={"max_token": 3, "top_k": 5}
+        )
+    assert caught.value.body["message"] == (
+        "Unrecognized request argument supplied: max_token. Did you mean 'max_tokens'?"
+    )
     unsupported = {
         "logprobs": {"logprobs": True},
         "tools": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
@@ -459,6 +479,8 @@ def test_chat_request_errors(api):
         "presence_penalty": {"presence_penalty": 2},
         "frequency_penalty": {"frequency_penalty": -1},
         "logit_bias": {"logit_bias": {"0": -100}},
+        "reasoning_effort": {"reasoning_effort": "low"},
+        "modalities": {"modalities": ["text", "audio"]},
     }
     for param, options in unsupported.items():
         with pytest.raises(openai.BadRequestError) as caught:
@@ -467,6 +489,9 @@ def test_chat_request_errors(api):
     # Asking for none of them is fine; a longer answer than a shared server gives is refused.
     api.chat.completions.create(
         model=BASE, messages=HELLO, max_tokens=1, presence_penalty=0, logit_bias={}
+    )
+    api.chat.completions.create(  # nor are OpenAI's fields that change nothing in an answer
+        model=BASE, messages=HELLO, max_tokens=1, user="ana", store=False, modalities=["text"]
     )
     for name in ("max_tokens", "max_completion_tokens"):
         with pytest.raises(openai.BadRequestError) as caught:

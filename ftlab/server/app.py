@@ -31,6 +31,7 @@ from ftlab.server.errors import (
     missing_parameter,
     model_not_found,
     not_found,
+    unrecognized,
 )
 from ftlab.server.inference import BASE_MODELS, ChatRequest, Inference
 from ftlab.server.store import FileTooLarge, Page, Store, UnknownCursor, new_id, now
@@ -94,7 +95,7 @@ class Method(BaseModel):
 
 
 class JobCreate(BaseModel):
-    # Unknown fields are kept (to look at), not refused: newer SDKs send fields of their own.
+    # Other fields are kept to say what is wrong with them (`requested_hyperparameters`).
     model_config = ConfigDict(extra="allow", strict=True)  # "5" is no seed (see auto_or)
     model: str
     training_file: str
@@ -110,6 +111,15 @@ class JobCreate(BaseModel):
             if name in (self.model_extra or {}):
                 raise invalid_value(
                     name, f"put {name} in method.supervised.hyperparameters, not at the top level."
+                )
+        for name, value in (self.model_extra or {}).items():  # OpenAI refuses those it lacks
+            if name != "integrations":
+                raise unrecognized(name, [*type(self).model_fields, "integrations"])
+            if value:
+                raise invalid_value(
+                    name,
+                    "integrations (such as Weights & Biases) are not supported by the local "
+                    "server; leave it out: the job's events and result file hold its metrics.",
                 )
         if self.method is not None and self.hyperparameters is not None:
             raise invalid_value(

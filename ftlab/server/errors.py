@@ -7,10 +7,11 @@ therefore use 4xx codes, and unexpected server errors say "do not retry".
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,6 +61,13 @@ def missing_parameter(name: str) -> APIError:
 
 def invalid_value(name: str, message: str) -> APIError:
     return APIError(400, f"Invalid value for '{name}': {message}", param=name, code="invalid_value")
+
+
+def unrecognized(name: str, known: Iterable[str]) -> APIError:
+    """OpenAI's answer to a field it does not know, with the field probably meant."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else " Leave it out."
+    return APIError(400, f"Unrecognized request argument supplied: {name}.{hint}", param=name)
 
 
 def not_found(kind: str, object_id: str, param: str | None = None) -> APIError:

@@ -36,7 +36,13 @@ from ftlab.models import (
 from ftlab.server.batching import ChatBatcher, ChatHandle
 from ftlab.server.decoding import ContextTooLong, Delta, Sampling, Usage
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH
-from ftlab.server.errors import APIError, invalid_value, model_not_found
+from ftlab.server.errors import (
+    APIError,
+    invalid_value,
+    missing_parameter,
+    model_not_found,
+    unrecognized,
+)
 from ftlab.server.store import Store, new_id
 
 BASE_MODELS = (DEFAULT_MODEL,)
@@ -48,7 +54,7 @@ DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_LIMIT = 2048
 # How often a request waiting for its whole answer checks that its client is still there.
 CLIENT_CHECK_S = 0.5
-ROLES = {"system", "developer", "user", "assistant", "tool"}
+ROLES = {"system", "developer", "user", "assistant"}
 
 
 def served_adapters(pairs: Mapping[str, str | Path]) -> dict[str, str]:
@@ -104,13 +110,25 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# OpenAI's other chat fields. These change nothing in an answer, and are accepted and ignored:
+IGNORED_CHAT_FIELDS = frozenset(
+    {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
+    | {"parallel_tool_calls"}  # (tools themselves are refused)
+)
+# These would change the answer in a way the local server cannot: refused, saying so.
+UNSUPPORTED_CHAT_FIELDS = frozenset(
+    {"audio", "modalities", "prediction", "reasoning_effort", "verbosity", "web_search_options"}
+    | {"functions", "function_call"}
+)
+
+
 class ChatRequest(BaseModel):
     """The fields of `POST /v1/chat/completions` that the local server honours.
 
     Strictly typed, as OpenAI's are (and the job's hyperparameters): "0.5" is not a
     temperature, nor "yes" a stream."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True)  # others: see `unsupported`
 
     model: str
     messages: list[dict[str, Any]]
@@ -135,7 +153,13 @@ class ChatRequest(BaseModel):
     logit_bias: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
-        """(parameter, why) for a feature asked for that this server does not have, or None."""
+        """(parameter, why) for a feature asked for that this server does not have, or None.
+
+        Fields that OpenAI's API does not have either are refused by `sampling`, as OpenAI
+        refuses them: a misspelt option must not give an answer made without it."""
+        for name, value in (self.model_extra or {}).items():
+            if name in UNSUPPORTED_CHAT_FIELDS and value not in (None, [], ["text"], "none"):
+                return name, f"{name} is not supported by the local server; leave it out."
         if self.logprobs:
             return "logprobs", "log probabilities are not supported by the local server."
         if self.top_logprobs:
@@ -156,6 +180,9 @@ class ChatRequest(BaseModel):
         return None
 
     def sampling(self) -> Sampling:
+        for name in self.model_extra or {}:
+            if name not in UNSUPPORTED_CHAT_FIELDS | IGNORED_CHAT_FIELDS:
+                raise unrecognized(name, [*type(self).model_fields, *UNSUPPORTED_CHAT_FIELDS])
         if (problem := self.unsupported()) is not None:
             raise invalid_value(*problem)
         for name in ("max_tokens", "max_completion_tokens"):
@@ -186,11 +213,21 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     plain = []
     for index, message in enumerate(messages):
         role = message.get("role")
+        if role is None:
+            raise missing_parameter(f"messages[{index}].role")
+        if role in ("tool", "function"):
+            raise invalid_value(
+                f"messages[{index}].role",
+                f"a {role!r} message answers a tool call, and the local server does not support "
+                "tool calling; leave it out.",
+            )
         if role not in ROLES:
             raise invalid_value(
                 f"messages[{index}].role", f"{role!r} is not one of {', '.join(sorted(ROLES))}."
             )
         content = message.get("content")
+        if content is None:  # OpenAI allows it only beside tool calls
+            raise missing_parameter(f"messages[{index}].content")
         if isinstance(content, list):
             texts = [p.get("text") for p in content if isinstance(p, dict)]
             if not all(isinstance(t, str) for t in texts) or len(texts) != len(content):
@@ -198,8 +235,6 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
                     f"messages[{index}].content", "only text content parts are supported."
                 )
             content = "".join(texts)
-        elif content is None:
-            content = ""
         elif not isinstance(content, str):
             raise invalid_value(f"messages[{index}].content", "expected a string or an array.")
         plain.append({"role": "system" if role == "developer" else role, "content": content})
