@@ -98,7 +98,7 @@ def test_upload_over_the_limit_is_refused(api):
         api.files.create(file=("big.jsonl", b"x" * (MB + 1000)), purpose="fine-tune")
     assert caught.value.status_code == 413
     assert caught.value.body["code"] == "file_too_large"
-    assert "uploads up to 0.3 MB " in caught.value.body["message"]
+    assert "uploads up to 0.3 MB. " in caught.value.body["message"]
 
 
 def test_bad_multipart_is_a_clear_400(server):
@@ -171,6 +171,9 @@ def test_job_create_errors(api, server):
         api.fine_tuning.jobs.create(model=BASE, training_file="file-doesnotexist")
     assert caught.value.body["message"] == "invalid training_file: file-doesnotexist"
     assert caught.value.body["param"] == "training_file"
+    with pytest.raises(openai.BadRequestError) as caught:  # a file's name, not its id
+        api.fine_tuning.jobs.create(model=BASE, training_file="train.jsonl")
+    assert "expected the id of an uploaded file, like file-abc123" in caught.value.body["message"]
 
     file_id = upload(api, tiny_examples(10))
     with pytest.raises(openai.NotFoundError) as caught:
@@ -348,6 +351,22 @@ def test_first_bad_line_is_named(api, line_5, code, where):
         "training_file",
     )
     assert where in failed.error.message
+
+
+def test_a_legacy_file_is_named_as_one_and_the_other_bad_lines_are_counted(api):
+    legacy = b"".join(
+        json.dumps({"prompt": f"Where is AC-{n}?", "completion": "order_status"}).encode() + b"\n"
+        for n in range(12)
+    )
+    uploaded = api.files.create(file=("old.jsonl", legacy), purpose="fine-tune")
+    job = api.fine_tuning.jobs.create(model=BASE, training_file=uploaded.id)
+    failed = wait_for(api, job.id)
+    assert failed.error.message.startswith(f"Training file {uploaded.id} is invalid: line 1: ")
+    assert "this is the legacy prompt/completion format" in failed.error.message
+    assert failed.error.message.endswith(
+        "(missing_messages). 11 more lines of the file have problems too: `ftlab validate FILE` "
+        "lists them all, so fix them before uploading the file again."
+    )
 
 
 def test_job_list_pagination(api):

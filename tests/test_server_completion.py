@@ -133,7 +133,7 @@ def test_a_finished_job_cannot_be_cancelled(tmp_path):
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "invalid_job_state"
-    assert error["message"] == f"Job {job['id']} is already succeeded: it cannot be cancelled."
+    assert error["message"] == f"Job {job['id']} has already succeeded: it cannot be cancelled."
     assert store.get_job(job["id"])["status"] == "succeeded"
     assert "Fine-tuning job cancelled" not in event_messages(store, job["id"])
 

@@ -289,8 +289,9 @@ def create_app(
     async def upload_file(request: Request, who: Owner) -> dict[str, Any]:
         too_large = APIError(
             413,
-            f"File too large: this server accepts uploads up to {max_upload_mb:g} MB "
-            "(start it with a larger --max-upload-mb to allow more).",
+            f"File too large: this server accepts uploads up to {max_upload_mb:g} MB. Upload "
+            "a smaller file, or ask whoever runs the server to start it with a larger "
+            "--max-upload-mb.",
             param="file",
             code="file_too_large",
         )
@@ -388,7 +389,15 @@ def create_app(
     def check_file(who: str, file_id: str, param: str) -> None:
         row = store.get_file(who, file_id)
         if row is None:
-            raise APIError(400, f"invalid {param}: {file_id}", param=param, code="invalid_file")
+            why = (  # the contract's words exactly for an id; a hint for a file's name, say
+                ""
+                if file_id.startswith("file-")
+                else " (expected the id of an uploaded file, like file-abc123: the `id` of what "
+                "client.files.create(...) returned, not the file's name)"
+            )
+            raise APIError(
+                400, f"invalid {param}: {file_id}{why}", param=param, code="invalid_file"
+            )
         if row["purpose"] != "fine-tune":
             raise APIError(
                 400,
@@ -413,8 +422,11 @@ def create_app(
                 raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
             for key, value in body.metadata.items():
                 if len(key) > 64 or len(value) > 512:
+                    what = f"the key {key[:20]!r}... has {len(key)} characters"
+                    if len(key) <= 64:
+                        what = f"the value of {key!r} has {len(value)} characters"
                     raise invalid_value(
-                        "metadata", f"keys are at most 64 characters and values 512 ({key!r})."
+                        "metadata", f"keys are at most 64 characters and values 512; {what}."
                     )
         job = {
             "id": new_id("ftjob-"),
@@ -466,9 +478,11 @@ def create_app(
         )
         if not cancelled:
             status = store.get_job(job_id)["status"]
+            state = {"succeeded": "has already succeeded", "failed": "has already failed"}
             raise APIError(
                 400,
-                f"Job {job_id} is already {status}: it cannot be cancelled.",
+                f"Job {job_id} {state.get(status, f'is already {status}')}: it cannot be "
+                "cancelled.",
                 param="fine_tuning_job_id",
                 code="invalid_job_state",
             )

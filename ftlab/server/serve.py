@@ -15,6 +15,7 @@ from pathlib import Path
 from ftlab.files import write_text_atomically
 from ftlab.paths import ftlab_home
 from ftlab.server.defaults import DEFAULT_CHAT_BATCH, DEFAULT_MAX_UPLOAD_MB
+from ftlab.wording import counted
 
 
 class DataDirInUse(RuntimeError):
@@ -253,7 +254,7 @@ def serve(
         base_url = f"http://{shown_host}:{sock.getsockname()[1]}/v1"
 
         def ready() -> None:
-            mode = f"{len(auth.keys)} API keys" if auth.keys else "single user, any API key"
+            mode = counted(len(auth.keys), "API key") if auth.keys else "single user, any API key"
             print(f"ftlab server ready at {base_url} (data in {data_dir}; {mode})", flush=True)
             if ready_file:
                 write_text_atomically(

@@ -38,7 +38,7 @@ from ftlab.files import fsync_tree
 from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
-from ftlab.validation import MIN_EXAMPLES, auto_epochs, validate_file
+from ftlab.validation import ERROR_CODES, MIN_EXAMPLES, auto_epochs, validate_file
 from ftlab.wording import counted
 
 log = logging.getLogger("ftlab.server")
@@ -148,13 +148,20 @@ def failure(code: str | None, message: str, param: str | None = None) -> dict[st
 
 
 def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None:
-    """OpenAI's job failure for a checker report, naming the first bad line, or None."""
+    """OpenAI's job failure for a checker report, naming the first bad line (its most basic
+    problem: a legacy prompt/completion line is named as that, not for its unknown keys) and
+    how many other lines have problems, or None."""
     errors = report.errors  # validation files too need 10 examples (training checks them)
     if not errors:
         return None
     what = "Training" if param == "training_file" else "Validation"
     lines = [e for e in errors if e.line is not None]
-    first = min(lines, key=lambda e: e.line) if lines else errors[0]
+    basic = list(ERROR_CODES)  # in order: the line's encoding, JSON, shape, then its messages
+    first = (
+        min(lines, key=lambda e: (e.line, basic.index(e.code) if e.code in basic else len(basic)))
+        if lines
+        else errors[0]
+    )
     if first.code in COUNT_CODES:
         return failure(
             "invalid_n_examples",
@@ -164,8 +171,18 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
         )
     where = f"{first.where}: " if first.line is not None else ""  # `line 7, messages[2]: `
     code = "invalid_file_format" if first.code in FORMAT_CODES else "invalid_training_file"
+    others = len({e.line for e in lines} - {first.line})
+    more = (
+        f" {counted(others, 'more line')} of the file {'has' if others == 1 else 'have'} "
+        "problems too: `ftlab validate FILE` lists them all, so fix them before uploading the "
+        "file again."
+        if others
+        else ""
+    )
     return failure(
-        code, f"{what} file {file_id} is invalid: {where}{first.message} ({first.code})", param
+        code,
+        f"{what} file {file_id} is invalid: {where}{first.message} ({first.code}).{more}",
+        param,
     )
 
 
