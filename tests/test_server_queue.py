@@ -204,3 +204,39 @@ def test_two_jobs_train_side_by_side_and_queue_is_fair(tmp_path):
             request = json.loads((store.job_dir(job_id) / job_runner.REQUEST).read_text())
             config = json.loads((Path(request["out"]) / "config.json").read_text())
             assert config["resolved"]["threads"] == max(1, available_cores() // 2)
+
+
+def test_a_restarted_server_tidies_jobs_that_finished_and_leaves_a_running_one_whole(tmp_path):
+    from ftlab.training.checkpoints import TRAINER_STATE
+
+    store = jobs_of(tmp_path, "succeeded", ana=1)
+    store.add_job(
+        {
+            **store.get_job("ftjob-ana1"),
+            "seq": None,
+            "id": "ftjob-ben1",
+            "owner": "ben",
+            "status": "running",
+        }
+    )
+    layout = [
+        "train.jsonl",
+        "out/adapter/adapter_model.safetensors",
+        "out/config.json",
+        f"out/checkpoints/epoch-1/{TRAINER_STATE}",
+        "out/checkpoints/epoch-1/adapter_model.safetensors",
+    ]
+    for job_id in ("ftjob-ana1", "ftjob-ben1"):
+        for name in layout:
+            (store.job_dir(job_id) / name).parent.mkdir(parents=True, exist_ok=True)
+            (store.job_dir(job_id) / name).write_bytes(b"x" * 1000)
+    worker = Worker(store)
+    worker.recover()  # what `start` does first
+    left = sorted(
+        str(p.relative_to(store.job_dir("ftjob-ana1")))
+        for p in store.job_dir("ftjob-ana1").rglob("*")
+        if p.is_file()
+    )
+    assert left == ["out/checkpoints/epoch-1/adapter_model.safetensors", "out/config.json"]
+    for name in layout:  # the running job resumes from all of it
+        assert (store.job_dir("ftjob-ben1") / name).is_file()

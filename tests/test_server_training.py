@@ -32,6 +32,7 @@ from ftlab.api_jobs import (
 )
 from ftlab.course import job_results
 from ftlab.support import parse_answer, prompt_messages
+from ftlab.training.checkpoints import TRAINER_STATE
 
 pytestmark = pytest.mark.slow
 # 24 examples, batch 8: 3 steps an epoch.
@@ -164,6 +165,26 @@ def test_checkpoints_results_file_and_models(ana, finished_job):
     assert [r["step"] for r in numbers] == [float(step) for step in range(1, 7)]
     assert all(r["train_loss"] > 0 for r in numbers)
     assert job.fine_tuned_model in [m.id for m in ana.models.list()]
+
+
+def test_a_finished_job_keeps_only_what_its_models_need(ana, workshop, finished_job):
+    job_dir = workshop.data_dir / "jobs" / finished_job.id
+    deadline = time.monotonic() + 60  # tidied once the training child has ended
+    while (job_dir / "train.jsonl").exists():
+        assert time.monotonic() < deadline, "the finished job's data copy was kept"
+        time.sleep(0.2)
+    assert not (job_dir / "valid.jsonl").exists() and not (job_dir / "out" / "adapter").exists()
+    kept = sorted((job_dir / "out" / "checkpoints").iterdir())
+    assert [folder.name for folder in kept] == ["epoch-1", "epoch-2"]
+    for folder in kept:  # usable as models, no longer resumable
+        assert (folder / "adapter_model.safetensors").is_file()
+        assert not (folder / TRAINER_STATE).exists()
+    reply = ana.chat.completions.create(
+        model=f"{finished_job.fine_tuned_model}:ckpt-step-3",
+        max_tokens=3,
+        messages=[{"role": "user", "content": "x"}],
+    )
+    assert reply.choices[0].message.content is not None
 
 
 def test_a_checkpoint_model_can_be_retrieved_like_the_model(ana, ben, finished_job):

@@ -38,6 +38,7 @@ from ftlab.files import fsync_tree
 from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
+from ftlab.training.checkpoints import TRAINER_STATE
 from ftlab.validation import ERROR_CODES, MIN_EXAMPLES, auto_epochs, validate_file
 from ftlab.wording import counted
 
@@ -141,6 +142,34 @@ def resumed_clock(seconds_per_step: float | None, resume_step: int, at: int) -> 
     if seconds_per_step is None:
         return {"started_at": at, "step": resume_step}
     return {"started_at": at - round(seconds_per_step * resume_step), "step": resume_step}
+
+
+FINISHED = ("succeeded", "failed", "cancelled")
+# What only an unfinished job needs, in its folder: the copies of its data files (to train on
+# and to resume), the run's own adapter (a succeeded job's model is a copy of it) and each
+# checkpoint's optimiser state (to resume). A class's finished jobs then take a third of the
+# disk, and a deleted upload is gone from the server once its jobs are over. The
+# checkpoints' adapters stay: they are models too.
+UNFINISHED_ONLY = (
+    "train.jsonl",
+    "valid.jsonl",
+    "out/adapter",
+    f"out/checkpoints/*/{TRAINER_STATE}",
+)
+
+
+def tidy_finished_job(job_dir: Path) -> int:
+    """Delete what only an unfinished job needs (UNFINISHED_ONLY); returns the bytes freed."""
+    freed = 0
+    for pattern in UNFINISHED_ONLY:
+        for path in job_dir.glob(pattern):
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            freed += sum(file.stat().st_size for file in files)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    return freed
 
 
 def failure(code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
@@ -253,6 +282,10 @@ class Worker:
                 running.process.wait()
 
     def recover(self) -> None:
+        finished = self.store.jobs_with_status(*FINISHED)
+        freed = sum(tidy_finished_job(self.store.job_dir(job["id"])) for job in finished)
+        if freed:  # jobs that finished before a crash, or before servers tidied them
+            log.info("deleted %.0f MB that only unfinished jobs need", freed / 2**20)
         for job in self.store.jobs_with_status("running"):
             self._guarded(job["id"], self._settle_progress, job["id"])
             self._guarded(job["id"], self._ingest, job["id"])
@@ -346,6 +379,8 @@ class Worker:
             finished_at=now(),
         ):
             self.store.add_event(job_id, error["message"], level=level)
+        if job_id not in self._running:  # no training child to read its files
+            tidy_finished_job(self.store.job_dir(job_id))
 
     def _validate(self, job: dict[str, Any]) -> None:
         current = self.store.get_job(job["id"])
@@ -463,6 +498,7 @@ class Worker:
                 ),
             )
         del self._running[job_id]
+        tidy_finished_job(self.store.job_dir(job_id))  # the child has ended: its job is over
         self._wake.set()
 
     def _stop_child(self, job_id: str) -> None:
