@@ -4,6 +4,8 @@ learners taking turns, so a learner's second job waits behind another learner's 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -240,3 +242,25 @@ def test_a_restarted_server_tidies_jobs_that_finished_and_leaves_a_running_one_w
     assert left == ["out/checkpoints/epoch-1/adapter_model.safetensors", "out/config.json"]
     for name in layout:  # the running job resumes from all of it
         assert (store.job_dir("ftjob-ben1") / name).is_file()
+
+
+def test_a_training_child_killed_with_a_stopping_server_is_not_taken_for_a_failed_job(tmp_path):
+    """Ctrl-C or a service manager's stop signals the training child too (if it did not ignore
+    them); the worker must leave its job running, to resume, and its files whole."""
+    store = jobs_of(tmp_path, "running", ana=2)
+    worker = Worker(store)
+    for job_id in ("ftjob-ana1", "ftjob-ana2"):
+        (store.job_dir(job_id) / "train.jsonl").parent.mkdir(parents=True)
+        (store.job_dir(job_id) / "train.jsonl").write_text("{}\n")
+        (store.job_dir(job_id) / "runner.log").write_text("Terminated\n")
+        gone = subprocess.Popen([sys.executable, "-c", "raise SystemExit(-15)"])
+        gone.wait()
+        worker._running[job_id] = RunningJob(process=gone, owner="ana")
+    worker.stopping()  # the signal handler, then the child's end seen by the worker
+    worker._pump("ftjob-ana1")
+    assert store.get_job("ftjob-ana1")["status"] == "running"
+    assert (store.job_dir("ftjob-ana1") / "train.jsonl").is_file()
+    worker._signalled = False  # without the signal, the same end is a failure
+    worker._pump("ftjob-ana2")
+    assert "stopped unexpectedly" in store.get_job("ftjob-ana2")["error"]["message"]
+    assert not (store.job_dir("ftjob-ana2") / "train.jsonl").exists()

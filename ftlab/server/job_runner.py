@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import time
 import traceback
@@ -82,5 +83,11 @@ def main(job_dir: Path) -> int:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in the server's terminal, or a service manager's SIGTERM, reaches the whole
+    # process group: training would die mid-step, and the server could take it for a failed
+    # job. The server stops this process itself (the stop file; a kill when it shuts down,
+    # and the job resumes when it starts again; SIGKILL if the server dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(int(sys.argv[2]))
     sys.exit(main(Path(sys.argv[1])))

@@ -274,8 +274,13 @@ def serve(
             on_ready=ready,
         )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+
+        def stopping() -> None:  # at the signal, before uvicorn waits for open requests
+            worker.stopping()
+            inference.stop()
+
         try:
-            _uvicorn_server(config, inference.stop).run(sockets=[sock])
+            _uvicorn_server(config, on_exit=stopping).run(sockets=[sock])
         finally:
             # The app's shutdown stops the worker, but a second Ctrl+C makes uvicorn skip it:
             # the worker must not poll a closed database (stopping twice is harmless).

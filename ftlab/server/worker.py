@@ -249,6 +249,7 @@ class Worker:
         self.parallel_jobs = parallel_jobs
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._signalled = False  # set by `stopping`, from the signal handler
         self._thread = threading.Thread(target=self._loop, name="ftlab-worker", daemon=True)
         # Files are checked on a thread of their own: a large upload takes a while to read and
         # tokenize, and the queue must go on meanwhile (jobs start, progress is read, cancels).
@@ -268,6 +269,14 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
         self._checks_due.set()
+
+    def stopping(self) -> None:
+        """The server is about to stop: start no job, and take no training child that ends
+        now for a failed job (it resumes on the next start).
+
+        Called from the signal handler, so it only sets a flag: an Event's lock may be held
+        by the very code the signal interrupted."""
+        self._signalled = True
 
     def shutdown(self) -> None:
         """Stop the thread and the training child; a running job resumes on the next start."""
@@ -344,7 +353,7 @@ class Worker:
 
     def _start_queued(self) -> None:
         """Fill the free slots from the queue."""
-        while len(self._running) < self.parallel_jobs:
+        while len(self._running) < self.parallel_jobs and not self._signalled:
             queued = self.store.jobs_with_status("queued")
             if not queued:
                 return
@@ -476,6 +485,8 @@ class Worker:
         )
 
     def _pump(self, job_id: str) -> None:
+        if self._signalled or self._stopping.is_set():  # a child ending now ends with the server
+            return
         running = self._running[job_id]
         self._guarded(job_id, self._ingest, job_id)
         status = self.store.get_job(job_id)["status"]
