@@ -87,9 +87,12 @@ def test_a_new_run_stopped_before_its_first_checkpoint_puts_the_earlier_run_back
         if event.kind == "step":
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as caught:
         train(tiny(data, run_dir, seed=1, log_every=1), interrupt)
     assert _files(run_dir) == before
+    assert caught.value.__notes__ == [
+        f"The earlier run in {run_dir} is back as it was: this run stopped before saving."
+    ]
 
     replaced = train(tiny(data, run_dir, seed=1, epochs=1))  # one that saves: it replaces
     assert not replaced.kept_earlier_run and _kept(run_dir)
@@ -132,6 +135,41 @@ def test_an_earlier_run_set_aside_by_a_crashed_run_is_put_back_at_the_next_start
     before = earlier_run(out)
     (out / ".replaced-run").mkdir()
     (out / "adapter").rename(out / ".replaced-run" / "adapter")
+    remove_stale_staging(out)
+    assert _files(out) == before and not (out / ".replaced-run").exists()
+
+    out = tmp_path / "crashed-while-committing"  # renamed away, not all deleted yet
+    out.mkdir()
+    earlier_run(out)
+    RunReplacement(out).begin()
+    (out / "adapter").mkdir()
+    (out / "adapter" / "file").write_text("the new run's")
+    (out / ".replaced-run").rename(out / ".replaced-run.delete")
+    remove_stale_staging(out)
+    assert _files(out) == {"adapter/file": b"the new run's"}
+    assert sorted(p.name for p in out.iterdir()) == ["adapter"]
+
+    out = tmp_path / "crashed-while-putting-back"  # the new run's files gone, half moved back
+    out.mkdir()
+    before = earlier_run(out)
+    replacement = RunReplacement(out)
+    replacement.begin()
+    (out / "checkpoints" / "epoch-1").mkdir(parents=True)  # saved just before the stop
+    (out / "checkpoints" / "epoch-1" / "file").write_text("the new run's")
+    (out / ".replaced-run" / "undoing").touch()
+    shutil.rmtree(out / "checkpoints")
+    (out / ".replaced-run" / "complete").unlink()
+    (out / ".replaced-run" / "adapter").rename(out / "adapter")
+    remove_stale_staging(out)
+    assert _files(out) == before and not (out / ".replaced-run").exists()
+
+    out = tmp_path / "crashed-while-deleting-the-new-files"  # never committed instead
+    out.mkdir()
+    before = earlier_run(out)
+    RunReplacement(out).begin()
+    (out / "checkpoints" / "epoch-1").mkdir(parents=True)
+    (out / "checkpoints" / "epoch-1" / "file").write_text("the new run's")
+    (out / ".replaced-run" / "undoing").touch()
     remove_stale_staging(out)
     assert _files(out) == before and not (out / ".replaced-run").exists()
 
@@ -342,8 +380,23 @@ def test_ctrl_c_on_the_command_line_before_the_first_checkpoint_keeps_the_earlie
                 break
         out, _ = process.communicate(timeout=300)
     assert process.returncode == 130
-    assert f"stopped before the first checkpoint; the earlier run in {run_dir} is back" in out
+    assert f"stopped. The earlier run in {run_dir} is back as it was" in out
     assert _files(run_dir) == before
+
+
+@pytest.mark.slow
+def test_resuming_after_a_crash_that_left_the_earlier_run_set_aside_resumes_that_run(run):
+    from ftlab.training.checkpoints import RunReplacement
+
+    data, run_dir = run
+    RunReplacement(run_dir).begin()  # a new run with another rank, killed before it saved
+    (run_dir / "config.json").write_text(
+        (run_dir / ".replaced-run" / "config.json").read_text().replace('"rank": 4', '"rank": 8')
+    )
+    settings = ["--epochs", "1", "--batch-size", "12", "--rank", "4", "--alpha", "8"]
+    done = run_ftlab("train", "--data", data, "--out", str(run_dir), *settings, "--resume")
+    assert done.returncode == 0, done.stderr  # not "its settings or data differ (rank ...)"
+    assert "had already finished all its steps" in done.stdout and _kept(run_dir)
 
 
 def test_a_data_file_that_cannot_be_read_is_not_blamed_on_the_output_folder(

@@ -11,10 +11,10 @@ from pathlib import Path
 from ftlab.commands import positive_int, positive_number
 from ftlab.models import DEFAULT_MODEL, ModelNotFoundError
 from ftlab.training import InvalidDataError, ProgressBar, TrainConfig, TrainEvent, train
-from ftlab.training.checkpoints import is_training_run
+from ftlab.training.checkpoints import is_training_run, remove_stale_staging
 from ftlab.training.data import steps_per_epoch
 from ftlab.training.estimate import estimate_time
-from ftlab.training.loop import resume_point
+from ftlab.training.loop import KEPT_EARLIER_RUN, resume_point
 from ftlab.validation.checker import UnreadableFileError
 
 DEFAULTS = TrainConfig(data="", out="")
@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     stop = _StopOnInterrupt()  # an estimate has nothing to save: Ctrl-C ends it at once
     previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
     try:
+        if not args.estimate and Path(args.out).is_dir():  # (an estimate writes nothing)
+            remove_stale_staging(Path(args.out))  # a run a crash left set aside is back first
         # Settings that differ from the run's are refused here, before any note about it.
         # (A missing data file is left to `train`, whose message says how to fix it.)
         nothing_to_resume = (
@@ -197,9 +199,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume and is_training_run(Path(args.out)):
             print(
                 f"note: {args.out} holds an earlier run: once the data and settings pass their "
-                "checks, this run replaces it, deleting it when this run saves its first "
-                "checkpoint; stopped before then, it puts the earlier run back (add --resume "
-                "to continue that run instead, or pass another --out to keep both)",
+                "checks, this run replaces it, deleting it when this run first saves a "
+                "checkpoint or its adapter; stopped before then, it puts the earlier run back "
+                "(add --resume to continue that run instead, or pass another --out to keep both)",
                 file=sys.stderr,
             )
         result = train(
@@ -208,9 +210,12 @@ def run(args: argparse.Namespace) -> int:
     except InvalidDataError as error:
         print(error, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         if args.estimate:
             raise
+        if notes := getattr(error, "__notes__", None):  # the earlier run was put back
+            print(f"\naborted. {notes[0]}", file=sys.stderr)
+            return 130
         print(
             "\naborted; the last epoch checkpoint, if one was saved, is still usable: "
             "run the same command with --resume to continue",
@@ -234,9 +239,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     if result.stopped and result.kept_earlier_run:
-        print(
-            f"stopped before the first checkpoint; the earlier run in {args.out} is back as it was"
-        )
+        print(f"stopped. {KEPT_EARLIER_RUN.format(out=args.out)}")
         return 130
     if result.stopped:
         where = result.adapter_dir or "no checkpoint yet"

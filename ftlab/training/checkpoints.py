@@ -214,7 +214,9 @@ def load_trainer_state(checkpoint: Checkpoint) -> tuple[dict, dict]:
 # What a run writes in its folder; `RunReplacement` moves these, and nothing else.
 RUN_OUTPUTS = ("adapter", "checkpoints", "metrics.jsonl", "loss.png", "config.json")
 REPLACED_RUN = ".replaced-run"
-_SET_ASIDE_COMPLETE = "complete"  # a marker: every output of the earlier run was moved
+# Markers in REPLACED_RUN: every output of the earlier run was moved in; the earlier run is
+# being put back (so a crash part-way through `undo` is finished at the next start).
+_SET_ASIDE_COMPLETE, _UNDOING = "complete", "undoing"
 
 
 def _remove(path: Path) -> None:
@@ -232,6 +234,9 @@ class RunReplacement:
     (renames, never copies) the earlier run's files into `out/.replaced-run`; `commit`
     deletes them once the new run has saved a checkpoint or its adapter; until then `undo`
     puts them back, and after a crash `remove_stale_staging` does, when training next starts.
+    Each step can be interrupted (a second Ctrl-C, a crash) and finished later: `commit`
+    renames the folder away in one step before deleting it, and `undo` records that it has
+    begun, deletes the new run's files, and only then moves the earlier run's back.
     """
 
     def __init__(self, out: Path) -> None:
@@ -241,6 +246,11 @@ class RunReplacement:
     @property
     def folder(self) -> Path:
         return self.out / REPLACED_RUN
+
+    @property
+    def doomed(self) -> Path:
+        """Where `commit` moves the folder before deleting it."""
+        return self.out / f"{REPLACED_RUN}.delete"
 
     def begin(self) -> None:
         found = [name for name in RUN_OUTPUTS if (self.out / name).exists()]
@@ -256,34 +266,47 @@ class RunReplacement:
         fsync_folder(self.out)
 
     def commit(self) -> None:
-        if self.pending:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.pending = False
+        if not self.pending:
+            return
+        self.folder.rename(self.doomed)  # one step: never half a folder to put back
+        self.pending = False
+        fsync_folder(self.out)
+        shutil.rmtree(self.doomed, ignore_errors=True)
 
     def undo(self) -> None:
         """Put the earlier run back, deleting what the new run wrote in its place."""
-        complete = (self.folder / _SET_ASIDE_COMPLETE).exists()
-        for name in RUN_OUTPUTS:
-            kept = self.folder / name
-            # After a crash part-way through `begin`, what is still in `out` is the earlier
-            # run's own: only a complete set-aside means the rest is the new run's.
-            if complete or kept.exists():
+        self.pending = False  # whatever happens next, never twice at once
+        if not self.folder.is_dir():  # committed already
+            return
+        (self.folder / _UNDOING).touch()
+        fsync_folder(self.folder)
+        # After a crash part-way through `begin`, what is still in `out` is the earlier
+        # run's own: only a complete set-aside means that the rest is the new run's.
+        if (self.folder / _SET_ASIDE_COMPLETE).exists():
+            for name in RUN_OUTPUTS:
                 _remove(self.out / name)
-            if kept.exists():
-                kept.rename(self.out / name)
-        shutil.rmtree(self.folder, ignore_errors=True)
+            fsync_folder(self.out)
+            (self.folder / _SET_ASIDE_COMPLETE).unlink()  # from here on, `out` holds only
+            fsync_folder(self.folder)  # what was put back
+        for name in RUN_OUTPUTS:
+            if (self.folder / name).exists():
+                (self.folder / name).rename(self.out / name)
         fsync_folder(self.out)
-        self.pending = False
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _recover_replaced_run(out: Path) -> None:
-    """After a crash: put back an earlier run set aside by a new run that saved nothing."""
+    """After a crash: finish a commit or an undo, or put back an earlier run set aside by a
+    new run that saved nothing (and delete it if the new run saved a checkpoint)."""
     replacement = RunReplacement(out)
-    if not replacement.folder.is_dir():
+    shutil.rmtree(replacement.doomed, ignore_errors=True)
+    folder = replacement.folder
+    if not folder.is_dir():
         return
     replacement.pending = True
     saved = (out / "adapter").is_dir() or any((out / "checkpoints").glob("epoch-*"))
-    if saved and (replacement.folder / _SET_ASIDE_COMPLETE).exists():
+    complete = (folder / _SET_ASIDE_COMPLETE).exists()
+    if saved and complete and not (folder / _UNDOING).exists():
         replacement.commit()
     else:
         replacement.undo()

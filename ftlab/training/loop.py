@@ -61,6 +61,8 @@ from ftlab.training.plots import read_metrics, save_loss_plot
 from ftlab.validation import InvalidDataError, validate_file
 
 Callback = Callable[[TrainEvent], None]
+# Said when a new run stops before it has saved anything, in the folder of an earlier one.
+KEPT_EARLIER_RUN = "The earlier run in {out} is back as it was: this run stopped before saving."
 
 
 def check_data(path: str, validation: bool = False) -> list[dict]:
@@ -461,9 +463,10 @@ def train(
     replacement = RunReplacement(Path(config.out))
     try:
         return _train(config, callback, should_stop, replacement)
-    except BaseException:  # Ctrl-C in a notebook included
+    except BaseException as error:  # Ctrl-C in a notebook included
         if replacement.pending:
             replacement.undo()
+            error.add_note(KEPT_EARLIER_RUN.format(out=config.out))
         raise
 
 
