@@ -510,8 +510,18 @@ def test_chat_request_errors(api):
         model=BASE, messages=HELLO, max_tokens=1, presence_penalty=0, logit_bias={}
     )
     api.chat.completions.create(  # nor are OpenAI's fields that change nothing in an answer
-        model=BASE, messages=HELLO, max_tokens=1, user="ana", store=False, modalities=["text"]
+        model=BASE,
+        messages=HELLO,
+        max_tokens=1,
+        user="ana",
+        store=False,
+        modalities=["text"],
+        verbosity="medium",
+        prompt_cache_retention="24h",
     )
+    with pytest.raises(openai.BadRequestError) as caught:  # a hint among every known field
+        api.chat.completions.create(model=BASE, messages=HELLO, extra_body={"usr": "ana"})
+    assert caught.value.body["message"].endswith("Did you mean 'user'?")
     for name in ("max_tokens", "max_completion_tokens"):
         with pytest.raises(openai.BadRequestError) as caught:
             api.chat.completions.create(model=BASE, messages=HELLO, **{name: 2049})

@@ -112,14 +112,16 @@ class StreamOptions(BaseModel):
 
 # OpenAI's other chat fields. These change nothing in an answer, and are accepted and ignored:
 IGNORED_CHAT_FIELDS = frozenset(
-    {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
-    | {"parallel_tool_calls"}  # (tools themselves are refused)
+    {"user", "metadata", "store", "service_tier", "safety_identifier", "parallel_tool_calls"}
+    | {"prompt_cache_key", "prompt_cache_options", "prompt_cache_retention"}
 )
-# These would change the answer in a way the local server cannot: refused, saying so.
+# These would change the answer in a way the local server cannot: refused, saying so (unless
+# they ask for what it does anyway: HARMLESS_VALUES).
 UNSUPPORTED_CHAT_FIELDS = frozenset(
     {"audio", "modalities", "prediction", "reasoning_effort", "verbosity", "web_search_options"}
-    | {"functions", "function_call"}
+    | {"functions", "function_call", "moderation"}
 )
+HARMLESS_VALUES = (None, [], ["text"], "none", "medium")  # "medium": verbosity's default
 
 
 class ChatRequest(BaseModel):
@@ -158,7 +160,7 @@ class ChatRequest(BaseModel):
         Fields that OpenAI's API does not have either are refused by `sampling`, as OpenAI
         refuses them: a misspelt option must not give an answer made without it."""
         for name, value in (self.model_extra or {}).items():
-            if name in UNSUPPORTED_CHAT_FIELDS and value not in (None, [], ["text"], "none"):
+            if name in UNSUPPORTED_CHAT_FIELDS and value not in HARMLESS_VALUES:
                 return name, f"{name} is not supported by the local server; leave it out."
         if self.logprobs:
             return "logprobs", "log probabilities are not supported by the local server."
@@ -180,9 +182,10 @@ class ChatRequest(BaseModel):
         return None
 
     def sampling(self) -> Sampling:
+        known = UNSUPPORTED_CHAT_FIELDS | IGNORED_CHAT_FIELDS
         for name in self.model_extra or {}:
-            if name not in UNSUPPORTED_CHAT_FIELDS | IGNORED_CHAT_FIELDS:
-                raise unrecognized(name, [*type(self).model_fields, *UNSUPPORTED_CHAT_FIELDS])
+            if name not in known:
+                raise unrecognized(name, [*type(self).model_fields, *known])
         if (problem := self.unsupported()) is not None:
             raise invalid_value(*problem)
         for name in ("max_tokens", "max_completion_tokens"):
