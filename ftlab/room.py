@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlab.api_jobs import is_demo
+from ftlab.api_jobs import FINAL_STATUSES, is_demo
 from ftlab.quiz.progress import ProgressStore
 from ftlab.server.auth import load_keys
 
 STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
@@ -80,7 +79,7 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
         finished = last.finished_at or last.created_at
         row.last_job = (
             f"{last.status} {_ago(time.time() - finished)}"
-            if last.status in FINISHED
+            if last.status in FINAL_STATUSES
             else last.status
         )
     row.models = models  # the learner's fine-tuned models still on the server

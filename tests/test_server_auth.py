@@ -231,7 +231,7 @@ def test_a_class_data_folder_is_refused_without_keys_and_keys_name_what_they_hid
     command = ["serve", "--port", "0", "--data-dir", str(data)]
     assert cli.main(command) == 1  # without --keys, each learner's lists would come back empty
     error = capsys.readouterr().err
-    assert "holds the files, jobs and models of 2 learner(s) (ana, ben)" in error
+    assert "holds the files, jobs and models of 2 learners (ana, ben)" in error
     assert "Fix: start it with the same keys file (--keys FILE)" in error and served == []
 
     store = Store(data)
@@ -242,4 +242,4 @@ def test_a_class_data_folder_is_refused_without_keys_and_keys_name_what_they_hid
     keys.chmod(0o600)
     with caplog.at_level(logging.WARNING, logger="ftlab.server"):
         assert cli.main([*command, "--keys", str(keys)]) == 0
-    assert "also holds 1 file(s), job(s) and model(s) made without --keys" in caplog.text
+    assert "also holds 1 object (files, jobs and models) made without --keys" in caplog.text

@@ -262,6 +262,14 @@ def test_cancel_stops_training_promptly(ana, workshop):
     assert reusable_job(ana, BASE, "long").id == job.id  # what a restarted notebook follows
     assert reusable_job(ana, BASE, "other") is None
     assert unfinished_job(ana, BASE, "long").id == job.id  # what older copies of notebook 04 call
+    waiting = ana.fine_tuning.jobs.create(  # one slot: it waits behind the long one
+        model=BASE, training_file=upload(ana, support_examples("train", 10))
+    )
+    assert wait_for(ana, waiting.id, statuses=("queued",)).status == "queued"
+    job_dir = workshop.data_dir / "jobs" / waiting.id
+    assert (job_dir / "train.jsonl").is_file()
+    assert ana.fine_tuning.jobs.cancel(waiting.id).status == "cancelled"
+    assert not (job_dir / "train.jsonl").exists()  # its copy of the data is gone at once
     (runner,) = runner_pids(workshop.process.pid)
     cancelled = ana.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"

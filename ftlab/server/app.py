@@ -35,7 +35,7 @@ from ftlab.server.errors import (
 )
 from ftlab.server.inference import BASE_MODELS, ChatRequest, Inference
 from ftlab.server.store import FileTooLarge, Page, Store, UnknownCursor, new_id, now
-from ftlab.server.worker import Worker, train_defaults
+from ftlab.server.worker import Worker, tidy_finished_job, train_defaults
 
 UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "evals")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -470,12 +470,17 @@ def create_app(
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Owner) -> dict[str, Any]:
         job = own_job(job_id, who)
-        cancelled = store.update_job(
+        waiting = store.update_job(  # queued: no training child, and none will start now
+            job_id, only_if_status=("queued",), status="cancelled", finished_at=now()
+        )
+        cancelled = waiting or store.update_job(
             job_id,
-            only_if_status=("validating_files", "queued", "running"),
+            only_if_status=("validating_files", "running"),  # the worker tidies these
             status="cancelled",
             finished_at=now(),
         )
+        if waiting:
+            tidy_finished_job(store.job_dir(job_id))
         if not cancelled:
             status = store.get_job(job_id)["status"]
             state = {"succeeded": "has already succeeded", "failed": "has already failed"}

@@ -42,17 +42,19 @@ def check_owners(store, single_user: bool, data_dir: Path) -> None:
             shown = ", ".join(learners[:5]) + (" and more" if len(learners) > 5 else "")
             raise DataOfAnotherMode(
                 f"The data folder {data_dir} holds the files, jobs and models of "
-                f"{len(learners)} learner(s) ({shown}), made on a server started with --keys. "
+                f"{counted(len(learners), 'learner')} ({shown}), made on a server started with "
+                "--keys. "
                 "Without --keys the server would list none of them, and would accept any key.\n"
                 "Fix: start it with the same keys file (--keys FILE), or give this server "
                 "another --data-dir."
             )
     elif owners.get(SINGLE_USER):
         logging.getLogger("ftlab.server").warning(
-            "the data folder %s also holds %d file(s), job(s) and model(s) made without --keys; "
-            "no key sees them while the server runs with --keys",
+            "the data folder %s also holds %s (files, jobs and models) made without --keys; "
+            "no key sees them while the server runs with --keys (unless its name is %r)",
             data_dir,
-            owners[SINGLE_USER],
+            counted(owners[SINGLE_USER], "object"),
+            SINGLE_USER,
         )
 
 

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftlab.api_jobs import FINAL_STATUSES
 from ftlab.files import fsync_tree
 from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
@@ -144,7 +145,6 @@ def resumed_clock(seconds_per_step: float | None, resume_step: int, at: int) -> 
     return {"started_at": at - round(seconds_per_step * resume_step), "step": resume_step}
 
 
-FINISHED = ("succeeded", "failed", "cancelled")
 # What only an unfinished job needs, in its folder: the copies of its data files (to train on
 # and to resume), the run's own adapter (a succeeded job's model is a copy of it) and each
 # checkpoint's optimiser state (to resume). A class's finished jobs then take a third of the
@@ -291,7 +291,7 @@ class Worker:
                 running.process.wait()
 
     def recover(self) -> None:
-        finished = self.store.jobs_with_status(*FINISHED)
+        finished = self.store.jobs_with_status(*FINAL_STATUSES)
         freed = sum(tidy_finished_job(self.store.job_dir(job["id"])) for job in finished)
         if freed:  # jobs that finished before a crash, or before servers tidied them
             log.info("deleted %.0f MB that only unfinished jobs need", freed / 2**20)
@@ -432,6 +432,8 @@ class Worker:
             n_examples=n_examples,
         ):
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
+        else:  # cancelled while its files were checked
+            tidy_finished_job(job_dir)
 
     # ---- running --------------------------------------------------------------------------
 
