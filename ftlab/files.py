@@ -1,10 +1,11 @@
 """Writing a file all or nothing, so that a crash never leaves half of one; telling whether two
-paths name one file."""
+paths name one file; deleting a file or a folder alike."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -17,6 +18,18 @@ def same_file(path: object, other: object) -> bool:
         return os.path.samefile(path, other)
     except OSError:
         return False
+
+
+def remove_path(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a file, or a folder with everything in it (a link, not what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            if not ignore_errors:
+                raise
 
 
 def fsync_folder(folder: str | Path) -> None:

@@ -422,9 +422,11 @@ def create_app(
                 raise invalid_value("metadata", "at most 16 key-value pairs are allowed.")
             for key, value in body.metadata.items():
                 if len(key) > 64 or len(value) > 512:
-                    what = f"the key {key[:20]!r}... has {len(key)} characters"
-                    if len(key) <= 64:
-                        what = f"the value of {key!r} has {len(value)} characters"
+                    what = (
+                        f"the value of {key!r} has {len(value)} characters"
+                        if len(key) <= 64
+                        else f"the key {key[:20]!r}... has {len(key)} characters"
+                    )
                     raise invalid_value(
                         "metadata", f"keys are at most 64 characters and values 512; {what}."
                     )

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.api_jobs import FINAL_STATUSES
-from ftlab.files import fsync_tree
+from ftlab.files import fsync_tree, remove_path
 from ftlab.models import available_cores, thread_override
 from ftlab.server import job_runner
 from ftlab.server.store import Store, new_id, now
@@ -165,10 +165,7 @@ def tidy_finished_job(job_dir: Path) -> int:
         for path in job_dir.glob(pattern):
             files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
             freed += sum(file.stat().st_size for file in files)
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove_path(path, ignore_errors=True)
     return freed
 
 
@@ -185,11 +182,10 @@ def file_problem(report: Any, param: str, file_id: str) -> dict[str, Any] | None
         return None
     what = "Training" if param == "training_file" else "Validation"
     lines = [e for e in errors if e.line is not None]
-    basic = list(ERROR_CODES)  # in order: the line's encoding, JSON, shape, then its messages
+    # ERROR_CODES in order: the line's encoding, JSON, shape, then its messages.
+    basic = {code: rank for rank, code in enumerate(ERROR_CODES)}
     first = (
-        min(lines, key=lambda e: (e.line, basic.index(e.code) if e.code in basic else len(basic)))
-        if lines
-        else errors[0]
+        min(lines, key=lambda e: (e.line, basic.get(e.code, len(basic)))) if lines else errors[0]
     )
     if first.code in COUNT_CODES:
         return failure(

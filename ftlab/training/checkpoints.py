@@ -27,7 +27,7 @@ from pickle import UnpicklingError
 
 import torch
 
-from ftlab.files import fsync_folder, fsync_tree
+from ftlab.files import fsync_folder, fsync_tree, remove_path
 from ftlab.models import ADAPTER_SIDECAR
 from ftlab.paths import cannot_write_in
 
@@ -219,13 +219,6 @@ REPLACED_RUN = ".replaced-run"
 _SET_ASIDE_COMPLETE, _UNDOING = "complete", "undoing"
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
 class RunReplacement:
     """An earlier run in `out`, set aside while a new (not resumed) run starts in its place.
 
@@ -256,7 +249,7 @@ class RunReplacement:
         found = [name for name in RUN_OUTPUTS if (self.out / name).exists()]
         if not found:
             return
-        _remove(self.folder)  # (remove_stale_staging has already dealt with an older one)
+        remove_path(self.folder)  # (remove_stale_staging has already dealt with an older one)
         self.folder.mkdir()
         self.pending = True
         for name in found:
@@ -284,7 +277,7 @@ class RunReplacement:
         # run's own: only a complete set-aside means that the rest is the new run's.
         if (self.folder / _SET_ASIDE_COMPLETE).exists():
             for name in RUN_OUTPUTS:
-                _remove(self.out / name)
+                remove_path(self.out / name)
             fsync_folder(self.out)
             (self.folder / _SET_ASIDE_COMPLETE).unlink()  # from here on, `out` holds only
             fsync_folder(self.folder)  # what was put back

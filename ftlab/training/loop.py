@@ -472,7 +472,7 @@ def train(
 
 def _train(
     config: TrainConfig,
-    callback: Callable[[TrainEvent], None] | None,
+    callback: Callback | None,
     should_stop: Callable[[], bool] | None,
     replacement: RunReplacement,
 ) -> TrainResult:
