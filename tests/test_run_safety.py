@@ -412,3 +412,89 @@ def test_a_data_file_that_cannot_be_read_is_not_blamed_on_the_output_folder(
     assert cli.main(["train", "--data", "x.jsonl", "--out", str(tmp_path / "run")]) == 1
     error = capsys.readouterr().err
     assert "error: cannot read the data file x.jsonl" in error and "cannot write" not in error
+
+
+def _hold_lock_in_another_process(folder):
+    """A process that holds the folder's training lock, as a run training there does."""
+    code = (
+        "import sys, time\n"
+        "from ftlab.training.run_lock import RunFolderLock\n"
+        "RunFolderLock(sys.argv[1]).acquire()\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_the_run_lock_lets_one_thread_in_and_is_released_when_its_process_dies(tmp_path):
+    import threading
+
+    from ftlab.training.run_lock import RunFolderBusyError, RunFolderLock, folder_is_busy
+
+    lock, again = RunFolderLock(tmp_path), RunFolderLock(tmp_path / "." / "")
+    lock.acquire()
+    again.acquire()  # the same thread (the command line, then `train`): allowed
+    assert not folder_is_busy(tmp_path)  # (asked from the thread that holds it)
+    refused = []
+
+    def other_thread():
+        try:
+            RunFolderLock(tmp_path).acquire()
+        except RunFolderBusyError as error:
+            refused.append(str(error))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert refused and refused[0].startswith(f"Another training run is writing to {tmp_path}")
+    again.release()
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert len(refused) == 2  # still held once
+    lock.release()
+    lock.release()  # (twice is harmless)
+    assert not list(tmp_path.iterdir())  # no lock file left behind
+
+    holder = _hold_lock_in_another_process(tmp_path)
+    try:
+        assert folder_is_busy(tmp_path)
+        with pytest.raises(RunFolderBusyError, match="Fix: wait for that run to finish"):
+            RunFolderLock(tmp_path).acquire()
+    finally:
+        holder.kill()  # a crash: the operating system releases the lock
+        holder.wait()
+    assert not folder_is_busy(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_folder_being_trained_is_left_alone_and_a_crashed_runs_set_aside_run_comes_back(run):
+    from ftlab.training.checkpoints import RunReplacement
+    from ftlab.training.run_lock import RunFolderBusyError
+
+    data, run_dir = run
+    before = _files(run_dir)
+    RunReplacement(run_dir).begin()  # a new run is training: the earlier one is set aside
+    (run_dir / "config.json").write_text(  # the new run's, with its own seed
+        (run_dir / ".replaced-run" / "config.json").read_text().replace('"seed": 0', '"seed": 1')
+    )
+    during = _files(run_dir)
+    holder = _hold_lock_in_another_process(run_dir)
+    try:
+        with pytest.raises(RunFolderBusyError, match="Another training run is writing to"):
+            train(tiny(data, run_dir, seed=1))
+        done = run_ftlab("train", "--data", data, "--out", str(run_dir), "--resume")
+        assert done.returncode == 1
+        assert f"error: Another training run is writing to {run_dir} right now" in done.stderr
+        with pytest.raises(ModelNotFoundError, match="a training run is writing to it now"):
+            load_model(run_dir / "adapter")
+        assert _files(run_dir) == during  # neither took the set-aside run for a crash's
+    finally:
+        holder.kill()  # the new run crashes before it saves anything
+        holder.wait()
+    model, _ = load_model(run_dir)  # the earlier run is put back, and its adapter loads
+    assert model is not None and _files(run_dir) == before

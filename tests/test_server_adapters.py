@@ -113,6 +113,21 @@ def test_a_served_adapter_whose_folder_went_away_is_a_404_that_says_so(run_folde
     store.close()
 
 
+def test_a_served_folder_whose_new_run_crashed_before_saving_serves_the_earlier_run(
+    run_folder, tmp_path
+):
+    from ftlab.training.checkpoints import RunReplacement
+
+    copy, store, http = serving_a_copy(run_folder, tmp_path, "mine")
+    ask = {"model": "mine", "messages": HELLO, "max_tokens": 4, "temperature": 0}
+    before = http.post("/v1/chat/completions", json=ask).json()["choices"][0]["message"]
+    RunReplacement(copy).begin()  # `ftlab train` into the folder, killed before it saved
+    answer = http.post("/v1/chat/completions", json=ask)  # no run holds the folder now
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"] == before
+    assert (copy / "adapter").is_dir() and not (copy / ".replaced-run").exists()
+    store.close()
+
+
 def test_an_adapter_trained_again_into_the_served_folder_is_served_anew(
     run_folder, tmp_path, monkeypatch
 ):

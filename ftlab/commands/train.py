@@ -15,6 +15,7 @@ from ftlab.training.checkpoints import is_training_run, remove_stale_staging
 from ftlab.training.data import steps_per_epoch
 from ftlab.training.estimate import estimate_time
 from ftlab.training.loop import KEPT_EARLIER_RUN, resume_point
+from ftlab.training.run_lock import RunFolderLock
 from ftlab.validation.checker import UnreadableFileError
 
 DEFAULTS = TrainConfig(data="", out="")
@@ -178,8 +179,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     stop = _StopOnInterrupt()  # an estimate has nothing to save: Ctrl-C ends it at once
     previous = signal.signal(signal.SIGINT, signal.default_int_handler if args.estimate else stop)
+    lock = RunFolderLock(args.out or ".")  # held from the folder's first check (see run_lock)
     try:
         if not args.estimate and Path(args.out).is_dir():  # (an estimate writes nothing)
+            lock.acquire()
             remove_stale_staging(Path(args.out))  # a run a crash left set aside is back first
         # Settings that differ from the run's are refused here, before any note about it.
         # (A missing data file is left to `train`, whose message says how to fix it.)
@@ -237,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     finally:
+        lock.release()
         signal.signal(signal.SIGINT, previous)
     if result.stopped and result.kept_earlier_run:
         print(f"stopped. {KEPT_EARLIER_RUN.format(out=args.out)}")

@@ -12,6 +12,7 @@ threads, so job polls and uploads are answered at once however many chats are wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -382,6 +383,9 @@ class Inference:
         """The folder of an adapter served with `--adapter`, checked again on every request:
         a learner may be training into it again (with another base model, even)."""
         folder = self.adapters[name]
+        if not is_adapter_dir(folder):
+            with contextlib.suppress(ModelNotFoundError):  # a training run holds the folder
+                run_adapter(folder)  # puts back a run a crashed new run had set aside
         if not is_adapter_dir(folder):
             raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
                 404,

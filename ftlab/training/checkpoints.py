@@ -30,6 +30,7 @@ import torch
 from ftlab.files import fsync_folder, fsync_tree, remove_path
 from ftlab.models import ADAPTER_SIDECAR
 from ftlab.paths import cannot_write_in
+from ftlab.training.run_lock import RunFolderLock
 
 TRAINER_STATE = "trainer_state.pt"
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)$")
@@ -326,3 +327,12 @@ def remove_stale_staging(out: Path) -> None:
             else:
                 shutil.rmtree(item, ignore_errors=True)
     _recover_replaced_run(out)
+
+
+def restore_interrupted_run(out: Path) -> None:
+    """Put back the earlier run that a new run, ended before it saved anything (a crash, a
+    killed kernel), left set aside in `out` (`RunReplacement`); what the next `train` in
+    `out` would do first, so that loading the folder's adapter finds it. Raises
+    RunFolderBusyError, changing nothing, while a run is training there."""
+    with RunFolderLock(out):
+        remove_stale_staging(out)

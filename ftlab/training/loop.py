@@ -58,6 +58,7 @@ from ftlab.training.frozen import (
 )
 from ftlab.training.loss import backward_in_parts, batch_loss
 from ftlab.training.plots import read_metrics, save_loss_plot
+from ftlab.training.run_lock import RunFolderLock
 from ftlab.validation import InvalidDataError, validate_file
 
 Callback = Callable[[TrainEvent], None]
@@ -460,14 +461,17 @@ def train(
     checkpoint or its adapter: stopped, interrupted or failing before then, it puts the
     earlier run back as it was (`TrainResult.kept_earlier_run`).
     """
+    lock = RunFolderLock(config.out)  # taken once the folder exists (see run_lock)
     replacement = RunReplacement(Path(config.out))
     try:
-        return _train(config, callback, should_stop, replacement)
+        return _train(config, callback, should_stop, replacement, lock)
     except BaseException as error:  # Ctrl-C in a notebook included
         if replacement.pending:
             replacement.undo()
             error.add_note(KEPT_EARLIER_RUN.format(out=config.out))
         raise
+    finally:
+        lock.release()
 
 
 def _train(
@@ -475,6 +479,7 @@ def _train(
     callback: Callback | None,
     should_stop: Callable[[], bool] | None,
     replacement: RunReplacement,
+    lock: RunFolderLock,
 ) -> TrainResult:
     started = time.perf_counter()
     notify = callback or (lambda event: None)
@@ -486,7 +491,9 @@ def _train(
     check_separate_splits(config)
     valid_examples = check_data(config.valid, validation=True) if config.valid else None
 
-    remove_stale_staging(out)
+    if out.is_dir():
+        lock.acquire()
+        remove_stale_staging(out)
     resume_from = resume_point(config, out)
 
     model, tokenizer = training_model(config)
@@ -513,6 +520,7 @@ def _train(
     per_epoch, total_steps, epochs = run_length(config, len(rows))
     fingerprints = data_fingerprints(config)  # may fail to read a file: before anything goes
     out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
+    lock.acquire()  # (a new folder: another run may have made it meanwhile)
     if not config.resume:  # only now that every setting and example has been checked
         replacement.begin()
 

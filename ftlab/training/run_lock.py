@@ -1,0 +1,93 @@
+"""One training run at a time in a run folder.
+
+Two runs writing to one folder (a second terminal, or the training cell run again in
+another notebook while the first still trains) would mix their checkpoints and metrics,
+and the second one's clean-up after a crash (`remove_stale_staging`) would take the first
+one's set-aside earlier run for a crash's leftover and put it back over the first one's
+files. So a run holds an exclusive lock on its folder while it works. The lock is the
+operating system's (`flock` on the folder itself): it leaves no file behind, and it is
+released when the process ends, however it ends, so a crash never leaves a folder locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+
+class RunFolderBusyError(ValueError):
+    """Another training run is writing to the folder right now."""
+
+
+def busy_message(out: Path) -> str:
+    return (
+        f"Another training run is writing to {out} right now (in another terminal, or in "
+        "another notebook's kernel), and two runs in one folder would mix their files.\n"
+        "Fix: wait for that run to finish, or stop it (Ctrl-C, or interrupt that kernel), or "
+        "pass another output folder (--out) to keep both."
+    )
+
+
+class RunFolderLock:
+    """Held by one thread at a time; re-entrant in that thread (the command line holds it
+    while it checks the folder, and `train` takes it again)."""
+
+    _held: dict[str, tuple[int, int, int]] = {}  # real path -> (fd, depth, thread id)
+    _guard = threading.Lock()
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self._key: str | None = None  # the folder's real path while this object holds it
+
+    def acquire(self) -> None:
+        """Lock the folder (it must exist); RunFolderBusyError if another run holds it.
+        Calling it again while this object holds the lock does nothing."""
+        if self._key is not None:
+            return
+        key = os.path.realpath(self.out)
+        with self._guard:
+            held = self._held.get(key)
+            if held is not None:
+                fd, depth, owner = held
+                if owner != threading.get_ident():
+                    raise RunFolderBusyError(busy_message(self.out))
+                self._held[key] = (fd, depth + 1, owner)
+            else:
+                fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise RunFolderBusyError(busy_message(self.out)) from None
+                self._held[key] = (fd, 1, threading.get_ident())
+        self._key = key
+
+    def release(self) -> None:
+        key, self._key = self._key, None
+        if key is None:
+            return
+        with self._guard:
+            fd, depth, owner = self._held[key]
+            if depth > 1:
+                self._held[key] = (fd, depth - 1, owner)
+                return
+            del self._held[key]
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def folder_is_busy(out: str | Path) -> bool:
+    """True while a training run (in any process) holds the folder's lock."""
+    try:
+        with RunFolderLock(out):
+            return False
+    except RunFolderBusyError:
+        return True
