@@ -471,6 +471,19 @@ def test_the_run_lock_lets_one_thread_in_and_is_released_when_its_process_dies(t
     assert not folder_is_busy(tmp_path)
 
 
+def test_a_file_system_without_locks_still_trains(tmp_path, monkeypatch):
+    import errno
+
+    from ftlab.training import run_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with run_lock.RunFolderLock(tmp_path):
+        pass
+
+
 @pytest.mark.slow
 def test_a_run_folder_being_trained_is_left_alone_and_a_crashed_runs_set_aside_run_comes_back(run):
     from ftlab.training.checkpoints import RunReplacement

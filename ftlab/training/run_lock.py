@@ -61,6 +61,8 @@ class RunFolderLock:
                 except BlockingIOError:
                     os.close(fd)
                     raise RunFolderBusyError(busy_message(self.out)) from None
+                except OSError:  # a file system without locks (some network and FUSE ones):
+                    pass  # train unguarded, as before the lock, rather than not at all
                 self._held[key] = (fd, 1, threading.get_ident())
         self._key = key
 
