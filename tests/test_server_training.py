@@ -100,7 +100,7 @@ def test_workflow_produces_a_model_that_answers_in_json(ana, finished_job):
     log = messages(ana, job.id)
     expected = [
         f"Created fine-tuning job: {job.id}",
-        f"Validating training file: {job.training_file}",
+        f"Validating training file: {job.training_file} and validation file: {job.validation_file}",
         "Files validated, moving job to queued state",
         "Fine-tuning job started",
     ]

@@ -393,7 +393,9 @@ class Worker:
             return
         job_dir = self.store.job_dir(job["id"])
         job_dir.mkdir(parents=True, exist_ok=True)
-        self.store.add_event(job["id"], f"Validating training file: {job['training_file']}")
+        validation = job["validation_file"]
+        also = f" and validation file: {validation}" if validation else ""
+        self.store.add_event(job["id"], f"Validating training file: {job['training_file']}{also}")
         for param, file_id, target in (
             ("training_file", job["training_file"], "train.jsonl"),
             ("validation_file", job["validation_file"], "valid.jsonl"),
