@@ -83,7 +83,8 @@ def check_model_and_generation() -> Iterator[CheckResult]:
         folder = prepare_base_model(deep=True)
         yield CheckResult(OK, "base model", f"{DEFAULT_MODEL} at {folder}")
     except Exception as error:  # noqa: BLE001 - report, never crash the check
-        yield CheckResult(FAIL, "base model", str(error), "run `make setup`")
+        detail, _, fix = str(error).partition("\nFix: ")
+        yield CheckResult(FAIL, "base model", detail, fix or "run `make setup`")
         return
     try:
         import transformers  # noqa: F401 - import first, so the timing is the load alone

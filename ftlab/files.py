@@ -1,5 +1,5 @@
 """Writing a file all or nothing, so that a crash never leaves half of one; telling whether two
-paths name one file; deleting a file or a folder alike."""
+paths name one file; deleting a file or a folder alike; opening a folder to every reader."""
 
 from __future__ import annotations
 
@@ -18,6 +18,31 @@ def same_file(path: object, other: object) -> bool:
         return os.path.samefile(path, other)
     except OSError:
         return False
+
+
+def readable_by_all(folder: Path) -> None:
+    """Let every user read `folder` and everything in it (folders 755, files 644): for files
+    that are no one's secret, such as a converted public model on a class's shared machine,
+    which temporary folders (700) and a private umask would otherwise keep to their owner."""
+    folder.chmod(0o755)
+    for item in folder.rglob("*"):
+        if not item.is_symlink():
+            item.chmod(0o755 if item.is_dir() else 0o644)
+
+
+def unreadable_part(folder: Path) -> Path | None:
+    """The first of `folder` and the items in it that this user cannot read (or, for a
+    folder, enter), or None; None too when `folder` does not exist."""
+    try:
+        if not folder.exists():
+            return None
+        items = [folder, *folder.iterdir()]
+    except PermissionError as error:
+        return Path(error.filename) if error.filename else folder
+    for item in items:
+        if not os.access(item, os.R_OK | (os.X_OK if item.is_dir() else 0)):
+            return item
+    return None
 
 
 def remove_path(path: Path, ignore_errors: bool = False) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ftlab.files import readable_by_all, unreadable_part
 from ftlab.paths import ftlab_home
 
 if TYPE_CHECKING:
@@ -169,7 +170,9 @@ def changed_file(
 @contextlib.contextmanager
 def _conversion_lock(folder: Path):
     """One conversion at a time across processes (a notebook and the server may race)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if not folder.parent.is_dir():  # (made 755: a server's private umask would give 700)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.chmod(0o755)
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -211,6 +214,14 @@ def _convert_gguf(target: Path) -> None:
 def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
     """Return the converted built-in model folder, converting (or repairing) it first if needed."""
     folder = builtin_model_dir()
+    if (unreadable := unreadable_part(folder)) is not None:
+        raise ModelNotFoundError(
+            f"This user may not read {unreadable}, part of the built-in model's folder "
+            f"{folder}: another user converted it there, and kept it to themselves.\n"
+            f"Fix: whoever ran `ftlab prepare` there runs it again (it opens the folder to "
+            f"every reader), or `chmod -R a+rX {folder.parent}`; or set FTLAB_HOME to a "
+            "folder of your own."
+        )
     if not rebuild and cache_problem(folder, deep=deep) is None:
         return folder
     # The load lock first, then the file lock, on every path (a load holding the one while
@@ -221,6 +232,7 @@ def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
             _convert_gguf(staging)
+            readable_by_all(staging)  # a public model: on a shared machine, every learner's
             if folder.exists():
                 shutil.rmtree(folder)
             staging.rename(folder)

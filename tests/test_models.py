@@ -232,10 +232,20 @@ def test_damaged_cache_is_detected(private_cache, damage, fast_check, deep_check
 
 
 @pytest.mark.slow
+def modes(folder) -> set[tuple[str, int]]:
+    return {(p.name, p.stat().st_mode & 0o777) for p in [folder, *folder.rglob("*")]}
+
+
 def test_damaged_cache_is_rebuilt_not_used(private_cache):
     damage_cache(private_cache, "flip_bytes_keep_mtime")
-    folder = models.prepare_base_model(deep=True)
+    old = os.umask(0o077)  # a server's umask: the model is still everyone's to read
+    try:
+        folder = models.prepare_base_model(deep=True)
+    finally:
+        os.umask(old)
     assert models.cache_problem(folder, deep=True) is None
+    assert {mode for name, mode in modes(folder)} == {0o755, 0o644}
+    assert ("model.safetensors", 0o644) in modes(folder) and (folder.name, 0o755) in modes(folder)
     model, tokenizer = models.load_model(device="cpu")
     reply = chat(
         model,
@@ -286,3 +296,24 @@ def test_gpus_use_bf16_only_where_it_is_native_and_float32_otherwise(
     assert asked and not any(asked)  # emulated bf16 never counts
     if dtype == torch.float32:  # no autocast on such a GPU
         assert isinstance(models.autocast(cuda), nullcontext)
+
+
+def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(private_cache, monkeypatch):
+    """On a class's machine, FTLAB_HOME converted by one user (before ftlab opened the folder
+    to every reader) and read by others: the learners get the fix, not `run make setup`."""
+    from ftlab import cli, files
+    from ftlab.check import check_model_and_generation
+
+    private_cache.chmod(0o700)
+    (private_cache / "model.safetensors").chmod(0o600)
+    weights = str(private_cache / "model.safetensors")
+    can_read = os.access
+    monkeypatch.setattr(files.os, "access", lambda p, m: str(p) != weights and can_read(p, m))
+    with pytest.raises(models.ModelNotFoundError, match="may not read .*model.safetensors"):
+        models.prepare_base_model()
+    failed = next(check_model_and_generation())
+    assert failed.status == "FAIL" and failed.fix.startswith("whoever ran `ftlab prepare` there")
+    monkeypatch.setattr(files.os, "access", can_read)  # the folder's owner
+    assert cli.main(["prepare"]) == 0  # opens it to every reader
+    assert ("model.safetensors", 0o644) in modes(private_cache)
+    assert (private_cache.name, 0o755) in modes(private_cache)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ftlab.files import readable_by_all
 from ftlab.models import (
     DEFAULT_MODEL,
     ModelNotFoundError,
@@ -26,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = cache_problem(builtin_model_dir())
+    try:
+        problem = cache_problem(builtin_model_dir())
+    except PermissionError:  # another user's folder: prepare_base_model says what to do
+        problem = None
     if problem or args.rebuild:
         print(
             f"Preparing {DEFAULT_MODEL} ({'rebuild asked' if args.rebuild else problem}) ...",
@@ -45,5 +50,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if folder.stat().st_uid == os.getuid():  # folders converted before ftlab opened them
+        readable_by_all(folder)  # to every reader (a shared FTLAB_HOME needs it)
     print(f"{DEFAULT_MODEL} ready at {folder}")
     return 0
