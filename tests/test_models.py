@@ -298,7 +298,9 @@ def test_gpus_use_bf16_only_where_it_is_native_and_float32_otherwise(
         assert isinstance(models.autocast(cuda), nullcontext)
 
 
-def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(private_cache, monkeypatch):
+def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(
+    private_cache, monkeypatch, capsys
+):
     """On a class's machine, FTLAB_HOME converted by one user (before ftlab opened the folder
     to every reader) and read by others: the learners get the fix, not `run make setup`."""
     from ftlab import cli, files
@@ -313,6 +315,9 @@ def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(private_c
         models.prepare_base_model()
     failed = next(check_model_and_generation())
     assert failed.status == "FAIL" and failed.fix.startswith("whoever ran `ftlab prepare` there")
+    data = private_cache.parent / "server-data"
+    assert cli.main(["serve", "--data-dir", str(data), "--port", "0"]) == 1  # not "ready"
+    assert "ftlab serve: This user may not read" in capsys.readouterr().err
     monkeypatch.setattr(files.os, "access", can_read)  # the folder's owner
     assert cli.main(["prepare"]) == 0  # opens it to every reader
     assert ("model.safetensors", 0o644) in modes(private_cache)

@@ -130,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ftlab.models import ModelNotFoundError
     from ftlab.server.auth import KeysFileError
     from ftlab.server.serve import serve
 
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             no_keys=args.no_keys,
             adapters=_unique(args.adapter),
         )
-    except (KeysFileError, DataDirInUse, OSError, ValueError) as error:
+    except (KeysFileError, DataDirInUse, ModelNotFoundError, OSError, ValueError) as error:
         print(f"ftlab serve: {error}", file=sys.stderr)
         return 1
     return 0

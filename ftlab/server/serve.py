@@ -228,7 +228,7 @@ def serve(
     unless `no_keys` is true, and ValueError for an adapter that cannot be served."""
     import uvicorn
 
-    from ftlab.models import thread_override
+    from ftlab.models import prepare_base_model, thread_override
     from ftlab.server.app import create_app
     from ftlab.server.auth import Authenticator
     from ftlab.server.inference import Inference, served_adapters
@@ -237,6 +237,9 @@ def serve(
     from ftlab.server.worker import Worker
 
     check_sharing(host, keys_file, no_keys)
+    # The base model is read now: one this user may not read (a class's shared FTLAB_HOME)
+    # fails the start with its fix, not every learner's first chat and job.
+    prepare_base_model()
     served = served_adapters(adapters or {})
     os.umask(0o077)  # what the server and its training processes write is theirs alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
