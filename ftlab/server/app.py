@@ -39,7 +39,8 @@ from ftlab.server.worker import Worker, tidy_finished_job, train_defaults
 
 UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "evals")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-MAX_STEPS_KEY = "ftlab_max_steps"  # job metadata key: cap the number of training steps
+FTLAB_PREFIX = "ftlab_"  # job metadata keys of this server's own settings
+MAX_STEPS_KEY = f"{FTLAB_PREFIX}max_steps"  # the one there is: cap the number of training steps
 NO_ERROR = {"code": None, "message": None, "param": None}
 # `created` of the base model: about when Hugging Face released SmolLM2 (1 Nov 2024, 00:00
 # UTC). OpenAI's base models carry their release, the same on every machine, so the
@@ -142,6 +143,15 @@ class JobCreate(BaseModel):
         return {k: "auto" if values.get(k) is None else values[k] for k in HYPERPARAMETER_NAMES}
 
     def max_steps(self) -> int | None:
+        """The `ftlab_max_steps` cap, checked; other keys in ftlab's own namespace are refused,
+        so that a typo (`ftlab_max_step`) is not a whole job trained at full length."""
+        for key in self.metadata or {}:
+            if key.startswith(FTLAB_PREFIX) and key != MAX_STEPS_KEY:
+                raise invalid_value(
+                    f"metadata.{key}",
+                    f"this server's own metadata setting is '{MAX_STEPS_KEY}' (keys starting "
+                    f"with '{FTLAB_PREFIX}' are kept for its settings). Did you mean it?",
+                )
         value = (self.metadata or {}).get(MAX_STEPS_KEY)
         if value is None:
             return None
