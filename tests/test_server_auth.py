@@ -243,3 +243,48 @@ def test_a_class_data_folder_is_refused_without_keys_and_keys_name_what_they_hid
     with caplog.at_level(logging.WARNING, logger="ftlab.server"):
         assert cli.main([*command, "--keys", str(keys)]) == 0
     assert "also holds 1 object (files, jobs and models) made without --keys" in caplog.text
+
+
+def test_a_keys_file_or_data_folder_of_another_user_gets_a_fix_about_owners(
+    tmp_path, capsys, monkeypatch
+):
+    """A workshop run as root, a server run as its own user: files the server may not touch.
+    (Root may read anything, so the operating system's refusal is stood in for.)"""
+    from pathlib import Path
+
+    from ftlab.server import serve as serving
+
+    keys, data = tmp_path / "keys.txt", tmp_path / "data"
+    keys.write_text("ana sk-ana-0001\n")
+    read_text = Path.read_text
+
+    def refused(path, *args, **kwargs):
+        if path == keys:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(KeysFileError, match="you may not read it.\nFix: make it the server's"):
+        load_keys(keys)
+    monkeypatch.setattr(Path, "read_text", read_text)
+
+    def no_writing(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(serving, "open", no_writing, raising=False)
+    assert cli.main(["serve", "--port", "0", "--data-dir", str(data)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"ftlab serve: This user may not write in the data folder {data}")
+    assert f"`sudo install -d -o USER -m 700 {data}`" in error
+
+
+def test_more_parallel_jobs_than_cores_is_warned_about(tmp_path, caplog, served):
+    from ftlab.models import available_cores
+
+    cores = available_cores()
+    command = ["serve", "--port", "0", "--data-dir", str(tmp_path)]
+    with caplog.at_level(logging.WARNING, logger="ftlab.server"):
+        assert cli.main([*command, "--parallel-jobs", str(cores)]) == 0
+        assert "more than this machine's" not in caplog.text
+        assert cli.main([*command, "--parallel-jobs", str(cores + 1)]) == 0
+    assert f"--parallel-jobs {cores + 1} is more than this machine's {cores} cores" in caplog.text

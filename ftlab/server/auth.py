@@ -46,10 +46,14 @@ def load_keys(path: str | Path) -> dict[str, str]:
             PermissionError: "you may not read it",
             UnicodeDecodeError: "it is not UTF-8 text",
         }.get(type(error), str(error))
-        raise KeysFileError(
-            f"Cannot read the keys file {path}: {why}.\nFix: pass a text file with one "
-            '`name key` line per learner (README, "Running a workshop").'
-        ) from error
+        fix = (
+            "make it the server's user's own (`chown USER FILE`, where USER runs the "
+            "server), or run the server as the user that wrote it"
+            if isinstance(error, PermissionError)
+            else 'pass a text file with one `name key` line per learner (README, "Running a '
+            'workshop")'
+        )
+        raise KeysFileError(f"Cannot read the keys file {path}: {why}.\nFix: {fix}.") from error
     keys: dict[str, str] = {}
     names: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):

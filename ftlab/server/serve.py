@@ -156,9 +156,18 @@ def exclusive(data_dir: Path):
         raise ValueError(
             f"--data-dir {data_dir} is a file. Fix: pass a folder (new or the server's)."
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = open(data_dir / "server.lock", "a+")  # noqa: SIM115 - closed below
+    except PermissionError as error:
+        raise ValueError(
+            f"This user may not write in the data folder {data_dir} ({error.strerror}: "
+            f"{error.filename}).\nFix: give the server a folder of its own, for example "
+            f"`sudo install -d -o USER -m 700 {data_dir}` where USER runs the server, or pass "
+            "another --data-dir",
+        ) from error
     make_private(data_dir)
-    with open(data_dir / "server.lock", "a+") as lock:
+    with lock_file as lock:
         holder = _take_lock(lock)
         if holder is not None:
             raise DataDirInUse(
@@ -228,7 +237,7 @@ def serve(
     unless `no_keys` is true, and ValueError for an adapter that cannot be served."""
     import uvicorn
 
-    from ftlab.models import prepare_base_model, thread_override
+    from ftlab.models import available_cores, prepare_base_model, thread_override
     from ftlab.server.app import create_app
     from ftlab.server.auth import Authenticator
     from ftlab.server.inference import Inference, served_adapters
@@ -266,6 +275,13 @@ def serve(
                     ready_file, json.dumps({"base_url": base_url, "pid": os.getpid()})
                 )
 
+        if parallel_jobs > available_cores():
+            logging.getLogger("ftlab.server").warning(
+                "--parallel-jobs %d is more than this machine's %d cores: jobs side by side "
+                "would share cores and slow each other down. Fix: about one job per 4 cores.",
+                parallel_jobs,
+                available_cores(),
+            )
         worker = Worker(store, parallel_jobs=parallel_jobs)
         inference = Inference(
             store, max_models=max_models, max_batch_rows=chat_batch, adapters=served
