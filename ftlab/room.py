@@ -30,10 +30,13 @@ class LearnerRow:
     files: int | None = None
     jobs: dict[str, int] = field(default_factory=dict)
     last_job: str | None = None  # "succeeded 3 min ago", "running"
+    last_job_at: int | None = None  # when it finished (or, unfinished, was created): Unix time
+    unfinished_jobs: list[str] = field(default_factory=list)  # ids, to cancel a runaway one
     models: list[str] = field(default_factory=list)
     quiz_right: int | None = None
     quiz_answered: int | None = None
     quiz_problem: str | None = None  # why the quiz record could not be read (all or part)
+    quiz_file_found: bool | None = None  # None: not asked (no --progress)
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,9 +77,10 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
         ) from error
     counts = Counter(job.status for job in jobs)
     row.jobs = {status: counts[status] for status in STATUSES if counts[status]}
+    row.unfinished_jobs = [job.id for job in jobs if job.status not in FINAL_STATUSES]
     if jobs:
         last = jobs[0]
-        finished = last.finished_at or last.created_at
+        finished = row.last_job_at = last.finished_at or last.created_at
         row.last_job = (
             f"{last.status} {_ago(time.time() - finished)}"
             if last.status in FINAL_STATUSES
@@ -87,6 +91,7 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
 
 def _quiz_part(row: LearnerRow, progress: Path) -> None:
     summary, row.quiz_problem = ProgressStore(progress).inspect()
+    row.quiz_file_found = summary is not None or row.quiz_problem is not None
     if summary is not None:
         row.quiz_right = sum(bank.correct for bank in summary)
         row.quiz_answered = sum(bank.answered for bank in summary)
@@ -138,5 +143,16 @@ def format_room(rows: list[LearnerRow]) -> str:
     out = ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) for cells in table]
     done = sum(1 for row in rows if row.models)
     out.append(f"\n{done} of {len(rows)} learners have a fine-tuned model.")
+    if unfinished := [
+        f"{row.name} {', '.join(row.unfinished_jobs)}" for row in rows if row.unfinished_jobs
+    ]:
+        out.append("Jobs not finished (to cancel one, see the README): " + "; ".join(unfinished))
+    asked = [row for row in rows if row.quiz_file_found is not None]
+    if asked and not any(row.quiz_file_found for row in asked):
+        out.append(
+            f"No learner has a quiz record at --progress's place yet ({len(asked)} looked for): "
+            "if they have answered quizzes, the pattern is wrong (on The Littlest JupyterHub, "
+            "homes are /home/jupyter-{name})."
+        )
     out += [f"{row.name}'s quiz record: {row.quiz_problem}" for row in rows if row.quiz_problem]
     return "\n".join(line.rstrip() for line in out)

@@ -50,6 +50,12 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         table = format_room(rows)
         assert "1 failed" in table and "1/2" in table and "0 of 2 learners" in table
         assert "0/0 (damaged file)" in table and "ben's quiz record: was unreadable" in table
+        assert ana_row.last_job_at >= job.created_at and ana_row.unfinished_jobs == []
+        assert ana_row.quiz_file_found and ben_row.quiz_file_found
+        assert "No learner has a quiz record" not in table
+        wrong = str(tmp_path / "jupyter-{name}" / "progress.json")  # a mistyped pattern
+        table = format_room(room_report(server.base_url, keys, wrong))
+        assert "No learner has a quiz record at --progress's place yet (2 looked for)" in table
 
         command = ["room", "--url", server.base_url, "--keys", str(keys), "--json"]
         assert cli.main([*command, "--progress", pattern]) == 0
@@ -70,3 +76,15 @@ def test_the_room_shows_each_learners_work_and_quiz(tmp_path, capsys):
         assert "refused this learner's key" in format_room([cleo])
     assert cli.main(["room", "--url", server.base_url, "--keys", str(keys)]) == 2
     assert "cannot reach the server" in capsys.readouterr().err
+
+
+def test_the_room_names_unfinished_jobs_so_a_runaway_one_can_be_cancelled():
+    from ftlab.room import LearnerRow
+
+    rows = [
+        LearnerRow("ana", files=1, jobs={"running": 1}, unfinished_jobs=["ftjob-a1"]),
+        LearnerRow("ben", files=0),
+    ]
+    table = format_room(rows)
+    assert "Jobs not finished (to cancel one, see the README): ana ftjob-a1" in table
+    assert "ben" not in table.splitlines()[-1]
