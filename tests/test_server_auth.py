@@ -93,6 +93,11 @@ def test_keys_file_changes_apply_without_a_restart(tmp_path, caplog):
         auth.owner("Bearer sk-a")
     assert refused.value.status == 401
 
+    rewrite(path, "cleo sk-c2\nana sk-a\n")  # cleo's key leaked: a new one; ana is back
+    with caplog.at_level(logging.INFO, logger="ftlab.server"):
+        assert auth.owner("Bearer sk-c2") == "cleo"
+    assert "(added: ana; removed: none; new key: cleo)" in caplog.text
+
 
 def test_workshop_keys_isolate_files(tmp_path):
     keys = tmp_path / "keys.txt"

@@ -343,6 +343,10 @@ def test_a_server_stopped_mid_job_then_restarted_resumes_it(tmp_path, how):
         os.killpg(server.process.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
         chat.join()
     server.process.wait()
+    log = server.log_path.read_text()
+    assert f"{job.id} of " in log and " started (1 running)" in log  # the instructor's view
+    if how != "sigkill":  # (a killed server says nothing)
+        assert f"stopping: {job.id} will resume at the next start" in log
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in runners):
         assert time.monotonic() < deadline, "the training process outlived the server"
@@ -357,6 +361,9 @@ def test_a_server_stopped_mid_job_then_restarted_resumes_it(tmp_path, how):
         after = messages(api, job.id)
         assert after[: len(before)] == before
         assert not any("stopped unexpectedly" in message for message in after)
+        log = restarted.log_path.read_text()
+        assert " resumed (1 running)" in log and f"{job.id} of " in log
+        assert f"succeeded: {done.fine_tuned_model}" in log
         if how == "sigkill":  # a stopped server may finish a step or two first
             assert "Job interrupted by a server restart; resuming from step 3" in after
         steps = [c.step_number for c in api.fine_tuning.jobs.checkpoints.list(job.id)]

@@ -162,15 +162,19 @@ class Authenticator:
             return
         for warning in key_warnings(self.path, keys):
             log.warning(warning)
-        added = set(keys.values()) - set((self.keys or {}).values())
-        removed = set((self.keys or {}).values()) - set(keys.values())
+        before = self.keys or {}
+        added = set(keys.values()) - set(before.values())
+        removed = set(before.values()) - set(keys.values())
+        # A learner kept, under a new key (a leaked key replaced): the old key stops working.
+        changed = {name for key, name in before.items() if keys.get(key) != name} - removed
         self.keys = keys
         log.info(
-            "keys file %s re-read: %d keys (added: %s; removed: %s)",
+            "keys file %s re-read: %d keys (added: %s; removed: %s; new key: %s)",
             self.path,
             len(keys),
             ", ".join(sorted(added)) or "none",
             ", ".join(sorted(removed)) or "none",
+            ", ".join(sorted(changed)) or "none",
         )
 
     def owner(self, authorization: str | None) -> str:

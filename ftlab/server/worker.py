@@ -276,6 +276,14 @@ class Worker:
 
     def shutdown(self) -> None:
         """Stop the thread and the training child; a running job resumes on the next start."""
+        if not self._stopping.is_set():  # (stopping twice is harmless, and said once)
+            unfinished = [job_id for job_id, r in self._running.items() if r.process.poll() is None]
+            log.info(
+                "stopping: %s",
+                f"{', '.join(unfinished)} will resume at the next start"
+                if unfinished
+                else "no job is training",
+            )
         self._stopping.set()
         self.wake()
         for thread in (self._thread, self._checker):
@@ -384,6 +392,7 @@ class Worker:
             finished_at=now(),
         ):
             self.store.add_event(job_id, error["message"], level=level)
+            log.info("%s failed: %s", job_id, error["message"].splitlines()[0])
         if job_id not in self._running:  # no training child to read its files
             tidy_finished_job(self.store.job_dir(job_id))
 
@@ -469,6 +478,13 @@ class Worker:
             return
         if not job["resume"]:
             self.store.add_event(job["id"], "Fine-tuning job started")
+        log.info(
+            "%s of %s %s (%d running)",
+            job["id"],
+            job["owner"],
+            "resumed" if job["resume"] else "started",
+            len(self._running) + 1,
+        )
         environment = dict(os.environ)
         if (threads := threads_per_job(self.parallel_jobs)) is not None:
             environment["FTLAB_THREADS"] = str(threads)
@@ -738,6 +754,8 @@ class Worker:
                 "result_files": [results["id"]],
             },
         )
+        if completed:
+            log.info("%s of %s succeeded: %s", job_id, job["owner"], name)
         if not completed:  # cancelled while finishing: keep nothing of the result
             shutil.rmtree(target, ignore_errors=True)
             self.store.delete_file(job["owner"], results["id"])
