@@ -31,8 +31,13 @@ def readable_by_all(folder: Path) -> None:
 
 
 def unreadable_part(folder: Path) -> Path | None:
-    """The first of `folder` and the items in it that this user cannot read (or, for a
-    folder, enter), or None; None too when `folder` does not exist."""
+    """The first of `folder`'s parents, `folder` and the items in it that this user cannot
+    read (or, for a folder, enter), or None; None too when `folder` does not exist."""
+    for parent in reversed(folder.absolute().parents):  # from the root down
+        if not os.access(parent, os.F_OK):  # (its own parent could be entered)
+            return None
+        if not os.access(parent, os.X_OK):
+            return parent
     try:
         if not folder.exists():
             return None

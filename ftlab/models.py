@@ -218,9 +218,9 @@ def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
         raise ModelNotFoundError(
             f"This user may not read {unreadable}, part of the built-in model's folder "
             f"{folder}: another user converted it there, and kept it to themselves.\n"
-            f"Fix: whoever ran `ftlab prepare` there runs it again (it opens the folder to "
-            f"every reader), or `chmod -R a+rX {folder.parent}`; or set FTLAB_HOME to a "
-            "folder of your own."
+            "Fix: whoever ran `ftlab prepare` there runs it again (it opens the model's folder "
+            "to every reader, and the folders on the way to it to passing through); or set "
+            "FTLAB_HOME to a folder of your own."
         )
     if not rebuild and cache_problem(folder, deep=deep) is None:
         return folder
@@ -530,7 +530,7 @@ def _put_back_set_aside_run(run: Path) -> bool:
     if not (run / REPLACED_RUN).is_dir():
         return False
     try:
-        restore_interrupted_run(run)
+        put_back = restore_interrupted_run(run)
     except RunFolderBusyError as error:
         raise ModelNotFoundError(
             f"No adapter in {run} yet: a training run is writing to it now, and the earlier "
@@ -538,11 +538,12 @@ def _put_back_set_aside_run(run: Path) -> bool:
             "checkpoint.\nFix: wait for that run to save, or stop it to get the earlier run "
             "back."
         ) from error
-    _LOG.warning(
-        "note: put back the earlier run in %s, which a run that ended before saving anything "
-        "had set aside",
-        run,
-    )
+    if put_back:
+        _LOG.warning(
+            "note: put back the earlier run in %s, which a run that ended before saving "
+            "anything had set aside",
+            run,
+        )
     return True
 
 

@@ -231,11 +231,11 @@ def test_damaged_cache_is_detected(private_cache, damage, fast_check, deep_check
     assert deep_check in models.cache_problem(private_cache, deep=True)
 
 
-@pytest.mark.slow
 def modes(folder) -> set[tuple[str, int]]:
     return {(p.name, p.stat().st_mode & 0o777) for p in [folder, *folder.rglob("*")]}
 
 
+@pytest.mark.slow
 def test_damaged_cache_is_rebuilt_not_used(private_cache):
     damage_cache(private_cache, "flip_bytes_keep_mtime")
     old = os.umask(0o077)  # a server's umask: the model is still everyone's to read
@@ -307,6 +307,7 @@ def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(
     from ftlab.check import check_model_and_generation
 
     private_cache.chmod(0o700)
+    private_cache.parent.chmod(0o700)
     (private_cache / "model.safetensors").chmod(0o600)
     weights = str(private_cache / "model.safetensors")
     can_read = os.access
@@ -322,3 +323,4 @@ def test_a_shared_model_folder_kept_to_its_owner_is_named_with_the_fix(
     assert cli.main(["prepare"]) == 0  # opens it to every reader
     assert ("model.safetensors", 0o644) in modes(private_cache)
     assert (private_cache.name, 0o755) in modes(private_cache)
+    assert private_cache.parent.stat().st_mode & 0o777 == 0o711  # passed through, not listed

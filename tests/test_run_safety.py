@@ -438,6 +438,8 @@ def test_the_run_lock_lets_one_thread_in_and_is_released_when_its_process_dies(t
     lock, again = RunFolderLock(tmp_path), RunFolderLock(tmp_path / "." / "")
     lock.acquire()
     again.acquire()  # the same thread (the command line, then `train`): allowed
+    with pytest.raises(RunFolderBusyError):  # but never a crash's clean-up beside a run
+        RunFolderLock(tmp_path, reentrant=False).acquire()
     assert not folder_is_busy(tmp_path)  # (asked from the thread that holds it)
     refused = []
 
@@ -511,3 +513,19 @@ def test_a_run_folder_being_trained_is_left_alone_and_a_crashed_runs_set_aside_r
         holder.wait()
     model, _ = load_model(run_dir)  # the earlier run is put back, and its adapter loads
     assert model is not None and _files(run_dir) == before
+
+
+@pytest.mark.slow
+def test_loading_a_run_folder_from_its_own_training_callback_leaves_the_run_alone(run):
+    data, run_dir = run
+    refused = []
+
+    def callback(event):  # e.g. a callback that evaluates the folder's adapter as it trains
+        if event.kind == "step" and not refused:
+            with pytest.raises(ModelNotFoundError, match="a training run is writing to it now"):
+                load_model(run_dir)
+            refused.append(event.step)
+
+    result = train(tiny(data, run_dir, seed=1, epochs=1), callback)
+    assert refused == [1] and not result.stopped and _kept(run_dir)
+    assert not (run_dir / ".replaced-run").exists()

@@ -14,6 +14,7 @@ from ftlab.models import (
     cache_problem,
     prepare_base_model,
 )
+from ftlab.paths import ftlab_home
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,5 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if folder.stat().st_uid == os.getuid():  # folders converted before ftlab opened them
         readable_by_all(folder)  # to every reader (a shared FTLAB_HOME needs it)
+        for parent in (folder.parent, ftlab_home()):  # and the way to it, without listing
+            if parent.stat().st_uid == os.getuid():  # what else they hold
+                parent.chmod(parent.stat().st_mode | 0o011)
     print(f"{DEFAULT_MODEL} ready at {folder}")
     return 0

@@ -58,6 +58,9 @@ CLIENT_CHECK_S = 0.5
 ROLES = {"system", "developer", "user", "assistant"}
 
 
+_PUTTING_BACK = threading.Lock()  # see Inference._served_adapter
+
+
 def served_adapters(pairs: Mapping[str, str | Path]) -> dict[str, str]:
     """Model names and adapter folders given to `ftlab serve --adapter NAME=FOLDER`, checked:
     each is a LoRA adapter (or a training run's folder) of the built-in model, under a name
@@ -384,8 +387,11 @@ class Inference:
         a learner may be training into it again (with another base model, even)."""
         folder = self.adapters[name]
         if not is_adapter_dir(folder):
-            with contextlib.suppress(ModelNotFoundError):  # a training run holds the folder
-                run_adapter(folder)  # puts back a run a crashed new run had set aside
+            # Puts back a run that a crashed new run had set aside; one request at a time, and
+            # a training run in the folder (ModelNotFoundError) or a folder this server may
+            # not change (OSError) leaves it as it is: the 404 below says what to do.
+            with _PUTTING_BACK, contextlib.suppress(ModelNotFoundError, OSError):
+                run_adapter(folder)
         if not is_adapter_dir(folder):
             raise APIError(  # 404, not 500: the SDK would retry a 5xx twice, in vain
                 404,

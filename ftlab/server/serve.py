@@ -164,10 +164,10 @@ def exclusive(data_dir: Path):
             f"This user may not write in the data folder {data_dir} ({error.strerror}: "
             f"{error.filename}).\nFix: give the server a folder of its own, for example "
             f"`sudo install -d -o USER -m 700 {data_dir}` where USER runs the server, or pass "
-            "another --data-dir",
+            "another --data-dir.",
         ) from error
-    make_private(data_dir)
     with lock_file as lock:
+        make_private(data_dir)
         holder = _take_lock(lock)
         if holder is not None:
             raise DataDirInUse(

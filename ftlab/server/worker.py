@@ -276,7 +276,13 @@ class Worker:
 
     def shutdown(self) -> None:
         """Stop the thread and the training child; a running job resumes on the next start."""
-        if not self._stopping.is_set():  # (stopping twice is harmless, and said once)
+        first = not self._stopping.is_set()  # (stopping twice is harmless, and said once)
+        self._stopping.set()
+        self.wake()
+        for thread in (self._thread, self._checker):
+            if thread.is_alive():
+                thread.join(timeout=30)
+        if first:  # (only now: the worker thread changes `_running` until it has stopped)
             unfinished = [job_id for job_id, r in self._running.items() if r.process.poll() is None]
             log.info(
                 "stopping: %s",
@@ -284,11 +290,6 @@ class Worker:
                 if unfinished
                 else "no job is training",
             )
-        self._stopping.set()
-        self.wake()
-        for thread in (self._thread, self._checker):
-            if thread.is_alive():
-                thread.join(timeout=30)
         for running in self._running.values():
             if running.process.poll() is None:
                 running.process.kill()

@@ -289,30 +289,33 @@ class RunReplacement:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _recover_replaced_run(out: Path) -> None:
+def _recover_replaced_run(out: Path) -> bool:
     """After a crash: finish a commit or an undo, or put back an earlier run set aside by a
-    new run that saved nothing (and delete it if the new run saved a checkpoint)."""
+    new run that saved nothing (and delete it if the new run saved a checkpoint). True when
+    an earlier run was put back."""
     replacement = RunReplacement(out)
     shutil.rmtree(replacement.doomed, ignore_errors=True)
     folder = replacement.folder
     if not folder.is_dir():
-        return
+        return False
     replacement.pending = True
     saved = (out / "adapter").is_dir() or any((out / "checkpoints").glob("epoch-*"))
     complete = (folder / _SET_ASIDE_COMPLETE).exists()
     if saved and complete and not (folder / _UNDOING).exists():
         replacement.commit()
-    else:
-        replacement.undo()
+        return False
+    replacement.undo()
+    return True
 
 
-def remove_stale_staging(out: Path) -> None:
+def remove_stale_staging(out: Path) -> bool:
     """Clean up after a crash in the middle of a save (see the module docstring).
 
     Deletes unfinished temporary folders; a folder set aside to be replaced
     (`.adapter.old`, `.epoch-N.old`) is put back if its replacement never arrived,
     and deleted otherwise. Only the names that saves use are touched. Last, an earlier
-    run set aside by a new run (`RunReplacement`) is put back if the new run saved nothing.
+    run set aside by a new run (`RunReplacement`) is put back if the new run saved nothing
+    (then True is returned).
     """
     for root, ours in ((out, re.compile(r"^adapter$")), (out / "checkpoints", CHECKPOINT_NAME)):
         if not root.is_dir():
@@ -326,13 +329,15 @@ def remove_stale_staging(out: Path) -> None:
                 item.rename(target)  # the crash came between the two renames
             else:
                 shutil.rmtree(item, ignore_errors=True)
-    _recover_replaced_run(out)
+    return _recover_replaced_run(out)
 
 
-def restore_interrupted_run(out: Path) -> None:
+def restore_interrupted_run(out: Path) -> bool:
     """Put back the earlier run that a new run, ended before it saved anything (a crash, a
     killed kernel), left set aside in `out` (`RunReplacement`); what the next `train` in
-    `out` would do first, so that loading the folder's adapter finds it. Raises
-    RunFolderBusyError, changing nothing, while a run is training there."""
-    with RunFolderLock(out):
-        remove_stale_staging(out)
+    `out` would do first, so that loading the folder's adapter finds it. True when it put
+    one back (False: the new run had saved a checkpoint, so the earlier one was deleted).
+    Raises RunFolderBusyError, changing nothing, while a run is training there, in this
+    process too (a training callback that loads the run's folder, say)."""
+    with RunFolderLock(out, reentrant=False):
+        return remove_stale_staging(out)

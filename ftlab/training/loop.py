@@ -58,7 +58,7 @@ from ftlab.training.frozen import (
 )
 from ftlab.training.loss import backward_in_parts, batch_loss
 from ftlab.training.plots import read_metrics, save_loss_plot
-from ftlab.training.run_lock import RunFolderLock
+from ftlab.training.run_lock import RunFolderBusyError, RunFolderLock, busy_message
 from ftlab.validation import InvalidDataError, validate_file
 
 Callback = Callable[[TrainEvent], None]
@@ -491,7 +491,8 @@ def _train(
     check_separate_splits(config)
     valid_examples = check_data(config.valid, validation=True) if config.valid else None
 
-    if out.is_dir():
+    existed = out.is_dir()
+    if existed:
         lock.acquire()
         remove_stale_staging(out)
     resume_from = resume_point(config, out)
@@ -520,7 +521,9 @@ def _train(
     per_epoch, total_steps, epochs = run_length(config, len(rows))
     fingerprints = data_fingerprints(config)  # may fail to read a file: before anything goes
     out.mkdir(parents=True, exist_ok=True)  # not before: a refused run leaves no empty folder
-    lock.acquire()  # (a new folder: another run may have made it meanwhile)
+    lock.acquire()
+    if not existed and any(out.iterdir()):  # another run made the folder meanwhile
+        raise RunFolderBusyError(busy_message(out))
     if not config.resume:  # only now that every setting and example has been checked
         replacement.begin()
 

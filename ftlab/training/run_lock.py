@@ -26,19 +26,22 @@ def busy_message(out: Path) -> str:
         f"Another training run is writing to {out} right now (in another terminal, or in "
         "another notebook's kernel), and two runs in one folder would mix their files.\n"
         "Fix: wait for that run to finish, or stop it (Ctrl-C, or interrupt that kernel), or "
-        "pass another output folder (--out) to keep both."
+        "pass another output folder (--out, or out= in TrainConfig) to keep both."
     )
 
 
 class RunFolderLock:
     """Held by one thread at a time; re-entrant in that thread (the command line holds it
-    while it checks the folder, and `train` takes it again)."""
+    while it checks the folder, and `train` takes it again), unless `reentrant=False`: then
+    refused while any thread of this process holds it (a crash's clean-up, which must never
+    run beside a run, even one that this very thread is in the middle of)."""
 
     _held: dict[str, tuple[int, int, int]] = {}  # real path -> (fd, depth, thread id)
     _guard = threading.Lock()
 
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, reentrant: bool = True) -> None:
         self.out = Path(out)
+        self.reentrant = reentrant
         self._key: str | None = None  # the folder's real path while this object holds it
 
     def acquire(self) -> None:
@@ -51,32 +54,38 @@ class RunFolderLock:
             held = self._held.get(key)
             if held is not None:
                 fd, depth, owner = held
-                if owner != threading.get_ident():
+                if owner != threading.get_ident() or not self.reentrant:
                     raise RunFolderBusyError(busy_message(self.out))
                 self._held[key] = (fd, depth + 1, owner)
             else:
                 fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
-                try:
+                try:  # (a Ctrl-C in here must not leave the descriptor, and its lock, open)
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self._held[key] = (fd, 1, threading.get_ident())
                 except BlockingIOError:
                     os.close(fd)
                     raise RunFolderBusyError(busy_message(self.out)) from None
                 except OSError:  # a file system without locks (some network and FUSE ones):
-                    pass  # train unguarded, as before the lock, rather than not at all
-                self._held[key] = (fd, 1, threading.get_ident())
-        self._key = key
+                    self._held[key] = (fd, 1, threading.get_ident())  # train unguarded, as
+                    # before the lock, rather than not at all
+                except BaseException:
+                    os.close(fd)
+                    raise
+            self._key = key
 
     def release(self) -> None:
-        key, self._key = self._key, None
-        if key is None:
+        if self._key is None:
             return
         with self._guard:
+            key, self._key = self._key, None
             fd, depth, owner = self._held[key]
             if depth > 1:
                 self._held[key] = (fd, depth - 1, owner)
                 return
-            del self._held[key]
-            os.close(fd)  # closing the descriptor releases the flock
+            try:
+                del self._held[key]
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
 
     def __enter__(self) -> RunFolderLock:
         self.acquire()
