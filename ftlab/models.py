@@ -511,10 +511,10 @@ def run_adapter(name: str | Path | None) -> str | Path | None:
     """
     if name is None or is_adapter_dir(name):
         return name
-    inner = Path(name).expanduser() / "adapter"
-    if is_adapter_dir(inner):
-        return inner
-    run = inner.parent.parent if inner.parent.name == "adapter" else inner.parent
+    folder = Path(name).expanduser()
+    if is_adapter_dir(folder / "adapter"):
+        return folder / "adapter"
+    run = folder.parent if folder.name == "adapter" else folder  # a run's folder, or its adapter/
     if _put_back_set_aside_run(run):
         return run_adapter(name)
     return name

@@ -430,17 +430,28 @@ def _hold_lock_in_another_process(folder):
     return holder
 
 
+def _folder_is_busy(out) -> bool:
+    """True while a training run (in any process, or another thread) holds the folder's lock."""
+    from ftlab.training.run_lock import RunFolderBusyError, RunFolderLock
+
+    try:
+        with RunFolderLock(out):
+            return False
+    except RunFolderBusyError:
+        return True
+
+
 def test_the_run_lock_lets_one_thread_in_and_is_released_when_its_process_dies(tmp_path):
     import threading
 
-    from ftlab.training.run_lock import RunFolderBusyError, RunFolderLock, folder_is_busy
+    from ftlab.training.run_lock import RunFolderBusyError, RunFolderLock
 
     lock, again = RunFolderLock(tmp_path), RunFolderLock(tmp_path / "." / "")
     lock.acquire()
     again.acquire()  # the same thread (the command line, then `train`): allowed
     with pytest.raises(RunFolderBusyError):  # but never a crash's clean-up beside a run
         RunFolderLock(tmp_path, reentrant=False).acquire()
-    assert not folder_is_busy(tmp_path)  # (asked from the thread that holds it)
+    assert not _folder_is_busy(tmp_path)  # (asked from the thread that holds it)
     refused = []
 
     def other_thread():
@@ -464,13 +475,13 @@ def test_the_run_lock_lets_one_thread_in_and_is_released_when_its_process_dies(t
 
     holder = _hold_lock_in_another_process(tmp_path)
     try:
-        assert folder_is_busy(tmp_path)
+        assert _folder_is_busy(tmp_path)
         with pytest.raises(RunFolderBusyError, match="Fix: wait for that run to finish"):
             RunFolderLock(tmp_path).acquire()
     finally:
         holder.kill()  # a crash: the operating system releases the lock
         holder.wait()
-    assert not folder_is_busy(tmp_path)
+    assert not _folder_is_busy(tmp_path)
 
 
 def test_a_file_system_without_locks_still_trains(tmp_path, monkeypatch):
@@ -507,6 +518,8 @@ def test_a_run_folder_being_trained_is_left_alone_and_a_crashed_runs_set_aside_r
         assert f"error: Another training run is writing to {run_dir} right now" in done.stderr
         with pytest.raises(ModelNotFoundError, match="a training run is writing to it now"):
             load_model(run_dir / "adapter")
+        with pytest.raises(ValueError, match="a training run's folder.*train from its base"):
+            train(tiny(data, run_dir.parent / "other", model=str(run_dir)))  # a slip
         assert _files(run_dir) == during  # neither took the set-aside run for a crash's
     finally:
         holder.kill()  # the new run crashes before it saves anything

@@ -275,12 +275,12 @@ def serve(
                     ready_file, json.dumps({"base_url": base_url, "pid": os.getpid()})
                 )
 
-        if parallel_jobs > available_cores():
+        if parallel_jobs > (cores := available_cores()):
             logging.getLogger("ftlab.server").warning(
                 "--parallel-jobs %d is more than this machine's %d cores: jobs side by side "
                 "would share cores and slow each other down. Fix: about one job per 4 cores.",
                 parallel_jobs,
-                available_cores(),
+                cores,
             )
         worker = Worker(store, parallel_jobs=parallel_jobs)
         inference = Inference(

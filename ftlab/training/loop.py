@@ -16,6 +16,7 @@ from ftlab import __version__
 from ftlab.files import same_file, write_text_atomically
 from ftlab.jsonl import write_jsonl
 from ftlab.models import (
+    ModelNotFoundError,
     available_cores,
     changed_file,
     file_records,
@@ -98,7 +99,11 @@ def check_separate_splits(config: TrainConfig) -> None:
 
 def check_base_model(config: TrainConfig) -> None:
     """Refuse an adapter as the model to train: LoRA goes on a base model."""
-    if is_adapter_dir(run_adapter(config.model)):
+    try:
+        adapter = is_adapter_dir(run_adapter(config.model))
+    except ModelNotFoundError:  # a training run's folder that another run is writing to now
+        adapter = True
+    if adapter:
         raise ValueError(
             f"{config.model} is a fine-tuned adapter (or a training run's folder); "
             "train from its base model instead."

@@ -65,9 +65,10 @@ class RunFolderLock:
                 except BlockingIOError:
                     os.close(fd)
                     raise RunFolderBusyError(busy_message(self.out)) from None
-                except OSError:  # a file system without locks (some network and FUSE ones):
-                    self._held[key] = (fd, 1, threading.get_ident())  # train unguarded, as
-                    # before the lock, rather than not at all
+                except OSError:
+                    # A file system without locks (some network and FUSE ones): train
+                    # unguarded, as before the lock existed, rather than not at all.
+                    self._held[key] = (fd, 1, threading.get_ident())
                 except BaseException:
                     os.close(fd)
                     raise
@@ -93,12 +94,3 @@ class RunFolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def folder_is_busy(out: str | Path) -> bool:
-    """True while a training run (in any process) holds the folder's lock."""
-    try:
-        with RunFolderLock(out):
-            return False
-    except RunFolderBusyError:
-        return True
