@@ -158,3 +158,50 @@ def test_a_malformed_choice_gets_a_message(chosen):
     assert picked_loss(chosen, CURVES) is None
     (problem,) = choice_problems(chosen, CURVES)
     assert "chosen" in problem or "names no checkpoint" in problem
+
+
+# The same sweep as the lab runs it, with the top 15 blocks adapted, measured on a 2-core CPU
+# with bf16 and in float32 (docs/measurements.md, "The test suite's time").
+TOP_15 = {
+    "bf16": {
+        "r4-lr0.0001-3ep": {"train": [1.043, 1.041, 1.039], "valid": [0.952, 0.95, 0.948]},
+        "r16-lr0.005-6ep": {
+            "train": [0.822, 0.377, 0.448, 0.158, 0.151, 0.088],
+            "valid": [0.64, 0.521, 0.346, 0.268, 0.228, 0.202],
+        },
+        "r16-lr0.005-24ep": {
+            "train": [0.925, 0.773, 0.273, 0.297, 0.178, 0.124, 0.11, 0.102, 0.023, 0.061]
+            + [0.011, 0.013, 0.031, 0.002, 0.002, 0.002, 0.002, 0.001, 0.001, 0.001, 0.001]
+            + [0.001, 0.0, 0.0],
+            "valid": [0.436, 0.578, 0.358, 0.407, 0.295, 0.258, 0.268, 0.233, 0.339, 0.277]
+            + [0.305, 0.333, 0.305, 0.284, 0.276, 0.278, 0.287, 0.29, 0.29, 0.289, 0.286]
+            + [0.286, 0.285, 0.285],
+        },
+    },
+    "float32": {
+        "r4-lr0.0001-3ep": {"train": [1.041, 1.019, 1.005], "valid": [0.938, 0.926, 0.92]},
+        "r16-lr0.005-6ep": {
+            "train": [0.821, 0.364, 0.45, 0.157, 0.144, 0.087],
+            "valid": [0.606, 0.496, 0.338, 0.257, 0.227, 0.204],
+        },
+        "r16-lr0.005-24ep": {
+            "train": [0.902, 0.781, 0.285, 0.288, 0.401, 0.197, 0.139, 0.076, 0.033, 0.012]
+            + [0.007, 0.003, 0.001, 0.001, 0.001, 0.001]
+            + [0.0] * 8,
+            "valid": [0.425, 0.593, 0.355, 0.836, 0.36, 0.248, 0.216, 0.234, 0.28, 0.248]
+            + [0.254, 0.279, 0.309, 0.335, 0.354, 0.365, 0.371, 0.374, 0.374, 0.373, 0.372]
+            + [0.37, 0.37, 0.369],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("arithmetic", TOP_15)
+def test_the_solutions_diagnosis_and_choice_pass_on_the_curves_of_the_top_15_blocks(arithmetic):
+    curves = TOP_15[arithmetic]
+    assert all(len(curves[run_name(run)]["valid"]) == run["epochs"] for run in SWEEP)
+    assert diagnosis_problems(RIGHT, curves) == []
+    # The solution's choice: the lowest validation loss of the whole sweep.
+    run, curve = min(curves.items(), key=lambda item: min(item[1]["valid"]))
+    chosen = {"run": run, "epoch": curve["valid"].index(min(curve["valid"])) + 1}
+    assert choice_problems(chosen, curves) == []
