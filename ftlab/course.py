@@ -285,10 +285,14 @@ def _holding(server: CourseServer, record: dict[str, Any]) -> CourseServer:
 
 
 def api_answers(
-    client: Any, model: str, conversations: list[list[dict]], at_once: int = API_CONCURRENCY
+    client: Any,
+    model: str,
+    conversations: list[list[dict]],
+    at_once: int = API_CONCURRENCY,
+    max_tokens: int = MAX_ANSWER_TOKENS,
 ) -> list[str]:
     """Greedy answers from an OpenAI-compatible endpoint, in the order of `conversations`,
-    with the same answer-length cap as `ftlab.evaluation.evaluate`.
+    at most `max_tokens` long (by default the same cap as `ftlab.evaluation.evaluate`).
 
     One request per conversation, `at_once` of them in flight: the local server answers
     requests that arrive together in one batch, and a hosted API runs them side by side.
@@ -296,7 +300,7 @@ def api_answers(
 
     def answer(messages: list[dict]) -> str:
         response = client.chat.completions.create(
-            model=model, messages=messages, temperature=0, max_completion_tokens=MAX_ANSWER_TOKENS
+            model=model, messages=messages, temperature=0, max_completion_tokens=max_tokens
         )
         return response.choices[0].message.content or ""
 
