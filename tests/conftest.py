@@ -18,11 +18,24 @@ def repo() -> Path:
     return REPO
 
 
+# Settings a learner's or instructor's shell may export, which would change what the tests
+# check: quick mode (`make test` sets it for the notebooks only), a thread cap, a workshop's
+# shared server (a test's job would go there) and another data folder. Tests of these
+# settings set them themselves.
+OUTSIDE_SETTINGS = (
+    "FTLAB_QUICK",
+    "FTLAB_THREADS",
+    "FTLAB_SERVER_URL",
+    "FTLAB_SERVER_KEY",
+    "FTLAB_DATA",
+)
+
+
 @pytest.fixture(autouse=True)
-def full_course_runs(monkeypatch):
-    """The unit tests check the course's full settings, even where FTLAB_QUICK is exported
-    (`make test` sets it for the notebooks only); tests of quick mode set it themselves."""
-    monkeypatch.delenv("FTLAB_QUICK", raising=False)
+def course_defaults(monkeypatch):
+    """Every test starts from the course's own settings, whatever the shell exported."""
+    for name in OUTSIDE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def run_ftlab(

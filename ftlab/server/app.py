@@ -190,8 +190,9 @@ def organization_id(org: str) -> str:
 def job_object(job: dict[str, Any]) -> dict[str, Any]:
     estimated = None
     if job["status"] == "running" and job["step"] and job["total_steps"] and job["started_at"]:
-        per_step = (now() - job["started_at"]) / job["step"]
-        estimated = now() + int(per_step * max(0, job["total_steps"] - job["step"]))
+        current = now()
+        per_step = (current - job["started_at"]) / job["step"]
+        estimated = current + int(per_step * max(0, job["total_steps"] - job["step"]))
     hyperparameters = job["hyperparameters"]
     return {
         "id": job["id"],
