@@ -757,6 +757,19 @@ def test_a_decimal_comma_is_refused_not_misread(text: str) -> None:
         parse_number(text)
 
 
+def test_a_dot_between_thousands_is_refused_with_both_readings() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"'144\.000' reads two ways: write 144000 \(or 144,000\) "
+        r"for thousands, or 144 for a decimal",
+    ):
+        parse_number("144.000")
+    with pytest.raises(ValueError, match=r"write 1234 \(or 1,234\) for thousands, or 1\.2340 for"):
+        parse_number("1.234")
+    assert parse_number("0.850") == 0.85  # a leading zero: only a decimal
+    assert parse_number("1.5") == 1.5 and parse_number("12.34") == 12.34
+
+
 def test_the_widget_and_the_terminal_ask_for_a_decimal_dot(
     mixed_bank: Path, progress_file: Path
 ) -> None:
@@ -845,6 +858,57 @@ def test_enter_in_the_number_box_checks_the_answer_once(
     assert again.number.value == "144,000"
     again.check_button.click()
     assert ProgressStore().bank("mixed")["2"]["attempts"] == 2
+
+
+def test_a_changed_answer_loses_the_verdict_of_the_old_one(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    quiz = show_quiz(str(mixed_bank))
+    single, many, numeric = quiz.questions
+    single.choose("B")
+    many.choose("2", "4")
+    numeric.number.value = "144000"  # Enter
+    for question in (single, many):
+        question.check()
+    assert "Score: 3 / 3" in quiz.score.value
+
+    single.choose("C")  # chosen, not checked: "Correct!" would now be wrong
+    assert (
+        single.feedback_text == "Your answer has changed: press Check to see whether it is right."
+    )
+    assert "Score: 2 / 3" in quiz.score.value
+    many.boxes[2].value = False  # unticking one of two right options
+    assert many.feedback_text.startswith("Your answer has changed")
+    numeric.number.value = ""  # the box emptied, then Enter
+    assert numeric.feedback_text.startswith("Your answer has changed")
+    assert "Score: 0 / 3" in quiz.score.value
+
+    single.choose("B")  # back to the checked answer: the verdict needs a Check again
+    single.check_button.click()
+    assert single.feedback_text == "Correct! B is what was asked for."
+    assert "Score: 1 / 3" in quiz.score.value
+    assert ProgressStore().bank("mixed")["0"]["attempts"] == 1  # the same answer, no new try
+
+
+def test_a_restored_quiz_shows_its_verdicts_and_names_each_check_button(
+    mixed_bank: Path, progress_file: Path
+) -> None:
+    quiz = show_quiz(str(mixed_bank))
+    quiz.questions[1].choose("2", "4")
+    quiz.questions[1].check()
+    again = show_quiz(str(mixed_bank))  # ticking two boxes in turn is no change of the learner's
+    assert again.questions[1].feedback_text.startswith("Correct!")
+    assert "Score: 1 / 3" in again.score.value
+    assert [q.check_button.tooltip for q in again.questions] == [
+        f"Check your answer to question {n}" for n in (1, 2, 3)
+    ]
+
+
+def test_a_range_answer_is_given_as_its_bounds() -> None:
+    question = load_bank("00_setup").questions[4]
+    assert question.numeric[0].kind == "range" and question.numeric[0].correct
+    assert question.right_answer_text() == "at least 530 and below 550"
+    assert not question.grade(550.0).correct and question.grade(549.0).correct
 
 
 # -- quiz texts ------------------------------------------------------------------------------------

@@ -163,7 +163,8 @@ class Question:
                 if option.correct and option.kind == "value":
                     return format_number(option.value)  # type: ignore[arg-type]
                 if option.correct and option.kind == "range":
-                    return f"from {format_number(option.low)} up to {format_number(option.high)}"  # type: ignore[arg-type]
+                    low, high = format_number(option.low), format_number(option.high)  # type: ignore[arg-type]
+                    return f"at least {low} and below {high}"
             return "(no right answer given in the bank)"
         return self.answer_text(self.correct_choices)
 
@@ -210,6 +211,8 @@ def round_significant(number: float, precision: int | None) -> float:
 
 # A comma may only separate thousands: 1,500 or 12,345,678.5, never 0,85 or 538,6.
 THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(,\d{3})+(\.\d*)?([eE][+-]?\d+)?")
+# Where a dot separates thousands (144.000 in much of Europe), a number reads two ways.
+DOT_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}\.\d{3}")
 
 
 def parse_number(text: str) -> float:
@@ -218,7 +221,8 @@ def parse_number(text: str) -> float:
 
     A comma is read only as a thousands separator (groups of three digits: 1,234 or
     12,345,678). A decimal comma ("0,85", "538,6") is refused rather than misread as 85 or
-    5386: the ValueError asks for a dot."""
+    5386: the ValueError asks for a dot. So is "144.000", which is 144 thousand where a dot
+    groups thousands and 144 elsewhere: the ValueError asks for one of the two."""
     cleaned = text.strip().replace("_", "").replace(" ", "").removesuffix("%")
     if not cleaned:
         raise ValueError("type a number first")
@@ -226,6 +230,13 @@ def parse_number(text: str) -> float:
         raise ValueError(
             f"{text.strip()!r} is not a number here: use a dot for decimals, as in 0.85 "
             "(a comma only separates thousands, as in 1,500)"
+        )
+    if DOT_THOUSANDS.fullmatch(cleaned):
+        whole = cleaned.replace(".", "")
+        decimal = cleaned.rstrip("0").rstrip(".") if cleaned.endswith("0") else f"{cleaned}0"
+        raise ValueError(
+            f"{text.strip()!r} reads two ways: write {whole} (or {format_number(float(whole))}) "
+            f"for thousands, or {decimal} for a decimal"
         )
     cleaned = cleaned.replace(",", "")
     try:

@@ -6,7 +6,8 @@
 Each question gets its own box: radio buttons (one right option), tick boxes
 (several right options) or a text box (a number; Enter checks it too); a "Check"
 button; and an HTML feedback area that says Correct / Not quite and explains the
-option(s) chosen. A score line counts the questions whose latest check was right.
+option(s) chosen. A score line counts the questions whose latest check was right;
+choosing another answer after a check takes that verdict away until Check is pressed again.
 Answers are saved to the progress file (`ftlab.quiz.progress`), and a new widget
 for the same bank (after a kernel restart, say) shows the learner's last answers
 again, unless the question or its options have changed since. Checking the same
@@ -23,6 +24,8 @@ from __future__ import annotations
 import html
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
@@ -78,7 +81,7 @@ class QuestionWidget(widgets.VBox):
         self.quiz = quiz
         self.outcome: Outcome | None = None
         self._recorded: Any = None  # the answer last saved: checking it again is no new try
-        self._quiet = False  # set while the code (not the learner) fills in the number box
+        self._quiet = False  # set while the code (not the learner) fills in an answer
         self.heading = widgets.HTML(
             f'<div class="ftlab-qtext"><b>Question {question.index + 1} of {total}.</b> '
             f"{text_html(question.text)}</div>"
@@ -95,6 +98,7 @@ class QuestionWidget(widgets.VBox):
                 value=None,
                 layout=widgets.Layout(width="auto"),
             )
+            self.radio.observe(self._changed, names="value")
             self.input: widgets.Widget = self.radio
         elif question.type == "many_choice":
             self.boxes = [
@@ -106,6 +110,8 @@ class QuestionWidget(widgets.VBox):
                 )
                 for c in question.choices
             ]
+            for box in self.boxes:
+                box.observe(self._changed, names="value")
             self.input = widgets.VBox(
                 [widgets.HTML("<i>Tick every right option.</i>"), *self.boxes]
             )
@@ -124,6 +130,8 @@ class QuestionWidget(widgets.VBox):
             self.input = self.number
         self.check_button = widgets.Button(
             description="Check",
+            # The tooltip is also what a screen reader names the button by.
+            tooltip=f"Check your answer to question {question.index + 1}",
             button_style="primary",
             icon="check",
             layout=widgets.Layout(width="110px"),
@@ -206,13 +214,14 @@ class QuestionWidget(widgets.VBox):
             self.outcome = self.question.grade(answer)  # type: ignore[arg-type]
         except (ValueError, TypeError):
             return
-        if self.radio is not None:
-            self.radio.value = answer
-        elif self.boxes:
-            for i, box in enumerate(self.boxes):
-                box.value = i in answer  # type: ignore[operator]
-        elif self.number is not None:
-            self._fill_number(format_number(answer))  # type: ignore[arg-type]
+        with self._by_code():
+            if self.radio is not None:
+                self.radio.value = answer
+            elif self.boxes:
+                for i, box in enumerate(self.boxes):
+                    box.value = i in answer  # type: ignore[operator]
+            elif self.number is not None:
+                self.number.value = format_number(answer)  # type: ignore[arg-type]
         self._recorded = self.outcome.answer
         attempts = record.get("attempts", 1)
         self._show(
@@ -222,16 +231,41 @@ class QuestionWidget(widgets.VBox):
 
     def _submitted(self, change: dict[str, Any]) -> None:
         """Enter in the number box (or leaving it) checks the answer, as Check does."""
-        if not self._quiet and str(change["new"]).strip():
+        if self._quiet:
+            return
+        if str(change["new"]).strip():
             self.check()
+        else:
+            self._changed(change)
+
+    def _changed(self, _change: dict[str, Any]) -> None:
+        """The learner chose another answer after a check: the verdict on screen (and in the
+        score) was for the old one, so it goes until Check is pressed again."""
+        if self._quiet or self.outcome is None:
+            return
+        try:
+            answer = self.current_answer()
+        except ValueError:
+            answer = None
+        if answer == self.outcome.answer:
+            return
+        self.outcome = None
+        self._show_note("Your answer has changed: press Check to see whether it is right.")
+        self.quiz.update_score()
+
+    @contextmanager
+    def _by_code(self) -> Iterator[None]:
+        """Fill in an answer without it counting as the learner's change or Enter."""
+        before, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = before
 
     def _fill_number(self, text: str) -> None:
         assert self.number is not None
-        self._quiet = True
-        try:
+        with self._by_code():
             self.number.value = text
-        finally:
-            self._quiet = False
 
     def _option_index(self, option: int | str | float) -> int:
         texts = [c.text for c in self.question.choices]
