@@ -5,6 +5,7 @@ One single-user server (upload limit 0.3 MB) serves the whole module.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -12,7 +13,11 @@ import openai
 import pytest
 from server_helpers import BASE, client, jsonl, messages, start, tiny_examples, upload, wait_for
 
-from ftlab.server.app import BASE_MODEL_CREATED
+from ftlab.server.app import BASE_MODEL_CREATED, create_app
+from ftlab.server.auth import Authenticator
+from ftlab.server.inference import Inference
+from ftlab.server.store import Store
+from ftlab.server.worker import Worker
 
 MB = 2**20
 
@@ -101,6 +106,47 @@ def test_upload_over_the_limit_is_refused(api):
     assert "uploads up to 0.3 MB. " in caught.value.body["message"]
 
 
+def test_an_upload_sent_in_chunks_stops_being_read_once_it_passes_the_limit(tmp_path):
+    """No Content-Length: the bytes read are counted. Before, the whole upload was spooled to
+    a temporary file and only then measured. The app is called as the ASGI server calls it,
+    so that the test sees how much of the body it asked for."""
+    store = Store(tmp_path / "data")
+    app = create_app(
+        store, auth=Authenticator(), worker=Worker(store), inference=Inference(store),
+        max_upload_mb=0.3,
+    )  # fmt: skip
+    head = (
+        b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+    )
+    chunks = [head, *[b"x" * 65536] * 640, b"\r\n--xyz--\r\n"]  # 40 MB
+    asked = 0
+
+    async def receive() -> dict:
+        nonlocal asked
+        asked += 1
+        if asked > len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[asked - 1], "more_body": asked < len(chunks)}
+
+    answer: list[dict] = []
+
+    async def send(message: dict) -> None:
+        answer.append(message)
+
+    headers = [(b"content-type", b"multipart/form-data; boundary=xyz")]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/files", "raw_path": b"/v1/files", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("t", 80),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    body = json.loads(b"".join(m.get("body", b"") for m in answer[1:]))
+    assert (answer[0]["status"], body["error"]["code"]) == (413, "file_too_large")
+    assert asked <= 8, f"read {asked} of {len(chunks)} pieces"  # 0.3 MB and 64 KiB: 6 pieces
+    assert list(store.files_dir.iterdir()) == []  # nothing kept, not even a part
+
+
 def test_bad_multipart_is_a_clear_400(server):
     broken = raw(
         server,
@@ -119,6 +165,8 @@ def test_bad_multipart_is_a_clear_400(server):
     )
     no_file = raw(server, "POST", "/files", data={"purpose": "fine-tune"})
     assert_error(no_file, 400, code="missing_required_parameter", param="file")
+    as_field = raw(server, "POST", "/files", data={"purpose": "fine-tune", "file": "{}\n"})
+    assert "-F 'file=@train.jsonl'" in assert_error(as_field, 400, param="file")["message"]
     no_purpose = raw(server, "POST", "/files", files={"file": ("a.jsonl", b"{}\n")})
     assert_error(no_purpose, 400, code="missing_required_parameter", param="purpose")
     as_json = raw(server, "POST", "/files", json={"purpose": "fine-tune"})
@@ -286,6 +334,27 @@ def test_malformed_requests_get_openai_shaped_errors(server):
         server, "POST", "/chat/completions", json={"model": BASE, "messages": ["hi"]}
     )
     assert_error(not_a_message, 400, param="messages[0]")  # as in "messages[0].role"
+    for role in (["user"], {"name": "user"}, 1):  # a list's or dict's membership test was a 500
+        odd_role = raw(
+            server,
+            "POST",
+            "/chat/completions",
+            json={"model": BASE, "messages": [{"role": role, "content": "hi"}]},
+        )
+        assert (
+            "expected a string such as 'user'"
+            in assert_error(odd_role, 400, code="invalid_value", param="messages[0].role")[
+                "message"
+            ]
+        )
+    not_utf8 = raw(
+        server,
+        "POST",
+        "/fine_tuning/jobs",
+        content='{"model": "café"}'.encode("latin-1"),
+        headers={"Content-Type": "application/json"},
+    )
+    assert "must be JSON text in UTF-8" in assert_error(not_utf8, 400)["message"]
     assert_error(raw(server, "GET", "/no/such/route"), 404, code="unknown_url")
     assert_error(raw(server, "PUT", "/files"), 405)
     assert_error(raw(server, "GET", "/fine_tuning/jobs", params={"limit": 0}), 400, param="limit")

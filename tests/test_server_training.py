@@ -247,6 +247,11 @@ def test_metadata_can_cap_a_jobs_steps_for_a_quick_demo(ben):
             model=BASE, training_file=job.training_file, metadata={"ftlab_max_steps": "many"}
         )
     assert caught.value.body["param"] == "metadata.ftlab_max_steps"
+    for odd in ("²", "10000000000000000000000000"):  # a digit to isdigit(); past SQLite's ints
+        with pytest.raises(openai.BadRequestError, match="from 1 to 1,000,000") as caught:
+            ben.fine_tuning.jobs.create(
+                model=BASE, training_file=job.training_file, metadata={"ftlab_max_steps": odd}
+            )
     with pytest.raises(openai.BadRequestError, match="Did you mean it") as caught:
         ben.fine_tuning.jobs.create(  # a typo would train the whole job
             model=BASE, training_file=job.training_file, metadata={"ftlab_max_step": "2"}

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ftlab.server.auth import Authenticator
 from ftlab.server.errors import (
     APIError,
-    JsonBodyLimit,
+    BodyLimit,
     install_handlers,
     invalid_value,
     missing_parameter,
@@ -41,6 +41,7 @@ UPLOAD_PURPOSES = ("fine-tune", "assistants", "batch", "vision", "user_data", "e
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 FTLAB_PREFIX = "ftlab_"  # job metadata keys of this server's own settings
 MAX_STEPS_KEY = f"{FTLAB_PREFIX}max_steps"  # the one there is: cap the number of training steps
+MAX_STEPS_LIMIT = 10**6  # far beyond any course run, and within the database's integers
 NO_ERROR = {"code": None, "message": None, "param": None}
 # `created` of the base model: about when Hugging Face released SmolLM2 (1 Nov 2024, 00:00
 # UTC). OpenAI's base models carry their release, the same on every machine, so the
@@ -155,8 +156,12 @@ class JobCreate(BaseModel):
         value = (self.metadata or {}).get(MAX_STEPS_KEY)
         if value is None:
             return None
-        if not value.isdigit() or int(value) < 1:
-            raise invalid_value(f"metadata.{MAX_STEPS_KEY}", "expected a positive whole number.")
+        # isascii: "²" is a digit to isdigit() but no number to int()
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_STEPS_LIMIT:
+            raise invalid_value(
+                f"metadata.{MAX_STEPS_KEY}",
+                f"expected a whole number from 1 to {MAX_STEPS_LIMIT:,}, written in digits.",
+            )
         return int(value)
 
 
@@ -282,7 +287,19 @@ def create_app(
     max_upload_bytes = int(max_upload_mb * 2**20)
     app.state.auth = auth
     install_handlers(app)
-    app.add_middleware(JsonBodyLimit)
+
+    def too_large() -> APIError:
+        return APIError(
+            413,
+            f"File too large: this server accepts uploads up to {max_upload_mb:g} MB. Upload "
+            "a smaller file, or ask whoever runs the server to start it with a larger "
+            "--max-upload-mb.",
+            param="file",
+            code="file_too_large",
+        )
+
+    # The file, and room for the form's other fields and part headers.
+    app.add_middleware(BodyLimit, upload_bytes=max_upload_bytes + 2**16, upload_error=too_large)
 
     def own_job(job_id: str, who: str) -> dict[str, Any]:
         job = store.get_job(job_id, who)
@@ -298,29 +315,15 @@ def create_app(
 
     @app.post("/v1/files")
     async def upload_file(request: Request, who: Owner) -> dict[str, Any]:
-        too_large = APIError(
-            413,
-            f"File too large: this server accepts uploads up to {max_upload_mb:g} MB. Upload "
-            "a smaller file, or ask whoever runs the server to start it with a larger "
-            "--max-upload-mb.",
-            param="file",
-            code="file_too_large",
-        )
-        declared = request.headers.get("content-length", "")
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        refusal = None
-        if declared.isdigit() and int(declared) > max_upload_bytes + 2**16:
-            refusal = too_large
-        elif kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            refusal = APIError(
+        if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            async for _ in request.stream():  # drain (BodyLimit caps it), so the client reads
+                pass
+            raise APIError(
                 400,
                 f"An upload is sent as multipart/form-data with the fields 'purpose' and 'file' "
                 f"(client.files.create does that), not as {kind or 'a body without a type'}.",
             )
-        if refusal is not None:
-            async for _ in request.stream():  # drain, so the client reads the answer
-                pass
-            raise refusal
         try:
             form = await request.form(max_files=1, max_fields=16)
         except StarletteHTTPException as error:
@@ -332,6 +335,12 @@ def create_app(
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose is None:
             raise missing_parameter("purpose")
+        if isinstance(upload, str):  # curl -F 'file=<train.jsonl' sends the text as a field
+            raise invalid_value(
+                "file",
+                "the 'file' field arrived as plain text, without a file name: send it as a "
+                "file part (client.files.create does; with curl, -F 'file=@train.jsonl').",
+            )
         if not isinstance(upload, UploadFile):
             raise missing_parameter("file")
         if purpose not in UPLOAD_PURPOSES:
@@ -349,7 +358,7 @@ def create_app(
                 max_bytes=max_upload_bytes,
             )
         except FileTooLarge as error:
-            raise too_large from error
+            raise too_large() from error
         finally:
             await upload.close()
         return file_object(row)
@@ -457,7 +466,9 @@ def create_app(
             "max_steps": body.max_steps(),
         }
         store.add_job(job, first_event=f"Created fine-tuning job: {job['id']}")
-        created = job_object(store.get_job(job["id"]))  # `validating_files`, as created
+        # As created: the file check, on its own thread, may already have moved it on.
+        as_created = {"status": "validating_files", "finished_at": None, "error": None}
+        created = job_object({**store.get_job(job["id"]), **as_created})
         worker.wake()
         return created
 

@@ -11,7 +11,7 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -178,32 +178,46 @@ def _too_large(size: str) -> str:
     )
 
 
-class JsonBodyLimit:
-    """ASGI middleware: refuse a request body over MAX_JSON_BODY_BYTES with a 413, except
-    uploads: at once when its Content-Length says so, else (a chunked body) when the bytes
-    read pass the limit. Plain ASGI, not `@app.middleware`: that wrapper hides a client's
+class BodyLimit:
+    """ASGI middleware: refuse a request body over its limit with a 413: at once when its
+    Content-Length says so, else (a chunked body) when the bytes read pass the limit. JSON
+    bodies get MAX_JSON_BODY_BYTES; uploads (`/v1/files`) `upload_bytes`, with `upload_error`
+    as the refusal, so that a chunked upload is stopped before it fills the temporary folder
+    the form is spooled to. Plain ASGI, not `@app.middleware`: that wrapper hides a client's
     hang-up from the chat endpoints, which stop decoding for clients that left."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, upload_bytes: int, upload_error: Callable[[], APIError]) -> None:
         self.app = app
+        self.upload_bytes = upload_bytes
+        self.upload_error = upload_error
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/").endswith("/files"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        upload = scope["path"].rstrip("/").endswith("/files")
+        limit = self.upload_bytes if upload else MAX_JSON_BODY_BYTES
+
+        def refusal(size: str) -> APIError:
+            if upload:
+                return self.upload_error()
+            return APIError(413, _too_large(size), code="request_too_large")
+
         declared = dict(scope["headers"]).get(b"content-length", b"").decode()
-        if declared.isdigit() and int(declared) > MAX_JSON_BODY_BYTES:
+        if declared.isdigit() and int(declared) > limit:
             message = {"more_body": int(declared) <= DRAIN_AT_MOST_BYTES}
             while message.get("more_body"):  # drain, so the client reads the answer
                 message = await receive()
-            error = APIError(413, _too_large(f"{int(declared):,} bytes"), code="request_too_large")
-            return await _response(error)(scope, receive, send)
+            return await _response(refusal(f"{int(declared):,} bytes"))(scope, receive, send)
         received = 0
 
         async def counted() -> dict:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > MAX_JSON_BODY_BYTES:  # FastAPI passes an HTTPException on as it is
+            if received > limit:
+                if upload:  # the upload endpoint reads its form itself, and passes this on
+                    raise self.upload_error()
+                # FastAPI, parsing a JSON body, passes an HTTPException on as it is
                 raise StarletteHTTPException(413, _too_large("more than that"))
             return message
 
@@ -226,6 +240,13 @@ def install_handlers(app: FastAPI) -> None:
         if error.status_code in (404, 405):
             message = f"Invalid URL ({request.method} {request.url.path})"
             code = "unknown_url" if error.status_code == 404 else "method_not_allowed"
+        elif error.status_code == 400 and error.detail == "There was an error parsing the body":
+            # FastAPI's words for a body json.loads cannot even decode (not UTF-8, say)
+            message = (
+                "We could not read the JSON body of your request: it must be JSON text in "
+                "UTF-8 (the openai SDK sends that)."
+            )
+            code = None
         else:
             message = str(error.detail)
             code = "request_too_large" if error.status_code == 413 else None

@@ -222,6 +222,10 @@ def plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         role = message.get("role")
         if role is None:
             raise missing_parameter(f"messages[{index}].role")
+        if not isinstance(role, str):
+            raise invalid_value(
+                f"messages[{index}].role", f"expected a string such as 'user', not {role!r}."
+            )
         if role in ("tool", "function"):
             raise invalid_value(
                 f"messages[{index}].role",
