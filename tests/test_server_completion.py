@@ -216,6 +216,58 @@ def test_only_the_last_three_checkpoints_are_kept(tmp_path):
     assert store.last_checkpoint_step(job["id"]) == 15  # what a restart resumes from
 
 
+def test_a_crash_before_an_event_is_written_leaves_neither_it_nor_its_change(tmp_path, monkeypatch):
+    """A checkpoint's row, a new status and the events announcing them are one transaction:
+    a crash between them once left a checkpoint (or a cancelled job) whose event never came,
+    since the line read again finds the row and adds nothing."""
+    store = Store(tmp_path / "data")
+    job = running_job(store, "ftjob-eventless000000000000")
+    folder = store.job_dir(job["id"]) / "out" / "checkpoints" / "epoch-1"
+    folder.mkdir(parents=True)
+    write_progress(
+        store, job["id"], {"kind": "checkpoint", "step": 3, "checkpoint_dir": str(folder)}
+    )
+
+    class Killed(BaseException):
+        """The server dies here: no `except Exception` runs (a line that fails to apply is
+        skipped, but a killed server applies it at its next start)."""
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise Killed
+
+    monkeypatch.setattr(store, "_insert_event", crash)
+    with pytest.raises(Killed):
+        Worker(store)._ingest(job["id"])
+    monkeypatch.setattr(store, "_insert_event", lambda *a, **k: 1 / 0)  # a web request's death
+    with pytest.raises(ZeroDivisionError):
+        http(store).post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    monkeypatch.undo()
+    assert store.list_checkpoints(job["id"], None, 10).rows == []
+    assert store.get_job(job["id"])["status"] == "running"
+
+    Worker(store)._ingest(job["id"])  # the next start reads the line again
+    Worker(store)._ingest(job["id"])  # and once more: nothing twice
+    (checkpoint,) = store.list_checkpoints(job["id"], None, 10).rows
+    said = [m for m in event_messages(store, job["id"]) if m.startswith("Checkpoint created")]
+    assert said == [f"Checkpoint created at step 3 with Snapshot ID: {checkpoint['model_name']}"]
+    assert http(store).post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").status_code == 200
+    assert event_messages(store, job["id"]).count("Fine-tuning job cancelled") == 1
+
+
+def test_an_event_said_once_is_not_said_again(tmp_path):
+    store = Store(tmp_path / "data")
+    job = running_job(store)
+    for _ in range(2):  # as when a restart checks a job's files a second time
+        store.add_event(job["id"], "Validating training file: file-x", once=True)
+    store.add_event(job["id"], "Validating training file: file-y", once=True)
+    assert [m for m in event_messages(store, job["id"]) if m.startswith("Validating")] == [
+        "Validating training file: file-x",
+        "Validating training file: file-y",
+    ]
+    assert not store.update_job(job["id"], only_if_status=("queued",), event="no", status="x")
+    assert "no" not in event_messages(store, job["id"])  # no change, no event
+
+
 # ---- a data folder that moves ----------------------------------------------------------------
 
 

@@ -494,14 +494,16 @@ def create_app(
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Owner) -> dict[str, Any]:
         job = own_job(job_id, who)
+        said = {"event": "Fine-tuning job cancelled", "event_level": "warn"}
         waiting = store.update_job(  # queued: no training child, and none will start now
-            job_id, only_if_status=("queued",), status="cancelled", finished_at=now()
+            job_id, only_if_status=("queued",), status="cancelled", finished_at=now(), **said
         )
         cancelled = waiting or store.update_job(
             job_id,
             only_if_status=("validating_files", "running"),  # the worker tidies these
             status="cancelled",
             finished_at=now(),
+            **said,
         )
         if waiting:
             tidy_finished_job(store.job_dir(job_id))
@@ -515,7 +517,6 @@ def create_app(
                 param="fine_tuning_job_id",
                 code="invalid_job_state",
             )
-        store.add_event(job_id, "Fine-tuning job cancelled", level="warn")
         worker.wake()
         return job_object(store.get_job(job["id"]))
 

@@ -406,10 +406,23 @@ class Store:
         )
         return {row["owner"]: row["n"] for row in rows}
 
-    def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields: Any) -> bool:
-        """Set fields on a job; with `only_if_status`, only while it has one of those statuses."""
+    def update_job(
+        self,
+        job_id: str,
+        only_if_status: tuple[str, ...] = (),
+        *,
+        event: str | None = None,
+        event_level: str = "info",
+        **fields: Any,
+    ) -> bool:
+        """Set fields on a job; with `only_if_status`, only while it has one of those statuses.
+        `event` is recorded in the same transaction if the job changed, so that a crash keeps
+        a new status and the event that announces it, or neither."""
         with self.transaction() as db:
-            return self._set_job(db, job_id, fields, only_if_status)
+            changed = self._set_job(db, job_id, fields, only_if_status)
+            if changed and event is not None:
+                self._insert_event(db, job_id, event, level=event_level)
+            return changed
 
     def _set_job(
         self,
@@ -438,11 +451,21 @@ class Store:
         data: dict[str, Any] | None = None,
         job_updates: dict[str, Any] | None = None,
         at: int | None = None,
+        once: bool = False,
     ) -> None:
         """Record an event (at `at`, default now), and (in the same transaction) any job
-        fields that go with it."""
+        fields that go with it. `once`: not if the job already has an event with this message
+        (a step done again after a restart announces itself only the first time)."""
         with self.transaction() as db:
-            self._insert_event(db, job_id, message, level=level, type=type, data=data, at=at)
+            said = (
+                once
+                and db.execute(
+                    "SELECT 1 FROM events WHERE job_id = ? AND message = ? LIMIT 1",
+                    (job_id, message),
+                ).fetchone()
+            )
+            if not said:
+                self._insert_event(db, job_id, message, level=level, type=type, data=data, at=at)
             if job_updates:
                 self._set_job(db, job_id, job_updates)
 
@@ -496,11 +519,19 @@ class Store:
 
     # ---- checkpoints and models --------------------------------------------------------
 
-    def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
-        """Record a checkpoint; False if the job already has one at that step."""
+    def add_checkpoint(
+        self, checkpoint: dict[str, Any], event: str, job_updates: dict[str, Any]
+    ) -> bool:
+        """Record a checkpoint with its event, and the job fields that go with it, in one
+        transaction; False, recording only the fields, if the job already has a checkpoint at
+        that step (its progress line read again after a restart)."""
         row = {**checkpoint, "path": self.stored_path(checkpoint["path"])}
         with self.transaction() as db:
-            return self._insert_into(db, "checkpoints", row, or_ignore=True)
+            added = self._insert_into(db, "checkpoints", row, or_ignore=True)
+            if added:
+                self._insert_event(db, checkpoint["job_id"], event)
+            self._set_job(db, checkpoint["job_id"], job_updates)
+            return added
 
     def drop_old_checkpoints(self, job_id: str, keep: int) -> list[Path]:
         """Forget all but the job's `keep` newest checkpoints; returns their folders to delete

@@ -388,11 +388,12 @@ class Worker:
         if self.store.update_job(
             job_id,
             only_if_status=("validating_files", "queued", "running"),
+            event=error["message"],
+            event_level=level,
             status="failed",
             error=error,
             finished_at=now(),
         ):
-            self.store.add_event(job_id, error["message"], level=level)
             log.info("%s failed: %s", job_id, error["message"].splitlines()[0])
         if job_id not in self._running:  # no training child to read its files
             tidy_finished_job(self.store.job_dir(job_id))
@@ -405,7 +406,8 @@ class Worker:
         job_dir.mkdir(parents=True, exist_ok=True)
         validation = job["validation_file"]
         also = f" and validation file: {validation}" if validation else ""
-        self.store.add_event(job["id"], f"Validating training file: {job['training_file']}{also}")
+        message = f"Validating training file: {job['training_file']}{also}"
+        self.store.add_event(job["id"], message, once=True)  # once: it may be checked again
         for param, file_id, target in (
             ("training_file", job["training_file"], "train.jsonl"),
             ("validation_file", job["validation_file"], "valid.jsonl"),
@@ -432,15 +434,14 @@ class Worker:
                 n_examples = len(report.examples)
         fsync_tree(job_dir)  # the copies are on disk before the job row says it may start
         resolved = resolve_hyperparameters(job["hyperparameters"], n_examples)
-        if self.store.update_job(
+        if not self.store.update_job(
             job["id"],
             only_if_status=("validating_files",),
+            event="Files validated, moving job to queued state",
             status="queued",
             hyperparameters=resolved,
             n_examples=n_examples,
-        ):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
-        else:  # cancelled while its files were checked
+        ):  # cancelled while its files were checked
             tidy_finished_job(job_dir)
 
     # ---- running --------------------------------------------------------------------------
@@ -474,11 +475,14 @@ class Worker:
                 now(),
             )
         if not self.store.update_job(
-            job["id"], only_if_status=("queued",), status="running", **clock
+            job["id"],
+            only_if_status=("queued",),
+            # Started once: a restart's own event says when it resumes or begins again.
+            event=None if job["started_at"] else "Fine-tuning job started",
+            status="running",
+            **clock,
         ):
             return
-        if not job["resume"]:
-            self.store.add_event(job["id"], "Fine-tuning job started")
         log.info(
             "%s of %s %s (%d running)",
             job["id"],
@@ -649,7 +653,7 @@ class Worker:
             name = f"{model_name(job)}:ckpt-step-{record['step']}"
             metrics = {"step": record["step"], **latest}
             fsync_tree(self.store.located(record["checkpoint_dir"]), up_to=self.store.jobs_dir)
-            if self.store.add_checkpoint(
+            self.store.add_checkpoint(
                 {
                     "id": new_id("ftckpt_"),
                     "job_id": job_id,
@@ -659,15 +663,10 @@ class Worker:
                     "step_number": record["step"],
                     "metrics": metrics,
                     "path": self.store.located(record["checkpoint_dir"]),
-                }
-            ):
-                self.store.add_event(
-                    job_id,
-                    f"Checkpoint created at step {record['step']} with Snapshot ID: {name}",
-                    job_updates=done,
-                )
-            else:
-                self.store.update_job(job_id, **done)
+                },
+                f"Checkpoint created at step {record['step']} with Snapshot ID: {name}",
+                job_updates=done,
+            )
         elif kind == "result":
             self._finish(job, record, done)
         elif kind == "error":
