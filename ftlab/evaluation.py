@@ -44,6 +44,7 @@ from ftlab.support import (
     score_one,
 )
 from ftlab.text_metrics import TextScores, text_score, text_score_one, tidy
+from ftlab.validation.rules import check_example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -199,7 +200,10 @@ def _holds_chat_examples(path: Path) -> bool:
 
 
 def _chat_problem(example: object) -> str | None:
-    """Why one example has no prompt and gold answer to compare, or None."""
+    """Why one example has no prompt and gold answer to compare, or None. Past the checks
+    that say so in evaluation's words come the errors `ftlab validate` reports (a role that
+    is not text, content that is a number or a list), which would otherwise fail half-way
+    through generation or score a prompt left blank."""
     messages = example.get("messages") if isinstance(example, dict) else None
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return 'it is not {"messages": [...]} with one object per message'
@@ -213,6 +217,11 @@ def _chat_problem(example: object) -> str | None:
         return "its last assistant message has no text content"
     if not gold.strip():
         return "its last assistant message (the gold answer) is empty"
+    errors = [problem for problem in check_example(0, example) if problem.is_error]
+    if errors:
+        first = errors[0]
+        at = "" if first.message_index is None else f"messages[{first.message_index}]: "
+        return f"{at}{first.message}"
     return None
 
 

@@ -31,7 +31,8 @@ INTENTS = (
 )
 SENTIMENTS = ("positive", "neutral", "negative")
 KEYS = ("intent", "order_id", "sentiment")
-ORDER_ID = re.compile(r"^AC-\d{5}$")
+# Use with fullmatch: `$` would allow a final line break, and `\d` Arabic-Indic digits too.
+ORDER_ID = re.compile(r"AC-[0-9]{5}")
 # Messages at least this alike (difflib's ratio, case and spacing ignored) count as copies:
 # writers working apart still converge on sentences like "Happy holidays to the whole Acme team"
 # or "Are you hiring for the warehouse in Reno?". data/support/build.py refuses such pairs across
@@ -117,22 +118,24 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[dict]:
 
 def numbered_examples(path: str | Path, limit: int | None = None) -> list[tuple[int, dict]]:
     """`load_examples`, each example with its line number in the file (for messages)."""
+    # The checker's reading and line rules, so that both read a file alike (imported here:
+    # the checker pulls in numpy and more, which most users of this module never need).
+    from ftlab.validation.checker import read_bytes, split_lines
+
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be 0 or more, got {limit}.")
     fix = f"Fix: `ftlab validate {path}` lists every problem in the file."
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason}).\n{fix}") from None
-    # Only "\n" ends a line, as in `ftlab validate`: str.splitlines() also splits at U+2028,
-    # U+0085 and others, which json.dumps(ensure_ascii=False) leaves raw inside strings.
-    if "\n" not in text:
-        text = text.replace("\r", "\n")  # old Mac line ends, which the checker also accepts
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    lines, _ = split_lines(read_bytes(path))  # an unreadable file: an OSError that says why
     examples = []
-    for number, line in enumerate(lines, 1):
+    for number, raw in enumerate(lines, 1):
         if limit is not None and len(examples) >= limit:
             break
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path} line {number} is not UTF-8 text ({error.reason}).\n{fix}"
+            ) from None
         if not line.strip():
             continue
         try:
@@ -152,25 +155,41 @@ def numbered_examples(path: str | Path, limit: int | None = None) -> list[tuple[
 THINKING = re.compile(r"\A.*?</think>", re.DOTALL)
 
 
+class RepeatedKeys(dict):
+    """A JSON object that names a key twice (`repeated`): `json.loads` keeps the last value,
+    so an answer saying `"intent": "other", "intent": "complaint"` would hedge and score."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], repeated: set[str]) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+def _keep_repeats_visible(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = {key for key in keys if keys.count(key) > 1}
+    return RepeatedKeys(pairs, repeated) if repeated else dict(pairs)
+
+
 def parse_answer(text: str) -> dict | None:
     """The model's answer as a dict if it is exactly one JSON object (after the thinking of a
-    reasoning model, if any), else None."""
+    reasoning model, if any), else None. An object with a repeated key comes back as a
+    `RepeatedKeys`, which `is_schema_valid` refuses."""
     try:
-        value = json.loads(THINKING.sub("", text).strip())
+        value = json.loads(THINKING.sub("", text).strip(), object_pairs_hook=_keep_repeats_visible)
     except (ValueError, TypeError):
         return None
     return value if isinstance(value, dict) else None
 
 
 def is_schema_valid(answer: dict | None) -> bool:
-    """Exactly the three keys, each with an allowed value."""
-    if answer is None or set(answer) != set(KEYS):
+    """Exactly the three keys, each once, each with an allowed value."""
+    if answer is None or isinstance(answer, RepeatedKeys) or set(answer) != set(KEYS):
         return False
     order_id = answer["order_id"]
     return (
         answer["intent"] in INTENTS
         and answer["sentiment"] in SENTIMENTS
-        and (order_id is None or (isinstance(order_id, str) and bool(ORDER_ID.match(order_id))))
+        and (order_id is None or (isinstance(order_id, str) and bool(ORDER_ID.fullmatch(order_id))))
     )
 
 
@@ -191,10 +210,12 @@ class Scores:
 
 
 def score_one(prediction: str, gold: dict) -> dict[str, bool]:
-    """Which metrics one answer earns (unparseable answers earn none)."""
+    """Which metrics one answer earns (unparseable answers earn none, and a key given twice
+    earns nothing for its field)."""
     answer = parse_answer(prediction)
     got = answer or {}
-    hits = {key: key in got and got[key] == gold[key] for key in KEYS}
+    repeated = answer.repeated if isinstance(answer, RepeatedKeys) else set()
+    hits = {key: key in got and key not in repeated and got[key] == gold[key] for key in KEYS}
     return {
         "json_valid": answer is not None,
         "schema_valid": is_schema_valid(answer),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-from conftest import run_ftlab
+from conftest import REPO, run_ftlab
 
 from ftlab import cli, models
 from ftlab.paths import support_split
@@ -82,3 +84,12 @@ def test_a_misspelled_option_is_named_by_its_command_with_the_one_meant(capsys):
     with pytest.raises(SystemExit) as caught:  # a shortened option is not taken for the full one
         cli.main(["train", "--data", "x.jsonl", "--out", "runs/x", "--epoch", "3"])
     assert caught.value.code == 2 and "--epoch: did you mean --epochs?" in capsys.readouterr().err
+
+
+def test_python_dash_m_ftlab_runs_the_same_command_line():
+    """Where the environment's scripts folder is not on PATH, `python -m ftlab` still works."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ftlab", "--version"], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ftlab ")

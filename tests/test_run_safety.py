@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,8 +276,25 @@ def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_pat
         with pytest.raises(ValueError, match="Cannot write predictions"):
             evaluate("no-such-model", [good], predictions_path=where)
     path.write_bytes(b'{"messages": "caf\xe9"}\n')
-    with pytest.raises(ValueError, match="is not UTF-8 text"):
+    with pytest.raises(ValueError, match="line 1 is not UTF-8 text"):
         evaluate("no-such-model", path)
+    # The checker's errors: these failed half-way through generation, or scored a blank prompt.
+    number, parts = json.loads(json.dumps(good)), json.loads(json.dumps(good))
+    number["messages"][1]["content"] = 123
+    parts["messages"][1]["content"] = [{"type": "text", "text": "Where is AC-12345?"}]
+    write_jsonl(path, [number, parts])
+    with pytest.raises(ValueError) as caught:
+        evaluate("no-such-model", path)
+    assert "line 1: messages[1]: content is a number; it must be a string" in str(caught.value)
+    assert "line 2: messages[1]: content is a list; it must be a string" in str(caught.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_an_unreadable_evaluation_file_is_an_error_not_a_traceback():
+    done = run_ftlab("eval", "--model", "x", "--data", "/proc/self/mem")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: cannot read the data file /proc/self/mem: ")
+    assert "Traceback" not in done.stderr
 
 
 def test_eval_options_out_of_range_are_refused_by_the_command_line(tmp_path):

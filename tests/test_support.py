@@ -32,6 +32,13 @@ def test_perfect_answer_earns_every_metric():
             json.dumps({**GOLD, "extra": 1}),
             {"json_valid", "intent_acc", "order_id_acc", "sentiment_acc", "exact"},
         ),
+        # Not canonical: `$` let a final line break through, and `\d` other scripts' digits.
+        (answer(order_id="AC-12345\n"), {"json_valid", "intent_acc", "sentiment_acc"}),
+        (answer(order_id="AC-١٢٣٤٥"), {"json_valid", "intent_acc", "sentiment_acc"}),
+        (  # a hedge: the same key twice earns nothing for its field, though JSON keeps the last
+            answer()[:-1] + ', "intent": "complaint", "intent": "order_status"}',
+            {"json_valid", "order_id_acc", "sentiment_acc"},
+        ),
         ('{"intent": "order_status"', set()),
         ("Sure! Here is the JSON: " + answer(), set()),
         ("[1, 2]", set()),

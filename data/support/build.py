@@ -71,7 +71,7 @@ def label_problems(record: dict) -> list[str]:
     if order_id is None and found:
         problems.append(f"order_id is null but the text mentions {sorted(found)}")
     if order_id is not None:
-        if not ORDER_ID.match(order_id):
+        if not ORDER_ID.fullmatch(order_id):
             problems.append(f"order_id {order_id!r} is not AC- plus 5 digits")
         elif order_id not in found:
             problems.append(f"order_id {order_id} does not appear in the text")

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task,
             max_new_tokens=args.max_new_tokens,
         )
-    except (FileNotFoundError, ValueError, ModelNotFoundError) as error:
+    except (OSError, ValueError, ModelNotFoundError) as error:  # OSError: a file unreadable
         print(f"error: {error}", file=sys.stderr)
         return 1
     scores = result.scores.as_dict()

@@ -146,7 +146,7 @@ def _order_id_problems(order_id: object, text: str) -> list[str]:
                 "label it (canonical form, e.g. 'AC-12345')"
             ]
         return []
-    if not isinstance(order_id, str) or not ORDER_ID.match(order_id):
+    if not isinstance(order_id, str) or not ORDER_ID.fullmatch(order_id):
         return [
             f"order_id {order_id!r} is not in the canonical form: 'AC-' and exactly five digits, "
             "in capitals, e.g. 'AC-12345', whatever way the customer typed it"
