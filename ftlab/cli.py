@@ -12,6 +12,8 @@ import importlib
 import os
 import pkgutil
 import sys
+import warnings
+from typing import TextIO
 
 from ftlab import __version__, commands
 from ftlab.paths import HomeError
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = plain_warning
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -60,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     except HomeError as error:
         print(f"ftlab {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def plain_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr: the source file and line Python adds mean nothing to
+    a learner (training's notes on the data, a corrupt quiz progress file moved aside)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:

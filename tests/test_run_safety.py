@@ -101,6 +101,21 @@ def test_a_new_run_stopped_before_its_first_checkpoint_puts_the_earlier_run_back
     assert _files(run_dir) != before and not (run_dir / ".replaced-run").exists()
 
 
+@pytest.mark.slow
+def test_resume_with_no_checkpoint_left_keeps_the_earlier_run_until_the_new_one_saves(run):
+    """Nothing to resume from (its checkpoints deleted to save disk, say) starts a new run,
+    and a new run keeps the earlier one until it has saved something. Resuming skipped that,
+    and cleared the finished run's metrics as soon as it started."""
+    data, run_dir = run
+    shutil.rmtree(run_dir / "checkpoints")
+    before = _files(run_dir)
+    result = train(
+        tiny(data, run_dir, epochs=1, batch_size=12, resume=True), should_stop=lambda: True
+    )
+    assert result.stopped and result.kept_earlier_run
+    assert _files(run_dir) == before
+
+
 def test_an_earlier_run_set_aside_by_a_crashed_run_is_put_back_at_the_next_start(tmp_path):
     from ftlab.training.checkpoints import RUN_OUTPUTS, RunReplacement, remove_stale_staging
 
@@ -290,11 +305,22 @@ def test_examples_that_cannot_be_scored_are_named_before_loading_a_model(tmp_pat
 
 
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
-def test_an_unreadable_evaluation_file_is_an_error_not_a_traceback():
+def test_an_unreadable_file_is_an_error_that_names_its_role(data, tmp_path):
     done = run_ftlab("eval", "--model", "x", "--data", "/proc/self/mem")
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: cannot read the data file /proc/self/mem: ")
     assert "Traceback" not in done.stderr
+    out = str(tmp_path / "run")
+    done = run_ftlab("train", "--data", data, "--valid", "/proc/self/mem", "--out", out)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: cannot read the validation file /proc/self/mem: ")
+
+
+def test_resume_into_a_file_says_only_what_is_wrong(data, tmp_path):
+    (tmp_path / "afile").write_text("not a run")
+    done = run_ftlab("train", "--data", data, "--out", str(tmp_path / "afile"), "--resume")
+    assert done.returncode != 0 and "is a file. Fix: pass a folder" in done.stderr
+    assert "no checkpoint" not in done.stdout + done.stderr  # no note before the error
 
 
 def test_eval_options_out_of_range_are_refused_by_the_command_line(tmp_path):

@@ -285,7 +285,7 @@ def test_resuming_with_other_settings_is_refused_before_any_note(tmp_path, capsy
     assert cli.main(["train", "--data", str(data), "--out", str(out), "--resume"]) == 1
     printed = capsys.readouterr()
     assert "Cannot resume the run" in printed.err and "epochs: 3 -> 2" in printed.err
-    assert "learning rate falls to zero at the last step it planned" in printed.err
+    assert "learning rate falls towards zero by the last step it planned" in printed.err
     assert "no checkpoint" not in printed.out
     again = ["train", "--data", str(data), "--out", str(out), "--resume", "--epochs", "3"]
     assert cli.main([*again, "--lr", "1"]) == 1

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ftlab.quiz.bank import Question
@@ -34,24 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with warnings.catch_warnings():
-        warnings.showwarning = _plain_warning
-        return _run(args)
-
-
-def _plain_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """One line on stderr: the source line Python shows means nothing to a learner."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def _run(args: argparse.Namespace) -> int:
     from ftlab.quiz.bank import BankError, list_banks, load_bank, quiz_dir
     from ftlab.quiz.progress import ProgressStore
 

@@ -186,9 +186,11 @@ def run(args: argparse.Namespace) -> int:
             remove_stale_staging(Path(args.out))  # a run a crash left set aside is back first
         # Settings that differ from the run's are refused here, before any note about it.
         # (A missing data file is left to `train`, whose message says how to fix it.)
+        # (And an --out that is a file is left to `train` too: no note before its error.)
         nothing_to_resume = (
             args.resume
             and Path(args.data).is_file()
+            and not Path(args.out).is_file()
             and resume_point(config, Path(args.out)) is None
         )
         if args.estimate:

@@ -68,7 +68,8 @@ KEPT_EARLIER_RUN = "The earlier run in {out} is back as it was: this run stopped
 
 
 def check_data(path: str, validation: bool = False) -> list[dict]:
-    """Run the course's data checker on `path`; return its examples or raise InvalidDataError.
+    """Run the course's data checker on `path`; return its examples, or raise InvalidDataError
+    with its report (FileNotFoundError or UnreadableFileError for a file it cannot read).
 
     A validation file (`validation=True`) may hold fewer examples than training needs."""
     role = "validation file (valid, --valid)" if validation else "training file (data, --data)"
@@ -78,7 +79,9 @@ def check_data(path: str, validation: bool = False) -> list[dict]:
         )
     if not Path(path).is_file():
         raise FileNotFoundError(f"No {role} at {path}. Fix: pass the path of a chat JSONL file.")
-    report = validate_file(path, count_tokens=False)
+    report = validate_file(
+        path, count_tokens=False, what="validation file" if validation else "training file"
+    )
     if validation and "too_few_examples" in report.codes() and report.examples:
         report.problems = [p for p in report.problems if p.code != "too_few_examples"]
     if not report.valid:
@@ -111,7 +114,9 @@ def check_base_model(config: TrainConfig) -> None:
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Linear warm-up, then linear decay to zero: the schedule for step `step` (0-based)."""
+    """The rate for step `step` (0-based): a linear warm-up, then a linear decay that would
+    reach zero one step after the last (which takes lr / the steps after warm-up). A run of
+    10 steps or fewer warms up in one step, so it starts at the full rate."""
     warmup = max(1, math.ceil(config.warmup_ratio * total_steps))
     if step < warmup:
         return config.lr * (step + 1) / warmup
@@ -434,8 +439,9 @@ def resume_point(config: TrainConfig, out: Path) -> Checkpoint | None:
             reasons = "; ".join(changed)
             # The most natural wish (train this finished run for longer) cannot be granted.
             why = (
-                "A run's learning rate falls to zero at the last step it planned, so it cannot "
-                "be lengthened or shortened part-way: a run of another length starts afresh.\n"
+                "A run's learning rate falls towards zero by the last step it planned, so it "
+                "cannot be lengthened or shortened part-way: a run of another length starts "
+                "afresh.\n"
                 if any(change.startswith(("epochs:", "max_steps:")) for change in changed)
                 else ""
             )
@@ -529,7 +535,7 @@ def _train(
     lock.acquire()
     if not existed and any(out.iterdir()):  # another run made the folder meanwhile
         raise RunFolderBusyError(busy_message(out))
-    if not config.resume:  # only now that every setting and example has been checked
+    if resume_from is None:  # (a new run, or nothing to resume) now that all is checked
         replacement.begin()
 
     optimizer = new_optimizer(model, config)

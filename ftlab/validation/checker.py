@@ -381,8 +381,9 @@ def validate_bytes(
     and the `too_long` check, for fast structure-only checks.
     `price_per_million`: a number or a model name from `data/prices.json`.
     Raises `UnreadableFileError` only when an `against` file cannot be read (or
-    holds nothing readable), and `ValueError` for a bad `epochs`, `max_tokens` or
-    price argument.
+    holds nothing readable), `ValueError` for a bad `epochs`, `max_tokens` or
+    price argument, and, when tokens are counted with a tokenizer given by name,
+    `ModelNotFoundError` or `HomeError` if that model cannot be loaded.
     """
     if isinstance(data, str):  # text pasted in a notebook; lone surrogates stay visible as errors
         data = data.encode("utf-8", "surrogatepass")
@@ -619,14 +620,15 @@ def validate_file(
     tokenizer: Any = None,
     count_tokens: bool = True,
     max_tokens: int | None = None,
+    what: str = "data file",
 ) -> ValidationReport:
     """Check a chat-format JSONL file (options as in `validate_bytes`).
 
-    Raises `UnreadableFileError` when the file cannot be read at all; every
-    problem inside the file is reported, never raised.
+    Raises `UnreadableFileError` when the file cannot be read at all (its message calls the
+    file `what`); every problem inside the file is reported, never raised.
     """
     return validate_bytes(
-        read_bytes(path),
+        read_bytes(path, what),
         name=str(path),
         against=against,
         epochs=epochs,
