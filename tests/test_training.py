@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training_helpers import MESSAGES, tiny
@@ -78,6 +80,28 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert rates[9] == pytest.approx(1e-3)
     assert rates[0] < rates[5] < rates[9]
     assert rates[10] > rates[50] > rates[99] > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"epochs": 2.5}, "epochs must be a whole number, got 2.5"),
+        ({"rank": True}, "rank must be a whole number, got True"),
+        ({"batch_size": 4.0}, "batch_size must be a whole number, got 4.0"),
+        ({"lr": "0.001"}, "lr must be a number, got '0.001'"),
+        ({"seed": 2**64}, "seed must be from 0 to 2**64 - 1"),
+        ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ],
+)
+def test_settings_of_the_wrong_kind_are_refused_before_anything_runs(changes, said):
+    with pytest.raises(ValueError, match=f"^Invalid training settings: {re.escape(said)}"):
+        TrainConfig(data="x", out="y", **changes)
+
+
+def test_numpy_numbers_become_plain_ones_that_json_can_write(tmp_path):
+    config = TrainConfig(data="x", out="y", epochs=np.int64(3), lr=np.float32(0.5))
+    assert (type(config.epochs), type(config.lr), config.epochs) == (int, float, 3)
+    config.to_json(tmp_path / "config.json")  # would fail on numpy's int64
 
 
 def test_shared_prefix_and_selected_logits_give_the_library_loss(tokenizer):

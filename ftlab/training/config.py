@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,19 @@ from ftlab.validation.stats import TRAIN_MAX_LENGTH
 # output paths may change when the course folder is moved or renamed: the loop compares the
 # data files by content (SHA-256) instead, so an edited file is still refused.
 RESUMABLE_CHANGES = frozenset({"resume", "micro_batch_size", "data", "valid", "out"})
+WHOLE_SETTINGS = (
+    "epochs",
+    "rank",
+    "batch_size",
+    "micro_batch_size",
+    "max_steps",
+    "seed",
+    "adapted_layers",
+    "max_length",
+    "log_every",
+)
+OPTIONAL_SETTINGS = frozenset({"micro_batch_size", "max_steps", "adapted_layers"})  # None: auto
+REAL_SETTINGS = ("lr", "alpha", "dropout", "warmup_ratio", "weight_decay")
 
 
 @dataclass
@@ -59,7 +73,9 @@ class TrainConfig:
         self.data, self.out = str(self.data), str(self.out)
         self.valid = None if self.valid is None else str(self.valid)
         self.model = str(self.model)
-        problems = []
+        problems = self._type_problems()
+        if problems:  # the checks below compare numbers
+            raise ValueError("Invalid training settings: " + "; ".join(problems))
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if not 0 < self.lr < math.inf:
@@ -91,8 +107,32 @@ class TrainConfig:
             problems.append(f"max_length must be at least 1, got {self.max_length}")
         if self.log_every < 1:
             problems.append(f"log_every must be at least 1, got {self.log_every}")
+        if not 0 <= self.seed < 2**64:
+            problems.append(f"seed must be from 0 to 2**64 - 1, got {self.seed}")
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems))
+
+    def _type_problems(self) -> list[str]:
+        """Whole numbers and real numbers where the settings need them (a float epoch count
+        failed deep inside training, a string rate with a bare TypeError). Numpy's numbers,
+        as a sweep with `np.arange` makes them, pass and become plain ones, so that the
+        config can be written as JSON."""
+        problems = []
+        for name in WHOLE_SETTINGS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_SETTINGS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                problems.append(f"{name} must be a whole number, got {value!r}")
+            else:
+                setattr(self, name, int(value))
+        for name in REAL_SETTINGS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                problems.append(f"{name} must be a number, got {value!r}")
+            else:
+                setattr(self, name, float(value))
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
