@@ -79,9 +79,11 @@ def special_ids(tokenizer) -> set[int]:
 
 
 def model_context(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    """How many tokens a loaded model reads: its positions (2,048 when its config does not
-    say), or fewer when its tokenizer sets a lower limit (the checker and training use the
-    same rule: `ftlab.validation.stats.context_length`)."""
+    """How many tokens a loaded model reads: its positions, or fewer when its tokenizer sets
+    a lower limit. The checker and training take the same smaller of the two
+    (`ftlab.validation.stats.context_length`, which reads the positions from the model's
+    config on disk); where neither says, they set no limit, and generation, which needs one
+    to fit a prompt and its answer, assumes 2,048."""
     positions = getattr(model.config, "max_position_embeddings", None) or 2048
     return min(positions, tokenizer_limit(tokenizer) or positions)
 

@@ -1,4 +1,5 @@
-"""Writing JSON Lines files: one JSON object per line, UTF-8, all or nothing."""
+"""JSON Lines files: writing them (one JSON object per line, UTF-8, all or nothing), and
+saying where a line's JSON breaks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.files import write_text_atomically
+
+
+def json_error_place(error: json.JSONDecodeError) -> str:
+    """What is wrong and where, in the line: "Expecting ',' delimiter at column 7"."""
+    at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
+    return f"{error.msg}{at} column {error.colno}"
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

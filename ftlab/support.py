@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.jsonl import json_error_place
+
 # Character for character: evaluation sets written elsewhere use it too.
 SYSTEM_PROMPT = (
     "You are the support triage assistant for Acme Outfitters. Read the customer's message "
@@ -141,10 +143,8 @@ def numbered_examples(path: str | Path, limit: int | None = None) -> list[tuple[
         try:
             examples.append((number, json.loads(line)))
         except json.JSONDecodeError as error:
-            at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
             raise ValueError(
-                f"{path} line {number} is not valid JSON ({error.msg}{at} column {error.colno})."
-                f"\n{fix}"
+                f"{path} line {number} is not valid JSON ({json_error_place(error)}).\n{fix}"
             ) from None
     return examples
 

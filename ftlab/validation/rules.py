@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftlab.chat_template import is_learned
+from ftlab.jsonl import json_error_place
 from ftlab.validation.codes import ALLOWED_ROLES, MESSAGE_KEYS, TOP_LEVEL_KEYS
 from ftlab.validation.report import Problem
 
@@ -280,8 +281,7 @@ def parse_json(number: int, text: str) -> tuple[Any, Problem | None]:
         )
         return value, None
     except json.JSONDecodeError as error:
-        at = "" if error.msg.endswith(" at") else " at"  # "Unterminated string starting at"
-        where = f"{error.msg}{at} column {error.colno}"
+        where = json_error_place(error)
         return None, Problem(
             "invalid_json", f"not valid JSON ({where}); {_json_hint(text, error)}", line=number
         )
