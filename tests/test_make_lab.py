@@ -34,6 +34,9 @@ def kernel(repo) -> Path:
     folder = repo / ".venv" / "share" / "jupyter" / "kernels" / "ftlab"
     if not (folder / "kernel.json").is_file():
         pytest.skip("this checkout's .venv was not made by `make setup` (a conda environment?)")
+    stamp = subprocess.run(["make", "-q", ".venv/.ftlab-installed"], cwd=repo)
+    if stamp.returncode != 0:  # `make setup` would reinstall packages into the running tests
+        pytest.skip("the installed packages are older than the pins: run `make setup` first")
     return folder
 
 

@@ -544,6 +544,24 @@ def test_progress_of_an_unknown_quiz_lists_the_available_ones(tmp_path: Path) ->
     assert "Q3: right after 2 attempt(s)" in kept.stdout
 
 
+def test_reset_forgets_one_quiz_and_keeps_the_others(tmp_path: Path) -> None:
+    progress = tmp_path / "p.json"
+    saved = {"banks": {"quick_check": {"0": {**SAVED_NUMERIC, "question": "Q"}}}}
+    saved["banks"]["retired_quiz"] = {"2": SAVED_NUMERIC}
+    progress.write_text(json.dumps(saved))
+    done = run_cli("--reset", "quick_check", stdin="", progress=progress)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Forgot your 1 saved answer(s) to quick_check in {progress}.\n"
+    assert ProgressStore(progress).load()["banks"] == {"retired_quiz": {"2": SAVED_NUMERIC}}
+    again = run_cli("--reset", "quick_check", stdin="", progress=progress)
+    assert again.returncode == 0 and "nothing to forget" in again.stdout
+    gone = run_cli("--reset", "retired_quiz", stdin="", progress=progress)  # a bank since removed
+    assert gone.returncode == 0 and "Forgot your 1 saved answer(s)" in gone.stdout
+    for wrong in ([], ["nosuch"], ["quick_check", "--progress"]):
+        refused = run_cli("--reset", *wrong, stdin="", progress=progress)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+
+
 def test_list_shows_every_bank_with_its_size(tmp_path: Path) -> None:
     result = run_cli("--list", stdin="", progress=tmp_path / "p.json")
     assert result.returncode == 0, result.stdout

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 QUIZ_CALL = 'show_quiz("quick_check")'
-QUIZ_CELL = f"from ftlab.quiz import show_quiz\n\n{QUIZ_CALL}"
 NOTEBOOK_01 = REPO_ROOT / "notebooks" / "01_what_is_fine_tuning.ipynb"
 CHROMIUM_ARGS = [
     "--headless",
@@ -75,28 +74,21 @@ def free_port() -> int:
 
 
 def quiz_notebook(root: Path) -> tuple[str, int]:
-    """Put the notebook to test in `root`; return its name and the quiz cell's index.
-
-    Notebook 01 once it exists (it must hold a self-contained cell calling
-    `show_quiz("quick_check")`), else a small notebook whose only cell is that code.
-    """
-    if NOTEBOOK_01.exists():
-        notebook = nbformat.read(NOTEBOOK_01, as_version=4)
-        index = next(
-            (
-                i
-                for i, cell in enumerate(notebook.cells)
-                if cell.cell_type == "code" and QUIZ_CALL in cell.source
-            ),
-            None,
-        )
-        assert index is not None, f"{NOTEBOOK_01} has no code cell calling {QUIZ_CALL}"
-        assert "import show_quiz" in notebook.cells[index].source, (
-            f"{NOTEBOOK_01}: cell {index} must import show_quiz itself (the test runs only it)"
-        )
-    else:
-        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(QUIZ_CELL)])
-        index = 0
+    """Put notebook 01 in `root`; return its name and the index of its quick-check cell,
+    which must call `show_quiz("quick_check")` on its own (the test runs only that cell)."""
+    notebook = nbformat.read(NOTEBOOK_01, as_version=4)
+    index = next(
+        (
+            i
+            for i, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and QUIZ_CALL in cell.source
+        ),
+        None,
+    )
+    assert index is not None, f"{NOTEBOOK_01} has no code cell calling {QUIZ_CALL}"
+    assert "import show_quiz" in notebook.cells[index].source, (
+        f"{NOTEBOOK_01}: cell {index} must import show_quiz itself (the test runs only it)"
+    )
     notebook.metadata["kernelspec"] = {
         "name": "ftlab",
         "display_name": "Python 3 (ftlab)",

@@ -21,7 +21,13 @@ from ftlab.server.app import create_app, job_object
 from ftlab.server.auth import Authenticator
 from ftlab.server.inference import Inference
 from ftlab.server.store import Store, now
-from ftlab.server.worker import Worker, model_name, pace, resumed_clock
+from ftlab.server.worker import (
+    Worker,
+    model_name,
+    pace,
+    resolve_hyperparameters,
+    resumed_clock,
+)
 
 HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}
 HELLO = [{"role": "user", "content": "Hi"}]
@@ -266,6 +272,29 @@ def test_an_event_said_once_is_not_said_again(tmp_path):
     ]
     assert not store.update_job(job["id"], only_if_status=("queued",), event="no", status="x")
     assert "no" not in event_messages(store, job["id"])  # no change, no event
+
+
+# ---- what a job trains with ----------------------------------------------------------------
+
+
+def test_auto_settings_become_what_training_uses_and_the_multiplier_scales_the_rate(tmp_path):
+    auto = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto"}
+    # OpenAI's rule: 3 epochs, more for a tiny file (10 examples: 10), fewer for a huge one.
+    assert resolve_hyperparameters(auto, 10) == {
+        "n_epochs": 10,
+        "batch_size": 16,  # notebook 03's batch
+        "learning_rate_multiplier": 1.0,
+    }
+    assert resolve_hyperparameters(auto, 1059)["n_epochs"] == 3
+    assert resolve_hyperparameters(auto, 30_000)["n_epochs"] == 1
+    assert resolve_hyperparameters({"n_epochs": 2}, 10)["n_epochs"] == 2  # a missing key: auto
+
+    store = Store(tmp_path / "data")
+    job = running_job(store)
+    store.update_job(job["id"], hyperparameters={**HYPERPARAMETERS, "learning_rate_multiplier": 2})
+    request = Worker(store)._train_request(store.get_job(job["id"]))
+    assert request["lr"] == pytest.approx(2 * 3e-3)  # notebook 03's rate, doubled
+    assert (request["epochs"], request["batch_size"]) == (1, 1)
 
 
 # ---- a data folder that moves ----------------------------------------------------------------

@@ -295,6 +295,8 @@ def test_cancel_stops_training_promptly(ana, workshop):
 
 
 def test_deleted_model_is_gone_but_its_checkpoints_still_answer(ana, finished_job):
+    """Kept after every other test of `finished_job` (pytest runs a file in order): it
+    deletes the model that they use, and one more training job would cost a minute."""
     name = finished_job.fine_tuned_model
     assert ana.models.delete(name).deleted
     assert reusable_job(ana, BASE, "done") is None, "its model is gone: train again"

@@ -73,6 +73,11 @@ def held(tmp_path):
 
 
 def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(held):
+    async def every_chat_submitted():
+        """Until every chat has reached the batcher (with a chat per thread, 40 of 60 did)."""
+        while len(held.handles) < CHATS:
+            await asyncio.sleep(0.01)
+
     async def poll_while_chats_wait():
         transport = httpx.ASGITransport(app=held.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ftlab") as http:
@@ -80,8 +85,8 @@ def test_a_poll_is_answered_while_more_chats_wait_than_the_server_has_threads(he
                 asyncio.create_task(http.post("/v1/chat/completions", json=HELLO))
                 for _ in range(CHATS)
             ]
-            await asyncio.sleep(0.5)  # every chat reaches the server and starts waiting
             try:
+                await asyncio.wait_for(every_chat_submitted(), timeout=60)
                 # Not a speed limit: a poll stuck behind the chats never answers until they do.
                 models = await asyncio.wait_for(http.get("/v1/models"), timeout=30)
                 waiting = sum(not c.done() for c in chats)

@@ -685,10 +685,6 @@ def test_broken_file_reports_each_problem_and_exits_1(name, capsys):
 SPLITS = ("train", "valid", "test")
 
 
-@pytest.mark.skipif(
-    not all(support_split(s).is_file() for s in SPLITS),
-    reason="data/support/{train,valid,test}.jsonl not built yet (python data/support/build.py)",
-)
 @pytest.mark.parametrize("split", SPLITS)
 def test_shipped_split_is_clean_and_shares_no_user_message(split):
     others = [support_split(s) for s in SPLITS if s != split]

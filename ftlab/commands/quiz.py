@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show your quiz record (with NAME: question by question)",
     )
     parser.add_argument("--no-save", action="store_true", help="do not record the answers")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget your saved answers to quiz NAME, to take it afresh",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ftlab.quiz.progress import ProgressStore
 
     if args.list:
-        if args.name or args.progress:  # a learner who meant one of them must not be ignored
+        if args.name or args.progress or args.reset:  # what a learner meant is not ignored
             print(
                 "ftlab quiz: --list takes no quiz name and no --progress; use one of "
                 "`ftlab quiz --list`, `ftlab quiz --progress [NAME]` or `ftlab quiz NAME`",
@@ -45,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
         return _list(list_banks(), quiz_dir())
+    if args.reset:
+        return _reset(ProgressStore(), args.name, args.progress)
     if args.progress:
         return _progress(ProgressStore(), args.name)
     if not args.name:
@@ -63,6 +70,30 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_terminal(bank, None if args.no_save else ProgressStore())
     return 0 if result.finished and not result.unsaved else 1
+
+
+def _reset(store: ProgressStore, name: str | None, progress: bool) -> int:
+    from ftlab.quiz.bank import BankError, bank_path
+
+    if not name or progress:
+        print(
+            "ftlab quiz: --reset needs the name of one quiz, e.g. `ftlab quiz --reset "
+            "quick_check` (`ftlab quiz --progress` lists the quizzes you have answered)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        name = bank_path(name).stem  # a path to a bank file is recorded under its stem
+    except BankError as error:
+        if not store.bank(name):  # a bank since removed can still be forgotten
+            print(f"ftlab quiz: {error}", file=sys.stderr)
+            return 2
+    forgotten = store.forget(name)
+    if forgotten:
+        print(f"Forgot your {forgotten} saved answer(s) to {name} in {store.path}.")
+    else:
+        print(f"Nothing saved for {name} in {store.path}: nothing to forget.")
+    return 0
 
 
 def _list(names: list[str], folder: Path) -> int:

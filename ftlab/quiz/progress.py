@@ -226,6 +226,17 @@ class ProgressStore:
             self._write(data)
         return entry
 
+    def forget(self, bank: str) -> int:
+        """Delete every record of one bank (to take that quiz afresh); the number deleted.
+        Under the writers' lock, as one atomic write: another bank's answer saved at the same
+        moment stays."""
+        with self._locked():
+            data = self.load()
+            records = data["banks"].pop(bank, {})
+            if records:
+                self._write(data)
+        return len(records)
+
     def summary(self) -> list[BankSummary]:
         """One line per bank the learner has touched, sorted by bank name."""
         return _summarise(self.load())
