@@ -241,7 +241,12 @@ def test_quiz_in_jupyterlab(lab: Lab, chromium_path: str, tmp_path: Path) -> Non
         expect(quiz.locator(".ftlab-score")).to_have_text("Score: 1 / 1")
         cell.screenshot(path=shots / "quick_check_correct.png")
 
-        quiz.get_by_label(rag.text).check()
+        quiz.get_by_label(rag.text).check()  # another answer: "Correct!" would now mislead
+        expect(feedback).to_have_text(
+            "Your answer has changed: press Check to see whether it is right."
+        )
+        expect(quiz.locator(".ftlab-score")).to_have_text("Score: 0 / 1")
+        cell.screenshot(path=shots / "quick_check_changed.png")
         quiz.get_by_role("button", name="Check").click()
         expect(feedback).to_contain_text(f"Not quite. {rag.feedback}")
         expect(quiz.locator(".ftlab-score")).to_have_text("Score: 0 / 1")
