@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -97,13 +98,19 @@ def write_text_atomically(path: str | Path, text: str) -> Path:
     """Write `text` (UTF-8, `\\n` line ends) to `path`, creating the folder if needed.
 
     The text goes to a hidden file beside `path` that is then renamed over it: a
-    reader, or a crash, sees the old file or the new one, never half of either.
+    reader, or a crash, sees the old file or the new one, never half of either. Each
+    writer has a file of its own, so two notebooks writing `path` at once never write
+    into, or delete, each other's (the last rename wins, whole).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+    # O_EXCL: this writer's own file. Mode 666 less the umask, as a plain write would give
+    # (mkstemp would make it 600, and reading the umask means setting it, which races).
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        partial.write_text(text, encoding="utf-8", newline="\n")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
