@@ -214,23 +214,47 @@ def api_record(
 def api_result(on_event: Callable[[str], None] = print) -> dict[str, Any]:
     """Notebook 04's API fine-tune: its record if saved, else the same job run on the local server.
 
-    The record's keys are described in `api_record`. A record that lacks a key notebook 05
-    reads, or whose private server folder is gone (the model with it), is made again.
+    The record's keys are described in `api_record`. A record that is damaged, lacks a key
+    notebook 05 reads, or whose private server folder is gone (the model with it), is set
+    aside (`result.json.unusable-<time>`, nothing is deleted) and made again on the local
+    server; except that of a job on OpenAI, which is paid for and still there: that raises,
+    saying how to record it again, rather than put a local model in its place.
     """
     path = api_result_path()
-    if path.is_file():
+    if not path.is_file():
+        record = run_api_job(on_event)
+        save_api_result(record)
+        return record
+    try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        missing = set(API_RESULT_NEEDS) - set(record)
-        folder = record.get("server_data_dir")
-        if missing:
-            on_event(f"{path} lacks {sorted(missing)}; running the API job again.")
-        elif folder and not record.get("server_url") and not (runs_dir() / folder).is_dir():
-            on_event(
-                f"{path} names {record['fine_tuned_model']}, but the server folder that held it "
-                f"({runs_dir() / folder}) is gone; running the API job again."
+    except (ValueError, UnicodeDecodeError):
+        record, why = {}, "is not a readable record (not JSON)"
+    else:
+        if not isinstance(record, dict):
+            record, why = {}, "is not a readable record (not a JSON object)"
+        elif missing := set(API_RESULT_NEEDS) - set(record):
+            why = f"lacks {sorted(missing)}"
+        elif (
+            (folder := record.get("server_data_dir"))
+            and not record.get("server_url")
+            and not (runs_dir() / folder).is_dir()
+        ):
+            why = (
+                f"names {record['fine_tuned_model']}, but the server folder that held it "
+                f"({runs_dir() / folder}) is gone"
             )
         else:
             return record
+    if record.get("provider") == "openai":
+        raise RuntimeError(
+            f"{path} records a fine-tuning job on OpenAI ({record.get('fine_tuned_model')}) "
+            f"but {why}.\nFix: run notebook 04 again with the same settings: it finds that "
+            "job instead of paying for another, and records it anew. (Notebook 05 does not "
+            "put a local model in the place of a paid one.)"
+        )
+    aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    on_event(f"{path} {why}; it is kept as {aside.name}, and the API job runs again.")
     record = run_api_job(on_event)
     save_api_result(record)
     return record

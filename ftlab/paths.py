@@ -12,7 +12,7 @@ REPO_ROOT = PACKAGE_DIR.parent
 
 
 class HomeError(RuntimeError):
-    """ftlab's cache folder cannot be made or used."""
+    """A folder ftlab needs (its cache folder, the runs folder) cannot be made or used."""
 
 
 def home_path() -> Path:
@@ -23,17 +23,22 @@ def home_path() -> Path:
 
 def ftlab_home() -> Path:
     """The cache folder for converted models and local state (override with FTLAB_HOME)."""
-    home = os.environ.get("FTLAB_HOME")
+    # Not checked for writing: a class shares one read-only FTLAB_HOME (the README's hub
+    # set-up), with progress and runs elsewhere.
     default = Path(platformdirs.user_cache_dir("ftlab"))
-    path = home_path()
+    return made_folder(home_path(), "FTLAB_HOME", default, "ftlab's cache folder")
+
+
+def made_folder(path: Path, variable: str, default: Path, what: str) -> Path:
+    """`path`, made if missing, or a HomeError that names the setting and says how to fix it
+    (an environment variable pointing at a file, a folder one may not create)."""
+    setting = os.environ.get(variable)
     try:
-        # Not checked for writing: a class shares one read-only FTLAB_HOME (the README's
-        # hub set-up), with progress and runs elsewhere.
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        where = f"FTLAB_HOME={home}" if home else f"ftlab's cache folder {path}"
-        fix = "set FTLAB_HOME to a folder you may create and write in"
-        if home:
+        where = f"{variable}={setting}" if setting else f"{what} {path}"
+        fix = f"set {variable} to a folder you may create and write in"
+        if setting:
             fix = f"{fix}, or unset it to use {default}"
         reason = (
             f"{path} is a file, not a folder"
@@ -61,9 +66,9 @@ def runs_dir() -> Path:
     Notebooks share it: notebook 05 reuses the adapter that notebook 03 trained, when present.
     """
     override = os.environ.get("FTLAB_RUNS")
-    path = Path(override).expanduser() if override else REPO_ROOT / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    default = REPO_ROOT / "runs"
+    path = Path(override).expanduser() if override else default
+    return made_folder(path, "FTLAB_RUNS", default, "the runs folder")
 
 
 def cannot_write_in(folder: str | Path) -> str | None:

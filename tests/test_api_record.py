@@ -52,7 +52,7 @@ def test_a_record_without_what_notebook_05_reads_is_made_again(tmp_path, monkeyp
     monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
     (tmp_path / "04_server").mkdir()
     save_api_result({k: v for k, v in RECORD.items() if k != missing})
-    with pytest.raises(JobStarted, match=f"lacks \\['{missing}'\\]; running the API job again"):
+    with pytest.raises(JobStarted, match=f"lacks \\['{missing}'\\]; it is kept as result"):
         api_result(on_event=start_job)
 
 
@@ -64,3 +64,25 @@ def test_a_record_whose_server_folder_is_gone_is_made_again(tmp_path, monkeypatc
     shared = {**RECORD, "server_url": "http://10.0.0.5:8000/v1"}  # its model is elsewhere
     save_api_result(shared)
     assert api_result(on_event=start_job) == shared
+
+
+@pytest.mark.parametrize("content", ["", '{"provider": "loc', "[]"])
+def test_a_damaged_record_is_set_aside_and_made_again(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    path = api_result_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(content)  # a crash before writes were atomic, a hand edit
+    with pytest.raises(JobStarted, match="is not a readable record"):
+        api_result(on_event=start_job)
+    (aside,) = path.parent.glob("result.json.unusable-*")  # kept, not deleted
+    assert aside.read_text() == content and not path.exists()
+
+
+def test_an_openai_record_is_never_replaced_by_a_local_job(tmp_path, monkeypatch):
+    """A paid hosted model is still there: notebook 04 can record it again for free."""
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path))
+    hosted = {**RECORD, "provider": "openai", "server_data_dir": None}
+    save_api_result({k: v for k, v in hosted.items() if k != "scores"})
+    with pytest.raises(RuntimeError, match="records a fine-tuning job on OpenAI .* lacks"):
+        api_result(on_event=start_job)
+    assert json.loads(api_result_path().read_text())["provider"] == "openai"  # untouched

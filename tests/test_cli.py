@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, run_ftlab
 
 from ftlab import cli, models
-from ftlab.paths import support_split
+from ftlab.paths import HomeError, runs_dir, support_split
 from ftlab.support import make_example
 
 
@@ -93,3 +93,16 @@ def test_python_dash_m_ftlab_runs_the_same_command_line():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ftlab ")
+
+
+def test_a_runs_folder_that_is_a_file_is_named_with_the_fix(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "runs.txt"
+    not_a_folder.write_text("a file where the runs folder should be")
+    monkeypatch.setenv("FTLAB_RUNS", str(not_a_folder))
+    with pytest.raises(HomeError) as caught:
+        runs_dir()  # what every notebook's and lab's set-up cell calls
+    assert str(caught.value) == (
+        f"FTLAB_RUNS={not_a_folder} cannot be used: {not_a_folder} is a file, not a folder.\n"
+        f"Fix: set FTLAB_RUNS to a folder you may create and write in, or unset it to use "
+        f"{REPO / 'runs'}."
+    )
