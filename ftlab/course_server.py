@@ -13,9 +13,11 @@ and the same notebooks, unchanged, upload, train and chat on the shared server i
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,19 +70,36 @@ class CourseServer:
         self.stop()
 
 
+def api_base_url(raw: str, named: str) -> str:
+    """`raw` as an OpenAI-compatible API's base address, with `/v1` at the end (added when
+    missing), or a ValueError that calls it `named` when it is no web address (no http://,
+    no host, a port that is not a number)."""
+    url = raw.strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - reading it checks it: ValueError for "8o00"
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ValueError(
+            f"{named} is {raw!r}, which is not a web address such as http://10.0.0.5:8000/v1"
+        )
+    return url if url.endswith("/v1") else url + "/v1"
+
+
 def shared_server_url() -> str | None:
     """FTLAB_SERVER_URL with `/v1` at the end (added when missing), or None when it is unset."""
     raw = os.environ.get(SERVER_URL_VARIABLE, "").strip()
     if not raw:
         return None
-    if not raw.startswith(("http://", "https://")):
+    try:
+        return api_base_url(raw, SERVER_URL_VARIABLE)
+    except ValueError as error:
         raise RuntimeError(
-            f"{SERVER_URL_VARIABLE} is {raw!r}, which is not a web address. Set it to the "
-            "address your instructor gave you, such as http://10.0.0.5:8000/v1, or unset it "
-            "to start a private server on this machine."
-        )
-    url = raw.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
+            f"{error}. Set it to the address your instructor gave you, or unset it to start a "
+            "private server on this machine."
+        ) from None
 
 
 def course_server(data_dir: str | Path) -> CourseServer:
@@ -134,7 +153,8 @@ def check_shared_server(url: str, key: str, timeout: float = 10.0) -> None:
             f"The shared server at {url} answered {error.code} {error.reason} to GET /models: "
             f"check {SERVER_URL_VARIABLE} with your instructor."
         ) from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # HTTPException: something answered there, but not in HTTP (an SSH port, say)
         reason = getattr(error, "reason", error)
         raise RuntimeError(
             f"No server answered at {url} ({reason}). Check {SERVER_URL_VARIABLE} with your "

@@ -69,6 +69,9 @@ def _server_part(row: LearnerRow, base_url: str, key: str, timeout: float) -> No
         if error.status_code in (401, 403):
             row.problem = f"the server refused this learner's key ({error.status_code})"
             return
+        if error.status_code != 404:  # this learner's requests failed: the others may not
+            row.problem = f"the server answered {error.status_code} for this learner's data"
+            return
         # Not a learner's problem: another program answers there, or the address lacks /v1.
         raise ConnectionError(
             f"the server at {base_url} answered {error.status_code} to a request of the "

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from openai import OpenAI
 from server_helpers import BASE, start
 
 from ftlab.course import api_model_server
-from ftlab.course_server import course_server, shared_server_url
+from ftlab.course_server import check_shared_server, course_server, shared_server_url
 from ftlab.server.launcher import running_server
 from ftlab.server.serve import DataDirInUse, exclusive
 
@@ -82,6 +84,31 @@ def test_a_wrong_key_or_address_is_named_before_any_work(tmp_path, monkeypatch, 
     monkeypatch.setenv("FTLAB_SERVER_URL", "10.0.0.5:8000")
     with pytest.raises(RuntimeError, match="not a web address"):
         shared_server_url()
+    monkeypatch.setenv("FTLAB_SERVER_URL", "http://10.0.0.5:80o0/v1")  # a typo in the port
+    with pytest.raises(RuntimeError, match="not a web address"):
+        shared_server_url()
+    monkeypatch.setenv("FTLAB_SERVER_URL", "http://10.0.0.5:8000/")
+    assert shared_server_url() == "http://10.0.0.5:8000/v1"
+
+
+def test_an_address_where_something_else_answers_is_no_server(monkeypatch):
+    """Not HTTP at all (an SSH port, say): a plain error, not http.client's traceback."""
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+
+    def banner() -> None:
+        connection, _ = listening.accept()
+        connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        connection.close()
+
+    threading.Thread(target=banner, daemon=True).start()
+    url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
+    try:
+        with pytest.raises(RuntimeError, match=f"No server answered at {url}"):
+            check_shared_server(url, "sk-ana")
+    finally:
+        listening.close()
 
 
 def test_notebook_05_finds_the_model_where_notebook_04_trained_it(monkeypatch, no_shared_server):

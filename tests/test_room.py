@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import pytest
 from server_helpers import client, start, tiny_examples, upload, wait_for
@@ -88,3 +90,43 @@ def test_the_room_names_unfinished_jobs_so_a_runaway_one_can_be_cancelled():
     table = format_room(rows)
     assert "Jobs not finished (to cancel one, see the README): ana ftjob-a1" in table
     assert "ben" not in table.splitlines()[-1]
+
+
+class OneLearnerFails(http.server.BaseHTTPRequestHandler):
+    """A stand-in server whose lists are empty, except that ben's requests fail with a 500."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        failing = self.headers.get("Authorization") == "Bearer sk-ben"
+        body = json.dumps(
+            {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
+            if failing
+            else {"object": "list", "data": [], "has_more": False}
+        ).encode()
+        self.send_response(500 if failing else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_one_learners_server_error_is_their_row_not_the_whole_room(tmp_path, capsys):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("ana sk-ana\nben sk-ben\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OneLearnerFails)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ana, ben = room_report(url + "/v1", keys)
+        assert ana.problem is None and ana.files == 0
+        assert ben.problem == "the server answered 500 for this learner's data"
+        assert cli.main(["room", "--url", url, "--keys", str(keys)]) == 0  # /v1 added
+        assert "answered 500" in capsys.readouterr().out
+    finally:
+        server.shutdown()
+    assert cli.main(["room", "--url", "http://127.0.0.1:80o0/v1", "--keys", str(keys)]) == 2
+    assert "--url is 'http://127.0.0.1:80o0/v1', which is not a web address" in (
+        capsys.readouterr().err
+    )

@@ -46,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from ftlab.course_server import api_base_url
+
     try:
-        rows = room_report(args.url, args.keys, args.progress, timeout=args.timeout)
+        url = api_base_url(args.url, "--url")  # as learners' FTLAB_SERVER_URL is read
+    except ValueError as error:
+        print(f"ftlab room: {error} (the address `ftlab serve` printed)", file=sys.stderr)
+        return 2
+    try:
+        rows = room_report(url, args.keys, args.progress, timeout=args.timeout)
     except (KeysFileError, ConnectionError) as error:
         print(f"ftlab room: {error}", file=sys.stderr)
         return 2
