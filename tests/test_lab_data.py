@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 from ftlab.labs.data_lab import (
+    answer_problems,
     broken_files_source,
     copied_examples_problems,
     kept_and_labelled_problems,
@@ -45,6 +46,26 @@ def test_a_dropped_or_mislabelled_hand_label_is_named_without_giving_the_label_a
     [problem] = kept_and_labelled_problems(fixed, BROKEN)
     assert "has the wrong intent and sentiment" in problem
     assert intent not in problem and json.dumps(intent) not in problem
+
+
+def test_new_examples_cannot_stand_in_for_lines_the_repair_dropped():
+    """A repair that drops four savable lines, padded with four new examples, once passed."""
+    kept = SOURCE.MESSAGES[:9]  # 4 of the 13 savable examples dropped
+    padding = [make_example(f"Do you sell tent pegs in packs of {n}?", "product_question", None,
+                            "neutral") for n in (6, 8, 10, 12)]  # fmt: skip
+    fixed = {NAME: SimpleNamespace(examples=[make_example(*m) for m in kept] + padding)}
+    [count, *_] = kept_and_labelled_problems(fixed, BROKEN, {NAME: padding})
+    assert "9 examples repaired, but 13 can be saved" in count
+    # Not a dict: no crash here, and copied_examples_problems says what is wrong with it.
+    assert kept_and_labelled_problems(fixed, BROKEN, "not a dict") == []
+
+
+def test_a_hand_written_message_that_is_not_an_object_is_named_not_a_traceback():
+    broken = {"messages": ["hi", {"role": "assistant", "content": "{}"}]}
+    assert answer_problems(broken) == [
+        'a message is not {"role": ..., "content": ...}: make the example with '
+        "make_example(text, intent, order_id, sentiment)"
+    ]
 
 
 def checked(examples: list[dict]):

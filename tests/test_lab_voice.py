@@ -141,6 +141,26 @@ def test_a_per_rule_metric_passes_and_weaker_metrics_are_told_what_is_wrong():
     assert any("exactly 40 words" in p for p in metric_verdict(length_rule("middle", False)))
 
 
+@pytest.mark.parametrize("max_words", [40, 60, 100])
+def test_the_samples_tell_a_right_metric_from_a_wrong_one_at_any_word_limit(max_words):
+    """At 60 words the "too long" reply was not too long, and a right metric was failed."""
+
+    def score(reply: str) -> float:
+        text = reply.strip()
+        middle = text.removeprefix(GREETING).removesuffix(SIGN_OFF)
+        rules = [
+            text.startswith(GREETING),
+            text.endswith(SIGN_OFF),
+            len(text.split()) < max_words,
+            len(middle.split()) >= 3,
+        ]
+        return sum(rules) / len(rules)
+
+    samples = sample_replies(GREETING, SIGN_OFF, max_words)
+    assert len(samples["at the limit"].split()) == max_words
+    assert metric_problems({n: score(t) for n, t in samples.items()}, samples, max_words) == []
+
+
 def test_the_comparison_needs_a_better_model_a_high_mean_and_half_the_replies_in_voice():
     held_out = ["a?", "b?", "c?", "d?"]
     good = [in_voice("Here is your answer, friend.")] * 4

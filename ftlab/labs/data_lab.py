@@ -89,6 +89,11 @@ def answer_problems(example: Any) -> list[str]:
             "it is not an example: make it with make_example(text, intent, order_id, sentiment)"
         ]
     messages = example["messages"]
+    if not all(isinstance(m, dict) for m in messages):
+        return [
+            'a message is not {"role": ..., "content": ...}: make the example with '
+            "make_example(text, intent, order_id, sentiment)"
+        ]
     problems = []
     first = messages[0] if messages else {}
     if first != {"role": "system", "content": SYSTEM_PROMPT}:
@@ -277,20 +282,27 @@ def broken_files_source(broken_dir: Path) -> ModuleType:
     return module
 
 
-def kept_and_labelled_problems(fixed_reports: Mapping[str, Any], broken_dir: Path) -> list[str]:
+def kept_and_labelled_problems(
+    fixed_reports: Mapping[str, Any], broken_dir: Path, extra_examples: Any = None
+) -> list[str]:
     """Lab 1: every example a careful repair can save is there, and the answers the learner
     wrote for messages that arrived without one follow the labelling guide.
 
     The messages are named, the right labels are not: the learner looks them up in the guide.
+    The learner's own new examples (`extra_examples`, file name -> examples) are not counted
+    as repaired ones: they cannot stand in for lines the repair dropped.
     """
     problems = []
+    extras = extra_examples if isinstance(extra_examples, dict) else {}
     for name, broken in broken_files_source(broken_dir).build().items():
         report = fixed_reports.get(name)
         if report is None:
             continue
-        if len(report.examples) < broken.savable:
+        added = extras.get(name, [])
+        repaired = len(report.examples) - (len(added) if isinstance(added, list) else 0)
+        if repaired < broken.savable:
             problems.append(
-                f"{name}: {plural(len(report.examples), 'example')} repaired, but "
+                f"{name}: {plural(repaired, 'example')} repaired, but "
                 f"{broken.savable} can be saved. Read the lines repair_file printed as dropped "
                 "and recover those that hold a whole example (only a line cut off in the middle, "
                 "an empty example or a duplicate is lost)"

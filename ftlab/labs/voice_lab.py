@@ -155,7 +155,19 @@ def sample_replies(greeting: str, sign_off: str, max_words: int = 40) -> dict[st
         "time for the weekend. If they pinch, swap them in our stores or send them back within "
         "thirty days, and tell us how the trail went. We love hearing from hikers like you."
     ).split()
-    fill = max_words - len(greeting.split()) - len(sign_off.split())  # to exactly max_words
+    frame = len(greeting.split()) + len(sign_off.split())
+
+    def words(count: int) -> list[str]:
+        """`count` words of the longer reply, repeated as often as a large max_words needs."""
+        return (longer * (count // len(longer) + 1))[:count]
+
+    too_long = (
+        "Your boots left our warehouse this morning and should reach you on Friday, just in "
+        "time for your weekend hike in the hills. If they do not fit, swap them for another "
+        "size in any of our stores, or send them back for free within thirty days. Enjoy the "
+        "fresh mountain air!"
+    ).split()
+    too_long += words(max(0, max_words + 5 - frame - len(too_long)))  # over any max_words
     return {
         "on-brand": f"{greeting} {answer} {sign_off}",
         "no sign-off": f"{greeting} {answer}",
@@ -164,15 +176,11 @@ def sample_replies(greeting: str, sign_off: str, max_words: int = 40) -> dict[st
             "that your order has been delayed due to unforeseen circumstances. Kind regards, "
             "the team."
         ),
-        "too long": (
-            f"{greeting} Your boots left our warehouse this morning and should reach you on "
-            "Friday, just in time for your weekend hike in the hills. If they do not fit, swap "
-            "them for another size in any of our stores, or send them back for free within "
-            f"thirty days. Enjoy the fresh mountain air! {sign_off}"
-        ),
+        "too long": " ".join([greeting, *too_long, sign_off]),
         "no answer": f"{greeting} {sign_off}",
-        # Not under max_words in all, though its middle is: the rule counts everything.
-        "at the limit": " ".join([greeting, *longer[:fill], sign_off]),
+        # Exactly max_words in all, so not under them, though its middle is: the rule counts
+        # everything.
+        "at the limit": " ".join([greeting, *words(max_words - frame), sign_off]),
     }
 
 
