@@ -230,14 +230,19 @@ def prepare_base_model(rebuild: bool = False, deep: bool = False) -> Path:
         if not rebuild and cache_problem(folder, deep=deep) is None:
             return folder  # another process finished it while we waited
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        old = staging.with_name(f"{staging.name}-old")
         try:
             _convert_gguf(staging)
             readable_by_all(staging)  # a public model: on a shared machine, every learner's
+            # The old copy is moved aside, not deleted first: a learner loading it while
+            # `ftlab prepare --rebuild` runs finds a folder there all but a moment (and
+            # files already open stay readable until the copy is deleted).
             if folder.exists():
-                shutil.rmtree(folder)
+                folder.rename(old)
             staging.rename(folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -244,6 +244,8 @@ def test_damaged_cache_is_rebuilt_not_used(private_cache):
     finally:
         os.umask(old)
     assert models.cache_problem(folder, deep=True) is None
+    leftovers = [p.name for p in folder.parent.iterdir() if p.is_dir() and p != folder]
+    assert leftovers == []  # neither the new copy's staging folder nor the old copy
     assert {mode for name, mode in modes(folder)} == {0o755, 0o644}
     assert ("model.safetensors", 0o644) in modes(folder) and (folder.name, 0o755) in modes(folder)
     model, tokenizer = models.load_model(device="cpu")
