@@ -147,7 +147,11 @@ class _StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step (Ctrl-C again to abort at once) ...", file=sys.stderr)
+        print(
+            "\nstopping after this step; --resume continues from the last epoch's checkpoint "
+            "(Ctrl-C again to abort at once) ...",
+            file=sys.stderr,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -251,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
         where = result.adapter_dir or "no checkpoint yet"
         print(
             f"stopped; last usable adapter: {where}\n"
-            "to continue, run the same command with --resume"
+            "to continue, run the same command with --resume (a run is saved once an epoch: "
+            "the steps done since that checkpoint are done again)"
         )
         return 130
     if result.final_train_loss is not None:
