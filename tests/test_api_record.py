@@ -5,6 +5,9 @@ import json
 import pytest
 
 from ftlab.course import api_result, api_result_path, save_api_result
+from ftlab.jsonl import write_jsonl
+from ftlab.paths import support_split
+from ftlab.support import load_examples
 
 RECORD = {
     "provider": "local",
@@ -86,3 +89,23 @@ def test_an_openai_record_is_never_replaced_by_a_local_job(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="records a fine-tuning job on OpenAI .* lacks"):
         api_result(on_event=start_job)
     assert json.loads(api_result_path().read_text())["provider"] == "openai"  # untouched
+
+
+@pytest.mark.slow
+def test_without_notebook_04s_record_notebook_05_runs_the_job_itself(tmp_path, monkeypatch):
+    """The real fallback: a private server, an upload, a quick job, the `ft:` model scored
+    through the API, and the record saved. On small splits, to keep it short."""
+    for split, size in (("train", 32), ("valid", 10), ("test", 4)):
+        rows = load_examples(support_split(split))[:size]
+        write_jsonl(tmp_path / "data" / "support" / f"{split}.jsonl", rows)
+    monkeypatch.setenv("FTLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FTLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("FTLAB_QUICK", "1")  # notebook 04's quick job: 32 examples, 8 steps
+    said: list[str] = []
+    record = api_result(on_event=said.append)
+    assert any(line.startswith("Fine-tuning job ftjob-") for line in said)
+    assert record["provider"] == "local" and record["train_examples"] == 32
+    assert record["fine_tuned_model"].startswith("ft:smollm2-135m-instruct:")
+    assert record["scores"]["n"] == 4 and len(record["predictions"]) == 4
+    assert json.loads(api_result_path().read_text(encoding="utf-8")) == record
+    assert api_result(on_event=start_job) == record  # read back: no second job
