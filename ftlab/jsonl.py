@@ -4,11 +4,18 @@ saying where a line's JSON breaks."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ftlab.files import write_text_atomically
+
+
+def repeated_keys(pairs: list[tuple[str, Any]]) -> list[str]:
+    """The keys that a JSON object's pairs (an `object_pairs_hook`'s argument) name more than
+    once, in the order they first appear: `json.loads` would silently keep the last value."""
+    return [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
 
 
 def json_error_place(error: json.JSONDecodeError) -> str:

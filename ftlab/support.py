@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ftlab.jsonl import json_error_place
+from ftlab.jsonl import json_error_place, repeated_keys
 
 # Character for character: evaluation sets written elsewhere use it too.
 SYSTEM_PROMPT = (
@@ -165,9 +165,10 @@ class RepeatedKeys(dict):
 
 
 def _keep_repeats_visible(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [key for key, _ in pairs]
-    repeated = {key for key in keys if keys.count(key) > 1}
-    return RepeatedKeys(pairs, repeated) if repeated else dict(pairs)
+    value = dict(pairs)
+    if len(value) == len(pairs):  # every object of every answer: the common case first
+        return value
+    return RepeatedKeys(pairs, set(repeated_keys(pairs)))
 
 
 def parse_answer(text: str) -> dict | None:

@@ -10,12 +10,11 @@ import difflib
 import json
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from ftlab.chat_template import is_learned
-from ftlab.jsonl import json_error_place
+from ftlab.jsonl import json_error_place, repeated_keys
 from ftlab.validation.codes import ALLOWED_ROLES, MESSAGE_KEYS, TOP_LEVEL_KEYS
 from ftlab.validation.report import Problem
 
@@ -134,7 +133,7 @@ def _parse_float(text: str) -> float:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
     if len(value) < len(pairs):
-        twice = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        twice = repeated_keys(pairs)[0]
         raise _UnreadableValue(
             f"the key {show(twice)} appears twice in the same object, and JSON readers "
             "silently keep only the last one; delete or rename one of them"
